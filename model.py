@@ -1,0 +1,372 @@
+"""
+model.py -- a nanoGPT-compatible GPT with hand-written KV-cached sampling.
+
+Read in this order:
+  1. GPTConfig, the Block modules and GPT.forward  -- nanoGPT's model, same parameter names, so a
+     nanoGPT state_dict loads with strict=True.
+  2. KVCache                                        -- per-layer K and V tensors, preallocated.
+  3. GPT.generate                                   -- prefill the prompts once, copy the cache to
+     num_samples rows, then decode one token at a time, reading K/V of the past from the cache.
+  4. sequence_logprobs                              -- the same per-token log-probs in one forward
+     pass (what the RL loss differentiates).
+
+Padding convention: prompts of different lengths are LEFT-padded (right-aligned), so that every
+row writes its next token into the same cache slot. A boolean `pad_mask` (True = real token) tells
+attention to ignore the pads, and position ids are `cumsum(pad_mask) - 1`, so a token's position
+does not depend on how much padding sits in front of it.
+
+Imports torch only.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256
+    vocab_size: int = 258  # byte-level tokenizer: 256 bytes + <|endoftext|> + <|pad|>
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1; kept for nanoGPT's keys)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)  # unused by SDPA path but kept for nanoGPT parity
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+
+    def forward(self, x, attn_mask=None, cache=None, layer=0):
+        """x: (B, T, C). attn_mask: bool (B, 1, T, T_keys) with True = may attend, or None = plain causal.
+        With a cache, this call's K and V are written at cache.pos and attention reads all cached keys."""
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)  # now (B, nh, pos+T, hs): the past plus this call's tokens
+        dropout_p = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            # no padding: plain causal attention. A single decoded query attends to every cached key.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=(T > 1))
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+# -----------------------------------------------------------------------------
+# The KV cache: explicit, preallocated, written in place (no per-step torch.cat).
+
+class KVCache:
+    """K and V of every layer for B rows and up to T_max positions.
+
+    k, v: (n_layer, B, n_head, T_max, head_dim); `pos` = number of filled positions, the same for
+    every row (prompts are left-padded). key_mask: (B, T_max) bool, False on padding."""
+
+    def __init__(self, n_layer, B, n_head, T_max, head_dim, device, dtype):
+        self.k = torch.zeros(n_layer, B, n_head, T_max, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
+        self.pos = 0
+        self.T_max = T_max
+
+    def write(self, layer, k, v):
+        """Store this call's (B, nh, T, hs) keys/values at [pos, pos+T); return views of all keys so far."""
+        T = k.size(2)
+        end = self.pos + T
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, T):
+        self.pos += T  # called once per forward, after every layer has written
+
+    def repeat_rows(self, n):
+        """Each row becomes n consecutive rows: prefill a prompt once, then sample n completions from it."""
+        self.k = self.k.repeat_interleave(n, dim=1)
+        self.v = self.v.repeat_interleave(n, dim=1)
+        self.key_mask = self.key_mask.repeat_interleave(n, dim=0)
+
+
+# -----------------------------------------------------------------------------
+
+def left_pad(prompts, pad_id):
+    """List of token lists -> (idx (B, T) long, pad_mask (B, T) bool), right-aligned."""
+    T = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    pad_mask = torch.zeros(len(prompts), T, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        idx[i, T - len(p):] = torch.tensor(p, dtype=torch.long)
+        pad_mask[i, T - len(p):] = True
+    return idx, pad_mask
+
+
+def completion_mask(tokens, eos_id):
+    """(B, T) bool: True up to and including the first eos_id of each row (all True if eos_id is None)."""
+    if eos_id is None:
+        return torch.ones_like(tokens, dtype=torch.bool)
+    is_eos = (tokens == eos_id).long()
+    before = torch.cumsum(is_eos, dim=1) - is_eos  # number of EOS strictly before t
+    return before == 0
+
+
+def _filter_logits(logits, top_k, top_p):
+    """Top-k then nucleus (top-p) truncation: excluded tokens get -inf."""
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token if the tokens strictly more likely than it already hold >= top_p of the mass;
+        # the most likely token is always kept.
+        drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():  # GPT-2: scaled init of residual projections
+            if pn.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx, targets=None, pad_mask=None, cache=None):
+        """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None).
+
+        Unlike nanoGPT, logits are returned at every position even without targets (the RL loss
+        needs them all). targets: (B, T) with -1 = ignore. pad_mask: (B, T) bool, True = real token
+        (left padding). cache: a KVCache to read the past from and write this call's K/V into."""
+        B, T = idx.size()
+        past = cache.pos if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of length {past + T} is longer than block_size {self.config.block_size}")
+        attn_mask = None
+        keys = pad_mask  # (B, past+T) bool over every key this call attends to, True = real token
+        if cache is not None:
+            if pad_mask is not None:
+                cache.key_mask[:, past:past + T] = pad_mask
+            keys = cache.key_mask[:, :past + T]
+        # The fast path (is_causal / no mask) is exact only without padding, and, with a cache,
+        # for a single decoded token or a prefill from an empty cache.
+        needs_mask = keys is not None and not bool(keys.all())
+        needs_mask = needs_mask or (past > 0 and T > 1)
+        if needs_mask:
+            if keys is None:
+                keys = torch.ones(B, past + T, dtype=torch.bool, device=idx.device)
+            pos = (torch.cumsum(keys.long(), dim=1) - 1).clamp(min=0)[:, past:]  # position ids skip the padding
+            causal = torch.ones(T, past + T, dtype=torch.bool, device=idx.device).tril(diagonal=past)
+            attn_mask = causal[None] & keys[:, None, :]
+            # a padding query row would see no key at all (SDPA -> NaN): let every query see itself
+            attn_mask = attn_mask | torch.eye(T, past + T, dtype=torch.bool, device=idx.device).roll(past, 1)[None]
+            attn_mask = attn_mask[:, None]  # (B, 1, T, past+T), broadcast over heads
+        else:
+            pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, attn_mask, cache, layer)
+        if cache is not None:
+            cache.advance(T)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_cache(self, B, T_max):
+        c = self.config
+        p = self.lm_head.weight
+        return KVCache(c.n_layer, B, c.n_head, T_max, c.n_embd // c.n_head, p.device, p.dtype)
+
+    @torch.no_grad()
+    def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 eos_id=None, num_samples=1, generator=None, pad_id=0):
+        """Sample completions with a KV cache.
+
+        prompts: a (B, T) LongTensor (all the same length) or a list of B token lists (any lengths,
+        left-padded here). Each prompt is prefilled ONCE; its cache is copied to num_samples rows
+        (rows are grouped: prompt 0's samples first). temperature=0 means greedy. top_k / top_p
+        truncate the sampling distribution. A row stops after emitting eos_id; its later slots are
+        filled with eos_id (tokens) and 0 (logprobs) -- use completion_mask(tokens, eos_id).
+
+        Returns (tokens (B*num_samples, T_new) long, logprobs (B*num_samples, T_new) float) where
+        logprobs are log pi(token) under the UNTEMPERED, UNTRUNCATED model distribution (TOPR's
+        behaviour log-probs, log mu), and T_new <= max_new_tokens (stops early when all rows are done).
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_p is not None and not (0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if num_samples < 1 or max_new_tokens < 1:
+            raise ValueError("num_samples and max_new_tokens must be >= 1")
+        device = self.lm_head.weight.device
+        if isinstance(prompts, torch.Tensor):
+            idx, pad_mask = prompts.to(device), None
+        else:
+            idx, pad_mask = left_pad(prompts, pad_id)
+            idx, pad_mask = idx.to(device), pad_mask.to(device)
+            if bool(pad_mask.all()):
+                pad_mask = None
+        B, T = idx.shape
+        if T + max_new_tokens > self.config.block_size:
+            raise ValueError(f"prompt of {T} tokens + max_new_tokens={max_new_tokens} exceeds "
+                             f"block_size={self.config.block_size}")
+        cache = self.new_cache(B, T + max_new_tokens)
+        logits, _ = self(idx, pad_mask=pad_mask, cache=cache)  # prefill: one forward over all prompts
+        logits = logits[:, -1, :]
+        if num_samples > 1:
+            cache.repeat_rows(num_samples)
+            logits = logits.repeat_interleave(num_samples, dim=0)
+        N = B * num_samples
+        out_tokens = torch.empty(N, max_new_tokens, dtype=torch.long, device=device)
+        out_logp = torch.zeros(N, max_new_tokens, dtype=torch.float32, device=device)
+        done = torch.zeros(N, dtype=torch.bool, device=device)
+        step_mask = torch.ones(N, 1, dtype=torch.bool, device=device) if pad_mask is not None else None
+        for t in range(max_new_tokens):
+            logits = logits.float()
+            logp_all = F.log_softmax(logits, dim=-1)  # untempered: this is log mu for TOPR
+            if temperature == 0:
+                nxt = torch.argmax(logits, dim=-1, keepdim=True)
+            else:
+                probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+            lp = logp_all.gather(1, nxt).squeeze(1)
+            if eos_id is not None:
+                nxt = nxt.masked_fill(done[:, None], eos_id)
+                lp = lp.masked_fill(done, 0.0)
+            out_tokens[:, t] = nxt.squeeze(1)
+            out_logp[:, t] = lp
+            if eos_id is not None:
+                done = done | (nxt.squeeze(1) == eos_id)
+                if bool(done.all()):
+                    return out_tokens[:, :t + 1], out_logp[:, :t + 1]
+            if t + 1 < max_new_tokens:
+                logits, _ = self(nxt, pad_mask=step_mask, cache=cache)  # decode: one token per row
+                logits = logits[:, -1, :]
+        return out_tokens, out_logp
+
+
+# -----------------------------------------------------------------------------
+# Log-probs of given completions in one forward pass (what the RL loss differentiates).
+
+def pack(prompts, completions, pad_id):
+    """Lay out (prompt, completion) pairs as one batch: prompts left-padded to a common length P,
+    completions right-padded. Returns tokens (B, T), pad_mask (B, T) (True = real token) and
+    completion_mask (B, T) (True on completion tokens). This is exactly the layout generate() uses,
+    so positions and log-probs agree."""
+    idx, pmask = left_pad(prompts, pad_id)
+    Tc = max(1, max(len(c) for c in completions))
+    comp = torch.full((len(prompts), Tc), pad_id, dtype=torch.long)
+    cmask = torch.zeros(len(prompts), Tc, dtype=torch.bool)
+    for i, c in enumerate(completions):
+        comp[i, :len(c)] = torch.tensor(list(c), dtype=torch.long)
+        cmask[i, :len(c)] = True
+    tokens = torch.cat([idx, comp], dim=1)
+    pad_mask = torch.cat([pmask, cmask], dim=1)
+    compl_mask = torch.cat([torch.zeros_like(pmask), cmask], dim=1)
+    return tokens, pad_mask, compl_mask
+
+
+def sequence_logprobs(model, tokens, pad_mask, compl_mask):
+    """Per-token log pi(tokens[:, t] | tokens[:, :t]) for t on the completion (zero elsewhere), (B, T).
+
+    One forward pass; gradients flow (call under no_grad for behaviour log-probs)."""
+    logits, _ = model(tokens[:, :-1], pad_mask=pad_mask[:, :-1])
+    logp = F.log_softmax(logits.float(), dim=-1).gather(2, tokens[:, 1:, None]).squeeze(2)
+    logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)  # token 0 is never a completion token
+    return logp * compl_mask
+
+
+def get_device(name="auto"):
+    """cuda if available, else mps, else cpu (or the device named)."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
