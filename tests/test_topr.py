@@ -1,0 +1,397 @@
+"""Tests for topr.py: gradients against hand-derived formulas (DESIGN.md s4), stop-gradient, padding,
+p_eff and its inverse, PPO clipping, the tapered objective, curation, input errors. Fast and seeded."""
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import topr  # noqa: E402
+
+B = 48
+
+
+def make_batch(seed=0, B=B, dtype=torch.float64):
+    """Random off-policy batch: ratios in [e^-2, e^2] and rewards +-1, every (sign, side of 1) present."""
+    g = torch.Generator().manual_seed(seed)
+    logp = (-1 - 20 * torch.rand(B, generator=g, dtype=dtype)).requires_grad_()
+    log_ratio = 4 * torch.rand(B, generator=g, dtype=dtype) - 2
+    logp_behavior = logp.detach() - log_ratio
+    reward = torch.where(torch.rand(B, generator=g) < 0.4, 1.0, -1.0).to(dtype)
+    lengths = torch.randint(1, 30, (B,), generator=g)
+    rho = log_ratio.exp()
+    for sign in (1.0, -1.0):
+        m = reward == sign
+        assert (m & (rho < 1)).any() and (m & (rho > 1)).any()
+    return logp, logp_behavior, reward, lengths
+
+
+def baselines(reward, seed=0):
+    g = torch.Generator().manual_seed(seed + 1)
+    return {"zero": 0.0, "const+": 0.3, "const-": -0.5,
+            "group": topr.group_baseline(reward, 4),
+            "per_sample": (2 * torch.rand(reward.shape, generator=g, dtype=reward.dtype) - 1)}
+
+
+def hand_grad(logp, logp_behavior, reward, baseline, lengths, length_normalize, pos_limits, neg_limits):
+    """DESIGN s4 by hand: d loss / d logp_i = - alpha_i A_i / (B L_i), alpha_i a constant."""
+    A = reward - baseline
+    rho = torch.exp(logp.detach() - logp_behavior)
+    alpha = torch.where(A >= 0, rho.clamp(*pos_limits), rho.clamp(*neg_limits))
+    L = lengths.to(A.dtype) if length_normalize else torch.ones_like(A)
+    return -alpha * A / (len(A) * L)
+
+
+def grad_of(loss, x):
+    (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+# -----------------------------------------------------------------------------
+# gradients equal the hand-derived formula
+
+@pytest.mark.parametrize("name", list(topr.PRESETS))
+@pytest.mark.parametrize("length_normalize", [True, False])
+@pytest.mark.parametrize("seed,bname", list(enumerate(["zero", "const+", "const-", "group", "per_sample"])))
+def test_preset_gradient_matches_formula(name, length_normalize, seed, bname):
+    logp, logp_behavior, reward, lengths = make_batch(seed=100 + seed)
+    baseline = baselines(reward)[bname]
+    loss, stats = topr.topr_loss(logp, logp_behavior, reward, name=name, baseline=baseline,
+                                 lengths=lengths, length_normalize=length_normalize)
+    preset = topr.PRESETS[name]
+    c = preset.get("baseline", baseline)  # sft_pos overrides the baseline with c = -1
+    want = hand_grad(logp, logp_behavior, reward, c, lengths, length_normalize,
+                     preset["pos_limits"], preset["neg_limits"])
+    torch.testing.assert_close(grad_of(loss, logp), want, rtol=1e-10, atol=1e-12)
+    # the loss value is the surrogate -mean alpha A logp / L
+    torch.testing.assert_close(loss.detach(), (want * logp.detach()).sum())
+
+
+def test_custom_limits_gradient_matches_formula():
+    logp, logp_behavior, reward, lengths = make_batch(seed=7)
+    for pos_limits, neg_limits in [((0.5, 2.0), (0.2, 1.5)), ((0.0, math.inf), (1.0, 1.0)), ((1.0, 3.0), (0.0, 0.5))]:
+        loss, _ = topr.truncated_is_loss(logp, logp_behavior, reward, pos_limits=pos_limits,
+                                         neg_limits=neg_limits, baseline=0.1, lengths=lengths)
+        want = hand_grad(logp, logp_behavior, reward, 0.1, lengths, True, pos_limits, neg_limits)
+        torch.testing.assert_close(grad_of(loss, logp), want)
+
+
+# d loss / d logp for rho = [0.5, 3, 0.5, 3], R = [+1, +1, -1, -1], c = 0, L = 1, B = 4: -w A / 4 with w from
+# the DESIGN s4 table (sft_pos: A = R + 1; ppo eps 0.2: weight rho, or 0 where the clip is active)
+EXPLICIT = {
+    "topr":      ([1.0, 1.0, 0.5, 1.0], [1, 1, -1, -1]),
+    "reinforce": ([1.0, 1.0, 1.0, 1.0], [1, 1, -1, -1]),
+    "tis":       ([0.5, 1.0, 0.5, 1.0], [1, 1, -1, -1]),
+    "is":        ([0.5, 3.0, 0.5, 3.0], [1, 1, -1, -1]),
+    "sft_pos":   ([1.0, 1.0, 1.0, 1.0], [2, 2, 0, 0]),
+    "ppo":       ([0.5, 0.0, 0.0, 3.0], [1, 1, -1, -1]),
+}
+
+
+@pytest.mark.parametrize("name", topr.LOSSES)
+def test_explicit_weights_per_loss(name):
+    logp = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    rho = torch.tensor([0.5, 3.0, 0.5, 3.0], dtype=torch.float64)
+    reward = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    loss, _ = topr.topr_loss(logp, logp.detach() - rho.log(), reward, name, length_normalize=False)
+    w, A = (torch.tensor(v, dtype=torch.float64) for v in EXPLICIT[name])
+    torch.testing.assert_close(grad_of(loss, logp), -w * A / 4)
+
+
+def test_presets_match_design_table():
+    assert topr.PRESETS["topr"] == dict(pos_limits=(1.0, 1.0), neg_limits=(0.0, 1.0))
+    assert topr.PRESETS["reinforce"] == dict(pos_limits=(1.0, 1.0), neg_limits=(1.0, 1.0))
+    assert topr.PRESETS["tis"] == dict(pos_limits=(0.0, 1.0), neg_limits=(0.0, 1.0))
+    assert topr.PRESETS["is"] == dict(pos_limits=(0.0, math.inf), neg_limits=(0.0, math.inf))
+    assert topr.PRESETS["sft_pos"] == dict(pos_limits=(1.0, 1.0), neg_limits=(1.0, 1.0), baseline=-1.0)
+
+
+def test_zero_advantage_counts_as_positive():
+    """A = 0 (a group whose samples all share one reward) is 'positive' (A >= 0) and gets no gradient."""
+    logp, logp_behavior, reward, lengths = make_batch(seed=1)
+    reward[:4] = -1.0
+    baseline = topr.group_baseline(reward, 4)
+    loss, stats = topr.topr_loss(logp, logp_behavior, reward, "topr", baseline, lengths)
+    A = reward - baseline
+    assert stats["n_pos"] == int((A >= 0).sum()) and stats["n_neg"] == int((A < 0).sum())
+    assert torch.all(grad_of(loss, logp)[:4] == 0)
+    assert stats["logp_reward_neg"] == pytest.approx(logp.detach()[reward < 0].mean().item())
+
+
+def test_topr_explicit_weights():
+    """TOPR spelled out: positives weight exactly A, negatives clip(rho, 0, 1) * A (paper Eq. 8)."""
+    logp = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    log_ratio = torch.tensor([math.log(0.5), math.log(3.0), math.log(0.5), math.log(3.0)], dtype=torch.float64)
+    reward = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    loss, stats = topr.topr_loss(logp, logp - log_ratio.detach(), reward, length_normalize=False)
+    torch.testing.assert_close(grad_of(loss, logp), -torch.tensor([1.0, 1.0, -0.5, -1.0], dtype=torch.float64) / 4)
+    assert stats["n_pos"] == 2 and stats["n_neg"] == 2
+    assert stats["frac_neg_alpha_lt1"] == 0.5
+    assert stats["mean_alpha"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+    assert stats["mean_ratio_neg"] == pytest.approx(1.75)
+    assert stats["frac_clipped"] == pytest.approx(3 / 4)  # 0.5 and 3.0 truncated for positives, 3.0 for neg
+    json.dumps(stats)  # json-ready python scalars
+
+
+def test_sft_pos_ignores_negatives_and_baseline():
+    logp, logp_behavior, reward, lengths = make_batch(seed=3)
+    g = grad_of(topr.topr_loss(logp, logp_behavior, reward, "sft_pos", baseline=0.7, lengths=lengths)[0], logp)
+    assert torch.all(g[reward < 0] == 0)
+    torch.testing.assert_close(g[reward > 0], -2.0 / (B * lengths[reward > 0].double()))  # A = 1 - (-1)
+
+
+def test_on_policy_presets_agree():
+    logp, _, reward, lengths = make_batch(seed=11)
+    for baseline in (0.0, 0.3, topr.group_baseline(reward, 4)):
+        grads = {name: grad_of(topr.topr_loss(logp, logp.detach(), reward, name, baseline, lengths)[0], logp)
+                 for name in ["topr", "reinforce", "tis", "is", "ppo"]}
+        for name, g in grads.items():
+            torch.testing.assert_close(g, grads["reinforce"], rtol=0, atol=1e-15, msg=name)
+        A = reward - baseline
+        torch.testing.assert_close(grads["topr"], -A / (B * lengths.double()))
+
+
+# -----------------------------------------------------------------------------
+# stop-gradient on the ratio weight
+
+@pytest.mark.parametrize("name", topr.LOSSES)
+def test_no_gradient_through_behavior_logp(name):
+    logp, logp_behavior, reward, lengths = make_batch(seed=5)
+    logp_behavior = logp_behavior.clone().requires_grad_()
+    baseline = topr.group_baseline(reward, 4).requires_grad_()
+    loss, _ = topr.topr_loss(logp, logp_behavior, reward, name, baseline=baseline, lengths=lengths)
+    g_logp, g_beh, g_base = torch.autograd.grad(loss, [logp, logp_behavior, baseline], allow_unused=True)
+    assert g_beh is None or torch.all(g_beh == 0)
+    assert g_base is None or torch.all(g_base == 0)
+    if name != "ppo":  # alpha is a constant: gradient = -alpha A / (B L), not -(alpha + alpha logp) A / (B L)
+        p = topr.PRESETS[name]
+        want = hand_grad(logp, logp_behavior.detach(), reward, p.get("baseline", baseline.detach()), lengths,
+                         True, p["pos_limits"], p["neg_limits"])
+        torch.testing.assert_close(g_logp, want)
+
+
+# -----------------------------------------------------------------------------
+# padding
+
+@pytest.mark.parametrize("name", topr.LOSSES)
+def test_padding_contributes_nothing(name):
+    g = torch.Generator().manual_seed(2)
+    Bp, T = 8, 12
+    lengths = torch.randint(1, T + 1, (Bp,), generator=g)
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    tok = (-3 * torch.rand(Bp, T, generator=g, dtype=torch.float64))
+    tok_beh = tok + 0.3 * torch.randn(Bp, T, generator=g, dtype=torch.float64)
+    reward = torch.tensor([1.0, -1.0] * (Bp // 2), dtype=torch.float64)
+
+    def run(pad_value):
+        t = torch.where(mask, tok, torch.full_like(tok, pad_value)).requires_grad_()
+        tb = torch.where(mask, tok_beh, torch.full_like(tok, pad_value))
+        logp = topr.sequence_logp(t, mask)
+        loss, _ = topr.topr_loss(logp, topr.sequence_logp(tb, mask), reward, name, lengths=lengths)
+        return loss.detach(), grad_of(loss, t)
+
+    loss0, g0 = run(0.0)
+    for pad in (-1e4, 7.0, float("nan"), -float("inf")):
+        loss1, g1 = run(pad)
+        assert torch.equal(loss0, loss1) and torch.equal(g0, g1)
+    assert torch.all(g0[~mask] == 0)
+    # every real token of sequence i gets the sequence's gradient -w_i A_i / (B L_i)
+    for i in range(Bp):
+        assert torch.allclose(g0[i, mask[i]], g0[i, mask[i]][0].expand(int(lengths[i])))
+
+
+def test_sequence_logp_sums_real_tokens():
+    tok = torch.tensor([[-1.0, -2.0, -5.0], [-0.5, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    torch.testing.assert_close(topr.sequence_logp(tok, mask), torch.tensor([-3.0, -0.5]))
+
+
+# -----------------------------------------------------------------------------
+# PPO
+
+def test_ppo_clipping():
+    eps = 0.2
+    rho = torch.tensor([0.5, 0.9, 1.1, 1.5, 0.5, 0.9, 1.1, 1.5], dtype=torch.float64)
+    reward = torch.tensor([1.0] * 4 + [-1.0] * 4, dtype=torch.float64)
+    lengths = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8])
+    logp = torch.full((8,), -4.0, dtype=torch.float64, requires_grad=True)
+    logp_behavior = logp.detach() - rho.log()
+    for ln in (True, False):
+        loss, stats = topr.ppo_loss(logp, logp_behavior, reward, eps=eps, lengths=lengths, length_normalize=ln)
+        g = grad_of(loss, logp)
+        L = lengths.double() if ln else torch.ones(8, dtype=torch.float64)
+        unclipped = -rho * reward / (8 * L)             # d/dlogp of -rho A / (B L): rho carries the gradient
+        active = torch.tensor([0, 0, 0, 1, 1, 0, 0, 0], dtype=torch.bool)  # A>0 & rho>1+eps; A<0 & rho<1-eps
+        assert torch.all(g[active] == 0)
+        torch.testing.assert_close(g[~active], unclipped[~active])
+        obj = torch.minimum(rho * reward, rho.clamp(1 - eps, 1 + eps) * reward) / L
+        assert loss.item() == pytest.approx(-obj.mean().item())
+        assert stats["frac_clipped"] == pytest.approx(2 / 8)
+    # the baseline shifts A for ppo too
+    loss, _ = topr.ppo_loss(logp, logp_behavior, reward, baseline=0.5, lengths=lengths, length_normalize=False)
+    g = grad_of(loss, logp)
+    assert g[1].item() == pytest.approx(-0.9 * 0.5 / 8)
+
+
+# -----------------------------------------------------------------------------
+# tapered objective
+
+@pytest.mark.parametrize("a,b", [(0.0, 1.0), (1.0, 1.0), (0.5, 2.0), (0.0, math.inf), (1.0, math.inf), (0.2, 0.2)])
+def test_tapered_shape_and_continuity(a, b):
+    rho = torch.logspace(-3, 3, 601, dtype=torch.float64)
+    T = topr.tapered(rho, a, b)
+    inside = (rho >= a) & (rho <= b)
+    torch.testing.assert_close(T[inside], rho[inside])
+    for k in (a, b):
+        if 0 < k < math.inf:
+            lo, hi = topr.tapered(torch.tensor([k * (1 - 1e-9), k * (1 + 1e-9)], dtype=torch.float64), a, b)
+            assert abs(lo - k) < 1e-8 and abs(hi - k) < 1e-8
+    assert torch.all(T[1:] > T[:-1])  # increasing
+    # dT/dlogp = rho T'(rho) = clip(rho, a, b): the TOPR weight
+    log_rho = rho.log().requires_grad_()
+    T2 = topr.tapered(log_rho.exp(), a, b, log_ratio=log_rho)
+    torch.testing.assert_close(grad_of(T2.sum(), log_rho), rho.clamp(a, b))
+    torch.testing.assert_close(T2.detach(), T)
+
+
+def test_tapered_special_cases():
+    rho = torch.tensor([0.1, 0.5, 1.0, 2.0, 10.0], dtype=torch.float64)
+    torch.testing.assert_close(topr.tapered(rho, 1.0, 1.0), 1 + rho.log())  # topr positives: 1 + log rho
+    torch.testing.assert_close(topr.tapered(rho, 0.0, math.inf), rho)      # full IS
+    torch.testing.assert_close(topr.tapered(rho, 0.0, 1.0), torch.where(rho > 1, 1 + rho.log(), rho))
+
+
+@pytest.mark.parametrize("name", list(topr.PRESETS))
+def test_tapered_objective_gradient_equals_loss_gradient(name):
+    logp, logp_behavior, reward, lengths = make_batch(seed=13)
+    baseline = topr.group_baseline(reward, 4)
+    loss, stats = topr.topr_loss(logp, logp_behavior, reward, name, baseline=baseline, lengths=lengths)
+    p = topr.PRESETS[name]
+    A = reward - p.get("baseline", baseline)
+    rho = torch.exp(logp - logp_behavior)  # with gradient this time
+    T = torch.where(A >= 0, topr.tapered(rho, *p["pos_limits"]), topr.tapered(rho, *p["neg_limits"]))
+    J = (A * T / lengths.double()).mean()
+    assert stats["objective"] == pytest.approx(J.item(), rel=1e-9)
+    torch.testing.assert_close(grad_of(-J, logp), grad_of(loss, logp))
+
+
+def test_huge_log_ratios_stay_finite():
+    logp = torch.tensor([-10.0, -10.0, -10.0, -10.0], requires_grad=True)
+    log_ratio = torch.tensor([200.0, -200.0, 200.0, -200.0])  # e^200 overflows float32
+    reward = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    for name in ["topr", "reinforce", "tis", "sft_pos"]:
+        loss, stats = topr.topr_loss(logp, logp.detach() - log_ratio, reward, name, length_normalize=False)
+        g = grad_of(loss, logp)
+        assert torch.isfinite(loss) and torch.all(torch.isfinite(g)) and math.isfinite(stats["objective"])
+    loss, _ = topr.topr_loss(logp, logp.detach() - log_ratio, reward, "topr", length_normalize=False)
+    torch.testing.assert_close(grad_of(loss, logp), torch.tensor([-1.0, -1.0, 1.0, 0.0]) / 4)
+    # ppo: clipped branches (A>0 & rho huge, A<0 & rho tiny) give exactly 0, not 0 * inf = nan; A<0 with
+    # rho = e^200 is PPO's unbounded negative weight (rho A): +inf in float32, inherent, not a bug here
+    loss, _ = topr.ppo_loss(logp, logp.detach() - log_ratio, reward, length_normalize=False)
+    g = grad_of(loss, logp)
+    assert g[0] == 0 and g[3] == 0 and torch.isfinite(g[1]) and g[2] > 0
+
+
+# -----------------------------------------------------------------------------
+# baseline and dataset composition
+
+def test_effective_pos_fraction_hand_cases():
+    for p in (0.01, 0.1, 0.44, 0.9, 1.0):
+        assert topr.effective_pos_fraction(p, -1.0) == pytest.approx(1.0)   # c = -1: SFT on positives
+        assert topr.effective_pos_fraction(p, 0.0) == pytest.approx(p)
+    for p in (0.0, 0.1, 0.9):
+        assert topr.effective_pos_fraction(p, 1.0) == pytest.approx(0.0)
+    # p = 0.5, c = 0.5: positives weight 0.5, negatives 1.5 -> 0.25
+    assert topr.effective_pos_fraction(0.5, 0.5) == pytest.approx(0.25)
+    # direct count: weight p(1-c) on positives, (1-p)(1+c) on negatives
+    p, c = 0.3, -0.4
+    assert topr.effective_pos_fraction(p, c) == pytest.approx(p * (1 - c) / (p * (1 - c) + (1 - p) * (1 + c)))
+    with pytest.raises(ValueError):
+        topr.effective_pos_fraction(1.5, 0.0)
+    with pytest.raises(ValueError):
+        topr.effective_pos_fraction(0.5, 2.0)
+
+
+def test_baseline_inverse_round_trips():
+    grid = [0.02, 0.1, 0.2, 0.44, 0.5, 0.7, 0.95]
+    for p in grid:
+        assert topr.baseline_for_pos_fraction(p, p) == pytest.approx(0.0, abs=1e-12)
+        for p_eff in grid:
+            c = topr.baseline_for_pos_fraction(p, p_eff)
+            assert -1 < c < 1
+            assert topr.effective_pos_fraction(p, c) == pytest.approx(p_eff, rel=1e-10)
+    for bad in [(0.0, 0.2), (1.0, 0.2), (0.5, 0.0), (0.5, 1.0), (-0.1, 0.5)]:
+        with pytest.raises(ValueError, match="must be in"):
+            topr.baseline_for_pos_fraction(*bad)
+
+
+def test_group_baseline():
+    reward = torch.tensor([1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0])
+    torch.testing.assert_close(topr.group_baseline(reward, 4), torch.tensor([-0.5] * 4 + [1.0] * 4))
+    with pytest.raises(ValueError):
+        topr.group_baseline(reward, 3)
+
+
+@pytest.mark.parametrize("target", [0.0, 0.1, 0.2, 0.5, 0.8, 1.0])
+def test_curate_hits_target(target):
+    g = torch.Generator().manual_seed(0)
+    reward = torch.where(torch.rand(1000, generator=g) < 0.4, 1.0, -1.0)
+    n_pos, n_neg = int((reward > 0).sum()), int((reward < 0).sum())
+    idx = topr.curate(reward, target, generator=torch.Generator().manual_seed(1))
+    assert idx.dtype == torch.long and len(idx.unique()) == len(idx) and torch.all(idx[1:] > idx[:-1])
+    kept = reward[idx]
+    k_pos, k_neg = int((kept > 0).sum()), int((kept < 0).sum())
+    assert abs(k_pos / len(idx) - target) <= 1 / len(idx)
+    # the under-represented side is kept whole
+    if target < n_pos / 1000:
+        assert k_neg == n_neg
+    else:
+        assert k_pos == n_pos
+    # deterministic given the generator
+    again = topr.curate(reward, target, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(idx, again)
+
+
+def test_curate_errors():
+    with pytest.raises(ValueError):
+        topr.curate(torch.tensor([-1.0, -1.0]), 0.2)
+    with pytest.raises(ValueError):
+        topr.curate(torch.tensor([1.0, -1.0]), 1.5)
+
+
+# -----------------------------------------------------------------------------
+# input errors and API
+
+def test_unknown_loss_name():
+    logp, logp_behavior, reward, lengths = make_batch()
+    with pytest.raises(ValueError, match=r"unknown loss 'grpo'; choose from topr, reinforce, tis, is, sft_pos, ppo"):
+        topr.topr_loss(logp, logp_behavior, reward, name="grpo", lengths=lengths)
+
+
+def test_bad_inputs():
+    logp, logp_behavior, reward, lengths = make_batch()
+    with pytest.raises(ValueError, match="needs lengths"):
+        topr.topr_loss(logp, logp_behavior, reward)
+    with pytest.raises(ValueError, match="must all be"):
+        topr.topr_loss(logp, logp_behavior[:-1], reward, lengths=lengths)
+    with pytest.raises(ValueError, match="0 <= a <= b"):
+        topr.truncated_is_loss(logp, logp_behavior, reward, pos_limits=(2.0, 1.0), lengths=lengths)
+
+
+def test_api_and_stats_keys():
+    assert set(topr.PRESETS) == {"topr", "reinforce", "tis", "is", "sft_pos"}
+    assert topr.LOSSES == ["topr", "reinforce", "tis", "is", "sft_pos", "ppo"]
+    logp, logp_behavior, reward, lengths = make_batch()
+    keys = None
+    for name in topr.LOSSES:
+        _, stats = topr.topr_loss(logp, logp_behavior, reward, name, lengths=lengths)
+        json.dumps(stats)
+        assert all(isinstance(v, (int, float)) for v in stats.values())
+        keys = keys or set(stats)
+        assert set(stats) == keys  # same keys for every loss: the RL loop logs them uniformly
+    for k in ["loss", "objective", "mean_alpha", "frac_neg_alpha_lt1", "mean_ratio", "logp_pos", "logp_neg",
+              "n_pos", "n_neg"]:
+        assert k in keys

@@ -1,0 +1,234 @@
+"""
+topr.py -- Tapered Off-Policy REINFORCE (Le Roux, Bellemare, Lebensold et al., 2025) and relatives.
+
+Pure torch on (B,) tensors of sequence log-probs; imports nothing from this repo.
+
+  1. The truncated importance-sampling family: one loss, limits [a+, b+] / [a-, b-] (topr, reinforce,
+     tis, is, sft_pos), and `topr_loss` to pick a preset (or `ppo`) by name.
+  2. PPO's clipped ratio objective (sequence-level ratio), the common baseline.
+  3. The tapered objective T(rho; a, b), whose gradient the TOPR loss follows (logged, not optimised).
+  4. Baseline c and dataset composition: p_eff and its inverse; group-mean baseline; curation.
+
+Notation (DESIGN.md s4): completion y of prompt x, reward R in {+1, -1}; pi = current policy,
+mu = behaviour policy that sampled y; logp = sum_t log pi(y_t), logp_behavior = sum_t log mu(y_t);
+ratio rho = pi(y|x) / mu(y|x); advantage A = R - c; a sample is *positive* iff A >= 0.
+Sign convention: every function returns a LOSS to minimise (= minus the objective).
+"""
+import math
+
+import torch
+
+INF = math.inf
+
+# name -> limits (a+, b+) for A >= 0, (a-, b-) for A < 0, and an optional baseline override
+PRESETS = {
+    "topr":      dict(pos_limits=(1.0, 1.0), neg_limits=(0.0, 1.0)),   # the paper's method (Eq. 8)
+    "reinforce": dict(pos_limits=(1.0, 1.0), neg_limits=(1.0, 1.0)),   # naive off-policy REINFORCE
+    "tis":       dict(pos_limits=(0.0, 1.0), neg_limits=(0.0, 1.0)),   # truncated IS, both signs
+    "is":        dict(pos_limits=(0.0, INF), neg_limits=(0.0, INF)),   # full importance sampling
+    "sft_pos":   dict(pos_limits=(1.0, 1.0), neg_limits=(1.0, 1.0), baseline=-1.0),  # c=-1: SFT on positives
+}
+LOSSES = list(PRESETS) + ["ppo"]
+
+
+# -----------------------------------------------------------------------------
+# helpers: padding, shapes, advantages
+
+def sequence_logp(token_logp, mask):
+    """(B, T) per-token log-probs + (B, T) mask (True/1 = completion token) -> (B,) summed log-prob.
+    Padded positions contribute nothing, whatever they hold (even nan/inf), and get zero gradient."""
+    mask = mask.bool()
+    return torch.where(mask, token_logp, torch.zeros_like(token_logp)).sum(-1)
+
+
+def _check(logp, logp_behavior, reward, baseline, lengths, length_normalize):
+    """Validate shapes; return detached advantage A = R - c and the per-sample normaliser L."""
+    if logp.dim() != 1 or logp_behavior.shape != logp.shape or reward.shape != logp.shape:
+        raise ValueError(f"logp, logp_behavior, reward must all be (B,); got {tuple(logp.shape)}, "
+                         f"{tuple(logp_behavior.shape)}, {tuple(reward.shape)}")
+    if torch.is_tensor(baseline) and baseline.dim() > 0 and baseline.shape != logp.shape:
+        raise ValueError(f"baseline must be a float or a (B,) tensor; got shape {tuple(baseline.shape)}")
+    c = baseline.detach().to(logp.dtype) if torch.is_tensor(baseline) else float(baseline)
+    A = reward.detach().to(logp.dtype) - c                          # DESIGN s4: A = R - c
+    if length_normalize:
+        if lengths is None:
+            raise ValueError("length_normalize=True needs lengths (B,); pass lengths or length_normalize=False")
+        if lengths.shape != logp.shape:
+            raise ValueError(f"lengths must be (B,); got shape {tuple(lengths.shape)}")
+        L = lengths.detach().to(logp.dtype).clamp(min=1)            # paper: divide by length (>= 1 token)
+    else:
+        L = torch.ones_like(A)                                      # L_i = 1
+    return A, L
+
+
+def _check_limits(limits, which):
+    a, b = float(limits[0]), float(limits[1])
+    if not (0.0 <= a <= b):
+        raise ValueError(f"{which} must satisfy 0 <= a <= b; got {limits}")
+    return a, b
+
+
+def _log_ratio(logp, logp_behavior):
+    """log rho in float64 (sequence-level ratios overflow float32 past ~88 nats), no gradient."""
+    return logp.detach().double() - logp_behavior.detach().double()
+
+
+def _masked_mean(x, m):
+    return x[m].mean().item() if m.any() else float("nan")
+
+
+def _stats(loss, logp, reward, A, ratio, alpha, clipped, objective):
+    """Scalar python stats (json-ready; nan where a subset is empty). Positive/negative = sign of A,
+    *_reward_pos/neg = sign of the raw reward (differs under a group baseline: A=0 counts as pos)."""
+    pos, neg = A >= 0, A < 0
+    rpos = reward.detach() > 0
+    lp = logp.detach()
+    return {
+        "loss": loss.item(),
+        "objective": objective,                              # tapered T (family) or clipped (ppo)
+        "mean_alpha": alpha.mean().item(),
+        "mean_alpha_neg": _masked_mean(alpha, neg),
+        "frac_neg_alpha_lt1": _masked_mean((alpha < 1).double(), neg),
+        "frac_clipped": clipped.double().mean().item(),      # weight != rho (truncated / ppo-clipped)
+        "mean_ratio": ratio.mean().item(),
+        "mean_ratio_pos": _masked_mean(ratio, pos),
+        "mean_ratio_neg": _masked_mean(ratio, neg),
+        "mean_adv": A.mean().item(),
+        "logp_pos": _masked_mean(lp, pos),
+        "logp_neg": _masked_mean(lp, neg),
+        "logp_reward_pos": _masked_mean(lp, rpos),
+        "logp_reward_neg": _masked_mean(lp, ~rpos),
+        "n_pos": int(pos.sum().item()),
+        "n_neg": int(neg.sum().item()),
+    }
+
+
+# -----------------------------------------------------------------------------
+# 1. the truncated importance-sampling family (TOPR and friends)
+
+def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg_limits=(0.0, 1.0),
+                      baseline=0.0, lengths=None, length_normalize=True):
+    """loss = - mean_i sg(alpha_i) * A_i * logp_i / L_i, alpha_i = clip(rho_i, a, b) by sign of A_i.
+    d loss / d logp_i = - alpha_i * A_i / (B * L_i). Returns (loss, stats)."""
+    A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_normalize)
+    a_pos, b_pos = _check_limits(pos_limits, "pos_limits")
+    a_neg, b_neg = _check_limits(neg_limits, "neg_limits")
+    pos = A >= 0                                                    # DESIGN s4: positive iff A >= 0
+    log_ratio = _log_ratio(logp, logp_behavior)
+    ratio = log_ratio.exp()                                         # rho = exp(logp - logp_behavior)
+    alpha = torch.where(pos, ratio.clamp(a_pos, b_pos), ratio.clamp(a_neg, b_neg))  # alpha = clip(rho, a, b)
+    alpha = alpha.to(logp.dtype)                                    # detached: sg(alpha)
+    loss = -(alpha * A * logp / L).mean()                           # Eq. 8 surrogate: -mean sg(alpha) A logp / L
+    with torch.no_grad():
+        T = torch.where(pos, tapered(ratio, a_pos, b_pos, log_ratio),
+                        tapered(ratio, a_neg, b_neg, log_ratio))    # DESIGN s4 tapered T
+        objective = (A.double() * T / L.double()).mean().item()     # J = mean A T(rho) / L
+        lo = torch.where(pos, torch.full_like(ratio, a_pos), torch.full_like(ratio, a_neg))
+        hi = torch.where(pos, torch.full_like(ratio, b_pos), torch.full_like(ratio, b_neg))
+        clipped = (ratio < lo) | (ratio > hi)
+        stats = _stats(loss, logp, reward, A, ratio, alpha.double(), clipped, objective)
+    return loss, stats
+
+
+def topr_loss(logp, logp_behavior, reward, name="topr", baseline=0.0, lengths=None, length_normalize=True):
+    """Dispatch by name: a PRESETS entry or "ppo". sft_pos ignores `baseline` (it is c = -1)."""
+    if name == "ppo":
+        return ppo_loss(logp, logp_behavior, reward, baseline=baseline, lengths=lengths,
+                        length_normalize=length_normalize)
+    if name not in PRESETS:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    preset = dict(PRESETS[name])
+    baseline = preset.pop("baseline", baseline)                     # preset override (sft_pos: c = -1)
+    return truncated_is_loss(logp, logp_behavior, reward, baseline=baseline, lengths=lengths,
+                             length_normalize=length_normalize, **preset)
+
+
+# -----------------------------------------------------------------------------
+# 2. PPO: clipped sequence-level ratio
+
+def ppo_loss(logp, logp_behavior, reward, baseline=0.0, eps=0.2, lengths=None, length_normalize=True):
+    """loss = - mean_i min(rho_i A_i, clip(rho_i, 1-eps, 1+eps) A_i) / L_i, rho with gradient.
+    Each sequence's term is divided by its length L_i, as in the family above, so inside the band
+    d loss / d logp_i = - rho_i * A_i / (B * L_i), and 0 where the clip is active."""
+    A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_normalize)
+    ratio = torch.exp(logp.double() - logp_behavior.detach().double())  # rho (float64), grad through pi only
+    A64 = A.double()
+    unclipped = ratio * A64
+    clipped_term = ratio.clamp(1 - eps, 1 + eps) * A64              # clip(rho, 1-eps, 1+eps) A
+    objective = torch.minimum(unclipped, clipped_term) / L.double() # PPO: min(rho A, clip(rho) A) / L
+    loss = -objective.mean().to(logp.dtype)
+    with torch.no_grad():
+        r = ratio.detach().double()
+        clipped = ((A >= 0) & (r > 1 + eps)) | ((A < 0) & (r < 1 - eps))   # gradient is zero there
+        weight = torch.where(clipped, torch.zeros_like(r), r)       # effective alpha: d obj/d logp = w A / L
+        stats = _stats(loss, logp, reward, A, r, weight, clipped, -loss.item())
+    return loss, stats
+
+
+# -----------------------------------------------------------------------------
+# 3. the tapered objective
+
+def tapered(ratio, a, b, log_ratio=None):
+    """T(rho; a, b) = a(1 + log(rho/a)) if rho < a; rho if a <= rho <= b; b(1 + log(rho/b)) if rho > b.
+    a = 0 and b = inf drop the corresponding branch. Continuous, and dT/dlogp = rho T'(rho) = clip(rho, a, b).
+    Pass log_ratio (= log rho) to stay finite when rho under/overflows."""
+    log_ratio = torch.log(ratio) if log_ratio is None else log_ratio
+    out = ratio                                                     # T = rho on [a, b]
+    if a > 0:
+        out = torch.where(ratio < a, a * (1 + log_ratio - math.log(a)), out)   # T = a(1 + log(rho/a)), rho < a
+    if b < INF:
+        out = torch.where(ratio > b, b * (1 + log_ratio - math.log(b)), out)   # T = b(1 + log(rho/b)), rho > b
+    return out
+
+
+# -----------------------------------------------------------------------------
+# 4. baseline and dataset composition
+
+def effective_pos_fraction(p, c):
+    """Fraction of the total |A| weight on positives, rewards +-1, fraction p positives, baseline c:
+    p_eff = p(1 - c) / (1 + c(1 - 2p)). c = 0 -> p; c = -1 -> 1 (SFT on positives); c = 1 -> 0."""
+    if not (0.0 <= p <= 1.0):
+        raise ValueError(f"p (fraction of positives) must be in [0, 1]; got {p}")
+    if not (-1.0 <= c <= 1.0):
+        raise ValueError(f"baseline c must be in [-1, 1] for +-1 rewards; got {c}")
+    den = 1 + c * (1 - 2 * p)                                       # = p(1-c) + (1-p)(1+c)
+    if den == 0:
+        raise ValueError(f"p_eff undefined for p={p}, c={c}: all weight is zero")
+    return p * (1 - c) / den                                        # paper: p_eff = p(1-c) / (1 + c(1-2p))
+
+
+def baseline_for_pos_fraction(p, p_eff):
+    """Inverse of effective_pos_fraction: c = (p - p_eff) / (p + p_eff - 2 p p_eff), in (-1, 1)."""
+    for name, v in (("p", p), ("p_eff", p_eff)):
+        if not (0.0 < v < 1.0):
+            raise ValueError(f"{name} must be in (0, 1) (open interval); got {v}")
+    return (p - p_eff) / (p + p_eff - 2 * p * p_eff)                # solve p_eff(1 + c(1-2p)) = p(1-c) for c
+
+
+def group_baseline(reward, group_size):
+    """Per-prompt mean of its k = group_size samples' rewards; rows grouped contiguously. (B,) -> (B,)."""
+    if reward.dim() != 1 or group_size < 1 or reward.numel() % group_size:
+        raise ValueError(f"reward of shape {tuple(reward.shape)} does not split into groups of {group_size}")
+    r = reward.detach() if reward.is_floating_point() else reward.detach().float()
+    return r.view(-1, group_size).mean(1).repeat_interleave(group_size)   # c_x = mean_k R(x, y_k)
+
+
+def curate(reward, target_pos_frac, generator=None):
+    """Indices (sorted, LongTensor) of a subset whose fraction of positives (reward > 0) is as close as
+    possible to target_pos_frac, keeping every sample of the under-represented side and a random subset
+    (torch.randperm with `generator`) of the over-represented one."""
+    f = float(target_pos_frac)
+    if not (0.0 <= f <= 1.0):
+        raise ValueError(f"target_pos_frac must be in [0, 1]; got {target_pos_frac}")
+    pos_idx = torch.nonzero(reward > 0).flatten()
+    neg_idx = torch.nonzero(reward <= 0).flatten()
+    n_pos, n_neg = len(pos_idx), len(neg_idx)
+    if (n_pos == 0 and f > 0) or (n_neg == 0 and f < 1):
+        raise ValueError(f"cannot curate to {f} positives from {n_pos} positives and {n_neg} negatives")
+    if n_pos * (1 - f) > f * n_neg:                                 # too many positives: subsample them
+        keep = min(n_pos, round(f * n_neg / (1 - f))) if f < 1 else n_pos
+        pos_idx = pos_idx[torch.randperm(n_pos, generator=generator)[:keep]]
+    else:                                                           # too many negatives: subsample them
+        keep = min(n_neg, round(n_pos * (1 - f) / f)) if f > 0 else n_neg
+        neg_idx = neg_idx[torch.randperm(n_neg, generator=generator)[:keep]]
+    return torch.cat([pos_idx, neg_idx]).sort().values
