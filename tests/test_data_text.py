@@ -1,0 +1,235 @@
+"""Tests for the text half of data.py: tokenizer, word-problem generator, reward, GSM8K loader."""
+import json
+import os
+import re
+import sys
+
+import pytest
+import tiktoken.registry
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
+from data import DataError  # noqa: E402
+
+EQ = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)\.")
+
+
+# -----------------------------------------------------------------------------
+# tokenizer
+
+def test_byte_tokenizer_ids_and_round_trip():
+    tok = data.get_tokenizer("byte")
+    assert (tok.name, tok.vocab_size, tok.eos_id, tok.pad_id) == ("byte", 258, 256, 257)
+    for text in ["Ana has 12 apples.\nHow many?", "  spaces\t\ttabs\n\n", "héllo wörld — ∑ 数学 🙂", ""]:
+        ids = tok.encode(text)
+        assert all(0 <= i < 256 for i in ids)
+        assert ids == list(text.encode("utf-8"))  # byte-level: one id per UTF-8 byte
+        assert tok.decode(ids) == text
+        assert tok.decode(torch.tensor(ids, dtype=torch.long)) == text
+
+
+def test_decode_drops_pad_keeps_eos_and_replaces_broken_utf8():
+    tok = data.get_tokenizer()
+    ids = tok.encode("7+5=12")
+    assert tok.decode([tok.pad_id] * 3 + ids + [tok.pad_id]) == "7+5=12"
+    assert tok.decode(ids + [tok.eos_id]) == "7+5=12<|endoftext|>"
+    half = "é".encode()[:1]  # a sampled model can stop in the middle of a character
+    assert tok.decode(list(half)) == "\ufffd"
+
+
+def test_special_tokens_in_text_are_not_parsed():
+    tok = data.get_tokenizer()
+    ids = tok.encode("a<|endoftext|>b<|pad|>")
+    assert tok.eos_id not in ids and tok.pad_id not in ids
+    assert tok.decode(ids) == "a<|endoftext|>b<|pad|>"
+
+
+def test_unknown_tokenizer_names_the_choices():
+    with pytest.raises(DataError, match="'byte' or 'gpt2'"):
+        data.get_tokenizer("bert")
+
+
+def test_gpt2_without_files_is_a_helpful_error(tmp_path, monkeypatch):
+    # Empty cache, no $GPT2_BPE_DIR, and any download attempt fails at once (as offline) instead of hanging.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(data.GPT2_DIR_ENV, raising=False)
+    monkeypatch.setattr(data.tiktoken.registry, "ENCODINGS", {})  # forget a gpt2 loaded earlier
+
+    def offline(blobpath):
+        raise ConnectionError(f"no network for {blobpath}")
+
+    monkeypatch.setattr(data.tiktoken.load, "read_file", offline)
+    with pytest.raises(DataError) as e:
+        data.get_tokenizer("gpt2")
+    msg = str(e.value)
+    assert "TIKTOKEN_CACHE_DIR" in msg and data.GPT2_DIR_ENV in msg and "--tokenizer byte" in msg
+
+
+def test_gpt2_from_local_files(tmp_path, monkeypatch):
+    # A miniature GPT-2-format vocabulary (256 bytes + merges "h e", "he l") in data-gym's encoding.
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    order = printable + [b for b in range(256) if b not in printable]
+    to_gym = {b: chr(b) for b in printable}
+    to_gym.update({b: chr(256 + n) for n, b in enumerate(b for b in range(256) if b not in printable)})
+    encoder = {to_gym[b]: i for i, b in enumerate(order)}
+    encoder.update({"he": 256, "hel": 257, "<|endoftext|>": 258})
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\nh e\nhe l\n")
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder))
+    monkeypatch.setenv(data.GPT2_DIR_ENV, str(tmp_path))
+    tok = data.get_tokenizer("gpt2")
+    assert (tok.vocab_size, tok.eos_id, tok.pad_id) == (260, 258, 259)
+    ids = tok.encode("hello <|endoftext|>")
+    assert ids[0] == 257 and tok.eos_id not in ids
+    assert tok.decode(ids + [tok.pad_id]) == "hello <|endoftext|>"
+    (tmp_path / "encoder.json").write_text("{}")  # inconsistent files -> DataError, not AssertionError
+    with pytest.raises(DataError, match=data.GPT2_DIR_ENV):
+        data.get_tokenizer("gpt2")
+
+
+# -----------------------------------------------------------------------------
+# word-problem generator
+
+def check_problem(p, steps=(1, 2), max_num=10, ops="+-"):
+    """The solution's arithmetic is right, chains from the question's first number, ends in the answer."""
+    eqs = EQ.findall(p.solution)
+    assert len(eqs) in steps, p
+    assert p.solution == " ".join(f"{a}{op}{b}={c}." for a, op, b, c in eqs) + f" #### {p.answer}"
+    nums = [int(x) for x in re.findall(r"\d+", p.question)]
+    assert nums and max(nums) <= max_num and min(nums) >= 1, p
+    x = nums[0]  # every template states the start value first
+    for a, op, b, c in eqs:
+        a, b, c = int(a), int(b), int(c)
+        assert op in ops and a == x, p
+        assert c == {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op] and c >= 0, p
+        if op == "/":
+            assert a % b == 0, p
+        x = c
+    assert p.answer == str(x)
+    assert data.reward(data.format_completion(p.solution), p.answer) == 1.0
+    assert data.extract_answer(p.solution) == p.answer
+
+
+def test_generator_deterministic_and_seed_dependent():
+    a = data.make_problems(200, seed=3)
+    assert a == data.make_problems(200, seed=3)
+    assert a != data.make_problems(200, seed=4)
+    assert a[:50] == data.make_problems(50, seed=3)  # a prefix: n does not change the stream
+    assert data.make_problems(20, seed=3, split="test") == data.make_problems(20, seed=3, split="test")
+
+
+def test_train_test_disjoint_for_any_seeds():
+    train = {p.question for s in (0, 1) for p in data.make_problems(3000, seed=s)}
+    test = {p.question for s in (0, 1) for p in data.make_problems(1000, seed=s, split="test")}
+    assert len(test) > 1500 and not train & test
+    assert len(set(p.question for p in data.make_problems(3000, seed=0))) == 3000  # no duplicates
+
+
+def test_default_problems_are_correct_and_varied():
+    ps = data.make_problems(2000, seed=0)
+    for p in ps:
+        check_problem(p)
+        assert len(data.format_completion(p.solution)) <= 40
+    assert {len(EQ.findall(p.solution)) for p in ps} == {1, 2}
+    ops = "".join(op for p in ps for _, op, _, _ in EQ.findall(p.solution))
+    assert 0.3 < ops.count("-") / len(ops) < 0.7
+    assert len({p.question.split()[0] for p in ps}) >= 15  # several names and templates
+    p = data.make_problems(1)[0]
+    assert data.format_prompt(p.question) == f"Q: {p.question}\nA:"
+    assert data.format_completion(p.solution) == " " + p.solution
+
+
+@pytest.mark.parametrize("kw", [dict(max_num=20), dict(steps=(3,), ops="+-*"), dict(steps=4, ops="+-*/"),
+                                dict(steps=(2,), ops="/", max_num=12), dict(steps=(1, 2), ops="-")])
+def test_knobs_respected(kw):
+    ps = data.make_problems(300, seed=1, split="test", **kw)
+    steps = (kw["steps"],) if isinstance(kw.get("steps"), int) else kw.get("steps", (1, 2))
+    knobs = dict(steps=steps, max_num=kw.get("max_num", 10), ops=kw.get("ops", "+-"))
+    for p in ps:
+        check_problem(p, **knobs)
+    used = {op for p in ps for _, op, _, _ in EQ.findall(p.solution)}
+    assert used == set(knobs["ops"])
+    if "max_num" in kw:
+        assert max(int(x) for p in ps for x in re.findall(r"\d+", p.question)) == kw["max_num"]
+
+
+def test_tiny_space_still_returns_n_and_bad_knobs_raise():
+    ps = data.make_problems(50, steps=1, max_num=1, ops="+")  # only "1+1" exists: repeats allowed
+    assert len(ps) == 50 and all(p.answer == "2" for p in ps)
+    for kw in [dict(split="val"), dict(ops="+^"), dict(ops=""), dict(steps=(0,)), dict(max_num=1, ops="*")]:
+        with pytest.raises(DataError):
+            data.make_problems(5, **kw)
+
+
+# -----------------------------------------------------------------------------
+# answer extraction and reward
+
+@pytest.mark.parametrize("text,expected", [
+    (" 7-5=2. 2+3=5. #### 5", "5"),
+    ("#### 1,000", "1000"),
+    ("#### -3", "-3"),
+    ("#### 14.0", "14.0"),
+    ("#### 14.", "14"),              # a sentence-final period is not part of the number
+    ("#### 14 apples. Done.", "14"),  # trailing text ignored
+    ("#### 5 #### 6", "5"),           # several '####': the FIRST counts (GSM8K's re.search)
+    ("the answer is 5", None),        # no '####' -> invalid
+    ("####5", None),                  # GSM8K's regex needs the space
+    ("#### five", None),
+    ("#### -", None),
+    ("#### 1.2.3", None),
+    ("", None),
+])
+def test_extract_answer(text, expected):
+    assert data.extract_answer(text) == expected
+    assert data.is_invalid(text) == (expected is None)
+
+
+def test_reward_edge_cases():
+    r = data.reward
+    assert r(" 2+3=5. #### 5", "5") == 1.0
+    assert r(" 2+3=5. #### 6", "5") == -1.0
+    assert r("#### 1,000", "1000") == 1.0 and r("#### 1000", "1,000") == 1.0
+    assert r("#### 14.0", "14") == 1.0 and r("#### 14.", "14") == 1.0 and r("#### 14.5", "14") == -1.0
+    assert r("#### -3", "-3") == 1.0 and r("#### -3", "3") == -1.0 and r("#### 3", "-3") == -1.0
+    assert r("#### 5 #### 6", "6") == -1.0  # first match only: hedging does not pay
+    assert r("#### 5 and more text<|endoftext|>", "5") == 1.0
+    assert r("5", "5") == -1.0 and r("", "5") == -1.0  # invalid
+    with pytest.raises(DataError):
+        r("#### 5", "five")
+
+
+# -----------------------------------------------------------------------------
+# GSM8K jsonl loader
+
+def test_load_gsm8k(tmp_path):
+    rows = [{"question": "Natalia sold 48 clips. How many?", "answer": "She sold 48/2 = <<48/2=24>>24 more.\n#### 72"},
+            {"question": "Big?", "answer": "Lots.\n#### 1,000"}]
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")
+    ps = data.load_gsm8k(str(path))
+    assert ps == [data.Problem(rows[0]["question"], rows[0]["answer"], "72"),
+                  data.Problem("Big?", "Lots.\n#### 1,000", "1000")]
+    assert data.reward(data.format_completion(ps[1].solution), ps[1].answer) == 1.0
+
+
+@pytest.mark.parametrize("bad,what", [
+    ('{"question": "Q", "answer": "#### 1"', "bad JSON"),
+    ('{"question": "Q"}', "'answer'"),
+    ('["Q", "#### 1"]', "'answer'"),
+    ('{"question": "Q", "answer": "no final answer"}', "####"),
+])
+def test_load_gsm8k_malformed_line_names_file_and_line(tmp_path, bad, what):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"question": "Q", "answer": "#### 1"})
+    path.write_text(good + "\n\n" + good + "\n" + bad + "\n")  # the bad line is line 4
+    with pytest.raises(DataError) as e:
+        data.load_gsm8k(str(path))
+    assert f"{path}:4:" in str(e.value) and what in str(e.value)
+
+
+def test_load_gsm8k_missing_or_empty(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        data.load_gsm8k(str(tmp_path / "nope.jsonl"))
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match="no problems"):
+        data.load_gsm8k(str(tmp_path / "empty.jsonl"))
