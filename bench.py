@@ -29,7 +29,57 @@ def median_time(fn, reps):
 # GPT: KV cache vs recomputation, training throughput (bench.py gpt)
 # =============================================================================
 
-# (gpt half goes here)
+def _bench_model(block_size=128, vocab_size=258):
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=4, n_head=4, n_embd=128)).eval()
+
+
+@torch.no_grad()
+def recompute_generate(model, idx, max_new_tokens):
+    """nanoGPT's generate(): no cache, the whole sequence goes through the model at every step;
+    like nanoGPT's forward without targets, only the last position goes through ln_f and lm_head."""
+    tr = model.transformer
+    for _ in range(max_new_tokens):
+        pos = torch.arange(idx.size(1))
+        x = tr.wte(idx) + tr.wpe(pos)
+        for block in tr.h:
+            x = block(x)
+        logits = model.lm_head(tr.ln_f(x[:, [-1], :]))
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def bench_gpt(threads, args, prompt_len=32, new_tokens=96):
+    """KV-cached generate() vs nanoGPT-style recomputation, same weights, greedy, no EOS."""
+    model = _bench_model()
+    results = {}
+    for B in (1, 32):
+        idx = torch.randint(0, 256, (B, prompt_len), generator=torch.Generator().manual_seed(B))
+        # same tokens from both (greedy), checked once outside the timing
+        assert torch.equal(model.generate(idx, new_tokens, temperature=0)[0], recompute_generate(model, idx, new_tokens)[:, prompt_len:])
+        t_cache, t_full = [], []
+        for _ in range(args.reps):  # interleaved: both see the same machine load
+            t_cache.append(median_time(lambda: model.generate(idx, new_tokens, temperature=0), 1))
+            t_full.append(median_time(lambda: recompute_generate(model, idx, new_tokens), 1))
+        tc, tf = statistics.median(t_cache), statistics.median(t_full)
+        results[B] = tf / tc
+        print(f"generate B={B:>2}: kv-cache {B * new_tokens / tc:9.0f} tok/s | recompute {B * new_tokens / tf:9.0f} tok/s"
+              f" | speed-up x{tf / tc:.1f}  (target x{15 if B == 32 else 3})", flush=True)
+    # training: forward + backward + AdamW step on (32, 128) token batches
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, 256, (32, 128))
+
+    def step():
+        _, loss = model(x, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step()
+    tt = median_time(step, args.reps)
+    print(f"train (32x128 tokens, fwd+bwd+AdamW): {32 * 128 / tt:9.0f} tok/s", flush=True)
+    return results
 
 # =============================================================================
 # RL throughput (bench.py rl)

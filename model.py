@@ -120,6 +120,7 @@ class KVCache:
         self.k = torch.zeros(n_layer, B, n_head, T_max, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
+        self.padded = False  # any padding written? If not, decode skips building a mask (hot path)
         self.pos = 0
         self.T_max = T_max
 
@@ -226,12 +227,13 @@ class GPT(nn.Module):
         attn_mask = None
         keys = pad_mask  # (B, past+T) bool over every key this call attends to, True = real token
         if cache is not None:
-            if pad_mask is not None:
+            if pad_mask is not None and not bool(pad_mask.all()):
                 cache.key_mask[:, past:past + T] = pad_mask
-            keys = cache.key_mask[:, :past + T]
+                cache.padded = True
+            keys = cache.key_mask[:, :past + T] if cache.padded else None
         # The fast path (is_causal / no mask) is exact only without padding, and, with a cache,
         # for a single decoded token or a prefill from an empty cache.
-        needs_mask = keys is not None and not bool(keys.all())
+        needs_mask = keys is not None and (cache is not None or not bool(keys.all()))
         needs_mask = needs_mask or (past > 0 and T > 1)
         if needs_mask:
             if keys is None:
