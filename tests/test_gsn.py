@@ -1,0 +1,169 @@
+"""gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, training and resume."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import data  # noqa: E402
+import gsn  # noqa: E402
+from test_images import write_fake_mnist  # noqa: E402
+
+
+def test_parzen_matches_direct_formula():
+    g = torch.Generator().manual_seed(0)
+    test, samples = torch.rand(7, 5, generator=g), torch.rand(11, 5, generator=g)
+    for sigma in (0.1, 0.3, 1.0):
+        got = gsn.parzen_log_likelihood(test, samples, sigma, chunk=3)
+        t, s = test.double().numpy(), samples.double().numpy()
+        for i in range(len(t)):
+            k = np.exp(-((t[i] - s) ** 2).sum(1) / (2 * sigma ** 2)) / (2 * np.pi * sigma ** 2) ** (5 / 2)
+            assert abs(got[i].item() - np.log(k.mean())) < 1e-4
+    many = gsn.parzen_log_likelihood(test, samples, [0.1, 0.3], chunk=4)
+    assert many.shape == (2, 7)
+    assert torch.allclose(many[1], gsn.parzen_log_likelihood(test, samples, 0.3))
+
+
+def test_parzen_recovers_a_gaussian_density():
+    # samples from N(0, s^2 I): the Parzen estimate at sigma -> 0 with many samples approaches the true
+    # density; with a single centre at the mean and sigma = s it IS the true density
+    d, s = 3, 0.5
+    g = torch.Generator().manual_seed(1)
+    x = s * torch.randn(200, d, generator=g)
+    true = -(x ** 2).sum(1) / (2 * s * s) - d / 2 * math.log(2 * math.pi * s * s)
+    one = gsn.parzen_log_likelihood(x, torch.zeros(1, d), s)
+    assert torch.allclose(one, true.double(), atol=1e-4)
+    samples = s * torch.randn(20000, d, generator=g)
+    est = gsn.parzen_log_likelihood(x, samples, 0.1, chunk=50)
+    assert abs(est.mean().item() - true.mean().item()) < 0.15
+
+
+def test_parzen_evaluate_picks_sigma_on_validation():
+    g = torch.Generator().manual_seed(2)
+    samples, valid, test = torch.rand(300, 4, generator=g), torch.rand(50, 4, generator=g), torch.rand(60, 4, generator=g)
+    grid = np.logspace(-1.3, -0.3, 5)
+    r = gsn.parzen_evaluate(samples, valid, test, grid)
+    val = gsn.parzen_log_likelihood(valid, samples, list(grid)).mean(1)
+    assert r["sigma"] == pytest.approx(grid[int(val.argmax())])
+    ll = gsn.parzen_log_likelihood(test, samples, r["sigma"])
+    assert r["ll"] == pytest.approx(ll.mean().item()) and r["se"] == pytest.approx(ll.std().item() / math.sqrt(60))
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_chain_shapes_and_ranges(layers):
+    torch.manual_seed(0)
+    model = gsn.GSN(784, [32] * layers, act="tanh" if layers > 1 else "sigmoid")
+    start = torch.rand(4, 784)
+    out = gsn.sample_chain(model, 4, 6, start=start)
+    assert out.shape == (6, 4, 784)
+    assert out.min() >= 0 and out.max() <= 1 and torch.isfinite(out).all()
+    assert gsn.sample_chain(model, 3, 2).shape == (2, 3, 784)  # no start: sparse random images
+
+
+def test_salt_and_pepper():
+    torch.manual_seed(0)
+    x = torch.full((100, 784), 0.3)
+    y = gsn.salt_and_pepper(x, 0.4)
+    changed = y != 0.3
+    assert abs(changed.float().mean().item() - 0.4) < 0.01
+    assert set(y[changed].unique().tolist()) <= {0.0, 1.0}
+    assert abs(y[changed].mean().item() - 0.5) < 0.02
+
+
+def test_inpaint_keeps_clamped_pixels_exactly():
+    torch.manual_seed(0)
+    model = gsn.GSN(784, [40, 40])
+    images = torch.rand(5, 784)
+    mask = gsn.right_half_mask(5)
+    assert mask[0].view(28, 28)[:, 15:].all() and not mask[0].view(28, 28)[:, :15].any()
+    out = gsn.inpaint(model, images, mask, n_steps=7)
+    assert out.shape == (8, 5, 784)
+    assert torch.equal(out[:, mask], images[mask].expand(8, -1))
+    assert not torch.equal(out[-1][~mask], out[0][~mask])  # the free half moves
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_walkback_loss_is_sum_of_step_losses(layers):
+    torch.manual_seed(0)
+    model = gsn.GSN(784, [30] * layers)
+    x = (torch.rand(8, 784) > 0.7).float()
+    loss, step_losses, logits = model(x, walkbacks=4)
+    assert len(step_losses) == len(logits) == 4
+    direct = sum(F.binary_cross_entropy(torch.sigmoid(l), x) for l in logits)
+    assert torch.allclose(loss, direct, atol=1e-5)
+    assert torch.allclose(loss, torch.stack(step_losses).sum())
+    loss.backward()  # gradients reach every layer's weights
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in model.W)
+
+
+def test_tiny_training_reduces_reconstruction_loss():
+    torch.manual_seed(0)
+    X = torch.from_numpy(data.make_digits(400, 5)[0])
+    model = gsn.GSN(784, [64, 64])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        x = X[(step % 4) * 100:(step % 4 + 1) * 100]
+        loss, _, _ = model(x, walkbacks=2)
+        opt.zero_grad(); loss.backward(); opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:4])
+
+
+def _cfg(folder, **kw):
+    a = gsn.parse_args(["--data", folder, "--hidden", "16", "--batch-size", "50"] + sum(([f"--{k}", str(v)] for k, v in kw.items()), []))
+    gsn.validate_args(a)
+    return gsn.make_config(a)
+
+
+def test_train_resume_is_exact(tmp_path):
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)  # 100 train + 1000 held-out validation
+    full, _ = gsn.train(_cfg(folder, **{"max-steps": 6}), str(tmp_path / "a"), quiet=True, figures=False, log_every=1)
+    _, l1 = gsn.train(_cfg(folder, **{"max-steps": 3}), str(tmp_path / "b"), quiet=True, figures=False, log_every=1)
+    half, l2 = gsn.train(_cfg(folder, **{"max-steps": 6}), str(tmp_path / "b"), resume=True, quiet=True, figures=False, log_every=1)
+    _, la = gsn.train(_cfg(folder, **{"max-steps": 6}), str(tmp_path / "c"), quiet=True, figures=True, log_every=1)
+    assert la == l1 + l2  # identical losses, step for step
+    for p, q in zip(full.parameters(), half.parameters()):
+        assert torch.equal(p, q)
+    ck = data.load_checkpoint(str(tmp_path / "b" / "ckpt.pt"))
+    assert ck["step"] == 6 and ck["config"]["hidden"] == 16
+    assert len(open(tmp_path / "b" / "metrics.jsonl").read().splitlines()) == 6
+    assert os.path.isfile(tmp_path / "c" / "samples.png") and os.path.isfile(tmp_path / "c" / "inpainting.png")
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    out = str(tmp_path / "run")
+    gsn.train(_cfg(folder, **{"max-steps": 2}), out, quiet=True, figures=False)
+    before = data.load_checkpoint(os.path.join(out, "ckpt.pt"))
+    orig = gsn.GSN.forward
+
+    def bad_forward(self, *a, **k):
+        loss, sl, lg = orig(self, *a, **k)
+        return loss * float("nan"), sl, lg
+    monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
+    with pytest.raises(gsn.TrainingError, match="step 2"):
+        gsn.train(_cfg(folder, **{"max-steps": 4}), out, resume=True, quiet=True, figures=False)
+    after = data.load_checkpoint(os.path.join(out, "ckpt.pt"))
+    assert after["step"] == 2 and torch.equal(after["model"]["W.0"], before["model"]["W.0"])
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--hidden", "-3"], "--hidden must be >= 1"),
+    (["--data", "/nonexistent/mnist"], "not found"),
+    (["--input-noise", "1.5"], "--input-noise"),
+    (["--resume", "--out", "/nonexistent/run"], "checkpoint not found"),
+])
+def test_cli_bad_input_is_one_line_error(argv, msg):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "gsn.py")] + argv, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: ") and msg in r.stderr and "Traceback" not in r.stderr
