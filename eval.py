@@ -6,21 +6,265 @@ eval.py -- evaluation and figures.
   python eval.py gsn --ckpt runs/gsn/ckpt.pt      GSN: Parzen log-likelihood, chain and inpainting figures
 """
 import argparse
+import collections
+import json
+import os
 import sys
 
+import torch
+
+import data
 from data import DataError
+from model import completion_mask, get_device
 
 # =============================================================================
 # GPT evaluation (eval.py gpt) and run comparison (eval.py compare)
 # =============================================================================
 
-# (gpt half goes here)
+def decode_completions(tok, tokens):
+    """Rows of generated ids -> (texts cut at the first EOS, lengths in tokens incl. EOS)."""
+    mask = completion_mask(tokens, tok.eos_id)
+    texts, lengths = [], []
+    for row, m in zip(tokens.tolist(), mask.tolist()):
+        ids = [t for t, keep in zip(row, m) if keep]
+        lengths.append(len(ids))
+        texts.append(tok.decode([t for t in ids if t != tok.eos_id]))
+    return texts, lengths
+
+
+def majority_vote(answers):
+    """Most common valid answer (None = invalid, never wins); ties go to the answer seen first."""
+    counts = collections.Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == best)
+
+
+@torch.no_grad()
+def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generator, batch_prompts=64):
+    """k completions per problem: (texts, lengths), both lists of lists [problem][sample]."""
+    texts, lengths = [], []
+    for s in range(0, len(problems), batch_prompts):
+        chunk = problems[s:s + batch_prompts]
+        prompts = [tok.encode(data.format_prompt(p.question)) for p in chunk]
+        tokens, _ = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
+                                   num_samples=k, generator=generator, pad_id=tok.pad_id)
+        t, n = decode_completions(tok, tokens.cpu())
+        texts += [t[i * k:(i + 1) * k] for i in range(len(chunk))]
+        lengths += [n[i * k:(i + 1) * k] for i in range(len(chunk))]
+    return texts, lengths
+
+
+def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, seed=0):
+    """Held-out metrics: greedy accuracy; and from k samples per problem at `temperature`:
+    pass@1 (mean correctness over samples), maj@k, pass@k, invalid rate, mean length (tokens)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+    greedy, _ = sample_answers(model, tok, problems, 1, 0.0, max_new_tokens, gen)
+    sampled, lengths = sample_answers(model, tok, problems, k, temperature, max_new_tokens, gen)
+    model.train(was_training)
+    n = len(problems)
+    correct = [[data.reward(t, p.answer) > 0 for t in ts] for ts, p in zip(sampled, problems)]
+    answers = [[data.extract_answer(t) for t in ts] for ts in sampled]
+    maj = [majority_vote(a) for a in answers]
+    return {
+        "n": n, "k": k,
+        "greedy": sum(data.reward(g[0], p.answer) > 0 for g, p in zip(greedy, problems)) / n,
+        "pass@1": sum(sum(c) / k for c in correct) / n,
+        f"maj@{k}": sum(m is not None and data.reward(f"#### {m}", p.answer) > 0 for m, p in zip(maj, problems)) / n,
+        f"pass@{k}": sum(any(c) for c in correct) / n,
+        "invalid": sum(data.is_invalid(t) for ts in sampled for t in ts) / (n * k),
+        "greedy_invalid": sum(data.is_invalid(g[0]) for g in greedy) / n,
+        "mean_len": sum(sum(l) for l in lengths) / (n * k),
+    }
+
+
+def cmd_gpt(args):
+    from train import load_model, task_problems
+    device = get_device(args.device)
+    model, tok, ckpt = load_model(args.ckpt, device)
+    problems = task_problems(args, args.n, args.seed, "test")
+    res = evaluate_gpt(model, tok, problems, k=args.k, temperature=args.temperature,
+                       max_new_tokens=args.max_new_tokens, seed=args.seed)
+    print(json.dumps({"ckpt": args.ckpt, **res}))
+    print(f"\n{'metric':<16}value   ({res['n']} held-out problems, k={res['k']}, T={args.temperature})")
+    for key, v in res.items():
+        if key not in ("n", "k"):
+            print(f"{key:<16}{v:.4f}" if isinstance(v, float) else f"{key:<16}{v}")
+    return res
+
+
+def add_gpt_parser(sub):
+    p = sub.add_parser("gpt", help="held-out accuracy of a GPT checkpoint")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--n", type=int, default=512, help="held-out problems")
+    p.add_argument("--k", type=int, default=8, help="samples per problem")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--max-num", type=int, default=10)
+    p.add_argument("--ops", default="+-")
+    p.add_argument("--gsm8k", default=None, help="a GSM8K jsonl file to evaluate on instead")
+    p.add_argument("--gsm8k-test", default=None)
+    p.set_defaults(func=cmd_gpt)
 
 # =============================================================================
 # GSN evaluation (eval.py gsn) -- owned by the GSN work
 # =============================================================================
 
-# (gsn half goes here)
+# Protocol (DESIGN sec. 7, gsn-reference.md sec. 4): for each model, ONE chain of 10,000 consecutive
+# steps started from the first held-out validation digit corrupted by salt-and-pepper noise (as [C],
+# which starts from test_X[0]; we use a validation digit so no test image is a Parzen centre), all
+# training noise on, no burn-in, recording the means p(X|H). Parzen sigma is chosen on the 1000
+# held-out validation images (never trained on) from GSN_SIGMAS; test log-likelihood +- standard error
+# is reported at that sigma and at [C]'s fixed sigma = 0.2. Reference rows are scored the same way.
+
+GSN_SIGMAS = [float(s) for s in __import__("numpy").logspace(-1.3, -0.3, 21)]  # 0.05 .. 0.5, fine grid
+
+
+def gsn_samples(model, start, n_samples, seed=0):
+    """n_samples consecutive chain means of one chain started from `start` (a clean (784,) image)."""
+    import gsn
+    import torch
+    torch.manual_seed(seed)
+    return gsn.sample_chain(model, 1, n_samples, start=torch.as_tensor(start)[None])[:, 0]
+
+
+def gsn_chain_figure(model, starts, path, n_steps=60, seed=0):
+    """Several chains (one per row, its clean start digit first), n_steps consecutive means each."""
+    import gsn
+    import numpy as np
+    import torch
+    torch.manual_seed(seed)
+    ch = gsn.sample_chain(model, len(starts), n_steps - 1, start=starts).numpy()           # (T, C, 784)
+    grid = np.concatenate([np.asarray(starts)[None], ch], 0).transpose(1, 0, 2).reshape(-1, 784)
+    gsn.save_image(path, gsn.tile(grid, len(starts), n_steps))
+
+
+def gsn_inpaint_figure(model, images, path, seed=0):
+    """Each row: the true digit, then the chain with the right half clamped ([C]: free half starts as
+    U(0,1) noise, 49 steps): init and the means after 1, 2, 3, 5, 10, 20, 30, 40, 49 steps."""
+    import gsn
+    import numpy as np
+    import torch
+    torch.manual_seed(seed)
+    x = torch.as_tensor(images)
+    steps = gsn.inpaint(model, x, gsn.right_half_mask(len(x)), n_steps=49).numpy()
+    keep = [0, 1, 2, 3, 5, 10, 20, 30, 40, 49]
+    grid = np.concatenate([x.numpy()[None], steps[keep]], 0).transpose(1, 0, 2).reshape(-1, 784)
+    gsn.save_image(path, gsn.tile(grid, len(x), len(keep) + 1))
+
+
+def one_per_class(X, y, seed=2):
+    """[C]: the first test digit of each class 0-9 after shuffling with numpy seed 2."""
+    import numpy as np
+    perm = np.random.RandomState(seed).permutation(len(y))
+    return X[[perm[np.nonzero(y[perm] == c)[0][0]] for c in range(10) if (y == c).any()]]
+
+
+def gsn_report(runs, out, data_spec="procedural", seed=1, device=None, n_samples=10000, train_seconds=None,
+               references=True):
+    """Parzen table for [(name, ckpt path), ...] plus the reference rows; chain, inpainting and sample
+    figures per model under out/. Prints a readable table and one JSON line; returns the rows."""
+    import json
+    import os
+    import time
+
+    import numpy as np
+    import torch
+
+    import data
+    import gsn
+    os.makedirs(out, exist_ok=True)
+    train_X, valid, test = gsn.load_data(data_spec)
+    if data_spec == "procedural":
+        test_y = data.load_digits("test")[1]
+    else:
+        test_y = data.load_mnist(data_spec)["test"][1]
+    digits = one_per_class(test, test_y)
+    rows = []
+
+    def score(name, samples, note, **extra):
+        t0 = time.time()
+        r = gsn.parzen_evaluate(torch.as_tensor(samples), valid, test, GSN_SIGMAS)
+        r.update(name=name, note=note, n_samples=len(samples), parzen_s=round(time.time() - t0, 1), **extra)
+        rows.append(r)
+        print(f"  {name}: log-lik {r['ll']:.1f} +- {r['se']:.1f} (sigma {r['sigma']:.3f}); "
+              f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} at sigma 0.2", flush=True)
+
+    for name, ckpt in runs:
+        model, cfg = gsn.load_model(ckpt, device)
+        state = data.load_checkpoint(ckpt)
+        print(f"[{name}] sampling a {n_samples}-step chain ...", flush=True)
+        t0 = time.time()
+        s = gsn_samples(model, valid[0], n_samples, seed=seed)
+        t_chain = time.time() - t0
+        gsn_chain_figure(model, valid[:8], os.path.join(out, f"{name}-chains.png"), seed=seed)
+        gsn_inpaint_figure(model, digits, os.path.join(out, f"{name}-inpainting.png"), seed=seed)
+        gsn.save_image(os.path.join(out, f"{name}-chain400.png"), gsn.tile(s[:400].numpy(), 20, 20))
+        desc = (f"{cfg['model']} K={cfg['layers']} h={cfg['hidden']} walkbacks={cfg['walkbacks']} "
+                f"{cfg['optimizer']} steps={state['step']}")
+        score(name, s, desc, chain_s=round(t_chain, 1), step=state["step"],
+              epochs=round(state["step"] * cfg["batch_size"] / len(train_X), 2),
+              train_s=round((train_seconds or {}).get(name, float("nan")), 1))
+    if references:
+        rng = np.random.RandomState(seed)
+        real = train_X[:n_samples]
+        score("real training images", real, f"{len(real)} training images as centres (upper reference)")
+        means = train_X.mean(0)
+        score("independent pixels", (rng.rand(n_samples, 784) < means).astype(np.float32),
+              "Bernoulli(training pixel means) samples")
+    # the readable table and one JSON line
+    lines = ["| model | Parzen log-lik (tuned sigma) | sigma | log-lik at sigma=0.2 | training | setting |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        tr = f"{r['step']} steps ({r['epochs']} ep, {r['train_s']:.0f} s)" if "step" in r else "-"
+        lines.append(f"| {r['name']} | {r['ll']:.1f} +- {r['se']:.1f} | {r['sigma']:.3f} | "
+                     f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {tr} | {r['note']} |")
+    table = "\n".join(lines)
+    print(table)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"data": data_spec, "seed": seed, "rows": rows}, f, indent=1)
+    print(json.dumps({"gsn_parzen": [{k: r[k] for k in ("name", "ll", "se", "sigma", "ll_fixed", "se_fixed")}
+                                     for r in rows]}))
+    return rows
+
+
+def add_gsn_parser(sub):
+    p = sub.add_parser("gsn", help="GSN: Parzen log-likelihood, chain and inpainting figures")
+    p.add_argument("--ckpt", nargs="+", required=True, help="one or more gsn.py checkpoints (name=path allowed)")
+    p.add_argument("--dae-ckpt", default=None, help="a DAE trained without walkback, scored as a reference row")
+    p.add_argument("--data", default=None, help="override the data the first checkpoint was trained on")
+    p.add_argument("--out", default=None, help="figures/results folder (default: the first ckpt's folder)")
+    p.add_argument("--n-samples", type=int, default=10000, help="consecutive chain means used as Parzen centres")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-references", action="store_true", help="skip the real-images and pixel rows")
+    p.set_defaults(func=cmd_gsn)
+
+
+def cmd_gsn(args):
+    import os
+
+    import data
+    if args.n_samples < 1:
+        raise DataError(f"--n-samples must be >= 1, got {args.n_samples}")
+    runs = []
+    for c in args.ckpt + ([f"dae-no-walkback={args.dae_ckpt}"] if args.dae_ckpt else []):
+        name, _, path = c.rpartition("=") if "=" in c else (None, None, c)
+        runs.append((name or os.path.basename(os.path.dirname(os.path.abspath(path))), path))
+    cfg = data.load_checkpoint(runs[0][1]).get("config")
+    if not isinstance(cfg, dict):
+        raise DataError(f"{runs[0][1]} is not a gsn.py checkpoint")
+    out = args.out or os.path.dirname(os.path.abspath(runs[0][1]))
+    gsn_report(runs, out, data_spec=args.data or cfg["data"], seed=args.seed, device=args.device,
+               n_samples=args.n_samples, references=not args.no_references)
 
 # =============================================================================
 

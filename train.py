@@ -1,0 +1,279 @@
+"""
+train.py -- GPT training on the word-problem task.
+
+  python train.py sft --out runs/sft                          supervised: learn worked solutions
+  python train.py rl --init runs/sft/ckpt.pt --loss topr      RL fine-tuning (TOPR and baselines)
+
+Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under --out, and
+continue from there with --resume.
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+
+import torch
+
+import data
+from data import DataError
+from model import GPT, GPTConfig, get_device
+
+# -----------------------------------------------------------------------------
+# Shared plumbing: device, metrics, checkpoints
+
+
+def autocast_ctx(device):
+    """bf16 autocast on CUDA (weights and optimizer stay fp32); plain fp32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Metrics:
+    """Appends one JSON object per line to out/metrics.jsonl and echoes a short line."""
+
+    def __init__(self, out, resume):
+        os.makedirs(out, exist_ok=True)
+        self.f = open(os.path.join(out, "metrics.jsonl"), "a" if resume else "w")
+
+    def log(self, **row):
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+
+
+def task_problems(args, n, seed, split):
+    if getattr(args, "gsm8k", None):
+        problems = data.load_gsm8k(args.gsm8k if split == "train" else args.gsm8k_test or args.gsm8k)
+        return problems[:n]
+    return data.make_problems(n, seed=seed, split=split, steps=tuple(args.steps), max_num=args.max_num, ops=args.ops)
+
+
+def encode_example(tok, problem):
+    """(prompt ids, completion ids ending in EOS) for one worked problem."""
+    prompt = tok.encode(data.format_prompt(problem.question))
+    completion = tok.encode(data.format_completion(problem.solution)) + [tok.eos_id]
+    return prompt, completion
+
+
+def sft_batch(examples, ix, pad_id, device):
+    """Right-padded (x, y) for next-token prediction; loss only on completion tokens (y = -1 elsewhere)."""
+    seqs = [examples[i] for i in ix]
+    T = max(len(p) + len(c) for p, c in seqs) - 1
+    x = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    y = torch.full((len(seqs), T), -1, dtype=torch.long)
+    for r, (p, c) in enumerate(seqs):
+        s = torch.tensor(p + c)
+        x[r, :len(s) - 1] = s[:-1]
+        y[r, len(p) - 1:len(s) - 1] = s[len(p):]  # predict the completion only
+    return x.to(device), y.to(device)
+
+
+def lr_at(it, args):
+    """Linear warm-up, then cosine decay from --lr to --min-lr over --max-iters."""
+    if it < args.warmup:
+        return args.lr * (it + 1) / args.warmup
+    frac = min(1.0, (it - args.warmup) / max(1, args.max_iters - args.warmup))
+    return args.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (args.lr - args.min_lr)
+
+
+def load_model(path, device):
+    """(model, tokenizer, checkpoint dict) from a checkpoint written by this file."""
+    ckpt = data.load_checkpoint(path)
+    if "model_config" not in ckpt:
+        raise DataError(f"{path} is not a GPT checkpoint of this repo (no model_config)")
+    model = GPT(GPTConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
+
+
+class StopFlag:
+    """Ctrl-C sets a flag; the loop saves a checkpoint at the next step and exits cleanly."""
+
+    def __init__(self):
+        self.stop = False
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, *_):
+        if self.stop:  # second Ctrl-C: give up immediately
+            raise KeyboardInterrupt
+        print("\nSIGINT: saving a checkpoint and stopping (Ctrl-C again to abort)", flush=True)
+        self.stop = True
+
+
+def plain_args(args):
+    """The CLI flags as a dict of plain values (checkpoints load with weights_only=True)."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+
+
+def check_finite(loss, step):
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping (last good checkpoint kept)")
+
+
+# -----------------------------------------------------------------------------
+# SFT
+
+
+def cmd_sft(args):
+    from eval import evaluate_gpt
+    torch.manual_seed(args.seed)
+    device = get_device(args.device)
+    tok = data.get_tokenizer(args.tokenizer)
+    train = [encode_example(tok, p) for p in task_problems(args, args.sft_examples, args.seed, "train")]
+    val = [encode_example(tok, p) for p in task_problems(args, args.val_examples, args.seed + 1000, "train")]
+    test = task_problems(args, args.eval_problems, args.seed, "test")
+    longest = max(len(p) + len(c) for p, c in train + val)
+    if args.batch_size > len(train):
+        raise DataError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
+    cfg = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer,
+                    n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=True)
+    if longest > cfg.block_size:
+        raise DataError(f"longest example has {longest} tokens > --block-size {cfg.block_size}")
+    model = GPT(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    gen = torch.Generator().manual_seed(args.seed)  # the batch order
+    it, best_val = 0, float("inf")
+    ckpt_path = os.path.join(args.out, "ckpt.pt")
+    if args.resume:
+        ckpt = data.load_checkpoint(ckpt_path)
+        if ckpt.get("model_config") != asdict(cfg):
+            raise DataError(f"{ckpt_path} was trained with a different model config: {ckpt.get('model_config')}")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"]["batch"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        it, best_val = ckpt["iter"], ckpt["best_val"]
+        print(f"resumed from {ckpt_path} at iter {it}")
+    metrics = Metrics(args.out, args.resume)
+    stop = StopFlag()
+    print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device}, "
+          f"{args.max_iters} iters of batch {args.batch_size}", flush=True)
+
+    def save():
+        data.atomic_save(dict(model_config=asdict(cfg), model=model.state_dict(), optimizer=opt.state_dict(),
+                              iter=it, best_val=best_val, tokenizer=args.tokenizer, args=plain_args(args),
+                              rng=dict(batch=gen.get_state(), torch=torch.get_rng_state())), ckpt_path)
+
+    @torch.no_grad()
+    def val_loss():
+        model.eval()
+        tot, n = 0.0, 0
+        for s in range(0, len(val), 64):
+            x, y = sft_batch(val, range(s, min(s + 64, len(val))), tok.pad_id, device)
+            with autocast_ctx(device):
+                _, loss = model(x, y)
+            m = (y != -1).sum().item()
+            tot, n = tot + loss.item() * m, n + m
+        model.train()
+        return tot / n
+
+    t0, tokens, start_it = time.time(), 0, it
+    stop_at = min(args.max_iters, args.stop_at or args.max_iters)
+    model.train()
+    while it < stop_at and not stop.stop:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, args)
+        ix = torch.randint(len(train), (args.batch_size,), generator=gen).tolist()
+        x, y = sft_batch(train, ix, tok.pad_id, device)
+        with autocast_ctx(device):
+            _, loss = model(x, y)
+        check_finite(loss, it)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        it += 1
+        tokens += x.numel()
+        if it % args.log_interval == 0 or it == args.max_iters:
+            el = time.time() - t0
+            eta = el / (it - start_it) * (stop_at - it)
+            metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
+            print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
+                  f"{tokens / el:.0f} tok/s | ETA {eta:.0f}s", flush=True)
+        if it % args.eval_interval == 0 or it == args.max_iters:
+            vl = val_loss()
+            best_val = min(best_val, vl)
+            metrics.log(iter=it, val_loss=vl)
+            print(f"iter {it:5d} | val loss {vl:.4f}", flush=True)
+            save()
+    save()
+    if it < args.max_iters:
+        print(f"stopped at iter {it}; continue with --resume", flush=True)
+        return None
+    model.eval()
+    res = evaluate_gpt(model, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    metrics.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
+    print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
+          f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {ckpt_path}", flush=True)
+    return res
+
+
+# -----------------------------------------------------------------------------
+
+
+def add_task_args(p):
+    p.add_argument("--tokenizer", default="byte", help="byte (offline) or gpt2 (needs tiktoken's cached files)")
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 2], help="operations per problem")
+    p.add_argument("--max-num", type=int, default=10, help="largest number in a question")
+    p.add_argument("--ops", default="+-", help="subset of +-*/")
+    p.add_argument("--gsm8k", default=None, help="train on a GSM8K jsonl file instead of the procedural task")
+    p.add_argument("--gsm8k-test", default=None, help="GSM8K test jsonl (default: --gsm8k)")
+    p.add_argument("--eval-problems", type=int, default=256, help="held-out test problems")
+    p.add_argument("--eval-k", type=int, default=8, help="samples per test problem for pass@1/maj@k")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+
+
+def positive(name, kind=int, allow_zero=False):
+    def parse(s):
+        v = kind(s)
+        if v < 0 or (v == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {s}")
+        return v
+    return parse
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("sft", help="supervised training on worked solutions")
+    add_task_args(p)
+    p.add_argument("--sft-examples", type=positive("--sft-examples"), default=20000, help="size of the worked-solution set")
+    p.add_argument("--val-examples", type=positive("--val-examples"), default=512)
+    p.add_argument("--n-layer", type=positive("--n-layer"), default=4)
+    p.add_argument("--n-head", type=positive("--n-head"), default=4)
+    p.add_argument("--n-embd", type=positive("--n-embd"), default=128)
+    p.add_argument("--block-size", type=positive("--block-size"), default=256)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--batch-size", type=positive("--batch-size"), default=32)
+    p.add_argument("--max-iters", type=positive("--max-iters"), default=600, help="length of the lr schedule")
+    p.add_argument("--stop-at", type=positive("--stop-at"), default=None, help="stop (and save) at this iter; --resume continues")
+    p.add_argument("--lr", type=positive("--lr", float), default=3e-3)
+    p.add_argument("--min-lr", type=positive("--min-lr", float, True), default=3e-4)
+    p.add_argument("--warmup", type=positive("--warmup", int, True), default=100)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--log-interval", type=int, default=25)
+    p.add_argument("--eval-interval", type=int, default=100)
+    p.set_defaults(func=cmd_sft)
+    for name, obj in list(globals().items()):  # other sections register their subcommands
+        if name.startswith("add_") and name.endswith("_parser"):
+            obj(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ValueError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
