@@ -353,14 +353,21 @@ def pack(prompts, completions, pad_id):
     return tokens, pad_mask, compl_mask
 
 
-def sequence_logprobs(model, tokens, pad_mask, compl_mask):
+def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False):
     """Per-token log pi(tokens[:, t] | tokens[:, :t]) for t on the completion (zero elsewhere), (B, T).
 
-    One forward pass; gradients flow (call under no_grad for behaviour log-probs)."""
+    One forward pass; gradients flow (call under no_grad for behaviour log-probs). With
+    return_entropy, also the per-token entropy of pi at those positions (for logging)."""
     logits, _ = model(tokens[:, :-1], pad_mask=pad_mask[:, :-1])
-    logp = F.log_softmax(logits.float(), dim=-1).gather(2, tokens[:, 1:, None]).squeeze(2)
+    logp_all = F.log_softmax(logits.float(), dim=-1)
+    logp = logp_all.gather(2, tokens[:, 1:, None]).squeeze(2)
     logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)  # token 0 is never a completion token
-    return logp * compl_mask
+    logp = torch.where(compl_mask, logp, torch.zeros_like(logp))
+    if not return_entropy:
+        return logp
+    ent = -(logp_all.exp() * logp_all).sum(-1).detach()
+    ent = torch.cat([torch.zeros_like(ent[:, :1]), ent], dim=1)
+    return logp, torch.where(compl_mask, ent, torch.zeros_like(ent))
 
 
 def get_device(name="auto"):

@@ -21,7 +21,8 @@ import torch
 
 import data
 from data import DataError
-from model import GPT, GPTConfig, get_device
+import topr
+from model import GPT, GPTConfig, completion_mask, get_device, pack, sequence_logprobs
 
 # -----------------------------------------------------------------------------
 # Shared plumbing: device, metrics, checkpoints
@@ -211,6 +212,198 @@ def cmd_sft(args):
     print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
           f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {ckpt_path}", flush=True)
     return res
+
+
+# -----------------------------------------------------------------------------
+# RL: the paper's iterated off-policy scheme (TOPR Sec. 4; DESIGN s5)
+#
+#   for each iteration:
+#       behaviour policy mu := current policy pi (frozen)
+#       sample k completions per prompt at temperature 1, store (prompt, completion, log mu, reward)
+#       --epochs passes of the chosen loss over that dataset (1 = mildly off-policy, several =
+#       strongly off-policy; --iterations 1 = the fully offline setting)
+#   No KL term; gradient clipping 1.0.
+
+
+@torch.no_grad()
+def rollout(policy, tok, problems, k, max_new_tokens, generator, batch_prompts=64):
+    """k samples per problem from the frozen policy: list of dicts, grouped by prompt (k consecutive rows)."""
+    policy.eval()
+    rows = []
+    for s in range(0, len(problems), batch_prompts):
+        chunk = problems[s:s + batch_prompts]
+        prompts = [tok.encode(data.format_prompt(p.question)) for p in chunk]
+        tokens, logp = policy.generate(prompts, max_new_tokens, temperature=1.0, eos_id=tok.eos_id,
+                                       num_samples=k, generator=generator, pad_id=tok.pad_id)
+        mask = completion_mask(tokens, tok.eos_id)
+        tokens, logp, mask = tokens.cpu(), logp.cpu(), mask.cpu()
+        for r in range(tokens.size(0)):
+            p = chunk[r // k]
+            comp = tokens[r][mask[r]].tolist()
+            text = tok.decode([t for t in comp if t != tok.eos_id])
+            rows.append(dict(prompt=prompts[r // k], completion=comp, group=s + r // k,
+                             logp_behavior=logp[r][mask[r]].sum().item(),  # log mu(y|x), untempered
+                             reward=data.reward(text, p.answer), invalid=data.is_invalid(text)))
+    policy.train()
+    return rows
+
+
+def rl_update(policy, opt, tok, batch, args, device, step):
+    """One optimizer step of the chosen loss on `batch` (list of rollout rows), in micro-batches."""
+    opt.zero_grad(set_to_none=True)
+    n = len(batch)
+    logps, ents = [], []
+    for s in range(0, n, args.micro_batch):
+        mb = batch[s:s + args.micro_batch]
+        tokens, pad_mask, compl = pack([r["prompt"] for r in mb], [r["completion"] for r in mb], tok.pad_id)
+        tokens, pad_mask, compl = tokens.to(device), pad_mask.to(device), compl.to(device)
+        with autocast_ctx(device):
+            tok_logp, ent = sequence_logprobs(policy, tokens, pad_mask, compl, return_entropy=True)
+        logp = topr.sequence_logp(tok_logp, compl)  # log pi(y|x), summed over completion tokens
+        lengths = compl.sum(-1)
+        logp_b = torch.tensor([r["logp_behavior"] for r in mb], device=device)
+        reward = torch.tensor([r["reward"] for r in mb], device=device)
+        baseline = torch.tensor([r["baseline"] for r in mb], device=device)
+        loss, _ = loss_fn(args)(logp, logp_b, reward, baseline=baseline, lengths=lengths,
+                                length_normalize=not args.no_length_norm)
+        check_finite(loss, step)
+        (loss * len(mb) / n).backward()  # the loss is a mean over samples: weight micro-batches by size
+        logps.append(logp.detach())
+        ents.append((ent.sum() / compl.sum()).item() * len(mb))
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+    opt.step()
+    # stats over the whole step, from the detached per-sequence log-probs
+    logp = torch.cat(logps)
+    _, stats = loss_fn(args)(logp, torch.tensor([r["logp_behavior"] for r in batch], device=device),
+                             torch.tensor([r["reward"] for r in batch], device=device),
+                             baseline=torch.tensor([r["baseline"] for r in batch], device=device),
+                             lengths=torch.tensor([float(len(r["completion"])) for r in batch], device=device),
+                             length_normalize=not args.no_length_norm)
+    stats.update(entropy=sum(ents) / n, grad_norm=grad_norm.item(),
+                 length=sum(len(r["completion"]) for r in batch) / n,
+                 invalid=sum(r["invalid"] for r in batch) / n)
+    return stats
+
+
+def loss_fn(args):
+    """The chosen loss as f(logp, logp_behavior, reward, baseline=, lengths=, length_normalize=)."""
+    if args.loss == "ppo":
+        return lambda *a, **kw: topr.ppo_loss(*a, eps=args.ppo_eps, **kw)
+    return lambda *a, **kw: topr.topr_loss(*a, name=args.loss, **kw)
+
+
+def cmd_rl(args):
+    from eval import evaluate_gpt
+    if args.loss not in topr.LOSSES:
+        raise DataError(f"unknown loss '{args.loss}'; choose from {', '.join(topr.LOSSES)}")
+    if args.baseline != "group":
+        try:
+            args.baseline = float(args.baseline)
+        except ValueError:
+            raise DataError(f"--baseline must be 'group' or a number, got {args.baseline!r}") from None
+    if args.target_pos_frac is not None and not 0.0 < args.target_pos_frac < 1.0:
+        raise DataError(f"--target-pos-frac must be in (0, 1), got {args.target_pos_frac}")
+    if not args.resume and not args.init:
+        raise DataError("rl needs --init <sft ckpt.pt> (or --resume)")
+    device = get_device(args.device)
+    torch.manual_seed(args.seed)
+    ckpt_path = os.path.join(args.out, "ckpt.pt")
+    policy, tok, init = load_model(args.resume and ckpt_path or args.init, device)
+    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    itr, step, samples = 0, 0, 0
+    if args.resume:
+        if init.get("kind") != "rl":
+            raise DataError(f"{ckpt_path} is not an RL checkpoint")
+        opt.load_state_dict(init["optimizer"])
+        itr, step, samples = init["iteration"], init["step"], init["samples"]
+        torch.set_rng_state(init["rng"]["torch"])
+        print(f"resumed from {ckpt_path} at iteration {itr}")
+    test = task_problems(args, args.eval_problems, args.seed, "test")
+    metrics = Metrics(args.out, args.resume)
+    stop = StopFlag()
+    baseline_desc = "group mean" if args.baseline == "group" else f"c={args.baseline}"
+    print(f"rl: loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x {args.k} samples, "
+          f"{args.epochs} epoch(s), baseline {baseline_desc}, lr {args.lr}, device {device}", flush=True)
+
+    def evaluate():
+        res = evaluate_gpt(policy, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
+        print(f"iter {itr:3d} | samples {samples:6d} | test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} "
+              f"maj@{args.eval_k} {res[f'maj@{args.eval_k}']:.3f} invalid {res['invalid']:.3f}", flush=True)
+
+    def save():
+        data.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
+                              optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
+                              tokenizer=tok.name, args=plain_args(args), rng=dict(torch=torch.get_rng_state())),
+                         ckpt_path)
+
+    if itr == 0:
+        evaluate()  # the SFT start
+    t0 = time.time()
+    while itr < args.iterations and not stop.stop:
+        # 1. fresh prompts (answers only) and k samples each from the frozen behaviour policy mu = pi.
+        #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
+        t_roll = time.time()
+        problems = task_problems(args, args.prompts, args.seed * 1000 + itr + 1, "train")
+        gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + itr)
+        rows = rollout(policy, tok, problems, args.k, args.max_new_tokens, gen)
+        t_roll = time.time() - t_roll
+        rewards = torch.tensor([r["reward"] for r in rows])
+        # 2. baseline: per-prompt group mean, or a constant c (which sets the effective positive fraction)
+        if args.baseline == "group":
+            base = topr.group_baseline(rewards, args.k)
+        else:
+            base = torch.full_like(rewards, float(args.baseline))
+        for r, b in zip(rows, base.tolist()):
+            r["baseline"] = b
+        if args.target_pos_frac is not None:
+            keep = topr.curate(rewards, args.target_pos_frac, generator=torch.Generator().manual_seed(args.seed + itr))
+            rows = [rows[i] for i in keep.tolist()]
+        p_pos = sum(r["reward"] > 0 for r in rows) / len(rows)
+        metrics.log(iteration=itr, dataset_size=len(rows), dataset_pos_frac=p_pos,
+                    rollout_invalid=sum(r["invalid"] for r in rows) / len(rows), rollout_s=t_roll)
+        # 3. --epochs passes over the stored dataset with the chosen loss
+        t_upd = time.time()
+        order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
+        for epoch in range(args.epochs):
+            order = torch.randperm(len(rows), generator=order_gen).tolist()
+            for s in range(0, len(order), args.batch_size):
+                batch = [rows[i] for i in order[s:s + args.batch_size]]
+                stats = rl_update(policy, opt, tok, batch, args, device, step + 1)
+                step += 1
+                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples + len(rows), **stats)
+        samples += len(rows)
+        itr += 1
+        t_upd = time.time() - t_upd
+        el = time.time() - t0
+        print(f"iter {itr:3d} | pos frac {p_pos:.3f} | loss {stats['loss']:.4f} | mean alpha {stats['mean_alpha']:.3f} | "
+              f"logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s "
+              f"update {t_upd:.1f}s | ETA {el / (itr - (init.get('iteration', 0) if args.resume else 0)) * (args.iterations - itr):.0f}s", flush=True)
+        if itr % args.eval_every == 0 or itr == args.iterations:
+            evaluate()
+        save()
+    return None
+
+
+def add_rl_parser(sub):
+    p = sub.add_parser("rl", help="RL fine-tuning from an SFT checkpoint (TOPR and baselines)")
+    add_task_args(p)
+    p.add_argument("--init", help="SFT checkpoint to start from (required unless --resume)")
+    p.add_argument("--loss", default="topr", help=f"one of {', '.join(topr.LOSSES)}")
+    p.add_argument("--iterations", type=positive("--iterations"), default=8, help="sample-then-train rounds")
+    p.add_argument("--epochs", type=positive("--epochs"), default=1, help="passes over each generated dataset")
+    p.add_argument("--prompts", type=positive("--prompts"), default=64, help="fresh prompts per iteration")
+    p.add_argument("--k", type=positive("--k"), default=16, help="samples per prompt")
+    p.add_argument("--batch-size", type=positive("--batch-size"), default=512, help="sequences per optimizer step")
+    p.add_argument("--micro-batch", type=positive("--micro-batch"), default=128, help="sequences per forward pass")
+    p.add_argument("--lr", type=positive("--lr", float), default=3e-5)
+    p.add_argument("--baseline", default="group", help="'group' (per-prompt mean reward) or a constant c")
+    p.add_argument("--target-pos-frac", type=float, default=None, help="curate each dataset to this positive fraction")
+    p.add_argument("--no-length-norm", action="store_true", help="sum log-probs instead of dividing by length")
+    p.add_argument("--ppo-eps", type=float, default=0.2)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--eval-every", type=positive("--eval-every"), default=1, help="iterations between evaluations")
+    p.set_defaults(func=cmd_rl)
 
 
 # -----------------------------------------------------------------------------
