@@ -112,6 +112,68 @@ def add_gpt_parser(sub):
     p.add_argument("--gsm8k-test", default=None)
     p.set_defaults(func=cmd_gpt)
 
+
+def read_metrics(folder):
+    path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise DataError(f"no metrics.jsonl in {folder}")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def cmd_compare(args):
+    """One figure: held-out pass@1, invalid rate, and mean log pi of positive / negative samples,
+    against samples seen, one line per run (label = folder name, or --labels)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise DataError(f"{len(args.labels)} labels for {len(args.runs)} runs")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    summary = []
+    for run, label in zip(args.runs, labels):
+        rows = read_metrics(run)
+        ev_rows = [r for r in rows if "test_pass@1" in r]
+        st_rows = [r for r in rows if "logp_reward_neg" in r]
+        if not ev_rows:
+            raise DataError(f"{run}/metrics.jsonl has no evaluation rows (is it an RL run?)")
+        x = [r["samples"] for r in ev_rows]
+        (line,) = axes[0].plot(x, [r["test_pass@1"] for r in ev_rows], marker="o", ms=3, label=label)
+        axes[1].plot(x, [r["test_invalid"] for r in ev_rows], marker="o", ms=3, color=line.get_color())
+        xs = [r["samples"] for r in st_rows]
+        axes[2].plot(xs, [r["logp_reward_pos"] for r in st_rows], color=line.get_color())
+        axes[3].plot(xs, [r["logp_reward_neg"] for r in st_rows], color=line.get_color())
+        summary.append(dict(run=label, start_pass1=ev_rows[0]["test_pass@1"], final_pass1=ev_rows[-1]["test_pass@1"],
+                            final_greedy=ev_rows[-1]["test_greedy"], final_invalid=ev_rows[-1]["test_invalid"],
+                            samples=x[-1]))
+    for ax, title in zip(axes, ["held-out pass@1", "held-out invalid rate", "mean log pi, positive samples",
+                                "mean log pi, negative samples"]):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("samples seen")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if args.title:
+        fig.suptitle(args.title, fontsize=11)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig.savefig(args.out, dpi=80)
+    print(f"wrote {args.out}")
+    print(f"{'run':<24}{'pass@1 start':>14}{'pass@1 end':>12}{'greedy end':>12}{'invalid end':>13}{'samples':>9}")
+    for s in summary:
+        print(f"{s['run']:<24}{s['start_pass1']:>14.3f}{s['final_pass1']:>12.3f}{s['final_greedy']:>12.3f}"
+              f"{s['final_invalid']:>13.3f}{s['samples']:>9d}")
+    return summary
+
+
+def add_compare_parser(sub):
+    p = sub.add_parser("compare", help="one figure comparing RL runs")
+    p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
+    p.add_argument("--labels", nargs="+", default=None)
+    p.add_argument("--title", default=None)
+    p.add_argument("--out", default="runs/compare.png")
+    p.set_defaults(func=cmd_compare)
+
 # =============================================================================
 # GSN evaluation (eval.py gsn) -- owned by the GSN work
 # =============================================================================
@@ -205,7 +267,8 @@ def gsn_report(runs, out, data_spec="procedural", seed=1, device=None, n_samples
         t_chain = time.time() - t0
         gsn_chain_figure(model, valid[:8], os.path.join(out, f"{name}-chains.png"), seed=seed)
         gsn_inpaint_figure(model, digits, os.path.join(out, f"{name}-inpainting.png"), seed=seed)
-        gsn.save_image(os.path.join(out, f"{name}-chain400.png"), gsn.tile(s[:400].numpy(), 20, 20))
+        if len(s) >= 400:  # [C]'s figure: the first 400 consecutive means, 20 x 20
+            gsn.save_image(os.path.join(out, f"{name}-chain400.png"), gsn.tile(s[:400].numpy(), 20, 20))
         desc = (f"{cfg['model']} K={cfg['layers']} h={cfg['hidden']} walkbacks={cfg['walkbacks']} "
                 f"{cfg['optimizer']} steps={state['step']}")
         score(name, s, desc, chain_s=round(t_chain, 1), step=state["step"],
