@@ -133,9 +133,15 @@ def cmd_sft(args):
         raise DataError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
     cfg = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer,
                     n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=True)
+    init = None
+    if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
+        init = data.load_checkpoint(args.init)
+        cfg = GPTConfig(**init["model_config"])
     if longest > cfg.block_size:
         raise DataError(f"longest example has {longest} tokens > --block-size {cfg.block_size}")
     model = GPT(cfg).to(device)
+    if init is not None:
+        model.load_state_dict(init["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)  # the batch order
     it, best_val = 0, float("inf")
@@ -371,8 +377,10 @@ def cmd_rl(args):
                 batch = [rows[i] for i in order[s:s + args.batch_size]]
                 stats = rl_update(policy, opt, tok, batch, args, device, step + 1)
                 step += 1
-                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples + len(rows), **stats)
-        samples += len(rows)
+                samples += len(batch)  # samples seen by the optimizer (a reused sample counts again)
+                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
+            if args.eval_each_epoch and epoch + 1 < args.epochs:
+                evaluate()
         itr += 1
         t_upd = time.time() - t_upd
         el = time.time() - t0
@@ -403,6 +411,7 @@ def add_rl_parser(sub):
     p.add_argument("--ppo-eps", type=float, default=0.2)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--eval-every", type=positive("--eval-every"), default=1, help="iterations between evaluations")
+    p.add_argument("--eval-each-epoch", action="store_true", help="also evaluate after every epoch")
     p.set_defaults(func=cmd_rl)
 
 
@@ -439,6 +448,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("sft", help="supervised training on worked solutions")
     add_task_args(p)
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimizer)")
     p.add_argument("--sft-examples", type=positive("--sft-examples"), default=20000, help="size of the worked-solution set")
     p.add_argument("--val-examples", type=positive("--val-examples"), default=512)
     p.add_argument("--n-layer", type=positive("--n-layer"), default=4)

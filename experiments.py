@@ -1,0 +1,178 @@
+"""
+experiments.py -- the TOPR experiments of the README, one command each, fixed seeds.
+
+  python experiments.py offpolicy    (a) strongly off-policy: ONE generated dataset, 6 epochs over it,
+                                         topr vs reinforce vs tis vs ppo vs sft_pos (constant c = 0)
+  python experiments.py iterated     (b, d) 3 iterations of sample-then-train, group-mean baseline,
+                                         topr vs sft_pos vs reinforce, seeds 0 1 2, plus "continue SFT"
+                                         on worked solutions for the same number of optimizer samples
+  python experiments.py baseline     (c) topr with a constant baseline c: accuracy against the effective
+                                         positive fraction p_eff = p(1-c) / (1+c(1-2p))
+
+All start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
+`python train.py sft --out runs/sft`). Each run is a plain `train.py rl` call (printed before it
+runs); results go under runs/exp_<name>/, the figure to figures/, and a markdown table to stdout
+and runs/exp_<name>/table.md.
+"""
+import argparse
+import math
+import os
+import shlex
+import statistics
+import sys
+
+import eval as evaluate
+import topr
+import train
+from data import DataError
+
+
+def run_train(argv):
+    print(f"\n$ python train.py {shlex.join(argv)}", flush=True)
+    train.main(argv)
+
+
+def evals(folder):
+    return [r for r in evaluate.read_metrics(folder) if "test_pass@1" in r]
+
+
+def mean_se(xs):
+    m = statistics.fmean(xs)
+    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan")
+    return m, se
+
+
+def write_table(out, lines):
+    text = "\n".join(lines)
+    print("\n" + text)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(text + "\n")
+
+
+def exp_offpolicy(args):
+    out = os.path.join(args.out, "exp_offpolicy")
+    losses = ["topr", "reinforce", "tis", "ppo", "sft_pos"]
+    runs = []
+    for loss in losses:
+        d = os.path.join(out, loss)
+        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+            run_train(["rl", "--init", args.sft, "--out", d, "--loss", loss, "--seed", str(args.seed),
+                       "--iterations", "1", "--epochs", "6", "--prompts", "64", "--k", "8", "--batch-size", "32",
+                       "--micro-batch", "32", "--lr", "3e-5", "--baseline", "0", "--eval-problems", "256",
+                       "--eval-k", "4", "--eval-each-epoch"])
+        runs.append(d)
+    evaluate.main(["compare", *runs, "--labels", *losses, "--out", os.path.join(args.figures, "topr_offpolicy.png"),
+                   "--title", "strongly off-policy: one dataset of 64 prompts x 8 samples, 6 epochs, c = 0"])
+    lines = ["| loss | pass@1 start | pass@1 after 6 epochs | greedy | invalid | mean log pi negatives (start -> end) |",
+             "|---|---|---|---|---|---|"]
+    for loss, d in zip(losses, runs):
+        ev = evals(d)
+        st = [r for r in evaluate.read_metrics(d) if "logp_reward_neg" in r]
+        lines.append(f"| {loss} | {ev[0]['test_pass@1']:.3f} | {ev[-1]['test_pass@1']:.3f} | {ev[-1]['test_greedy']:.3f} "
+                     f"| {ev[-1]['test_invalid']:.3f} | {st[0]['logp_reward_neg']:.1f} -> {st[-1]['logp_reward_neg']:.1f} |")
+    write_table(out, lines)
+
+
+def exp_iterated(args):
+    out = os.path.join(args.out, "exp_iterated")
+    losses = ["topr", "sft_pos", "reinforce"]
+    seeds = [0, 1, 2]
+    common = ["--iterations", "3", "--epochs", "1", "--prompts", "32", "--k", "16", "--batch-size", "512",
+              "--micro-batch", "128", "--lr", "3e-5", "--baseline", "group", "--eval-problems", "256", "--eval-k", "4"]
+    results = {}
+    for loss in losses:
+        for seed in seeds:
+            d = os.path.join(out, f"{loss}_s{seed}")
+            if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+                run_train(["rl", "--init", args.sft, "--out", d, "--loss", loss, "--seed", str(seed), *common])
+            results[(loss, seed)] = evals(d)
+    # "continue SFT" on worked solutions for the same number of optimizer samples (3 x 512 sequences),
+    # same lr and optimizer: does RL beat simply training longer on the data SFT already had?
+    for seed in seeds:
+        d = os.path.join(out, f"sft_more_s{seed}")
+        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+            run_train(["sft", "--init", args.sft, "--out", d, "--seed", str(seed), "--max-iters", "48",
+                       "--batch-size", "32", "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
+                       "--eval-problems", "256", "--eval-k", "4", "--eval-interval", "48"])
+        final = [r for r in evaluate.read_metrics(d) if "test_pass@1" in r][-1]
+        results[("sft_more", seed)] = [results[("topr", seed)][0], {**final, "samples": 48 * 32}]
+    evaluate.main(["compare", *[os.path.join(out, f"{l}_s0") for l in losses], "--labels", *losses,
+                   "--out", os.path.join(args.figures, "topr_iterated.png"),
+                   "--title", "3 iterations x (32 prompts x 16 samples), group baseline, seed 0"])
+    lines = ["| method | pass@1 start | pass@1 after 3 iterations (mean +- s.e. over seeds 0,1,2) | change (paired) | greedy | invalid |",
+             "|---|---|---|---|---|---|"]
+    for m in losses + ["sft_more"]:
+        start = [results[(m, s)][0]["test_pass@1"] for s in seeds]
+        end = [results[(m, s)][-1]["test_pass@1"] for s in seeds]
+        delta = [e - s for s, e in zip(start, end)]
+        (me, se), (md, sd) = mean_se(end), mean_se(delta)
+        g = statistics.fmean(results[(m, s)][-1]["test_greedy"] for s in seeds)
+        inv = statistics.fmean(results[(m, s)][-1]["test_invalid"] for s in seeds)
+        per_iter = " / ".join(f"{statistics.fmean(results[(m, s)][i]['test_pass@1'] for s in seeds):.3f}"
+                              for i in range(len(results[(m, seeds[0])])))
+        lines.append(f"| {m} | {statistics.fmean(start):.3f} | {me:.3f} +- {se:.3f} (per iteration: {per_iter}) "
+                     f"| {md:+.3f} +- {sd:.3f} | {g:.3f} | {inv:.3f} |")
+    write_table(out, lines)
+
+
+def exp_baseline(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = os.path.join(args.out, "exp_baseline")
+    cs = [-0.9, -0.6, -0.3, 0.0, 0.3]
+    rows = []
+    for c in cs:
+        d = os.path.join(out, f"c{c:+.1f}")
+        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+            run_train(["rl", "--init", args.sft, "--out", d, "--loss", "topr", "--seed", str(args.seed),
+                       "--iterations", "2", "--epochs", "1", "--prompts", "32", "--k", "16", "--batch-size", "128",
+                       "--micro-batch", "128", "--lr", "3e-5", "--baseline", str(c), "--eval-problems", "256",
+                       "--eval-k", "4"])
+        m = evaluate.read_metrics(d)
+        p = statistics.fmean(r["dataset_pos_frac"] for r in m if "dataset_pos_frac" in r)
+        ev = [r for r in m if "test_pass@1" in r]
+        rows.append(dict(c=c, p=p, p_eff=topr.effective_pos_fraction(p, c), start=ev[0]["test_pass@1"],
+                         end=ev[-1]["test_pass@1"], invalid=ev[-1]["test_invalid"]))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r["p_eff"] for r in rows], [r["end"] for r in rows], marker="o")
+    ax.axhline(rows[0]["start"], color="gray", ls="--", label="SFT start")
+    for r in rows:
+        ax.annotate(f"c={r['c']:+.1f}", (r["p_eff"], r["end"]), fontsize=7)
+    ax.set_xlabel("effective positive fraction p_eff")
+    ax.set_ylabel("held-out pass@1")
+    ax.set_title("TOPR, constant baseline sweep (2 iterations)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.figures, "topr_baseline.png"), dpi=80)
+    lines = ["| baseline c | positive fraction p | p_eff | pass@1 start | pass@1 end | invalid end |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['c']:+.1f} | {r['p']:.3f} | {r['p_eff']:.3f} | {r['start']:.3f} | {r['end']:.3f} | {r['invalid']:.3f} |"
+              for r in rows]
+    write_table(out, lines)
+
+
+EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=list(EXPERIMENTS))
+    p.add_argument("--sft", default="runs/sft/ckpt.pt", help="the SFT start (python train.py sft --out runs/sft)")
+    p.add_argument("--out", default="runs")
+    p.add_argument("--figures", default="figures")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-done", action="store_true", help="reuse finished runs under --out")
+    args = p.parse_args(argv)
+    try:
+        if not os.path.isfile(args.sft):
+            raise DataError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
+        os.makedirs(args.figures, exist_ok=True)
+        EXPERIMENTS[args.name](args)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
