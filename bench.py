@@ -91,7 +91,60 @@ def bench_gpt(threads, args, prompt_len=32, new_tokens=96):
 # GSN (bench.py gsn) -- owned by the GSN work; defines bench_gsn(threads, args)
 # =============================================================================
 
-# (gsn half goes here)
+def gsn_train_flops(sizes, walkbacks, batch):
+    """Matmul FLOPs of one walkback training step of gsn.GSN (sizes = [784, h1, .., hK]).
+    Per chain step each hidden layer i multiplies by W_{i-1} (from below) and W_i^T (from above, i < K),
+    and the visible reconstruction by W_0^T: 2*B*(n_in*n_out) FLOPs per product. Backward ~ 2x forward
+    (gradients w.r.t. inputs and weights), so a step ~ 3x the forward count (slightly over: x needs no grad)."""
+    K = len(sizes) - 1
+    per_chain_step = sizes[0] * sizes[1]                                   # visible: h1 W0^T
+    for i in range(1, K + 1):
+        per_chain_step += sizes[i - 1] * sizes[i] + (sizes[i] * sizes[i + 1] if i < K else 0)
+    return 3 * 2 * batch * per_chain_step * walkbacks
+
+
+def bench_gsn(threads, args, batch=100):
+    """GSN training images/s (forward + backward + Adam step, batch 100) at a few sizes, and the achieved
+    matmul FLOP/s as a fraction of torch.matmul's peak measured in the same run (medians over interleaved
+    repetitions: one rep = a few steps of every config in turn)."""
+    import gsn
+    torch.manual_seed(0)
+    n = 1024
+    A, B = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(A, B)
+    configs = [("gsn K=2 h=500 N=4", [500, 500], "tanh", 4, 2.0),
+               ("gsn K=2 h=1500 N=4 (paper)", [1500, 1500], "tanh", 4, 2.0),
+               ("dae h=1000 N=5", [1000], "sigmoid", 5, 0.0),
+               ("dae h=2000 N=5 (paper)", [2000], "sigmoid", 5, 0.0)]
+    x = (torch.rand(batch, 784) < 0.13).float()
+    setups = []
+    for name, hidden, act, N, sigma in configs:
+        model = gsn.GSN(784, hidden, act=act, hidden_noise=sigma)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def train_step(model=model, opt=opt, N=N):
+            loss, _, _ = model(x, N)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        train_step()  # warm-up
+        setups.append((name, train_step, gsn_train_flops([784] + hidden, N, batch)))
+    steps = 3
+    times = {name: [] for name, _, _ in setups}
+    peak_t = []
+    for _ in range(args.reps):                                             # interleaved repetitions
+        t0 = time.perf_counter(); torch.matmul(A, B); torch.matmul(A, B); peak_t.append((time.perf_counter() - t0) / 2)
+        for name, fn, _ in setups:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / steps)
+    peak = 2 * n ** 3 / statistics.median(peak_t)
+    print(f"torch.matmul peak ({n}x{n} fp32, {threads} thread(s)): {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'config':<28} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8}")
+    for name, _, flops in setups:
+        t = statistics.median(times[name])
+        print(f"{name:<28} {batch / t:8.0f} {flops / t / 1e9:8.1f} {flops / t / peak:8.0%}", flush=True)
 
 # =============================================================================
 

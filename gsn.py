@@ -13,7 +13,7 @@ N steps, and ask every step to reconstruct the ORIGINAL clean example. The later
 places the chain would wander to (spurious modes) and learn to pull back toward the data.
 Sampling = just run the chain. Inpainting = run the chain with the observed pixels clamped.
 
-  python gsn.py                                   deep GSN (2 x 500 tanh), ~10 CPU-minutes, runs/gsn
+  python gsn.py                                   deep GSN (2 x 500 tanh), 6 epochs, ~8 CPU-minutes, runs/gsn
   python gsn.py --model dae --hidden 1000         walkback DAE (1 sigmoid layer, 5 walkback steps)
   python gsn.py --model dae --walkbacks 1         ordinary DAE (no walkback)
   python gsn.py --data /path/to/mnist             real MNIST IDX files instead of procedural digits
@@ -247,11 +247,10 @@ def tile(images, rows, cols, pad=1):
 
 
 def save_image(path, img):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Grey-level 8-bit PNG (4x smaller than matplotlib's RGBA imsave; Pillow comes with matplotlib)."""
+    from PIL import Image
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    plt.imsave(path, img, cmap="gray", vmin=0, vmax=1)
+    Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(path, optimize=True)
 
 
 def save_figures(model, valid, test, out, n_chains=10, n_steps=30, seed=0):
@@ -372,7 +371,7 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
         step = state["step"]
     B = cfg["batch_size"]
     per_epoch = len(X) // B
-    max_steps = cfg["max_steps"] or (cfg["epochs"] * per_epoch if cfg["epochs"] else None)
+    max_steps = cfg["max_steps"] or (int(cfg["epochs"] * per_epoch) if cfg["epochs"] else None)
     deadline = time.time() + 60 * cfg["minutes"] if cfg["minutes"] else None
     if max_steps is None and deadline is None:
         raise DataError("give a budget: --epochs, --max-steps or --minutes")
@@ -443,24 +442,26 @@ def load_model(path, device=None):
 # -----------------------------------------------------------------------------
 # The experiment: deep GSN vs walkback DAE vs DAE without walkback, equal CPU minutes each
 
-EXPERIMENT = [  # name, flags (on top of the defaults); each trains for --minutes (default 8) on one thread
-    ("gsn2-500", ["--model", "gsn", "--layers", "2", "--hidden", "500"]),
-    ("dae-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "5"]),
-    ("dae-no-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "1"]),
+# name, flags on top of the defaults. Budgets are fixed step counts (reproducible, unlike wall time on a
+# shared machine) chosen for EQUAL matmul FLOPs, i.e. about equal CPU time (~8 one-core minutes each):
+# per step, GSN-2/500 x 4 walkbacks = 4 x 1.28M weights touched, DAE/1000 x 5 = 5 x 1.57M, x 1 = 1.57M.
+EXPERIMENT = [
+    ("gsn2-500", ["--model", "gsn", "--layers", "2", "--hidden", "500", "--max-steps", "3600"]),
+    ("dae-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "5", "--max-steps", "2360"]),
+    ("dae-no-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "1", "--max-steps", "11800"]),
 ]
 
 
 def run_experiment(a):
-    """Train the three models for the same number of steps, then evaluate each with eval.py's Parzen
+    """Train the three models for about the same CPU time each (EXPERIMENT), then evaluate each with eval.py's Parzen
     protocol plus the reference rows; writes <out>/results.json, results.md and figures."""
     import eval as ev
     rows = []
     for name, flags in EXPERIMENT:
         run_out = os.path.join(a.out, name)
-        ra = parse_args(flags + ["--data", a.data, "--seed", str(a.seed), "--out", run_out]
-                        + (["--max-steps", str(a.max_steps)] if a.max_steps else [])
-                        + (["--minutes", str(a.minutes)] if a.minutes else [])
-                        + (["--epochs", str(a.epochs)] if a.epochs else []))
+        ra = parse_args(flags + ["--data", a.data, "--seed", str(a.seed), "--out", run_out])
+        if a.budget_scale != 1:  # e.g. 0.1 for a quick look, 10+ for longer runs (same ratios)
+            ra.max_steps = max(1, round(ra.max_steps * a.budget_scale))
         validate_args(ra)
         cfg = make_config(ra)
         t0 = time.time()
@@ -485,8 +486,8 @@ def parse_args(argv=None):
     p.add_argument("--binarize", type=int, choices=[0, 1], default=None, help="train on x > 0.5 (default: dae 1, gsn 0, as [C])")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="adam (short budgets) or the original sgd")
     p.add_argument("--lr", type=float, default=None, help="default adam 1e-3; sgd gsn 0.25, dae 10")
-    p.add_argument("--epochs", type=float, default=None, help="training epochs (default 10 if no other budget)")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs (default 6 if no other budget)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (stops early if reached)")
     p.add_argument("--max-steps", type=int, default=None, help="number of minibatch updates")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--data", default="procedural", help="'procedural' or a folder with MNIST IDX files")
@@ -496,9 +497,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--experiment", action="store_true", help="train gsn vs walkback dae vs dae, then Parzen table")
+    p.add_argument("--budget-scale", type=float, default=1.0, help="--experiment: multiply every model's steps")
     a = p.parse_args(argv)
-    if a.epochs is None and a.minutes is None and a.max_steps is None and not a.experiment:
-        a.epochs = 10
+    if a.epochs is None and a.minutes is None and a.max_steps is None:
+        a.epochs = 6  # default budget: 3540 steps, ~8 minutes of one free CPU core for the default GSN
     return a
 
 
@@ -510,8 +512,6 @@ def main(argv=None):
         if a.experiment:
             if a.out == "runs/gsn":
                 a.out = "runs/gsn-experiment"
-            if a.epochs is None and a.minutes is None and a.max_steps is None:
-                a.epochs = 10
             if a.data != "procedural" and not os.path.isdir(a.data):
                 raise DataError(f"--data: MNIST folder not found: {a.data}")
             return run_experiment(a)

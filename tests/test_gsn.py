@@ -167,3 +167,22 @@ def test_cli_bad_input_is_one_line_error(argv, msg):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "gsn.py")] + argv, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1
     assert r.stderr.startswith("error: ") and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_gsn_end_to_end(tmp_path, capsys):
+    import json
+
+    import eval as ev
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=30)
+    gsn.train(_cfg(folder, **{"max-steps": 2}), str(tmp_path / "run"), quiet=True, figures=False)
+    ckpt = str(tmp_path / "run" / "ckpt.pt")
+    ev.main(["gsn", "--ckpt", ckpt, "--dae-ckpt", ckpt, "--n-samples", "50", "--out", str(tmp_path / "ev")])
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")][-1]
+    rows = json.loads(line)["gsn_parzen"]
+    assert [r["name"] for r in rows] == ["run", "dae-no-walkback", "real training images", "independent pixels"]
+    assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
+    for f in ("run-chains.png", "run-inpainting.png", "results.md", "results.json"):
+        assert os.path.isfile(tmp_path / "ev" / f)
+    with pytest.raises(SystemExit):
+        ev.main(["gsn", "--ckpt", str(tmp_path / "missing.pt")])
