@@ -1,8 +1,8 @@
 """
 gsn.py -- Generative Stochastic Networks (Bengio, Thibodeau-Laufer, Alain, Yosinski, ICML 2014;
 Alain, Bengio, Yao et al. 2015) and the walkback denoising auto-encoder (Bengio, Yao, Alain,
-Vincent, NeurIPS 2013), following the authors' Theano code github:yaoli/GSN ("[C]" below; settings
-in ../shared/gsn-reference.md).
+Vincent, NeurIPS 2013), following the authors' Theano code github:yaoli/GSN ("[C]" below; its exact
+settings are summarised in the README's GSN section).
 
 The idea: instead of writing down p(x), learn the *transition operator* of a Markov chain whose
 stationary distribution is the data distribution:
@@ -13,7 +13,7 @@ N steps, and ask every step to reconstruct the ORIGINAL clean example. The later
 places the chain would wander to (spurious modes) and learn to pull back toward the data.
 Sampling = just run the chain. Inpainting = run the chain with the observed pixels clamped.
 
-  python gsn.py                                   deep GSN (2 x 500 tanh), 6 epochs, ~8 CPU-minutes, runs/gsn
+  python gsn.py                                   deep GSN (2 x 500 tanh), 3600 steps, ~8 CPU-minutes
   python gsn.py --model dae --hidden 1000         walkback DAE (1 sigmoid layer, 5 walkback steps)
   python gsn.py --model dae --walkbacks 1         ordinary DAE (no walkback)
   python gsn.py --data /path/to/mnist             real MNIST IDX files instead of procedural digits
@@ -222,15 +222,19 @@ def parzen_evaluate(samples, valid, test, sigmas, fixed_sigma=0.2, chunk=1000):
 N_VALID = 1000  # the last 1000 training images are held out (Parzen's sigma is chosen on them)
 
 
-def load_data(spec, seed=0, cache_dir=None):
+def load_data(spec, seed=0, cache_dir=None, n_train=None):
     """'procedural' -> the MNIST-like generator (60k/10k); otherwise a folder of MNIST IDX files.
+    n_train limits the training images (plus the N_VALID held out; for quick runs).
     Returns (train, valid, test) float32 numpy arrays (n, 784) in [0, 1]."""
     if spec == "procedural":
-        Xtr, _ = data.load_digits("train", seed=seed, cache_dir=cache_dir)
-        Xte, _ = data.load_digits("test", seed=seed, cache_dir=cache_dir)
+        n = None if n_train is None else n_train + N_VALID
+        Xtr, _ = data.load_digits("train", n=n, seed=seed, cache_dir=cache_dir)
+        Xte, _ = data.load_digits("test", n=None if n is None else min(n, 10000), seed=seed, cache_dir=cache_dir)
     else:
         d = data.load_mnist(spec)
         Xtr, Xte = d["train"][0], d["test"][0]
+        if n_train is not None:
+            Xtr = Xtr[:n_train + N_VALID]
     if len(Xtr) <= N_VALID:
         raise DataError(f"need more than {N_VALID} training images, got {len(Xtr)}")
     return Xtr[:-N_VALID], Xtr[-N_VALID:], Xte
@@ -283,7 +287,7 @@ def get_device(name=None):
 
 def validate_args(a):
     """Bad flag values -> one-line DataError (the CLI prints it and exits 1)."""
-    for name in ("layers", "hidden", "walkbacks", "batch_size"):
+    for name in ("layers", "hidden", "walkbacks", "batch_size", "n_train"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             raise DataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if not 0 <= a.input_noise < 1:
@@ -310,7 +314,7 @@ def make_config(a):
                input_noise=a.input_noise, hidden_noise=(2.0 if gsn else 0.0) if a.hidden_noise is None else a.hidden_noise,
                binarize=(not gsn) if a.binarize is None else bool(a.binarize),
                optimizer=a.optimizer, batch_size=a.batch_size, epochs=a.epochs, max_steps=a.max_steps,
-               minutes=a.minutes, data=a.data, seed=a.seed)
+               minutes=a.minutes, data=a.data, n_train=a.n_train, seed=a.seed)
     if a.model == "dae" and a.layers not in (None, 1):
         raise DataError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
     # Adam 1e-3 for short CPU budgets (DESIGN sec. 10: the original SGD gives a blurry blob in 10 min);
@@ -350,9 +354,9 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
         state = data.load_checkpoint(ckpt_path)
         saved = state["config"]
         # keep the architecture and data of the run; allow extending its budget from the command line
-        cfg = {**saved, **{k: cfg[k] for k in ("epochs", "max_steps", "minutes") if cfg.get(k) is not None}}
+        cfg = {**saved, **{k: cfg.get(k) for k in ("epochs", "max_steps", "minutes")}}
     random.seed(cfg["seed"]); np.random.seed(cfg["seed"]); torch.manual_seed(cfg["seed"])
-    Xtr, Xva, Xte = load_data(cfg["data"], seed=0)
+    Xtr, Xva, Xte = load_data(cfg["data"], seed=0, n_train=cfg.get("n_train"))
     # [C]: shuffle the training set ONCE with a fixed seed, then sequential minibatches every epoch
     Xtr = Xtr[np.random.RandomState(cfg["seed"]).permutation(len(Xtr))]
     X = torch.from_numpy(Xtr).to(dev)
@@ -439,6 +443,23 @@ def load_model(path, device=None):
     return model.to(get_device(device)).eval(), state["config"]
 
 
+def demo(out, seed=0, quick=False):
+    """The end-to-end demo's GSN stage: the default deep GSN for 800 steps (~1.5-2 CPU minutes; digits
+    already recognisable), then its chain and inpainting figures. quick=True: a seconds-long toy run.
+    Returns a small summary dict."""
+    argv = ["--out", out, "--seed", str(seed), "--max-steps", "800"]
+    if quick:
+        argv = ["--out", out, "--seed", str(seed), "--max-steps", "20", "--hidden", "32", "--n-train", "200"]
+    print(f"$ python gsn.py {' '.join(argv)}", flush=True)
+    a = parse_args(argv)
+    validate_args(a)
+    t0 = time.time()
+    _, losses = train(make_config(a), out, device=a.device)
+    return {"steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1],
+            "train_seconds": round(time.time() - t0, 1), "ckpt": os.path.join(out, "ckpt.pt"),
+            "samples": os.path.join(out, "samples.png"), "inpainting": os.path.join(out, "inpainting.png")}
+
+
 # -----------------------------------------------------------------------------
 # The experiment: deep GSN vs walkback DAE vs DAE without walkback, equal CPU minutes each
 
@@ -486,11 +507,12 @@ def parse_args(argv=None):
     p.add_argument("--binarize", type=int, choices=[0, 1], default=None, help="train on x > 0.5 (default: dae 1, gsn 0, as [C])")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="adam (short budgets) or the original sgd")
     p.add_argument("--lr", type=float, default=None, help="default adam 1e-3; sgd gsn 0.25, dae 10")
-    p.add_argument("--epochs", type=float, default=None, help="training epochs (default 6 if no other budget)")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (stops early if reached)")
-    p.add_argument("--max-steps", type=int, default=None, help="number of minibatch updates")
+    p.add_argument("--max-steps", type=int, default=None, help="number of minibatch updates (default 3600 if no other budget)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--data", default="procedural", help="'procedural' or a folder with MNIST IDX files")
+    p.add_argument("--n-train", type=int, default=None, help="use only this many training images (quick runs)")
     p.add_argument("--out", default="runs/gsn")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
@@ -500,7 +522,7 @@ def parse_args(argv=None):
     p.add_argument("--budget-scale", type=float, default=1.0, help="--experiment: multiply every model's steps")
     a = p.parse_args(argv)
     if a.epochs is None and a.minutes is None and a.max_steps is None:
-        a.epochs = 6  # default budget: 3540 steps, ~8 minutes of one free CPU core for the default GSN
+        a.max_steps = 3600  # default budget (~6 epochs): ~8 minutes of one free CPU core for the default GSN
     return a
 
 
