@@ -64,13 +64,13 @@ class CausalSelfAttention(nn.Module):
         """x: (B, T, C). attn_mask: bool (B, 1, T, T_keys) with True = may attend, or None = plain causal.
         With a cache, this call's K and V are written at cache.pos and attention reads all cached keys."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        hs = C // self.n_head
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
+        # q, k, v in one matmul, then one reshape: (3, B, nh, T, hs) (same numbers as nanoGPT's
+        # split/view/transpose, fewer small ops -- decode at batch 1 is bound by per-op overhead)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            k, v = cache.write(layer, k, v)  # now (B, nh, pos+T, hs): the past plus this call's tokens
+            q, k, v = qkv[0], *cache.write(layer, qkv[1:])  # k, v: (B, nh, pos+T, hs), the past + this call
+        else:
+            q, k, v = qkv.unbind(0)
         dropout_p = self.dropout if self.training else 0.0
         if attn_mask is None:
             # no padding: plain causal attention. A single decoded query attends to every cached key.
@@ -113,32 +113,30 @@ class Block(nn.Module):
 class KVCache:
     """K and V of every layer for B rows and up to T_max positions.
 
-    k, v: (n_layer, B, n_head, T_max, head_dim); `pos` = number of filled positions, the same for
+    kv: (n_layer, 2, B, n_head, T_max, head_dim); `pos` = number of filled positions, the same for
     every row (prompts are left-padded). key_mask: (B, T_max) bool, False on padding."""
 
     def __init__(self, n_layer, B, n_head, T_max, head_dim, device, dtype):
-        self.k = torch.zeros(n_layer, B, n_head, T_max, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        # K and V side by side: kv[layer, 0] = K, kv[layer, 1] = V, so one copy writes both
+        self.kv = torch.zeros(n_layer, 2, B, n_head, T_max, head_dim, device=device, dtype=dtype)
         self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
         self.padded = False  # any padding written? If not, decode skips building a mask (hot path)
         self.pos = 0
         self.T_max = T_max
 
-    def write(self, layer, k, v):
-        """Store this call's (B, nh, T, hs) keys/values at [pos, pos+T); return views of all keys so far."""
-        T = k.size(2)
-        end = self.pos + T
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+    def write(self, layer, kv):
+        """Store this call's keys/values kv (2, B, nh, T, hs) at [pos, pos+T); return views (K, V) of
+        every position so far, each (B, nh, pos+T, hs)."""
+        end = self.pos + kv.size(3)
+        self.kv[layer, :, :, :, self.pos:end] = kv
+        return self.kv[layer, :, :, :, :end].unbind(0)
 
     def advance(self, T):
         self.pos += T  # called once per forward, after every layer has written
 
     def repeat_rows(self, n):
         """Each row becomes n consecutive rows: prefill a prompt once, then sample n completions from it."""
-        self.k = self.k.repeat_interleave(n, dim=1)
-        self.v = self.v.repeat_interleave(n, dim=1)
+        self.kv = self.kv.repeat_interleave(n, dim=2)
         self.key_mask = self.key_mask.repeat_interleave(n, dim=0)
 
 
@@ -244,9 +242,10 @@ class GPT(nn.Module):
             # a padding query row would see no key at all (SDPA -> NaN): let every query see itself
             attn_mask = attn_mask | torch.eye(T, past + T, dtype=torch.bool, device=idx.device).roll(past, 1)[None]
             attn_mask = attn_mask[:, None]  # (B, 1, T, past+T), broadcast over heads
+            pos_emb = self.transformer.wpe(pos)
         else:
-            pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+            pos_emb = self.transformer.wpe.weight[past:past + T]  # positions past..past+T-1 (a view, no lookup)
+        x = self.transformer.drop(self.transformer.wte(idx) + pos_emb)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, attn_mask, cache, layer)
         if cache is not None:

@@ -204,10 +204,11 @@ def test_nanogpt_state_dict_loads_strictly(bias):
 
 def test_kvcache_repeat_rows_groups_samples():
     c = KVCache(1, 2, 1, 4, 1, "cpu", torch.float32)
-    c.k[0, 0] = 1.0
-    c.k[0, 1] = 2.0
+    c.kv[0, :, 0] = 1.0
+    c.kv[0, :, 1] = 2.0
     c.repeat_rows(3)
-    assert c.k[0, :, 0, 0, 0].tolist() == [1, 1, 1, 2, 2, 2]
+    assert c.kv[0, 0, :, 0, 0, 0].tolist() == [1, 1, 1, 2, 2, 2]
+    assert c.kv[0, 1, :, 0, 0, 0].tolist() == [1, 1, 1, 2, 2, 2]
 
 
 def test_loss_ignores_minus_one_targets():
