@@ -9,6 +9,7 @@ data.py -- everything the models eat, and every file the repo reads or writes.
 Imports nothing from this repo (model.py and topr.py never import it either).
 """
 import os
+import random
 import tempfile
 
 import numpy as np
@@ -41,6 +42,24 @@ def atomic_save(obj, path):
         raise
 
 
+def rng_state():
+    """Every global RNG a run may touch (torch, CUDA, numpy, python), as checkpoint-safe values."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+            "numpy_gauss": (int(has_gauss), float(gauss)), "python": random.getstate()}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
+    random.setstate(state["python"])
+
+
 def load_checkpoint(path):
     """Load a checkpoint written by atomic_save, with weights_only=True (no pickled code)."""
     if not os.path.isfile(path):
@@ -58,7 +77,6 @@ def load_checkpoint(path):
 # Imported here rather than at the top so this half stays inside its own region of the file.
 import hashlib
 import json
-import random
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation

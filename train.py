@@ -153,7 +153,7 @@ def cmd_sft(args):
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["rng"]["batch"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        data.set_rng_state(ckpt["rng"])
         it, best_val = ckpt["iter"], ckpt["best_val"]
         print(f"resumed from {ckpt_path} at iter {it}")
     metrics = Metrics(args.out, args.resume)
@@ -164,7 +164,7 @@ def cmd_sft(args):
     def save():
         data.atomic_save(dict(model_config=asdict(cfg), model=model.state_dict(), optimizer=opt.state_dict(),
                               iter=it, best_val=best_val, tokenizer=args.tokenizer, args=plain_args(args),
-                              rng=dict(batch=gen.get_state(), torch=torch.get_rng_state())), ckpt_path)
+                              rng=dict(batch=gen.get_state(), **data.rng_state())), ckpt_path)
 
     @torch.no_grad()
     def val_loss():
@@ -322,7 +322,7 @@ def cmd_rl(args):
             raise DataError(f"{ckpt_path} is not an RL checkpoint")
         opt.load_state_dict(init["optimizer"])
         itr, step, samples = init["iteration"], init["step"], init["samples"]
-        torch.set_rng_state(init["rng"]["torch"])
+        data.set_rng_state(init["rng"])
         print(f"resumed from {ckpt_path} at iteration {itr}")
     test = task_problems(args, args.eval_problems, args.seed, "test")
     metrics = Metrics(args.out, args.resume)
@@ -340,7 +340,7 @@ def cmd_rl(args):
     def save():
         data.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
                               optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
-                              tokenizer=tok.name, args=plain_args(args), rng=dict(torch=torch.get_rng_state())),
+                              tokenizer=tok.name, args=plain_args(args), rng=data.rng_state()),
                          ckpt_path)
 
     if itr == 0:
