@@ -45,6 +45,8 @@ def main(argv=None):
         sft_args += ["--max-iters", "30", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--sft-examples", "300",
                      "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2", "--warmup", "5",
                      "--max-new-tokens", "12", "--eval-interval", "30"]
+    else:  # half the default budget: a weaker base (about 4 minutes), still with right and wrong samples
+        sft_args += ["--max-iters", "300", "--eval-problems", "128", "--eval-k", "4"]
     res = run("sft", train, sft_args)
     summary["sft"] = res
 
@@ -56,8 +58,8 @@ def main(argv=None):
         rl_common += ["--prompts", "4", "--k", "4", "--epochs", "2", "--batch-size", "8", "--micro-batch", "8",
                       "--eval-problems", "4", "--eval-k", "2", "--max-new-tokens", "8"]
     else:
-        rl_common += ["--prompts", "64", "--k", "8", "--epochs", "6", "--batch-size", "32", "--micro-batch", "32",
-                      "--lr", "3e-5", "--eval-problems", "128", "--eval-k", "4"]
+        rl_common += ["--prompts", "64", "--k", "8", "--epochs", "4", "--batch-size", "32", "--micro-batch", "32",
+                      "--lr", "3e-5", "--eval-problems", "128", "--eval-k", "4", "--eval-each-epoch"]
     for name, d in (("topr", topr_dir), ("reinforce", rf_dir)):
         run(name, train, rl_common + ["--loss", name, "--out", d])
     fig = os.path.join(out, "topr_vs_reinforce.png")
