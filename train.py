@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch.nn.functional as F
 
 import data
 from data import DataError
@@ -106,6 +107,28 @@ class StopFlag:
         self.stop = True
 
 
+def ddp_setup(device_name):
+    """(rank, world_size, device). Under torchrun (WORLD_SIZE > 1) join the process group, as nanoGPT
+    does: nccl on CUDA (one GPU per process), gloo on CPU. Otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, get_device(device_name)
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return dist.get_rank(), world, torch.device("cuda", local)
+    dist.init_process_group("gloo")
+    return dist.get_rank(), world, torch.device("cpu")
+
+
+def ddp_cleanup():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def plain_args(args):
     """The CLI flags as a dict of plain values (checkpoints load with weights_only=True)."""
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
@@ -123,7 +146,16 @@ def check_finite(loss, step):
 def cmd_sft(args):
     from eval import evaluate_gpt
     torch.manual_seed(args.seed)
-    device = get_device(args.device)
+    rank, world, device = ddp_setup(args.device)
+    try:
+        return _sft(args, rank, world, device)
+    finally:
+        ddp_cleanup()
+
+
+def _sft(args, rank, world, device):
+    from eval import evaluate_gpt
+    master = rank == 0  # only rank 0 logs, evaluates and writes checkpoints
     tok = data.get_tokenizer(args.tokenizer)
     train = [encode_example(tok, p) for p in task_problems(args, args.sft_examples, args.seed, "train")]
     val = [encode_example(tok, p) for p in task_problems(args, args.val_examples, args.seed + 1000, "train")]
@@ -131,6 +163,8 @@ def cmd_sft(args):
     longest = max(len(p) + len(c) for p, c in train + val)
     if args.batch_size > len(train):
         raise DataError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
+    if args.batch_size % world:
+        raise DataError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     cfg = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer,
                     n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=True)
     init = None
@@ -156,10 +190,15 @@ def cmd_sft(args):
         data.set_rng_state(ckpt["rng"])
         it, best_val = ckpt["iter"], ckpt["best_val"]
         print(f"resumed from {ckpt_path} at iter {it}")
-    metrics = Metrics(args.out, args.resume)
+    metrics = Metrics(args.out, args.resume) if master else None
     stop = StopFlag()
-    print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device}, "
-          f"{args.max_iters} iters of batch {args.batch_size}", flush=True)
+    train_model = model
+    if world > 1:  # gradients are averaged over processes inside backward()
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if master:
+        print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device} x {world}, "
+              f"{args.max_iters} iters of batch {args.batch_size}", flush=True)
 
     def save():
         data.atomic_save(dict(model_config=asdict(cfg), model=model.state_dict(), optimizer=opt.state_dict(),
@@ -185,29 +224,41 @@ def cmd_sft(args):
     while it < stop_at and not stop.stop:
         for g in opt.param_groups:
             g["lr"] = lr_at(it, args)
+        # every process draws the same global batch and takes its share of rows
         ix = torch.randint(len(train), (args.batch_size,), generator=gen).tolist()
-        x, y = sft_batch(train, ix, tok.pad_id, device)
+        n_tokens = sum(len(train[i][1]) for i in ix)  # predicted tokens in the GLOBAL batch
+        x, y = sft_batch(train, ix[rank::world], tok.pad_id, device)
         with autocast_ctx(device):
-            _, loss = model(x, y)
+            logits, _ = train_model(x)
+        # sum over this share / tokens of the global batch, times world (DDP averages over processes):
+        # exactly the single-process mean over the global batch
+        loss_sum = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum")
+        loss = loss_sum * world / n_tokens
         check_finite(loss, it)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         it += 1
-        tokens += x.numel()
+        tokens += x.numel() * world
         if it % args.log_interval == 0 or it == args.max_iters:
+            loss = loss.detach() / world  # this process's share of the global mean
+            if world > 1:
+                torch.distributed.all_reduce(loss)  # every process takes part in this collective
             el = time.time() - t0
             eta = el / (it - start_it) * (stop_at - it)
-            metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
-            print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
-                  f"{tokens / el:.0f} tok/s | ETA {eta:.0f}s", flush=True)
-        if it % args.eval_interval == 0 or it == args.max_iters:
+            if master:
+                metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
+                print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
+                      f"{tokens / el:.0f} tok/s | ETA {eta:.0f}s", flush=True)
+        if master and (it % args.eval_interval == 0 or it == args.max_iters):
             vl = val_loss()
             best_val = min(best_val, vl)
             metrics.log(iter=it, val_loss=vl)
             print(f"iter {it:5d} | val loss {vl:.4f}", flush=True)
             save()
+    if not master:
+        return None
     save()
     if it < args.max_iters:
         print(f"stopped at iter {it}; continue with --resume", flush=True)
