@@ -283,17 +283,25 @@ def _sft(args, rank, world, device):
 
 
 @torch.no_grad()
-def rollout(policy, tok, problems, k, max_new_tokens, generator, batch_prompts=64):
-    """k samples per problem from the frozen policy: list of dicts, grouped by prompt (k consecutive rows)."""
+def rollout(policy, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch_prompts=64):
+    """k samples per problem from the frozen policy: list of dicts, grouped by prompt (k consecutive rows).
+
+    Prompts go in chunks of batch_prompts, each sampled with its own generator seeded by (seed, chunk),
+    so the dataset does not depend on how many processes share the work: process `rank` samples
+    chunks rank, rank + world, ... and the rows are gathered back in chunk order."""
     policy.eval()
-    rows = []
-    for s in range(0, len(problems), batch_prompts):
+    chunks = []
+    for c, s in enumerate(range(0, len(problems), batch_prompts)):
+        if c % world != rank:
+            continue
         chunk = problems[s:s + batch_prompts]
         prompts = [tok.encode(data.format_prompt(p.question)) for p in chunk]
+        gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
         tokens, logp = policy.generate(prompts, max_new_tokens, temperature=1.0, eos_id=tok.eos_id,
-                                       num_samples=k, generator=generator, pad_id=tok.pad_id)
+                                       num_samples=k, generator=gen, pad_id=tok.pad_id)
         mask = completion_mask(tokens, tok.eos_id)
         tokens, logp, mask = tokens.cpu(), logp.cpu(), mask.cpu()
+        rows = []
         for r in range(tokens.size(0)):
             p = chunk[r // k]
             comp = tokens[r][mask[r]].tolist()
@@ -301,42 +309,60 @@ def rollout(policy, tok, problems, k, max_new_tokens, generator, batch_prompts=6
             rows.append(dict(prompt=prompts[r // k], completion=comp, group=s + r // k,
                              logp_behavior=logp[r][mask[r]].sum().item(),  # log mu(y|x), untempered
                              reward=data.reward(text, p.answer), invalid=data.is_invalid(text)))
+        chunks.append((c, rows))
+    if world > 1:  # every process gets the whole dataset
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, chunks)
+        chunks = sorted((c for part in gathered for c in part), key=lambda c: c[0])
     policy.train()
-    return rows
+    return [row for _, rows in chunks for row in rows]
 
 
-def rl_update(policy, opt, tok, batch, args, device, step):
-    """One optimizer step of the chosen loss on `batch` (list of rollout rows), in micro-batches."""
+def rl_update(policy, train_model, opt, tok, batch, args, device, step, rank=0, world=1):
+    """One optimizer step of the chosen loss on `batch` (the global list of rollout rows). This process
+    takes rows rank, rank + world, ... in micro-batches; train_model is policy or its DDP wrapper."""
     opt.zero_grad(set_to_none=True)
     n = len(batch)
+    mine = batch[rank::world]
     logps, ents = [], []
-    for s in range(0, n, args.micro_batch):
-        mb = batch[s:s + args.micro_batch]
+    for s in range(0, len(mine), args.micro_batch):
+        mb = mine[s:s + args.micro_batch]
         tokens, pad_mask, compl = pack([r["prompt"] for r in mb], [r["completion"] for r in mb], tok.pad_id)
         tokens, pad_mask, compl = tokens.to(device), pad_mask.to(device), compl.to(device)
-        with autocast_ctx(device):
-            tok_logp, ent = sequence_logprobs(policy, tokens, pad_mask, compl, return_entropy=True)
-        logp = topr.sequence_logp(tok_logp, compl)  # log pi(y|x), summed over completion tokens
-        lengths = compl.sum(-1)
-        logp_b = torch.tensor([r["logp_behavior"] for r in mb], device=device)
-        reward = torch.tensor([r["reward"] for r in mb], device=device)
-        baseline = torch.tensor([r["baseline"] for r in mb], device=device)
-        loss, _ = loss_fn(args)(logp, logp_b, reward, baseline=baseline, lengths=lengths,
-                                length_normalize=not args.no_length_norm)
-        check_finite(loss, step)
-        (loss * len(mb) / n).backward()  # the loss is a mean over samples: weight micro-batches by size
-        logps.append(logp.detach())
+        last = s + args.micro_batch >= len(mine)
+        sync = contextlib.nullcontext() if (world == 1 or last) else train_model.no_sync()
+        with sync:  # under DDP, all-reduce the gradients once, after the last micro-batch
+            with autocast_ctx(device):
+                tok_logp, ent = sequence_logprobs(train_model, tokens, pad_mask, compl, return_entropy=True)
+            logp = topr.sequence_logp(tok_logp, compl)  # log pi(y|x), summed over completion tokens
+            logp_b = torch.tensor([r["logp_behavior"] for r in mb], device=device)
+            reward = torch.tensor([r["reward"] for r in mb], device=device)
+            baseline = torch.tensor([r["baseline"] for r in mb], device=device)
+            loss, _ = loss_fn(args)(logp, logp_b, reward, baseline=baseline, lengths=compl.sum(-1),
+                                    length_normalize=not args.no_length_norm)
+            check_finite(loss, step)
+            # the loss is a mean over samples: weight each micro-batch by its share of the GLOBAL batch
+            # (times world, since DDP averages the processes' gradients)
+            (loss * len(mb) / n * world).backward()
+        logps += logp.detach().cpu().tolist()
         ents.append((ent.sum() / compl.sum()).item() * len(mb))
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
     opt.step()
-    # stats over the whole step, from the detached per-sequence log-probs
-    logp = torch.cat(logps)
-    _, stats = loss_fn(args)(logp, torch.tensor([r["logp_behavior"] for r in batch], device=device),
+    ent = sum(ents)
+    if world > 1:  # the stats below cover the whole global batch
+        parts = [None] * world
+        torch.distributed.all_gather_object(parts, (logps, ent))
+        logps = [None] * n
+        for r, (lp, _) in enumerate(parts):
+            logps[r::world] = lp
+        ent = sum(e for _, e in parts)
+    _, stats = loss_fn(args)(torch.tensor(logps, device=device),
+                             torch.tensor([r["logp_behavior"] for r in batch], device=device),
                              torch.tensor([r["reward"] for r in batch], device=device),
                              baseline=torch.tensor([r["baseline"] for r in batch], device=device),
                              lengths=torch.tensor([float(len(r["completion"])) for r in batch], device=device),
                              length_normalize=not args.no_length_norm)
-    stats.update(entropy=sum(ents) / n, grad_norm=grad_norm.item(),
+    stats.update(entropy=ent / n, grad_norm=grad_norm.item(),
                  length=sum(len(r["completion"]) for r in batch) / n,
                  invalid=sum(r["invalid"] for r in batch) / n)
     return stats
@@ -350,7 +376,6 @@ def loss_fn(args):
 
 
 def cmd_rl(args):
-    from eval import evaluate_gpt
     if args.loss not in topr.LOSSES:
         raise DataError(f"unknown loss '{args.loss}'; choose from {', '.join(topr.LOSSES)}")
     if args.baseline != "group":
@@ -362,7 +387,16 @@ def cmd_rl(args):
         raise DataError(f"--target-pos-frac must be in (0, 1), got {args.target_pos_frac}")
     if not args.resume and not args.init:
         raise DataError("rl needs --init <sft ckpt.pt> (or --resume)")
-    device = get_device(args.device)
+    rank, world, device = ddp_setup(args.device)
+    try:
+        return _rl(args, rank, world, device)
+    finally:
+        ddp_cleanup()
+
+
+def _rl(args, rank, world, device):
+    from eval import evaluate_gpt
+    master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
     ckpt_path = os.path.join(args.out, "ckpt.pt")
     policy, tok, init = load_model(args.resume and ckpt_path or args.init, device)
@@ -374,25 +408,35 @@ def cmd_rl(args):
         opt.load_state_dict(init["optimizer"])
         itr, step, samples = init["iteration"], init["step"], init["samples"]
         data.set_rng_state(init["rng"])
-        print(f"resumed from {ckpt_path} at iteration {itr}")
+        if master:
+            print(f"resumed from {ckpt_path} at iteration {itr}")
+    start_itr = itr
+    train_model = policy
+    if world > 1:  # gradients are averaged over processes inside backward()
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None)
     test = task_problems(args, args.eval_problems, args.seed, "test")
-    metrics = Metrics(args.out, args.resume)
+    metrics = Metrics(args.out, args.resume) if master else None
     stop = StopFlag()
     baseline_desc = "group mean" if args.baseline == "group" else f"c={args.baseline}"
-    print(f"rl: loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x {args.k} samples, "
-          f"{args.epochs} epoch(s), baseline {baseline_desc}, lr {args.lr}, device {device}", flush=True)
+    if master:
+        print(f"rl: loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x {args.k} samples, "
+              f"{args.epochs} epoch(s), baseline {baseline_desc}, lr {args.lr}, device {device} x {world}", flush=True)
 
     def evaluate():
+        if not master:
+            return
         res = evaluate_gpt(policy, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
         metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
         print(f"iter {itr:3d} | samples {samples:6d} | test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} "
               f"maj@{args.eval_k} {res[f'maj@{args.eval_k}']:.3f} invalid {res['invalid']:.3f}", flush=True)
 
     def save():
-        data.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
-                              optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
-                              tokenizer=tok.name, args=plain_args(args), rng=data.rng_state()),
-                         ckpt_path)
+        if master:
+            data.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
+                                  optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
+                                  tokenizer=tok.name, args=plain_args(args), rng=data.rng_state()),
+                             ckpt_path)
 
     if itr == 0:
         evaluate()  # the SFT start
@@ -402,8 +446,7 @@ def cmd_rl(args):
         #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
         t_roll = time.time()
         problems = task_problems(args, args.prompts, args.seed * 1000 + itr + 1, "train")
-        gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + itr)
-        rows = rollout(policy, tok, problems, args.k, args.max_new_tokens, gen)
+        rows = rollout(policy, tok, problems, args.k, args.max_new_tokens, args.seed * 1000 + itr, rank, world)
         t_roll = time.time() - t_roll
         rewards = torch.tensor([r["reward"] for r in rows])
         # 2. baseline: per-prompt group mean, or a constant c (which sets the effective positive fraction)
@@ -417,8 +460,9 @@ def cmd_rl(args):
             keep = topr.curate(rewards, args.target_pos_frac, generator=torch.Generator().manual_seed(args.seed + itr))
             rows = [rows[i] for i in keep.tolist()]
         p_pos = sum(r["reward"] > 0 for r in rows) / len(rows)
-        metrics.log(iteration=itr, dataset_size=len(rows), dataset_pos_frac=p_pos,
-                    rollout_invalid=sum(r["invalid"] for r in rows) / len(rows), rollout_s=t_roll)
+        if master:
+            metrics.log(iteration=itr, dataset_size=len(rows), dataset_pos_frac=p_pos,
+                        rollout_invalid=sum(r["invalid"] for r in rows) / len(rows), rollout_s=t_roll)
         # 3. --epochs passes over the stored dataset with the chosen loss
         t_upd = time.time()
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
@@ -426,18 +470,23 @@ def cmd_rl(args):
             order = torch.randperm(len(rows), generator=order_gen).tolist()
             for s in range(0, len(order), args.batch_size):
                 batch = [rows[i] for i in order[s:s + args.batch_size]]
-                stats = rl_update(policy, opt, tok, batch, args, device, step + 1)
+                batch = batch[:len(batch) - len(batch) % world]  # every process needs a share (DDP only)
+                if not batch:
+                    continue
+                stats = rl_update(policy, train_model, opt, tok, batch, args, device, step + 1, rank, world)
                 step += 1
                 samples += len(batch)  # samples seen by the optimizer (a reused sample counts again)
-                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
+                if master:
+                    metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
             if args.eval_each_epoch and epoch + 1 < args.epochs:
                 evaluate()
         itr += 1
         t_upd = time.time() - t_upd
         el = time.time() - t0
-        print(f"iter {itr:3d} | pos frac {p_pos:.3f} | loss {stats['loss']:.4f} | mean alpha {stats['mean_alpha']:.3f} | "
-              f"logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s "
-              f"update {t_upd:.1f}s | ETA {el / (itr - (init.get('iteration', 0) if args.resume else 0)) * (args.iterations - itr):.0f}s", flush=True)
+        if master:
+            print(f"iter {itr:3d} | pos frac {p_pos:.3f} | loss {stats['loss']:.4f} | mean alpha {stats['mean_alpha']:.3f} | "
+                  f"logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s "
+                  f"update {t_upd:.1f}s | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
         if itr % args.eval_every == 0 or itr == args.iterations:
             evaluate()
         save()

@@ -35,3 +35,27 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     lb = [json.loads(l)["loss"] for l in open(two / "metrics.jsonl") if '"loss"' in l]
     assert len(la) == len(lb) == 2 and all(abs(x - y) < 1e-4 for x, y in zip(la, lb))
     assert la[1] < la[0]  # training happened: the comparison is not between two untouched models
+
+
+def test_torchrun_rl_two_processes_equal_one(tmp_path):
+    """Rollouts split across 2 processes and gathered, update shares all-reduced == 1 process."""
+    sft = tmp_path / "sft"
+    run([sys.executable, "train.py", "sft", "--out", str(sft), *TINY], tmp_path)
+    rl = ["train.py", "rl", "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "8",
+          "--micro-batch", "2", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "6", "--iterations", "2",
+          "--loss", "topr", "--lr", "1e-3", "--baseline", "0"]  # c = 0: all-wrong samples still get gradient
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([sys.executable, *rl, "--out", str(one)], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *rl, "--out", str(two)],
+        tmp_path)
+    a = torch.load(one / "ckpt.pt", weights_only=True)
+    b = torch.load(two / "ckpt.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4 and a["samples"] == b["samples"] == 32
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5, rtol=1e-4), k
+    import json
+    sa = [json.loads(l) for l in open(one / "metrics.jsonl") if '"mean_alpha"' in l]
+    sb = [json.loads(l) for l in open(two / "metrics.jsonl") if '"mean_alpha"' in l]
+    assert len(sa) == len(sb) == 4 and all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(sa, sb))
+    init = torch.load(sft / "ckpt.pt", weights_only=True)["model"]
+    assert any(not torch.equal(init[k], a["model"][k]) for k in init)  # RL did change the weights
