@@ -85,7 +85,48 @@ def bench_gpt(threads, args, prompt_len=32, new_tokens=96):
 # RL throughput (bench.py rl)
 # =============================================================================
 
-# (rl half goes here)
+def bench_rl(threads, args, prompts=64, k=8):
+    """One RL iteration's pieces on the SFT-sized model: rollout (generation, then scoring), and
+    the update (sequence_logprobs forward + backward + AdamW). Uses --ckpt if given (a trained
+    policy stops at EOS like a real run), else a random model of the default size."""
+    import types
+    import data
+    import train
+    from model import completion_mask
+    tok = data.get_tokenizer("byte")
+    if args.ckpt:
+        model, tok, _ = train.load_model(args.ckpt, "cpu")
+    else:
+        model = _bench_model(block_size=256, vocab_size=tok.vocab_size)
+    problems = data.make_problems(prompts, seed=123, split="train")
+    enc = [tok.encode(data.format_prompt(p.question)) for p in problems]
+    model.eval()
+
+    def generate(shared_prefill=True):
+        g = torch.Generator().manual_seed(0)
+        if shared_prefill:  # prefill each prompt once, copy its cache to the k sample rows
+            return model.generate(enc, 48, eos_id=tok.eos_id, num_samples=k, generator=g, pad_id=tok.pad_id)[0]
+        return model.generate([p for p in enc for _ in range(k)], 48, eos_id=tok.eos_id, generator=g, pad_id=tok.pad_id)[0]
+
+    tokens = generate()
+    n_gen = int(completion_mask(tokens, tok.eos_id).sum())
+    t_gen = median_time(generate, args.reps)
+    t_gen_noshare = median_time(lambda: generate(False), max(1, args.reps // 2))
+    t_score = median_time(lambda: [data.reward(t, p.answer) for t, p in zip(
+        __import__("eval").decode_completions(tok, tokens)[0], [p for p in problems for _ in range(k)])], args.reps)
+    rows = train.rollout(model, tok, problems, k, 48, seed=0)
+    for r in rows:
+        r["baseline"] = 0.0
+    opts = types.SimpleNamespace(micro_batch=128, loss="topr", no_length_norm=False, grad_clip=1.0, ppo_eps=0.2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    n_upd = sum(len(r["prompt"]) + len(r["completion"]) for r in rows)
+    t_upd = median_time(lambda: train.rl_update(model, model, opt, tok, rows, opts, torch.device("cpu"), 0), max(1, args.reps // 2))
+    total = t_gen + t_score + t_upd
+    print(f"rollout {prompts} prompts x {k} samples: generation {n_gen / t_gen:8.0f} new tok/s ({t_gen:.2f}s; "
+          f"{t_gen_noshare:.2f}s without the shared prefill, x{t_gen_noshare / t_gen:.1f}) | scoring {t_score:.3f}s")
+    print(f"update (1 epoch of {len(rows)} sequences, fwd+bwd+AdamW): {n_upd / t_upd:8.0f} tok/s ({t_upd:.2f}s)")
+    print(f"time per iteration (1 epoch): generation {t_gen / total:.0%} | scoring {t_score / total:.0%} | "
+          f"update {t_upd / total:.0%}", flush=True)
 
 # =============================================================================
 # GSN (bench.py gsn) -- owned by the GSN work; defines bench_gsn(threads, args)
@@ -153,6 +194,7 @@ def main(argv=None):
     parser.add_argument("what", choices=["gpt", "rl", "gsn", "all"], nargs="?", default="all")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--ckpt", default=None, help="bench rl: a trained policy (e.g. runs/sft/ckpt.pt)")
     args = parser.parse_args(argv)
     benches = {name[len("bench_"):]: fn for name, fn in globals().items() if name.startswith("bench_")}
     for what in (["gpt", "rl", "gsn"] if args.what == "all" else [args.what]):

@@ -335,20 +335,21 @@ class GPT(nn.Module):
 # Log-probs of given completions in one forward pass (what the RL loss differentiates).
 
 def pack(prompts, completions, pad_id):
-    """Lay out (prompt, completion) pairs as one batch: prompts left-padded to a common length P,
-    completions right-padded. Returns tokens (B, T), pad_mask (B, T) (True = real token) and
-    completion_mask (B, T) (True on completion tokens). This is exactly the layout generate() uses,
-    so positions and log-probs agree."""
-    idx, pmask = left_pad(prompts, pad_id)
-    Tc = max(1, max(len(c) for c in completions))
-    comp = torch.full((len(prompts), Tc), pad_id, dtype=torch.long)
-    cmask = torch.zeros(len(prompts), Tc, dtype=torch.bool)
-    for i, c in enumerate(completions):
-        comp[i, :len(c)] = torch.tensor(list(c), dtype=torch.long)
-        cmask[i, :len(c)] = True
-    tokens = torch.cat([idx, comp], dim=1)
-    pad_mask = torch.cat([pmask, cmask], dim=1)
-    compl_mask = torch.cat([torch.zeros_like(pmask), cmask], dim=1)
+    """Lay out (prompt, completion) pairs as one batch: each row is prompt + completion, right-padded.
+    Returns tokens (B, T), pad_mask (B, T) (True = real token) and completion_mask (B, T) (True on
+    completion tokens). Positions start at 0 at each prompt's first token, exactly as in generate()
+    (where prompts are left-padded but position ids skip the pads), so the log-probs agree; and with
+    padding only at the END of rows, the causal mask alone keeps pads out of every real token's view:
+    the fast attention path, no mask needed."""
+    rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    T = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    pad_mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    compl_mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        tokens[i, :len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+        pad_mask[i, :len(rows[i])] = True
+        compl_mask[i, len(p):len(rows[i])] = True
     return tokens, pad_mask, compl_mask
 
 
@@ -357,7 +358,10 @@ def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False)
 
     One forward pass; gradients flow (call under no_grad for behaviour log-probs). With
     return_entropy, also the per-token entropy of pi at those positions (for logging)."""
-    logits, _ = model(tokens[:, :-1], pad_mask=pad_mask[:, :-1])
+    pad_mask = pad_mask[:, :-1]
+    if bool((pad_mask[:, 1:] <= pad_mask[:, :-1]).all()):
+        pad_mask = None  # padding only at the end of rows: causal attention already ignores it
+    logits, _ = model(tokens[:, :-1], pad_mask=pad_mask)
     logp_all = F.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(2, tokens[:, 1:, None]).squeeze(2)
     logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)  # token 0 is never a completion token
