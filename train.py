@@ -234,7 +234,7 @@ def _sft(args, rank, world, device):
         # exactly the single-process mean over the global batch
         loss_sum = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum")
         loss = loss_sum * world / n_tokens
-        check_finite(loss, it)
+        check_finite(loss, it + 1)  # 1-based, like the "iter N" log lines
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)

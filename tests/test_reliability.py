@@ -1,0 +1,68 @@
+"""Reliability: a NaN loss stops training and keeps the last good checkpoint; Ctrl-C saves and exits;
+a checkpoint from another config is refused."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import data
+import train
+
+torch.set_num_threads(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--batch-size", "8", "--sft-examples", "200",
+        "--val-examples", "16", "--eval-problems", "4", "--eval-k", "1", "--warmup", "2", "--max-new-tokens", "4",
+        "--log-interval", "1"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    real = train.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):  # the 8th training step's loss is NaN (training sums; validation means)
+        out = real(*a, **kw)
+        if kw.get("reduction") == "sum":
+            calls["n"] += 1
+            if calls["n"] == 8:
+                return out * float("nan")
+        return out
+    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    with pytest.raises(SystemExit) as e:
+        train.main(["sft", "--out", str(tmp_path), "--max-iters", "20", "--eval-interval", "5", *TINY])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "nan" in err and "step 8" in err
+    ckpt = data.load_checkpoint(str(tmp_path / "ckpt.pt"))
+    assert ckpt["iter"] == 5  # the checkpoint written at the last evaluation, untouched
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_sigint_writes_a_checkpoint_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "train.py", "sft", "--out", str(out), "--max-iters", "100000",
+                          "--eval-interval", "100000", *TINY], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    stdout, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, stdout[-2000:]
+    assert "SIGINT" in stdout and "stopped at iter" in stdout
+    ckpt = data.load_checkpoint(str(out / "ckpt.pt"))
+    logged = [json.loads(l)["iter"] for l in metrics.read_text().splitlines()]
+    assert 3 <= ckpt["iter"] < 100000 and ckpt["iter"] >= max(logged)
+
+
+def test_resume_with_another_config_is_refused(tmp_path, capsys):
+    train.main(["sft", "--out", str(tmp_path), "--max-iters", "4", "--stop-at", "2", "--eval-interval", "100", *TINY])
+    other = [a if a != "32" else "48" for a in TINY]  # n_embd 32 -> 48
+    with pytest.raises(SystemExit) as e:
+        train.main(["sft", "--out", str(tmp_path), "--max-iters", "4", "--resume", *other])
+    assert e.value.code == 1 and "different model config" in capsys.readouterr().err
