@@ -457,8 +457,12 @@ def _rl(args, rank, world, device):
         for r, b in zip(rows, base.tolist()):
             r["baseline"] = b
         if args.target_pos_frac is not None:
-            keep = topr.curate(rewards, args.target_pos_frac, generator=torch.Generator().manual_seed(args.seed + itr))
-            rows = [rows[i] for i in keep.tolist()]
+            try:
+                keep = topr.curate(rewards, args.target_pos_frac, generator=torch.Generator().manual_seed(args.seed + itr))
+                rows = [rows[i] for i in keep.tolist()]
+            except ValueError as e:  # e.g. no positive at all in this dataset: train on it as it is
+                if master:
+                    print(f"iter {itr}: not curated ({e})", flush=True)
         p_pos = sum(r["reward"] > 0 for r in rows) / len(rows)
         if master:
             metrics.log(iteration=itr, dataset_size=len(rows), dataset_pos_frac=p_pos,
