@@ -1,0 +1,410 @@
+"""Tests of the coding exercises in exercises/ (see exercises/README.md).
+
+By default every test runs against the reference solutions in exercises/solutions/ (CI proves each
+exercise is solvable). A student checks their own stubs in exercises/ with
+    EXERCISE_TARGET=student .venv/bin/python -m pytest -q tests/test_exercises.py -k ex03
+Each implementation is compared with the repo's own code (model.py, topr.py, gsn.py) or with a
+formula derived by hand, on random inputs.
+"""
+import importlib.util
+import inspect
+import math
+import os
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import gsn  # noqa: E402
+import model as gpt_model  # noqa: E402
+import topr  # noqa: E402
+
+EX_DIR = os.path.join(ROOT, "exercises")
+TARGET = os.environ.get("EXERCISE_TARGET", "solutions")
+if TARGET not in ("solutions", "student"):
+    raise ValueError(f"EXERCISE_TARGET must be 'solutions' (default) or 'student', got {TARGET!r}")
+CODING = ["ex01_kv_attention", "ex02_top_p", "ex03_truncated_ratio", "ex04_tapered", "ex05_p_eff",
+          "ex06_walkback", "ex07_inpaint", "ex08_parzen"]
+
+
+def load(name, target=TARGET):
+    """Import exercises/<name>.py (student) or exercises/solutions/<name>.py by path."""
+    path = os.path.join(EX_DIR, f"{name}.py") if target == "student" else os.path.join(EX_DIR, "solutions", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"exercise_{target}_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def exercise(name):
+    """A fixture giving the module under test; its test ids say which target ran, e.g. [solutions]."""
+    @pytest.fixture(params=[TARGET])
+    def fixture(request):
+        return load(name, request.param)
+    return fixture
+
+
+ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08 = (exercise(n) for n in CODING)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors on a busy machine: one thread avoids OpenMP oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# -----------------------------------------------------------------------------
+# ex01: single-query attention reading a KV cache
+
+def test_ex01_matches_causal_attention_last_row(ex01):
+    g = torch.Generator().manual_seed(0)
+    B, nh, T_max, hs = 3, 2, 12, 8
+    for pos in (1, 5, 12):
+        q_all = torch.randn(B, nh, pos, hs, generator=g)
+        k_cache = torch.full((B, nh, T_max, hs), float("nan"))  # unfilled slots are garbage
+        v_cache = torch.full((B, nh, T_max, hs), float("nan"))
+        k_cache[:, :, :pos] = torch.randn(B, nh, pos, hs, generator=g)
+        v_cache[:, :, :pos] = torch.randn(B, nh, pos, hs, generator=g)
+        ref = F.scaled_dot_product_attention(q_all, k_cache[:, :, :pos], v_cache[:, :, :pos], is_causal=True)
+        got = ex01.attend_cached(q_all[:, :, -1:], k_cache, v_cache, pos)
+        assert got.shape == (B, nh, 1, hs)
+        torch.testing.assert_close(got, ref[:, :, -1:], atol=1e-5, rtol=1e-5)
+
+
+def test_ex01_key_mask_hides_padding(ex01):
+    g = torch.Generator().manual_seed(1)
+    B, nh, T_max, hs, pos = 2, 2, 10, 4, 7
+    q = torch.randn(B, nh, 1, hs, generator=g)
+    k_cache, v_cache = torch.randn(B, nh, T_max, hs, generator=g), torch.randn(B, nh, T_max, hs, generator=g)
+    key_mask = torch.ones(B, T_max, dtype=torch.bool)
+    key_mask[0, :3] = False                                            # row 0: 3 left-pad slots
+    v_cache[0, :, :3] = 1e6                                            # a leak would show
+    ref = F.scaled_dot_product_attention(q, k_cache[:, :, :pos], v_cache[:, :, :pos],
+                                         attn_mask=key_mask[:, None, None, :pos])
+    got = ex01.attend_cached(q, k_cache, v_cache, pos, key_mask)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mixed_lengths", [False, True])
+def test_ex01_drives_the_models_decode(ex01, monkeypatch, mixed_lengths):
+    """Swap the student's function into model.py's decode steps: same tokens and log-probs as the repo."""
+    torch.manual_seed(0)
+    m = gpt_model.GPT(gpt_model.GPTConfig(block_size=32, vocab_size=20, n_layer=2, n_head=2, n_embd=16)).eval()
+    prompts = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]] if mixed_lengths else torch.randint(0, 20, (3, 5))
+    ref_tok, ref_lp = m.generate(prompts, 10, temperature=1.0, num_samples=2,
+                                 generator=torch.Generator().manual_seed(3))
+    real_sdpa, calls = F.scaled_dot_product_attention, []
+
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        if q.size(2) != 1:  # prefill: the repo's path
+            return real_sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kw)
+        calls.append(1)
+        key_mask = None if attn_mask is None else attn_mask[:, 0, 0, :]
+        return ex01.attend_cached(q, k, v, k.size(2), key_mask)
+
+    monkeypatch.setattr(gpt_model, "F", types.SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": sdpa}))
+    tok, lp = m.generate(prompts, 10, temperature=1.0, num_samples=2, generator=torch.Generator().manual_seed(3))
+    assert calls, "the decode path did not go through attend_cached"
+    assert torch.equal(tok, ref_tok)
+    torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# ex02: top-p filtering
+
+def test_ex02_matches_model_filter(ex02):
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(64, 50, generator=g)
+    for top_p in (0.01, 0.2, 0.5, 0.8, 0.95, 0.999, 1.0):
+        got = ex02.top_p_filter(logits, top_p)
+        ref = gpt_model._filter_logits(logits, None, top_p)
+        assert torch.equal(torch.isinf(got), torch.isinf(ref)), f"kept set differs at top_p={top_p}"
+        assert torch.equal(got[~torch.isinf(got)], logits[~torch.isinf(ref)])  # kept logits unchanged
+
+
+def test_ex02_smallest_set_reaching_top_p(ex02):
+    """By hand: the kept set is the shortest prefix of the sorted probabilities whose mass reaches top_p."""
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])                    # sorted: 0.5, 0.3, 0.15, 0.05
+    logits = probs.log()
+    for top_p, keep in ((0.3, [1]), (0.75, [1, 3]), (0.85, [1, 2, 3]), (0.97, [0, 1, 2, 3])):
+        got = ex02.top_p_filter(logits, top_p)
+        assert torch.nonzero(torch.isfinite(got[0])).flatten().tolist() == keep, top_p
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(32, 40, generator=g)
+    for top_p in (0.1, 0.6, 0.9):
+        kept = torch.isfinite(ex02.top_p_filter(logits, top_p))
+        p = logits.softmax(-1)
+        assert kept.any(1).all() and (kept.gather(1, p.argmax(1, keepdim=True))).all()  # top-1 always kept
+        mass = (p * kept).sum(1)
+        smallest_kept = torch.where(kept, p, torch.ones_like(p)).min(1).values
+        assert (mass >= top_p - 1e-6).all()                            # reaches top_p ...
+        assert (mass - smallest_kept < top_p + 1e-6).all()             # ... and no kept token is superfluous
+
+
+# -----------------------------------------------------------------------------
+# ex03: the truncated ratio and the loss family
+
+def off_policy_batch(seed, B=40):
+    g = torch.Generator().manual_seed(seed)
+    logp = (-1 - 20 * torch.rand(B, generator=g, dtype=torch.float64)).requires_grad_()
+    log_ratio = 4 * torch.rand(B, generator=g, dtype=torch.float64) - 2   # rho in [e^-2, e^2]
+    logp_behavior = logp.detach() - log_ratio
+    reward = torch.where(torch.rand(B, generator=g) < 0.4, 1.0, -1.0).double()
+    lengths = torch.randint(1, 30, (B,), generator=g).double()
+    return logp, logp_behavior, reward, lengths
+
+
+@pytest.mark.parametrize("name", ["topr", "reinforce", "tis", "is"])
+def test_ex03_weight_is_the_clipped_ratio(ex03, name):
+    lim = topr.PRESETS[name]
+    logp, logp_b, reward, _ = off_policy_batch(0)
+    A = reward - 0.2
+    alpha = ex03.truncated_weight(logp, logp_b, A, lim["pos_limits"], lim["neg_limits"])
+    rho = torch.exp(logp.detach() - logp_b)
+    (ap, bp), (an, bn) = lim["pos_limits"], lim["neg_limits"]
+    hand = torch.where(A >= 0, rho.clamp(ap, bp), rho.clamp(an, bn))
+    assert not alpha.requires_grad, "alpha must be a constant (stop-gradient)"
+    torch.testing.assert_close(alpha, hand)
+    # A = 0 (e.g. a group whose samples all got the same reward) counts as positive
+    rho = torch.tensor([0.5, 2.0, 0.5, 2.0], dtype=torch.float64)
+    A0 = torch.tensor([0.0, 0.0, -1.0, -1.0], dtype=torch.float64)
+    alpha = ex03.truncated_weight(rho.log(), torch.zeros(4, dtype=torch.float64), A0, (ap, bp), (an, bn))
+    torch.testing.assert_close(alpha, torch.cat([rho[:2].clamp(ap, bp), rho[2:].clamp(an, bn)]))
+
+
+@pytest.mark.parametrize("name", ["topr", "reinforce", "tis", "is"])
+@pytest.mark.parametrize("baseline", [0.0, -0.5, "per_sample"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_ex03_loss_and_gradient_match_topr(ex03, name, baseline, normalize):
+    logp, logp_b, reward, lengths = off_policy_batch(1)
+    if baseline == "per_sample":
+        baseline = topr.group_baseline(reward, 4)
+    lim = topr.PRESETS[name]
+    got = ex03.truncated_is_loss(logp, logp_b, reward, baseline=baseline, lengths=lengths if normalize else None,
+                                 pos_limits=lim["pos_limits"], neg_limits=lim["neg_limits"])
+    (g_got,) = torch.autograd.grad(got, logp)
+    ref, _ = topr.topr_loss(logp, logp_b, reward, name=name, baseline=baseline, lengths=lengths,
+                            length_normalize=normalize)
+    (g_ref,) = torch.autograd.grad(ref, logp)
+    torch.testing.assert_close(got.detach(), ref.detach())
+    torch.testing.assert_close(g_got, g_ref)
+    # and the hand-derived gradient d loss / d logp_i = - alpha_i A_i / (B L_i)
+    A = reward - baseline
+    rho = torch.exp(logp.detach() - logp_b)
+    alpha = torch.where(A >= 0, rho.clamp(*lim["pos_limits"]), rho.clamp(*lim["neg_limits"]))
+    L = lengths if normalize else torch.ones_like(A)
+    torch.testing.assert_close(g_got, -alpha * A / (len(A) * L))
+
+
+def test_ex03_on_policy_all_equal_and_far_negatives_are_safe(ex03):
+    logp, _, reward, lengths = off_policy_batch(2)
+    grads = []
+    for name in ("topr", "reinforce", "tis", "is"):  # rho = 1: the same gradient
+        lim = topr.PRESETS[name]
+        loss = ex03.truncated_is_loss(logp, logp.detach(), reward, lengths=lengths,
+                                      pos_limits=lim["pos_limits"], neg_limits=lim["neg_limits"])
+        grads.append(torch.autograd.grad(loss, logp)[0])
+    for gr in grads[1:]:
+        torch.testing.assert_close(gr, grads[0])
+    # TOPR in float32 with log-ratios of +-200 nats: weights stay in [0, 1], no nan
+    lp = torch.tensor([-5.0, -300.0, -5.0, -300.0])
+    lb = torch.tensor([-205.0, -100.0, -205.0, -100.0])
+    alpha = ex03.truncated_weight(lp, lb, torch.tensor([1.0, 1.0, -1.0, -1.0]))
+    assert torch.isfinite(alpha).all()
+    torch.testing.assert_close(alpha, torch.tensor([1.0, 1.0, 1.0, 0.0]))
+
+
+# -----------------------------------------------------------------------------
+# ex04: the tapered objective
+
+LIMITS = [(0.0, 1.0), (1.0, 1.0), (0.5, 2.0), (0.0, math.inf), (0.2, math.inf)]
+
+
+@pytest.mark.parametrize("a,b", LIMITS)
+def test_ex04_matches_topr_and_its_gradient_is_the_clipped_ratio(ex04, a, b):
+    g = torch.Generator().manual_seed(0)
+    log_ratio = (6 * torch.rand(200, generator=g, dtype=torch.float64) - 3).requires_grad_()
+    T = ex04.tapered(log_ratio, a, b)
+    torch.testing.assert_close(T.detach(), topr.tapered(log_ratio.detach().exp(), a, b, log_ratio.detach()))
+    (dT,) = torch.autograd.grad(T.sum(), log_ratio)
+    torch.testing.assert_close(dT, log_ratio.detach().exp().clamp(a, b))   # dT/dlog rho = clip(rho, a, b)
+
+
+def test_ex04_continuous_and_finite(ex04):
+    for a, b in ((0.5, 2.0), (1.0, 1.0)):
+        for edge in (a, b):
+            lr = torch.tensor([math.log(edge) - 1e-7, math.log(edge) + 1e-7], dtype=torch.float64)
+            T = ex04.tapered(lr, a, b)
+            assert abs(T[0] - T[1]) < 1e-6 and abs(T[0] - edge) < 1e-6
+    T = ex04.tapered(torch.tensor([-1000.0, 1000.0], dtype=torch.float64), 1.0, 1.0)   # exp: 0 and inf
+    torch.testing.assert_close(T, torch.tensor([-999.0, 1001.0], dtype=torch.float64))  # 1 + log rho
+
+
+def test_ex04_gradient_of_A_times_T_is_the_topr_gradient(ex04):
+    """The surrogate's gradient equals the gradient of the objective J = mean_i A_i T(rho_i) / L_i."""
+    logp, logp_b, reward, lengths = off_policy_batch(3)
+    A = reward - 0.1
+    T = torch.where(A >= 0, ex04.tapered(logp - logp_b, 1.0, 1.0), ex04.tapered(logp - logp_b, 0.0, 1.0))
+    (g_obj,) = torch.autograd.grad((A * T / lengths).mean(), logp)
+    loss, _ = topr.topr_loss(logp, logp_b, reward, name="topr", baseline=0.1, lengths=lengths)
+    (g_loss,) = torch.autograd.grad(loss, logp)
+    torch.testing.assert_close(g_obj, -g_loss)
+
+
+# -----------------------------------------------------------------------------
+# ex05: p_eff and its inverse
+
+def test_ex05_matches_topr_and_a_counted_dataset(ex05):
+    for p in (0.0, 0.1, 0.25, 0.5, 0.9, 1.0):
+        for c in (-1.0, -0.6, 0.0, 0.3, 0.99):
+            if (p, c) == (0.0, -1.0):
+                continue                                               # 0 / 0: no weight at all
+            got = ex05.effective_pos_fraction(p, c)
+            assert abs(got - topr.effective_pos_fraction(p, c)) < 1e-12, (p, c)
+    # by hand from an explicit dataset: share of the total |R - c| weight that sits on positives
+    reward = torch.tensor([1.0] * 7 + [-1.0] * 13, dtype=torch.float64)
+    for c in (-0.8, -0.3, 0.0, 0.5):
+        w = (reward - c).abs()
+        assert abs(ex05.effective_pos_fraction(7 / 20, c) - (w[reward > 0].sum() / w.sum()).item()) < 1e-12
+    assert ex05.effective_pos_fraction(0.3, 0.0) == pytest.approx(0.3)
+    assert ex05.effective_pos_fraction(0.3, -1.0) == pytest.approx(1.0)
+    assert ex05.effective_pos_fraction(0.3, 1.0) == pytest.approx(0.0)
+
+
+def test_ex05_inverse_round_trips(ex05):
+    for p in (0.05, 0.2, 0.44, 0.8):
+        for target in (0.1, 0.15, 0.2, 0.5, 0.9):
+            c = ex05.baseline_for_pos_fraction(p, target)
+            assert -1 < c < 1
+            assert abs(c - topr.baseline_for_pos_fraction(p, target)) < 1e-12
+            assert abs(topr.effective_pos_fraction(p, c) - target) < 1e-12
+
+
+# -----------------------------------------------------------------------------
+# ex06: walkback loss
+
+def small_gsn(seed=0, deterministic=False, hidden=(16, 12)):
+    torch.manual_seed(seed)
+    if deterministic:
+        return gsn.GSN(n_visible=20, hidden=hidden, input_noise=0.0, hidden_noise=0.0, input_sampling=False)
+    return gsn.GSN(n_visible=20, hidden=hidden)
+
+
+@pytest.mark.parametrize("hidden", [(16,), (16, 12), (16, 12, 8)])
+def test_ex06_deterministic_chain_equals_gsn_forward(ex06, hidden):
+    model = small_gsn(deterministic=True, hidden=hidden)
+    x = torch.rand(6, 20, generator=torch.Generator().manual_seed(1))
+    for N in (1, 3):
+        loss, steps = ex06.walkback_loss(model, x, N)
+        (g,) = torch.autograd.grad(loss, model.W[0])
+        ref, ref_steps, _ = model(x, N)
+        (g_ref,) = torch.autograd.grad(ref, model.W[0])
+        torch.testing.assert_close(loss.detach(), ref.detach())
+        torch.testing.assert_close(torch.stack(list(steps)), torch.stack(ref_steps))
+        torch.testing.assert_close(g, g_ref)
+    # by hand, walkbacks = 1: the ordinary DAE loss, BCE of one reconstruction against the clean x
+    hs = model.init_state(x)
+    p = torch.sigmoid(model.step(hs, noisy=False))
+    hand = -(x * p.log() + (1 - x) * (1 - p).log()).mean()
+    torch.testing.assert_close(ex06.walkback_loss(model, x, 1)[0].detach(), hand.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_ex06_noisy_chain_equals_gsn_forward_under_one_seed(ex06):
+    model = small_gsn()
+    x = (torch.rand(8, 20, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    target = torch.rand(8, 20, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(7)
+    loss, steps = ex06.walkback_loss(model, x, 4, target=target)
+    torch.manual_seed(7)
+    ref, ref_steps, _ = model(x, 4, target=target)
+    assert len(steps) == 4
+    torch.testing.assert_close(loss.detach(), ref.detach())
+    torch.testing.assert_close(torch.stack(list(steps)), torch.stack(ref_steps))
+    assert all(not s.requires_grad for s in steps)
+
+
+# -----------------------------------------------------------------------------
+# ex07: inpainting
+
+def test_ex07_matches_gsn_inpaint_and_clamps(ex07):
+    model = small_gsn()
+    images = torch.rand(5, 20, generator=torch.Generator().manual_seed(4))
+    mask = torch.arange(20) % 3 == 0                                   # (D,) broadcast over the batch
+    torch.manual_seed(11)
+    got = ex07.inpaint(model, images, mask, 6)
+    torch.manual_seed(11)
+    ref = gsn.inpaint(model, images, mask.expand(5, 20), n_steps=6)
+    assert got.shape == (7, 5, 20)
+    torch.testing.assert_close(got, ref)
+    assert torch.equal(got[:, :, mask], images[:, mask].expand(7, -1, -1))    # observed pixels: exact at every step
+    assert ((got[1:, :, ~mask] > 0) & (got[1:, :, ~mask] < 1)).all()         # free pixels: chain means
+
+
+def test_ex07_clamps_the_fed_back_visible(ex07):
+    """With the visible clamped, a deterministic chain's next step is a function of the clamped state:
+    replay it by hand from the recorded means."""
+    model = small_gsn(deterministic=True, hidden=(16,))
+    images = torch.rand(3, 20, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(3, 20, dtype=torch.bool)
+    mask[:, 10:] = True
+    got = ex07.inpaint(model, images, mask, 3)
+    with torch.no_grad():
+        for t in range(1, 4):
+            hs = model.init_state(got[t - 1])        # K = 1, no noise: h1 depends only on the visible fed in
+            p = torch.sigmoid(model.step(hs, noisy=False))
+            torch.testing.assert_close(got[t], torch.where(mask, images, p))
+
+
+# -----------------------------------------------------------------------------
+# ex08: Parzen log-likelihood
+
+def test_ex08_matches_gsn_and_a_direct_formula(ex08):
+    g = torch.Generator().manual_seed(0)
+    test, samples = torch.rand(23, 9, generator=g), torch.rand(31, 9, generator=g)
+    for sigma in (0.1, 0.3, 1.0):
+        got = ex08.parzen_log_likelihood(test, samples, sigma, chunk=5)   # 23 = 4 chunks of 5 + 3
+        assert got.shape == (23,) and got.dtype == torch.float64
+        torch.testing.assert_close(got, gsn.parzen_log_likelihood(test, samples, sigma), atol=1e-4, rtol=1e-6)
+        # direct: log mean_i N(x; s_i, sigma^2 I), with the (n, N, d) tensor (fine at this size)
+        d2 = ((test.double()[:, None] - samples.double()[None]) ** 2).sum(-1)
+        direct = (torch.exp(-d2 / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2) ** (9 / 2)).mean(1).log()
+        torch.testing.assert_close(got, direct, atol=1e-4, rtol=1e-6)
+    # one centre: a single isotropic Gaussian
+    one = ex08.parzen_log_likelihood(test, samples[:1], 0.5)
+    ref = torch.distributions.Normal(samples[0].double(), 0.5).log_prob(test.double()).sum(1)
+    torch.testing.assert_close(one, ref, atol=1e-4, rtol=1e-6)
+
+
+def test_ex08_chunking_and_stability(ex08):
+    g = torch.Generator().manual_seed(1)
+    test, samples = torch.rand(50, 784, generator=g), (torch.rand(300, 784, generator=g) > 0.8).float()
+    a = ex08.parzen_log_likelihood(test, samples, 0.05, chunk=7)
+    b = ex08.parzen_log_likelihood(test, samples, 0.05, chunk=1000)
+    assert torch.isfinite(a).all(), "far from every centre with a small sigma: use logsumexp, not log(sum(exp))"
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-6)              # float32 distances, ~1e4-nat values
+    torch.testing.assert_close(a, gsn.parzen_log_likelihood(test, samples, 0.05), atol=1e-3, rtol=1e-6)
+
+
+# -----------------------------------------------------------------------------
+# the exercise files themselves (always run against both folders)
+
+@pytest.mark.parametrize("name", CODING)
+def test_stub_and_solution_have_the_same_api(name):
+    """Each stub raises NotImplementedError with a hint, and offers the solution's functions and signatures."""
+    if TARGET == "student":
+        pytest.skip("checks the stubs' shape, not the student's work")
+    stub, sol = load(name, "student"), load(name, "solutions")
+    funcs = {n: f for n, f in vars(sol).items() if inspect.isfunction(f) and f.__module__ == sol.__name__}
+    assert funcs
+    for n, f in funcs.items():
+        s = getattr(stub, n, None)
+        assert s is not None, f"exercises/{name}.py lacks {n}"
+        assert inspect.signature(s) == inspect.signature(f), n
+        assert s.__doc__ and "raise NotImplementedError(" in inspect.getsource(s), n
