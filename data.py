@@ -10,6 +10,7 @@ Imports nothing from this repo (model.py and topr.py never import it either).
 """
 import os
 import random
+import signal
 import tempfile
 
 import numpy as np
@@ -68,6 +69,46 @@ def load_checkpoint(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise DataError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+
+
+# -----------------------------------------------------------------------------
+# Runs: Ctrl-C and multi-process (torchrun) set-up, shared by train.py and gsn.py
+
+class StopFlag:
+    """Ctrl-C sets a flag; the loop saves a checkpoint at the next step and exits cleanly."""
+
+    def __init__(self):
+        self.stop = False
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, *_):
+        if self.stop:  # second Ctrl-C: give up immediately
+            raise KeyboardInterrupt
+        print("\nSIGINT: saving a checkpoint and stopping (Ctrl-C again to abort)", flush=True)
+        self.stop = True
+
+
+def ddp_setup():
+    """(rank, world_size, device or None). Under torchrun (WORLD_SIZE > 1) join the process group, as
+    nanoGPT does: nccl on CUDA (one GPU per process), gloo on CPU. A single process gets None: the
+    caller chooses its device as usual."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, None  # the caller picks the device
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return dist.get_rank(), world, torch.device("cuda", local)
+    dist.init_process_group("gloo")
+    return dist.get_rank(), world, torch.device("cpu")
+
+
+def ddp_cleanup():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # =============================================================================

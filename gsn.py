@@ -327,26 +327,20 @@ def make_config(a):
     return cfg
 
 
-def rng_state():
-    return {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()[1].tolist()),
-            "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate()),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else torch.zeros(0, dtype=torch.uint8)}
-
-
-def set_rng_state(s):
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(("MT19937", np.array(s["numpy"], dtype=np.uint32), s["numpy_pos"], 0, 0.0))
-    import ast
-    st = ast.literal_eval(s["python"])
-    random.setstate((st[0], tuple(st[1]), st[2]))
-    if torch.cuda.is_available() and s["cuda"].numel():
-        torch.cuda.set_rng_state(s["cuda"])
-
-
 def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False, figures=True):
     """Train a GSN/DAE with walkback; writes out/ckpt.pt (atomic), out/metrics.jsonl, figures.
-    Returns (model, list of per-step total losses of this call)."""
-    dev = get_device(device)
+    Returns (model, list of per-step total losses of this call). Under torchrun, each process takes
+    rows rank, rank + world, ... of every minibatch and DDP averages the gradients; process 0 writes."""
+    rank, world, dev = data.ddp_setup()
+    try:
+        return _train(cfg, out, resume, dev or get_device(device), rank, world, log_every, ckpt_every,
+                      quiet or rank != 0, figures and rank == 0)
+    finally:
+        data.ddp_cleanup()
+
+
+def _train(cfg, out, resume, dev, rank, world, log_every, ckpt_every, quiet, figures):
+    master = rank == 0
     os.makedirs(out, exist_ok=True)
     ckpt_path, metrics_path = os.path.join(out, "ckpt.pt"), os.path.join(out, "metrics.jsonl")
     state = None
@@ -371,9 +365,16 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        data.set_rng_state(state["rng"])
         step = state["step"]
     B = cfg["batch_size"]
+    if B % world:
+        raise DataError(f"--batch-size {B} must be divisible by the number of processes ({world})")
+    train_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        torch.manual_seed(cfg["seed"] * 1000 + rank + step)  # independent chain noise in each process
     per_epoch = len(X) // B
     max_steps = cfg["max_steps"] or (int(cfg["epochs"] * per_epoch) if cfg["epochs"] else None)
     deadline = time.time() + 60 * cfg["minutes"] if cfg["minutes"] else None
@@ -381,23 +382,26 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
         raise DataError("give a budget: --epochs, --max-steps or --minutes")
 
     def save():
+        if not master:
+            return
         data.atomic_save({"config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "rng": rng_state(), "step": step}, ckpt_path)
+                          "rng": data.rng_state(), "step": step}, ckpt_path)
 
     losses = []
     t0, last_t, last_step = time.time(), time.time(), step
-    mf = open(metrics_path, "a")
+    mf = open(metrics_path, "a") if master else open(os.devnull, "w")
+    stop = data.StopFlag()  # Ctrl-C: finish the step, save, stop
     if not quiet:
         n_par = sum(p.numel() for p in model.parameters())
         print(f"{cfg['model']} K={cfg['layers']} hidden={cfg['hidden']} walkbacks={cfg['walkbacks']} "
               f"params={n_par/1e6:.2f}M train={len(X)} device={dev} steps={max_steps} "
               f"minutes={cfg['minutes']} start_step={step}", flush=True)
-    while (max_steps is None or step < max_steps) and (deadline is None or time.time() < deadline):
+    while (max_steps is None or step < max_steps) and (deadline is None or time.time() < deadline) and not stop.stop:
         epoch, i = divmod(step, per_epoch)
         for g in opt.param_groups:  # [C]: lr x 0.995 per epoch (stateless, so --resume continues exactly)
             g["lr"] = cfg["lr"] * cfg["lr_decay"] ** epoch
-        x, tgt = X[i * B:(i + 1) * B], target_all[i * B:(i + 1) * B]
-        loss, step_losses, _ = model(x, cfg["walkbacks"], target=tgt)
+        x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
+        loss, step_losses, _ = train_model(x, cfg["walkbacks"], target=tgt)
         if not torch.isfinite(loss):
             mf.close()
             raise TrainingError(f"non-finite loss {loss.item()} at step {step}; stopped, last good "
@@ -426,6 +430,8 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
             save()
     mf.close()
     save()
+    if stop.stop and master:
+        print(f"stopped at step {step}; continue with --resume", flush=True)
     if figures:
         paths = save_figures(model, Xva, Xte, out)
         if not quiet:

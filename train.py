@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict
@@ -93,42 +92,6 @@ def load_model(path, device):
     return model.to(device), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
 
 
-class StopFlag:
-    """Ctrl-C sets a flag; the loop saves a checkpoint at the next step and exits cleanly."""
-
-    def __init__(self):
-        self.stop = False
-        signal.signal(signal.SIGINT, self._handler)
-
-    def _handler(self, *_):
-        if self.stop:  # second Ctrl-C: give up immediately
-            raise KeyboardInterrupt
-        print("\nSIGINT: saving a checkpoint and stopping (Ctrl-C again to abort)", flush=True)
-        self.stop = True
-
-
-def ddp_setup(device_name):
-    """(rank, world_size, device). Under torchrun (WORLD_SIZE > 1) join the process group, as nanoGPT
-    does: nccl on CUDA (one GPU per process), gloo on CPU. Otherwise a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, get_device(device_name)
-    import torch.distributed as dist
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return dist.get_rank(), world, torch.device("cuda", local)
-    dist.init_process_group("gloo")
-    return dist.get_rank(), world, torch.device("cpu")
-
-
-def ddp_cleanup():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def plain_args(args):
     """The CLI flags as a dict of plain values (checkpoints load with weights_only=True)."""
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
@@ -146,11 +109,12 @@ def check_finite(loss, step):
 def cmd_sft(args):
     from eval import evaluate_gpt
     torch.manual_seed(args.seed)
-    rank, world, device = ddp_setup(args.device)
+    rank, world, device = data.ddp_setup()
+    device = device or get_device(args.device)
     try:
         return _sft(args, rank, world, device)
     finally:
-        ddp_cleanup()
+        data.ddp_cleanup()
 
 
 def _sft(args, rank, world, device):
@@ -191,7 +155,7 @@ def _sft(args, rank, world, device):
         it, best_val = ckpt["iter"], ckpt["best_val"]
         print(f"resumed from {ckpt_path} at iter {it}")
     metrics = Metrics(args.out, args.resume) if master else None
-    stop = StopFlag()
+    stop = data.StopFlag()
     train_model = model
     if world > 1:  # gradients are averaged over processes inside backward()
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -387,11 +351,12 @@ def cmd_rl(args):
         raise DataError(f"--target-pos-frac must be in (0, 1), got {args.target_pos_frac}")
     if not args.resume and not args.init:
         raise DataError("rl needs --init <sft ckpt.pt> (or --resume)")
-    rank, world, device = ddp_setup(args.device)
+    rank, world, device = data.ddp_setup()
+    device = device or get_device(args.device)
     try:
         return _rl(args, rank, world, device)
     finally:
-        ddp_cleanup()
+        data.ddp_cleanup()
 
 
 def _rl(args, rank, world, device):
@@ -417,7 +382,7 @@ def _rl(args, rank, world, device):
         train_model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None)
     test = task_problems(args, args.eval_problems, args.seed, "test")
     metrics = Metrics(args.out, args.resume) if master else None
-    stop = StopFlag()
+    stop = data.StopFlag()
     baseline_desc = "group mean" if args.baseline == "group" else f"c={args.baseline}"
     if master:
         print(f"rl: loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x {args.k} samples, "

@@ -59,3 +59,20 @@ def test_torchrun_rl_two_processes_equal_one(tmp_path):
     assert len(sa) == len(sb) == 4 and all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(sa, sb))
     init = torch.load(sft / "ckpt.pt", weights_only=True)["model"]
     assert any(not torch.equal(init[k], a["model"][k]) for k in init)  # RL did change the weights
+
+
+def test_torchrun_gsn_two_processes_equal_one(tmp_path):
+    """gsn.py under torchrun. The chain's noise is random per process, so the exact comparison uses a
+    deterministic DAE (no input noise, no walkback): what is tested is the data split and the
+    gradient averaging."""
+    args = ["gsn.py", "--model", "dae", "--hidden", "16", "--walkbacks", "1", "--input-noise", "0",
+            "--max-steps", "5", "--batch-size", "20", "--n-train", "200", "--threads", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([sys.executable, *args, "--out", str(one)], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args,
+         "--out", str(two)], tmp_path)
+    a = torch.load(one / "ckpt.pt", weights_only=True)
+    b = torch.load(two / "ckpt.pt", weights_only=True)
+    assert a["step"] == b["step"] == 5
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5), k
