@@ -66,3 +66,21 @@ def test_resume_with_another_config_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["sft", "--out", str(tmp_path), "--max-iters", "4", "--resume", *other])
     assert e.value.code == 1 and "different model config" in capsys.readouterr().err
+
+
+def test_gsn_sigint_writes_a_checkpoint(tmp_path):
+    out = tmp_path / "gsn"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "gsn.py", "--model", "dae", "--hidden", "16", "--max-steps", "1000000",
+                          "--n-train", "300", "--batch-size", "20", "--out", str(out)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and (not metrics.exists() or not metrics.read_text().strip()):
+        time.sleep(0.2)  # logged every 100 steps: training is under way
+    p.send_signal(signal.SIGINT)
+    stdout, _ = p.communicate(timeout=180)
+    assert p.returncode == 0, stdout[-2000:]
+    assert "stopped at step" in stdout
+    ckpt = data.load_checkpoint(str(out / "ckpt.pt"))
+    assert 100 <= ckpt["step"] < 1000000
