@@ -48,14 +48,19 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+def _dropout(p):
+    # no parameters either way, so nanoGPT's state_dict keys are unchanged; Identity skips a module
+    # call per use, which is measurable when decoding one token at a time
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.dropout)  # unused by SDPA path but kept for nanoGPT parity
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = _dropout(config.dropout)
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
@@ -87,7 +92,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = _dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -189,7 +194,7 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
+            drop=_dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
@@ -261,7 +266,7 @@ class GPT(nn.Module):
         p = self.lm_head.weight
         return KVCache(c.n_layer, B, c.n_head, T_max, c.n_embd // c.n_head, p.device, p.dtype)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
                  eos_id=None, num_samples=1, generator=None, pad_id=0):
         """Sample completions with a KV cache.
