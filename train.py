@@ -525,7 +525,7 @@ def main(argv=None):
     p.add_argument("--n-embd", type=positive("--n-embd"), default=128)
     p.add_argument("--block-size", type=positive("--block-size"), default=256)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--batch-size", type=positive("--batch-size"), default=32)
+    p.add_argument("--batch-size", type=positive("--batch-size"), default=24)
     p.add_argument("--max-iters", type=positive("--max-iters"), default=600, help="length of the lr schedule")
     p.add_argument("--stop-at", type=positive("--stop-at"), default=None, help="stop (and save) at this iter; --resume continues")
     p.add_argument("--lr", type=positive("--lr", float), default=3e-3)
