@@ -106,15 +106,18 @@ def check_finite(loss, step):
 # SFT
 
 
-def cmd_sft(args):
-    from eval import evaluate_gpt
-    torch.manual_seed(args.seed)
+def distributed(run, args):
+    """run(args, rank, world, device) in this process's place: alone, or as one rank under torchrun."""
     rank, world, device = data.ddp_setup()
-    device = device or get_device(args.device)
     try:
-        return _sft(args, rank, world, device)
+        return run(args, rank, world, device or get_device(args.device))
     finally:
         data.ddp_cleanup()
+
+
+def cmd_sft(args):
+    torch.manual_seed(args.seed)
+    return distributed(_sft, args)
 
 
 def _sft(args, rank, world, device):
@@ -351,12 +354,7 @@ def cmd_rl(args):
         raise DataError(f"--target-pos-frac must be in (0, 1), got {args.target_pos_frac}")
     if not args.resume and not args.init:
         raise DataError("rl needs --init <sft ckpt.pt> (or --resume)")
-    rank, world, device = data.ddp_setup()
-    device = device or get_device(args.device)
-    try:
-        return _rl(args, rank, world, device)
-    finally:
-        data.ddp_cleanup()
+    return distributed(_rl, args)
 
 
 def _rl(args, rank, world, device):
