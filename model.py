@@ -311,7 +311,7 @@ class GPT(nn.Module):
         out_tokens = torch.empty(N, max_new_tokens, dtype=torch.long, device=device)
         out_logp = torch.zeros(N, max_new_tokens, dtype=torch.float32, device=device)
         done = torch.zeros(N, dtype=torch.bool, device=device)
-        step_mask = torch.ones(N, 1, dtype=torch.bool, device=device) if pad_mask is not None else None
+        weights = self._decode_weights()
         for t in range(max_new_tokens):
             logits = logits.float()
             logp_all = F.log_softmax(logits, dim=-1)  # untempered: this is log mu for TOPR
@@ -331,9 +331,43 @@ class GPT(nn.Module):
                 if bool(done.all()):
                     return out_tokens[:, :t + 1], out_logp[:, :t + 1]
             if t + 1 < max_new_tokens:
-                logits, _ = self(nxt, pad_mask=step_mask, cache=cache)  # decode: one token per row
-                logits = logits[:, -1, :]
+                logits = self._decode(nxt, cache, weights)  # decode: one token per row
         return out_tokens, out_logp
+
+
+    def _decode_weights(self):
+        """Every layer's parameter tensors, looked up once per generate() call (see _decode)."""
+        return [(b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
+                 b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.mlp.c_fc.weight, b.mlp.c_fc.bias,
+                 b.mlp.c_proj.weight, b.mlp.c_proj.bias) for b in self.transformer.h]
+
+    def _decode(self, idx, cache, weights):
+        """One new token per row, (B, 1) -> next-token logits (B, vocab): exactly forward()'s math for
+        T = 1 with a cache (the cache tests compare the two), written with plain functional calls.
+        Why a second path: at batch 1 a decode step is ~90 tiny kernels, and nn.Module.__call__ plus
+        attribute lookups cost about as much as the kernels themselves."""
+        B, C, nh = idx.size(0), self.config.n_embd, self.config.n_head
+        pos = cache.pos
+        if pos + 1 > self.config.block_size:
+            raise ValueError(f"sequence of length {pos + 1} is longer than block_size {self.config.block_size}")
+        attn_mask = None
+        if cache.padded:  # left-padded prompts: per-row positions skip the pads, keys hide them
+            cache.key_mask[:, pos] = True
+            keys = cache.key_mask[:, :pos + 1]
+            x = self.transformer.wte(idx) + self.transformer.wpe(keys.sum(1, keepdim=True) - 1)
+            attn_mask = keys[:, None, None, :]
+        else:
+            x = self.transformer.wte(idx) + self.transformer.wpe.weight[pos]
+        for layer, (w1, b1, wa, ba, wp, bp, w2, b2, wf, bf, wm, bm) in enumerate(weights):
+            h = F.layer_norm(x, (C,), w1, b1, 1e-5)
+            qkv = F.linear(h, wa, ba).view(B, 1, 3, nh, C // nh).permute(2, 0, 3, 1, 4)
+            k, v = cache.write(layer, qkv[1:])
+            y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=attn_mask)
+            x = x + F.linear(y.transpose(1, 2).reshape(B, 1, C), wp, bp)
+            h = F.layer_norm(x, (C,), w2, b2, 1e-5)
+            x = x + F.linear(F.gelu(F.linear(h, wf, bf)), wm, bm)
+        cache.advance(1)
+        return self.lm_head(self.transformer.ln_f(x))[:, -1, :]
 
 
 # -----------------------------------------------------------------------------
