@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 import data
 from data import DataError
+from model import get_device
 
 
 class TrainingError(RuntimeError):
@@ -279,12 +280,6 @@ def save_figures(model, valid, test, out, n_chains=10, n_steps=30, seed=0):
 # -----------------------------------------------------------------------------
 # Training
 
-def get_device(name=None):
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def validate_args(a):
     """Bad flag values -> one-line DataError (the CLI prints it and exits 1)."""
     for name in ("layers", "hidden", "walkbacks", "batch_size", "n_train"):
@@ -333,7 +328,7 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
     rows rank, rank + world, ... of every minibatch and DDP averages the gradients; process 0 writes."""
     rank, world, dev = data.ddp_setup()
     try:
-        return _train(cfg, out, resume, dev or get_device(device), rank, world, log_every, ckpt_every,
+        return _train(cfg, out, resume, dev or get_device(device or "auto"), rank, world, log_every, ckpt_every,
                       quiet or rank != 0, figures and rank == 0)
     finally:
         data.ddp_cleanup()
@@ -446,7 +441,7 @@ def load_model(path, device=None):
         raise DataError(f"{path} is not a gsn.py checkpoint")
     model = build_model(state["config"])
     model.load_state_dict(state["model"])
-    return model.to(get_device(device)).eval(), state["config"]
+    return model.to(get_device(device or "auto")).eval(), state["config"]
 
 
 def demo(out, seed=0, quick=False):

@@ -1,11 +1,8 @@
 """The README's first command, in miniature: demo.py --quick runs every stage and writes its figures."""
 import os
 
-import torch
-
 import demo
 
-torch.set_num_threads(1)
 
 
 def test_quick_demo_runs_end_to_end(tmp_path):

@@ -51,15 +51,6 @@ def exercise(name):
 ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08 = (exercise(n) for n in CODING)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a busy machine: one thread avoids OpenMP oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -----------------------------------------------------------------------------
 # ex01: single-query attention reading a KV cache
 

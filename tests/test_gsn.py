@@ -16,15 +16,6 @@ import gsn  # noqa: E402
 from test_images import write_fake_mnist  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy 2-core machine (60x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_parzen_matches_direct_formula():
     g = torch.Generator().manual_seed(0)
     test, samples = torch.rand(7, 5, generator=g), torch.rand(11, 5, generator=g)

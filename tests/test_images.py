@@ -12,15 +12,6 @@ import data  # noqa: E402
 from data import DataError  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy 2-core machine (60x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_digits_shapes_range_and_determinism():
     X, y = data.make_digits(300, seed=3)
     assert X.shape == (300, 784) and X.dtype == np.float32

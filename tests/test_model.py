@@ -6,7 +6,6 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig, KVCache, completion_mask, left_pad, pack, sequence_logprobs
 
-torch.set_num_threads(1)
 
 
 def tiny(seed=0, **kw):

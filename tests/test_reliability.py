@@ -13,7 +13,6 @@ import torch
 import data
 import train
 
-torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--batch-size", "8", "--sft-examples", "200",
         "--val-examples", "16", "--eval-problems", "4", "--eval-k", "1", "--warmup", "2", "--max-new-tokens", "4",

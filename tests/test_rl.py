@@ -8,7 +8,6 @@ import topr
 import train
 from model import GPT, GPTConfig, completion_mask, pack, sequence_logprobs
 
-torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("loss", ["topr", "reinforce", "sft_pos"])

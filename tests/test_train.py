@@ -9,7 +9,6 @@ import data
 import eval as ev
 import train
 
-torch.set_num_threads(1)
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "192", "--batch-size", "16",
         "--sft-examples", "400", "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2",
