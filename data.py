@@ -3,7 +3,8 @@ data.py -- everything the models eat, and every file the repo reads or writes.
 
   1. Files: atomic checkpoints (write temp, fsync, rename).
   2. Text: an offline byte-level tiktoken tokenizer (or GPT-2 BPE from local files).
-  3. Text: a procedural GSM8K-style word-problem task, its reward, and a GSM8K jsonl loader.
+  3. Text: a procedural GSM8K-style word-problem task, its reward, the verification format
+     (a problem + a candidate solution -> Yes/No), and a GSM8K jsonl loader.
   4. Images: procedural MNIST-like digits, and real MNIST IDX files.
 
 Imports nothing from this repo (model.py and topr.py never import it either).
@@ -421,6 +422,46 @@ def reward(completion_text, answer):
         raise DataError(f"reward: the reference answer {answer!r} is not a number")
     pred = extract_answer(completion_text)
     return 1.0 if pred is not None and _parse_number(pred) == gold else -1.0
+
+
+# -----------------------------------------------------------------------------
+# 3b. Verification: the same model as a *generative verifier* (TOPR Sec. 5)
+#
+# The verifier reads a problem and a candidate solution and answers with one word:
+#
+#   Q: Ana has 12 apples. She buys 7 more. How many apples does Ana have now?
+#   A: 12+7=20. #### 20
+#   Correct? No
+#
+# The prompt starts with the solving prompt, so a model that learnt to solve reuses what it knows.
+# Its reward is +1 when the verdict matches the truth (is the candidate's final answer right?) and
+# -1 otherwise. "Yes" and "No" differ in their FIRST token for both tokenizers, so the judgement is
+# one next-token choice: P(Yes) is read off the logits at the end of the prompt.
+
+VERIFY_QUESTION = "\nCorrect? "
+VERDICTS = ("Yes", "No")
+
+
+def format_verify_prompt(question, candidate):
+    """Verification prompt for a candidate solution (the decoded completion, e.g. " 12+7=19. #### 19")."""
+    return format_prompt(question) + candidate + VERIFY_QUESTION
+
+
+def verdict_ids(tok):
+    """(yes_id, no_id): the first token of "Yes" and of "No" -- the verifier's two possible actions."""
+    yes, no = (tok.encode(v)[0] for v in VERDICTS)
+    if yes == no:
+        raise DataError(f"'Yes' and 'No' start with the same token under tokenizer {tok.name!r}")
+    return yes, no
+
+
+def verify_reward(verdict, candidate, answer):
+    """+1.0 if the verdict ("Yes"/"No") matches whether the candidate's final answer is right, else -1.0
+    (anything but exactly "Yes" or "No" is never right). An invalid candidate (no '#### N') is wrong."""
+    if verdict not in VERDICTS:
+        return -1.0
+    correct = reward(candidate, answer) > 0
+    return 1.0 if (verdict == "Yes") == correct else -1.0
 
 
 def load_gsm8k(path):

@@ -2,6 +2,7 @@
 eval.py -- evaluation and figures.
 
   python eval.py gpt --ckpt runs/sft/ckpt.pt      GPT accuracy: pass@1, maj@k, pass@k, invalid rate, greedy
+      [--verifier runs/verifier/ckpt.pt]          ... and verifier accuracy, calibration, weighted voting
   python eval.py compare runs/a runs/b ...        one figure comparing RL runs (metrics.jsonl)
   python eval.py gsn --ckpt runs/gsn/ckpt.pt      GSN: Parzen log-likelihood, chain and inpainting figures
 """
@@ -56,9 +57,10 @@ def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generat
     return texts, lengths
 
 
-def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, seed=0):
+def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, seed=0, return_samples=False):
     """Held-out metrics: greedy accuracy; and from k samples per problem at `temperature`:
-    pass@1 (mean correctness over samples), maj@k, pass@k, invalid rate, mean length (tokens)."""
+    pass@1 (mean correctness over samples), maj@k, pass@k, invalid rate, mean length (tokens).
+    return_samples: also return the sampled texts [problem][sample]."""
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
@@ -69,7 +71,7 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
     correct = [[data.reward(t, p.answer) > 0 for t in ts] for ts, p in zip(sampled, problems)]
     answers = [[data.extract_answer(t) for t in ts] for ts in sampled]
     maj = [majority_vote(a) for a in answers]
-    return {
+    res = {
         "n": n, "k": k,
         "greedy": sum(data.reward(g[0], p.answer) > 0 for g, p in zip(greedy, problems)) / n,
         "pass@1": sum(sum(c) / k for c in correct) / n,
@@ -79,6 +81,93 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
         "greedy_invalid": sum(data.is_invalid(g[0]) for g in greedy) / n,
         "mean_len": sum(sum(l) for l in lengths) / (n * k),
     }
+    return (res, sampled) if return_samples else res
+
+
+# -----------------------------------------------------------------------------
+# Verifier-weighted voting (TOPR Sec. 5): k candidates per problem, each scored by the verifier's
+# P(Yes | problem, candidate); the chosen answer is
+#   majority:           the most frequent valid answer
+#   weighted majority:  the valid answer with the largest SUM of P(Yes) over the candidates giving it
+#   best-of-k:          the answer of the single candidate with the largest P(Yes) (may be invalid)
+# An invalid candidate (no '#### N') never wins a vote; a problem whose k candidates are all invalid
+# gets no answer (counted wrong).
+
+
+def weighted_majority_vote(answers, weights):
+    """The valid answer (not None) with the largest total weight; ties go to the answer seen first;
+    None if every answer is invalid. With all weights equal it is majority_vote."""
+    totals = {}
+    for a, w in zip(answers, weights):
+        if a is not None:
+            totals[a] = totals.get(a, 0.0) + w  # dicts keep first-seen order: max() picks the first of a tie
+    return max(totals, key=totals.get) if totals else None
+
+
+def best_of(answers, weights):
+    """The answer of the highest-weight candidate (the first one on a tie), invalid (None) or not."""
+    return answers[max(range(len(answers)), key=lambda i: weights[i])]
+
+
+@torch.no_grad()
+def score_candidates(verifier, tok, problems, texts, batch=128):
+    """P(Yes) of the verifier (restricted to Yes/No) for texts[problem][candidate]: same nesting."""
+    from train import verdict_logp
+    was_training = verifier.training
+    verifier.eval()
+    flat = [(p, t) for p, ts in zip(problems, texts) for t in ts]
+    prompts = [tok.encode(data.format_verify_prompt(p.question, t)) for p, t in flat]
+    if prompts and max(map(len, prompts)) >= verifier.config.block_size:
+        raise DataError(f"a verification prompt has {max(map(len, prompts))} tokens, more than the verifier's "
+                        f"context ({verifier.config.block_size}); lower --max-new-tokens")
+    p_yes = []
+    for s in range(0, len(prompts), batch):
+        p_yes += verdict_logp(verifier, prompts[s:s + batch], data.verdict_ids(tok), tok.pad_id)[:, 0].exp().tolist()
+    verifier.train(was_training)
+    out, i = [], 0
+    for ts in texts:
+        out.append(p_yes[i:i + len(ts)])
+        i += len(ts)
+    return out
+
+
+def verifier_metrics(problems, texts, p_yes, ks=None, bins=10):
+    """Verifier quality and voting accuracy from K candidates per problem (texts) and their P(Yes).
+
+    verifier_acc: fraction of candidates judged right by the verdict P(Yes) >= 0.5 (compare with
+    1 - candidates_correct, the accuracy of always saying No); ece: expected calibration error of
+    P(Yes) over `bins` equal-width bins; brier: mean (P(Yes) - correct)^2. For each k in ks (default
+    1, 2, 4, ..., K): maj@k, weighted_maj@k, best_of@k, pass@k (any right: the ceiling) and the rate
+    of invalid chosen answers, each averaged over the K // k disjoint groups of k candidates."""
+    K = len(texts[0])
+    ks = ks or sorted({2 ** i for i in range(K.bit_length()) if 2 ** i <= K} | {K})
+    correct = [[data.reward(t, p.answer) > 0 for t in ts] for ts, p in zip(texts, problems)]
+    answers = [[data.extract_answer(t) for t in ts] for ts in texts]
+    flat_c = [c for cs in correct for c in cs]
+    flat_p = [p for ps in p_yes for p in ps]
+    N = len(flat_c)
+    ece = 0.0
+    for b in range(bins):
+        idx = [i for i, p in enumerate(flat_p) if min(int(p * bins), bins - 1) == b]
+        if idx:
+            ece += len(idx) / N * abs(sum(flat_p[i] for i in idx) / len(idx) - sum(flat_c[i] for i in idx) / len(idx))
+    right = [sum(flat_p[i] for i in range(N) if flat_c[i] == c) / max(1, sum(x == c for x in flat_c)) for c in (True, False)]
+    res = {"n": len(problems), "K": K, "candidates_correct": sum(flat_c) / N,
+           "verifier_acc": sum((p >= 0.5) == c for p, c in zip(flat_p, flat_c)) / N,
+           "ece": ece, "brier": sum((p - c) ** 2 for p, c in zip(flat_p, flat_c)) / N,
+           "p_yes_correct": right[0], "p_yes_wrong": right[1]}
+    is_right = lambda a, p: a is not None and data.reward(f"#### {a}", p.answer) > 0
+    for k in ks:
+        groups = [(p, a[g:g + k], w[g:g + k], c[g:g + k]) for p, a, w, c in zip(problems, answers, p_yes, correct)
+                  for g in range(0, K - k + 1, k)]
+        picks = {"maj": [majority_vote(a) for _, a, _, _ in groups],
+                 "weighted_maj": [weighted_majority_vote(a, w) for _, a, w, _ in groups],
+                 "best_of": [best_of(a, w) for _, a, w, _ in groups]}
+        for name, chosen in picks.items():
+            res[f"{name}@{k}"] = sum(is_right(a, g[0]) for a, g in zip(chosen, groups)) / len(groups)
+            res[f"{name}_invalid@{k}"] = sum(a is None for a in chosen) / len(groups)
+        res[f"pass@{k}"] = sum(any(c) for _, _, _, c in groups) / len(groups)
+    return res
 
 
 def cmd_gpt(args):
@@ -86,19 +175,40 @@ def cmd_gpt(args):
     device = get_device(args.device)
     model, tok, ckpt = load_model(args.ckpt, device)
     problems = task_problems(args, args.n, args.seed, "test")
-    res = evaluate_gpt(model, tok, problems, k=args.k, temperature=args.temperature,
-                       max_new_tokens=args.max_new_tokens, seed=args.seed)
-    print(json.dumps({"ckpt": args.ckpt, **res}))
+    res, texts = evaluate_gpt(model, tok, problems, k=args.k, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed, return_samples=True)
+    if args.verifier:  # score the same k samples with the verifier
+        verifier, vtok, _ = load_model(args.verifier, device)
+        if vtok.name != tok.name:
+            raise DataError(f"--verifier uses tokenizer {vtok.name!r}, --ckpt {tok.name!r}")
+        res["verifier"] = verifier_metrics(problems, texts, score_candidates(verifier, tok, problems, texts))
+    print(json.dumps({"ckpt": args.ckpt, "verifier_ckpt": args.verifier, **res}))
     print(f"\n{'metric':<16}value   ({res['n']} held-out problems, k={res['k']}, T={args.temperature})")
     for key, v in res.items():
-        if key not in ("n", "k"):
+        if key not in ("n", "k", "verifier"):
             print(f"{key:<16}{v:.4f}" if isinstance(v, float) else f"{key:<16}{v}")
+    if args.verifier:
+        print(verifier_table(res["verifier"]))
     return res
 
 
+def verifier_table(v):
+    """The verifier part of `eval.py gpt --verifier` as text: judgement quality, then voting against k."""
+    lines = [f"\nverifier: accuracy {v['verifier_acc']:.4f} on {v['n'] * v['K']} candidates "
+             f"({v['candidates_correct']:.4f} of them right; always-No scores {1 - v['candidates_correct']:.4f}) | "
+             f"ECE {v['ece']:.4f} | Brier {v['brier']:.4f} | mean P(Yes): right {v['p_yes_correct']:.3f}, "
+             f"wrong {v['p_yes_wrong']:.3f}",
+             f"{'k':>4}{'majority':>10}{'weighted':>10}{'best-of-k':>11}{'pass@k':>8}{'invalid maj':>13}{'invalid best':>14}"]
+    for k in sorted(int(key.split("@")[1]) for key in v if key.startswith("maj@")):
+        lines.append(f"{k:>4}{v[f'maj@{k}']:>10.4f}{v[f'weighted_maj@{k}']:>10.4f}{v[f'best_of@{k}']:>11.4f}"
+                     f"{v[f'pass@{k}']:>8.4f}{v[f'maj_invalid@{k}']:>13.4f}{v[f'best_of_invalid@{k}']:>14.4f}")
+    return "\n".join(lines)
+
+
 def add_gpt_parser(sub):
-    p = sub.add_parser("gpt", help="held-out accuracy of a GPT checkpoint")
+    p = sub.add_parser("gpt", help="held-out accuracy of a GPT checkpoint (and of verifier-weighted voting)")
     p.add_argument("--ckpt", required=True)
+    p.add_argument("--verifier", default=None, help="a verifier checkpoint (train.py rl --task verify): score the k samples")
     p.add_argument("--n", type=int, default=512, help="held-out problems")
     p.add_argument("--k", type=int, default=8, help="samples per problem")
     p.add_argument("--temperature", type=float, default=1.0)

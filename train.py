@@ -249,19 +249,27 @@ def _sft(args, rank, world, device):
 #   No KL term; gradient clipping 1.0.
 
 
+def in_chunks(n, size, rank, world, work):
+    """Rows of work(c, start, end) for the chunks c of range(n) of `size` items. Process `rank` runs
+    chunks rank, rank + world, ...; every process gets all the rows back, in chunk order."""
+    chunks = [(c, work(c, s, min(s + size, n))) for c, s in enumerate(range(0, n, size)) if c % world == rank]
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, chunks)
+        chunks = sorted((c for part in gathered for c in part), key=lambda c: c[0])
+    return [row for _, rows in chunks for row in rows]
+
+
 @torch.no_grad()
 def rollout(policy, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch_prompts=64):
     """k samples per problem from the frozen policy: list of dicts, grouped by prompt (k consecutive rows).
 
     Prompts go in chunks of batch_prompts, each sampled with its own generator seeded by (seed, chunk),
-    so the dataset does not depend on how many processes share the work: process `rank` samples
-    chunks rank, rank + world, ... and the rows are gathered back in chunk order."""
+    so the dataset does not depend on how many processes share the work (see in_chunks)."""
     policy.eval()
-    chunks = []
-    for c, s in enumerate(range(0, len(problems), batch_prompts)):
-        if c % world != rank:
-            continue
-        chunk = problems[s:s + batch_prompts]
+
+    def work(c, s, e):
+        chunk = problems[s:e]
         prompts = [tok.encode(data.format_prompt(p.question)) for p in chunk]
         gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
         tokens, logp = policy.generate(prompts, max_new_tokens, temperature=1.0, eos_id=tok.eos_id,
@@ -273,16 +281,85 @@ def rollout(policy, tok, problems, k, max_new_tokens, seed, rank=0, world=1, bat
             p = chunk[r // k]
             comp = tokens[r][mask[r]].tolist()
             text = tok.decode([t for t in comp if t != tok.eos_id])
-            rows.append(dict(prompt=prompts[r // k], completion=comp, group=s + r // k,
+            rows.append(dict(prompt=prompts[r // k], completion=comp, group=s + r // k, text=text,
                              logp_behavior=logp[r][mask[r]].sum().item(),  # log mu(y|x), untempered
                              reward=data.reward(text, p.answer), invalid=data.is_invalid(text)))
-        chunks.append((c, rows))
-    if world > 1:  # every process gets the whole dataset
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, chunks)
-        chunks = sorted((c for part in gathered for c in part), key=lambda c: c[0])
+        return rows
+
+    rows = in_chunks(len(problems), batch_prompts, rank, world, work)
     policy.train()
-    return [row for _, rows in chunks for row in rows]
+    return rows
+
+
+# The verifier (--task verify; TOPR Sec. 5): the same loop with another action. Candidates come from
+# a frozen solver checkpoint (correct and wrong ones, at the rate it makes them); the verifier's
+# action is ONE token, "Yes" or "No", after the verification prompt (data.format_verify_prompt),
+# sampled from its next-token distribution restricted to those two tokens:
+#
+#     pi(v | x) = softmax([logit_Yes(x), logit_No(x)])[v]      reward = +1 if v is right, else -1
+#
+# Why restricted: a model trained only to solve puts ~0 probability on "Yes" after "Correct? ", so
+# unrestricted sampling would never produce a positive sample (a cold start that an 8B instruction
+# model, as in the paper, does not have). The restriction is constrained decoding: nothing else changes,
+# and every loss of topr.py applies as is, with log pi = log pi(v | x) and length 1.
+
+
+def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
+    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
+    pass; gradients flow. restricted=False: the unrestricted next-token log-probs of the two tokens."""
+    device = next(model.parameters()).device
+    tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
+    logits, _ = model(tokens.to(device))
+    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
+    logits = logits[torch.arange(len(prompts), device=device), last].float()  # (B, vocab): next-token logits
+    if restricted:
+        return F.log_softmax(logits[:, list(yes_no)], dim=-1)
+    return F.log_softmax(logits, dim=-1)[:, list(yes_no)]
+
+
+@torch.no_grad()
+def verify_rollout(verifier, solver, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch=128):
+    """k candidates per problem from the frozen solver, then one verdict per candidate from the frozen
+    verifier (the behaviour policy mu). Rows like rollout()'s, grouped by problem, where prompt = the
+    verification prompt, completion = [verdict token], candidate_reward = +-1 (is the candidate right)."""
+    cands = rollout(solver, tok, problems, k, max_new_tokens, seed, rank, world)
+    yes_no = data.verdict_ids(tok)
+    prompts = [tok.encode(data.format_verify_prompt(problems[r["group"]].question, r["text"])) for r in cands]
+    longest = max(len(p) for p in prompts)
+    if longest >= verifier.config.block_size:
+        raise DataError(f"a verification prompt has {longest} tokens, more than the verifier's context "
+                        f"({verifier.config.block_size}); lower --max-new-tokens")
+    verifier.eval()
+
+    def work(c, s, e):
+        lp = verdict_logp(verifier, prompts[s:e], yes_no, tok.pad_id).cpu()
+        gen = torch.Generator().manual_seed(seed * 100_003 + 50_000 + c)
+        v = torch.multinomial(lp.exp(), 1, generator=gen).squeeze(1).tolist()  # 0 = Yes, 1 = No
+        return [dict(prompt=prompts[i], completion=[yes_no[vi]], group=cands[i]["group"], text=data.VERDICTS[vi],
+                     logp_behavior=lp[i - s, vi].item(), candidate_reward=cands[i]["reward"],
+                     reward=data.verify_reward(data.VERDICTS[vi], cands[i]["text"], problems[cands[i]["group"]].answer),
+                     invalid=cands[i]["invalid"])
+                for i, vi in zip(range(s, e), v)]
+
+    rows = in_chunks(len(cands), batch, rank, world, work)
+    verifier.train()
+    return rows
+
+
+def policy_logp(model, mb, tok, task):
+    """For rollout rows mb: log pi(completion | prompt) summed over its tokens (B,), the completion
+    lengths (B,), and the summed per-token entropy of pi (for logging). Gradients flow."""
+    device = next(model.parameters()).device
+    if task == "verify":  # one action: the verdict, pi restricted to {Yes, No}
+        yes_no = data.verdict_ids(tok)
+        lp = verdict_logp(model, [r["prompt"] for r in mb], yes_no, tok.pad_id)
+        chosen = torch.tensor([yes_no.index(r["completion"][0]) for r in mb], device=device)
+        ent = -(lp.exp() * lp).sum().detach()
+        return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(mb), device=device), ent
+    tokens, pad_mask, compl = pack([r["prompt"] for r in mb], [r["completion"] for r in mb], tok.pad_id)
+    tokens, pad_mask, compl = tokens.to(device), pad_mask.to(device), compl.to(device)
+    tok_logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
+    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum()
 
 
 def rl_update(policy, train_model, opt, tok, batch, args, device, step, rank=0, world=1):
@@ -291,45 +368,41 @@ def rl_update(policy, train_model, opt, tok, batch, args, device, step, rank=0, 
     opt.zero_grad(set_to_none=True)
     n = len(batch)
     mine = batch[rank::world]
-    logps, ents = [], []
+    logps, ent, n_tok = [], 0.0, 0.0
     for s in range(0, len(mine), args.micro_batch):
         mb = mine[s:s + args.micro_batch]
-        tokens, pad_mask, compl = pack([r["prompt"] for r in mb], [r["completion"] for r in mb], tok.pad_id)
-        tokens, pad_mask, compl = tokens.to(device), pad_mask.to(device), compl.to(device)
         last = s + args.micro_batch >= len(mine)
         sync = contextlib.nullcontext() if (world == 1 or last) else train_model.no_sync()
         with sync:  # under DDP, all-reduce the gradients once, after the last micro-batch
             with autocast_ctx(device):
-                tok_logp, ent = sequence_logprobs(train_model, tokens, pad_mask, compl, return_entropy=True)
-            logp = topr.sequence_logp(tok_logp, compl)  # log pi(y|x), summed over completion tokens
+                logp, lengths, ent_sum = policy_logp(train_model, mb, tok, args.task)  # log pi(y|x)
             logp_b = torch.tensor([r["logp_behavior"] for r in mb], device=device)
             reward = torch.tensor([r["reward"] for r in mb], device=device)
             baseline = torch.tensor([r["baseline"] for r in mb], device=device)
-            loss, _ = loss_fn(args)(logp, logp_b, reward, baseline=baseline, lengths=compl.sum(-1),
+            loss, _ = loss_fn(args)(logp, logp_b, reward, baseline=baseline, lengths=lengths,
                                     length_normalize=not args.no_length_norm)
             check_finite(loss, step)
             # the loss is a mean over samples: weight each micro-batch by its share of the GLOBAL batch
             # (times world, since DDP averages the processes' gradients)
             (loss * len(mb) / n * world).backward()
         logps += logp.detach().cpu().tolist()
-        ents.append((ent.sum() / compl.sum()).item() * len(mb))
+        ent, n_tok = ent + ent_sum.item(), n_tok + lengths.sum().item()
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
     opt.step()
-    ent = sum(ents)
     if world > 1:  # the stats below cover the whole global batch
         parts = [None] * world
-        torch.distributed.all_gather_object(parts, (logps, ent))
+        torch.distributed.all_gather_object(parts, (logps, ent, n_tok))
         logps = [None] * n
-        for r, (lp, _) in enumerate(parts):
+        for r, (lp, _, _) in enumerate(parts):
             logps[r::world] = lp
-        ent = sum(e for _, e in parts)
+        ent, n_tok = sum(p[1] for p in parts), sum(p[2] for p in parts)
     _, stats = loss_fn(args)(torch.tensor(logps, device=device),
                              torch.tensor([r["logp_behavior"] for r in batch], device=device),
                              torch.tensor([r["reward"] for r in batch], device=device),
                              baseline=torch.tensor([r["baseline"] for r in batch], device=device),
                              lengths=torch.tensor([float(len(r["completion"])) for r in batch], device=device),
                              length_normalize=not args.no_length_norm)
-    stats.update(entropy=ent / n, grad_norm=grad_norm.item(),
+    stats.update(entropy=ent / n_tok, grad_norm=grad_norm.item(),
                  length=sum(len(r["completion"]) for r in batch) / n,
                  invalid=sum(r["invalid"] for r in batch) / n)
     return stats
@@ -350,15 +423,22 @@ def cmd_rl(args):
             args.baseline = float(args.baseline)
         except ValueError:
             raise DataError(f"--baseline must be 'group' or a number, got {args.baseline!r}") from None
-    if args.target_pos_frac is not None and not 0.0 < args.target_pos_frac < 1.0:
-        raise DataError(f"--target-pos-frac must be in (0, 1), got {args.target_pos_frac}")
+    for flag, frac in (("--target-pos-frac", args.target_pos_frac), ("--candidate-pos-frac", args.candidate_pos_frac)):
+        if frac is not None and not 0.0 < frac < 1.0:
+            raise DataError(f"{flag} must be in (0, 1), got {frac}")
     if not args.resume and not args.init:
         raise DataError("rl needs --init <sft ckpt.pt> (or --resume)")
+    if args.task == "verify":
+        args.candidates = args.candidates or args.init
+        if not args.candidates:
+            raise DataError("rl --task verify needs --candidates <solver ckpt.pt> (default: --init)")
+    elif args.candidate_pos_frac is not None or args.candidates:
+        raise DataError("--candidates and --candidate-pos-frac only apply to --task verify")
     return distributed(_rl, args)
 
 
 def _rl(args, rank, world, device):
-    from eval import evaluate_gpt
+    from eval import evaluate_gpt, sample_answers, score_candidates, verifier_metrics
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
     ckpt_path = os.path.join(args.out, "ckpt.pt")
@@ -381,13 +461,32 @@ def _rl(args, rank, world, device):
     test = task_problems(args, args.eval_problems, args.seed, "test")
     metrics = Metrics(args.out, args.resume) if master else None
     stop = data.StopFlag()
+    solver = None
+    if args.task == "verify":  # candidates come from a frozen solver; held-out ones are sampled once
+        solver, solver_tok, _ = load_model(args.candidates, device)
+        if solver_tok.name != tok.name:
+            raise DataError(f"--candidates uses tokenizer {solver_tok.name!r}, the verifier {tok.name!r}")
+        solver.requires_grad_(False)
+        if master:
+            test_texts, _ = sample_answers(solver, tok, test, args.eval_k, 1.0, args.max_new_tokens,
+                                           torch.Generator(device=device).manual_seed(args.seed))
     baseline_desc = "group mean" if args.baseline == "group" else f"c={args.baseline}"
     if master:
-        print(f"rl: loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x {args.k} samples, "
-              f"{args.epochs} epoch(s), baseline {baseline_desc}, lr {args.lr}, device {device} x {world}", flush=True)
+        print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
+              f"{args.k} samples, {args.epochs} epoch(s), baseline {baseline_desc}, lr {args.lr}, "
+              f"device {device} x {world}", flush=True)
 
     def evaluate():
         if not master:
+            return
+        if args.task == "verify":
+            p_yes = score_candidates(policy, tok, test, test_texts)
+            res = verifier_metrics(test, test_texts, p_yes)
+            metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
+            K = args.eval_k
+            print(f"iter {itr:3d} | samples {samples:6d} | verifier acc {res['verifier_acc']:.3f} "
+                  f"(candidates right {res['candidates_correct']:.3f}) ece {res['ece']:.3f} | maj@{K} {res[f'maj@{K}']:.3f} "
+                  f"weighted maj@{K} {res[f'weighted_maj@{K}']:.3f} best-of-{K} {res[f'best_of@{K}']:.3f}", flush=True)
             return
         res = evaluate_gpt(policy, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
         metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
@@ -409,7 +508,11 @@ def _rl(args, rank, world, device):
         #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
         t_roll = time.time()
         problems = task_problems(args, args.prompts, args.seed * 1000 + itr + 1, "train")
-        rows = rollout(policy, tok, problems, args.k, args.max_new_tokens, args.seed * 1000 + itr, rank, world)
+        if args.task == "verify":  # k candidates per prompt from the solver, one verdict each from mu
+            rows = verify_rollout(policy, solver, tok, problems, args.k, args.max_new_tokens, args.seed * 1000 + itr,
+                                  rank, world)
+        else:
+            rows = rollout(policy, tok, problems, args.k, args.max_new_tokens, args.seed * 1000 + itr, rank, world)
         t_roll = time.time() - t_roll
         rewards = torch.tensor([r["reward"] for r in rows])
         # 2. baseline: per-prompt group mean, or a constant c (which sets the effective positive fraction)
@@ -419,17 +522,25 @@ def _rl(args, rank, world, device):
             base = torch.full_like(rewards, float(args.baseline))
         for r, b in zip(rows, base.tolist()):
             r["baseline"] = b
-        if args.target_pos_frac is not None:
+        # curation: keep a fraction of positive samples (--target-pos-frac), or for the verifier of
+        # correct candidates (--candidate-pos-frac, e.g. 0.5 = as many right as wrong solutions to judge)
+        for key, frac in (("candidate_reward", args.candidate_pos_frac), ("reward", args.target_pos_frac)):
+            if frac is None:
+                continue
             try:
-                keep = topr.curate(rewards, args.target_pos_frac, generator=torch.Generator().manual_seed(args.seed + itr))
+                values = torch.tensor([r[key] for r in rows])
+                keep = topr.curate(values, frac, generator=torch.Generator().manual_seed(args.seed + itr))
                 rows = [rows[i] for i in keep.tolist()]
             except ValueError as e:  # e.g. no positive at all in this dataset: train on it as it is
                 if master:
-                    print(f"iter {itr}: not curated ({e})", flush=True)
+                    print(f"iter {itr}: not curated to {key} fraction {frac} ({e})", flush=True)
         p_pos = sum(r["reward"] > 0 for r in rows) / len(rows)
         if master:
+            extra = {}
+            if args.task == "verify":
+                extra["dataset_candidates_correct"] = sum(r["candidate_reward"] > 0 for r in rows) / len(rows)
             metrics.log(iteration=itr, dataset_size=len(rows), dataset_pos_frac=p_pos,
-                        rollout_invalid=sum(r["invalid"] for r in rows) / len(rows), rollout_s=t_roll)
+                        rollout_invalid=sum(r["invalid"] for r in rows) / len(rows), rollout_s=t_roll, **extra)
         # 3. --epochs passes over the stored dataset with the chosen loss
         t_upd = time.time()
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
@@ -464,11 +575,16 @@ def add_rl_parser(sub):
     p = sub.add_parser("rl", help="RL fine-tuning from an SFT checkpoint (TOPR and baselines)")
     add_task_args(p)
     p.add_argument("--init", help="SFT checkpoint to start from (required unless --resume)")
+    p.add_argument("--task", choices=["solve", "verify"], default="solve",
+                   help="solve: learn to solve; verify: learn to judge a solver's candidates (Yes/No)")
+    p.add_argument("--candidates", default=None, help="verify: solver checkpoint that writes the candidates (default: --init)")
+    p.add_argument("--candidate-pos-frac", type=float, default=None,
+                   help="verify: curate each dataset to this fraction of correct candidates")
     p.add_argument("--loss", default="topr", help=f"one of {', '.join(topr.LOSSES)}")
     p.add_argument("--iterations", type=positive("--iterations"), default=8, help="sample-then-train rounds")
     p.add_argument("--epochs", type=positive("--epochs"), default=1, help="passes over each generated dataset")
     p.add_argument("--prompts", type=positive("--prompts"), default=64, help="fresh prompts per iteration")
-    p.add_argument("--k", type=positive("--k"), default=16, help="samples per prompt")
+    p.add_argument("--k", type=positive("--k"), default=16, help="samples per prompt (verify: candidates per problem)")
     p.add_argument("--batch-size", type=positive("--batch-size"), default=512, help="sequences per optimizer step")
     p.add_argument("--micro-batch", type=positive("--micro-batch"), default=128, help="sequences per forward pass")
     p.add_argument("--lr", type=positive("--lr", float), default=3e-5)

@@ -1,0 +1,233 @@
+"""The generative verifier: its prompt and reward, P(Yes) from the logits, weighted voting, and the
+train.py rl --task verify / eval.py gpt --verifier commands end to end on tiny models."""
+import json
+import random
+
+import pytest
+import torch
+
+import data
+import eval as ev
+import train
+from model import GPT, GPTConfig
+
+
+# -----------------------------------------------------------------------------
+# Prompt and reward on hand-made cases
+
+def test_verify_prompt_extends_the_solving_prompt():
+    q = "Ana has 12 apples. She buys 7 more. How many apples does Ana have now?"
+    p = data.format_verify_prompt(q, " 12+7=20. #### 20")
+    assert p == "Q: " + q + "\nA: 12+7=20. #### 20\nCorrect? "
+    assert p.startswith(data.format_prompt(q))  # what the solver knows carries over
+    tok = data.get_tokenizer("byte")
+    yes, no = data.verdict_ids(tok)
+    assert (yes, no) == (tok.encode("Yes")[0], tok.encode("No")[0]) and yes != no
+
+
+@pytest.mark.parametrize("verdict, candidate, answer, expected", [
+    ("Yes", " 12+7=19. #### 19", "19", 1.0),     # right candidate, judged right
+    ("No", " 12+7=19. #### 19", "19", -1.0),     # right candidate, judged wrong
+    ("Yes", " 12+7=20. #### 20", "19", -1.0),    # wrong candidate, judged right
+    ("No", " 12+7=20. #### 20", "19", 1.0),      # wrong candidate, judged wrong
+    ("No", " 12+7=19.", "19", 1.0),              # invalid (no '#### N') is a wrong candidate
+    ("Yes", " 12+7=19.", "19", -1.0),
+    ("Yes", " 500+500=1000. #### 1,000", "1000", 1.0),  # the answer is compared as a number
+    ("yes", " 12+7=19. #### 19", "19", -1.0),    # anything but the two exact words is wrong
+    ("Maybe", " 12+7=20. #### 20", "19", -1.0),
+    ("", " 12+7=20. #### 20", "19", -1.0),
+])
+def test_verify_reward_hand_cases(verdict, candidate, answer, expected):
+    assert data.verify_reward(verdict, candidate, answer) == expected
+
+
+# -----------------------------------------------------------------------------
+# Voting on hand-made votes and weights
+
+def test_weighted_majority_vote_hand_cases():
+    wmv = ev.weighted_majority_vote
+    assert wmv(["3", "3", "5"], [0.1, 0.1, 0.9]) == "5"      # the weights overturn the plain majority
+    assert wmv(["3", "3", "5"], [0.5, 0.5, 0.9]) == "3"      # 1.0 > 0.9
+    assert wmv(["3", "5"], [0.4, 0.4]) == "3"                # a tie goes to the answer seen first
+    assert wmv(["5", "3", "3", "5"], [0.2, 0.1, 0.1, 0.0]) == "5"  # 0.2 vs 0.2: first seen
+    assert wmv([None, "4"], [0.99, 0.01]) == "4"             # an invalid answer never wins
+    assert wmv([None, None, None], [0.9, 0.8, 0.7]) is None  # all invalid: no answer
+    assert wmv([], []) is None
+
+
+def test_weighted_vote_with_equal_weights_is_majority_vote():
+    rng = random.Random(0)
+    for _ in range(300):
+        answers = [rng.choice(["1", "2", "3", None]) for _ in range(rng.randint(1, 9))]
+        assert ev.weighted_majority_vote(answers, [0.7] * len(answers)) == ev.majority_vote(answers)
+
+
+def test_best_of_hand_cases():
+    assert ev.best_of(["3", "5", "7"], [0.2, 0.9, 0.5]) == "5"
+    assert ev.best_of(["3", None, "7"], [0.2, 0.9, 0.5]) is None  # best-of-k can pick an invalid one
+    assert ev.best_of(["3", "5"], [0.6, 0.6]) == "3"                 # tie: the first
+
+
+def test_verifier_metrics_hand_computed():
+    problems = [data.Problem("q1", "", "4"), data.Problem("q2", "", "9")]
+    texts = [[" #### 4", " #### 5", " #### 5", " no answer"],    # right, wrong, wrong, invalid
+             [" #### 9", " #### 8", " #### 9", " #### 1"]]        # right, wrong, right, wrong
+    p_yes = [[0.9, 0.3, 0.2, 0.6],
+             [0.45, 0.8, 0.7, 0.1]]
+    m = ev.verifier_metrics(problems, texts, p_yes)
+    assert m["K"] == 4 and m["candidates_correct"] == 3 / 8
+    # verdicts P >= 0.5: Y N N Y | N Y Y N; truth: 1 0 0 0 | 1 0 1 0 -> right on 1,2,3 of q1; 3,4 of q2
+    assert m["verifier_acc"] == pytest.approx(5 / 8)
+    assert m["brier"] == pytest.approx(sum((p - c) ** 2 for p, c in zip(
+        [0.9, 0.3, 0.2, 0.6, 0.45, 0.8, 0.7, 0.1], [1, 0, 0, 0, 1, 0, 1, 0])) / 8)
+    assert m["p_yes_correct"] == pytest.approx((0.9 + 0.45 + 0.7) / 3)
+    # bins: [0.1]->0 wrong; [0.2]->0 wrong; [0.3]->0 wrong; [0.45]->1; [0.6]->0; [0.7]->1; [0.8]->0; [0.9]->1
+    ece = (1 / 8) * (0.1 + 0.2 + 0.3 + abs(0.45 - 1) + 0.6 + abs(0.7 - 1) + 0.8 + abs(0.9 - 1))
+    assert m["ece"] == pytest.approx(ece)
+    # k = 4: q1 majority "5" (wrong), weighted 4: 0.9 vs 5: 0.5 -> "4" (right), best-of: 0.9 -> "4"
+    #        q2 majority "9" (right), weighted 9: 1.15 vs 8: 0.8 -> right, best-of: 0.8 -> "8" (wrong)
+    assert (m["maj@4"], m["weighted_maj@4"], m["best_of@4"], m["pass@4"]) == (0.5, 1.0, 0.5, 1.0)
+    # k = 2: groups (q1: [4,5], [5,inv]), (q2: [9,8], [9,1]), averaged over the 4 groups
+    #   majority (first on ties): 4 / 5 / 9 / 9 -> 3 right; weighted: 4 / 5 / 8 / 9 -> 2 right
+    #   best-of: 4 / invalid (0.6 > 0.2) / 8 / 9 -> 2 right, 1 invalid
+    assert m["maj@2"] == 0.75 and m["weighted_maj@2"] == 0.5 and m["best_of@2"] == 0.5
+    assert m["best_of_invalid@2"] == 0.25 and m["maj_invalid@2"] == 0.0
+    # k = 1: every method picks the candidate itself: the mean correctness
+    assert m["maj@1"] == m["weighted_maj@1"] == m["best_of@1"] == m["pass@1"] == 3 / 8
+    assert m["maj_invalid@1"] == 1 / 8
+
+
+def test_ece_is_zero_when_calibrated():
+    problems = [data.Problem("q", "", "1")]
+    texts = [[" #### 1"] * 3 + [" #### 2"] * 7 + [" #### 1"] * 1 + [" #### 2"] * 9]
+    p_yes = [[0.3] * 10 + [0.1] * 10]  # 3 of 10 right at 0.3, 1 of 10 right at 0.1
+    assert ev.verifier_metrics(problems, texts, p_yes)["ece"] == pytest.approx(0.0, abs=1e-12)
+
+
+# -----------------------------------------------------------------------------
+# P(Yes) from one forward pass == the probability of generating the Yes token
+
+def _tiny_gpt(seed, vocab=8):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=32, vocab_size=vocab, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def test_p_yes_from_logits_is_the_probability_of_generating_yes():
+    model = _tiny_gpt(0)
+    yes, no, pad = 3, 5, 7
+    prompts = [[1, 2, 4, 6, 2], [2, 2], [6, 1, 4]]  # several lengths in one batch: padding must not leak
+    with torch.no_grad():
+        raw = train.verdict_logp(model, prompts, (yes, no), pad, restricted=False)
+        restricted = train.verdict_logp(model, prompts, (yes, no), pad)
+        for i, p in enumerate(prompts):
+            alone = train.verdict_logp(model, [p], (yes, no), pad, restricted=False)
+            assert torch.allclose(alone[0], raw[i], atol=1e-5)
+            # generate() samples the next token from the same distribution: its log-prob of a sampled
+            # Yes equals log P(Yes), and Yes comes out at the rate P(Yes)
+            n = 20000
+            tokens, logp = model.generate([p], 1, num_samples=n, generator=torch.Generator().manual_seed(i))
+            is_yes = tokens[:, 0] == yes
+            p_yes = raw[i, 0].exp().item()
+            assert torch.allclose(logp[is_yes, 0], raw[i, 0].expand(int(is_yes.sum())), atol=1e-5)
+            rate = is_yes.float().mean().item()
+            assert abs(rate - p_yes) < 4 * (p_yes * (1 - p_yes) / n) ** 0.5 + 1e-3, (rate, p_yes)
+            # restricted to the two verdicts: renormalised
+            p_no = raw[i, 1].exp().item()
+            assert restricted[i, 0].exp().item() == pytest.approx(p_yes / (p_yes + p_no), rel=1e-5)
+    assert torch.allclose(restricted.exp().sum(-1), torch.ones(3))
+
+
+def test_verdict_logp_has_gradients():
+    model = _tiny_gpt(1).train()
+    lp = train.verdict_logp(model, [[1, 2, 3], [4]], (3, 5), 7)
+    lp[:, 0].sum().backward()
+    assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+
+
+# -----------------------------------------------------------------------------
+# The rollout and the commands, on a tiny SFT model
+
+@pytest.fixture(scope="module")
+def tiny_sft(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train.main(["sft", "--out", str(out), "--max-iters", "20", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--batch-size", "16", "--sft-examples", "200", "--val-examples", "16", "--eval-problems", "4",
+                "--eval-k", "2", "--warmup", "5", "--max-new-tokens", "8", "--eval-interval", "20"])
+    torch.set_num_threads(n)
+    return out / "ckpt.pt"
+
+
+def test_verify_rollout_rows(tiny_sft):
+    solver, tok, _ = train.load_model(str(tiny_sft), "cpu")
+    verifier, _, _ = train.load_model(str(tiny_sft), "cpu")
+    problems = data.make_problems(5, seed=3)
+    rows = train.verify_rollout(verifier, solver, tok, problems, 3, 12, seed=0, batch=4)
+    cands = train.rollout(solver, tok, problems, 3, 12, seed=0)  # the same candidates
+    yes_no = data.verdict_ids(tok)
+    assert len(rows) == 15 and [r["group"] for r in rows] == [i // 3 for i in range(15)]
+    lp = train.verdict_logp(verifier.eval(), [r["prompt"] for r in rows], yes_no, tok.pad_id).detach()
+    for i, (r, c) in enumerate(zip(rows, cands)):
+        p = problems[r["group"]]
+        assert tok.decode(r["prompt"]) == data.format_verify_prompt(p.question, c["text"])
+        assert r["completion"] in ([yes_no[0]], [yes_no[1]])
+        v = yes_no.index(r["completion"][0])
+        assert r["text"] == data.VERDICTS[v]
+        assert r["reward"] == data.verify_reward(data.VERDICTS[v], c["text"], p.answer)
+        assert r["candidate_reward"] == c["reward"]
+        assert r["logp_behavior"] == pytest.approx(lp[i, v].item(), abs=1e-5)
+    again = train.verify_rollout(verifier, solver, tok, problems, 3, 12, seed=0, batch=4)
+    assert [r["completion"] for r in again] == [r["completion"] for r in rows]  # seeded
+
+
+def test_rl_verify_cli_runs_curates_and_resumes(tiny_sft, tmp_path, capsys):
+    rl = ["rl", "--task", "verify", "--init", str(tiny_sft), "--prompts", "6", "--k", "4", "--batch-size", "12",
+          "--micro-batch", "6", "--eval-problems", "4", "--eval-k", "2", "--max-new-tokens", "8", "--lr", "1e-3",
+          "--loss", "topr", "--baseline", "0"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    train.main([*rl, "--out", str(a), "--iterations", "2"])
+    rows = [json.loads(l) for l in open(a / "metrics.jsonl")]
+    evals = [r for r in rows if "test_verifier_acc" in r]
+    assert [r["iteration"] for r in evals] == [0, 1, 2]
+    for key in ("test_ece", "test_maj@2", "test_weighted_maj@2", "test_best_of@2", "test_pass@2"):
+        assert 0.0 <= evals[-1][key] <= 1.0
+    steps = [r for r in rows if "mean_alpha" in r]
+    assert len(steps) == 2 * 2 and all(r["length"] == 1.0 for r in steps)  # 24 verdicts / batch 12
+    train.main([*rl, "--out", str(b), "--iterations", "1"])
+    train.main([*rl, "--out", str(b), "--iterations", "2", "--resume"])
+    wa = torch.load(a / "ckpt.pt", weights_only=True)["model"]
+    wb = torch.load(b / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], v) for k, v in torch.load(tiny_sft, weights_only=True)["model"].items())
+    # curation: as many right as wrong candidates to judge (when both kinds exist)
+    c = tmp_path / "c"
+    capsys.readouterr()
+    train.main([*rl, "--out", str(c), "--iterations", "1", "--candidate-pos-frac", "0.5", "--k", "8"])
+    ds = [r for r in map(json.loads, open(c / "metrics.jsonl")) if "dataset_size" in r][0]
+    if "not curated to candidate_reward" in capsys.readouterr().out:  # only when one kind is missing
+        assert ds["dataset_candidates_correct"] in (0.0, 1.0) and ds["dataset_size"] == 48
+    else:
+        assert ds["dataset_candidates_correct"] == pytest.approx(0.5, abs=1 / ds["dataset_size"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--candidate-pos-frac", "0.5"], "only apply to --task verify"),
+    (["--task", "verify", "--candidate-pos-frac", "1.5"], "--candidate-pos-frac must be in (0, 1)"),
+])
+def test_rl_verify_flag_errors(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(["rl", "--init", "x.pt", "--out", str(tmp_path), *argv])
+    assert e.value.code == 1 and message in capsys.readouterr().err
+
+
+def test_eval_gpt_with_verifier(tiny_sft, capsys):
+    res = ev.main(["gpt", "--ckpt", str(tiny_sft), "--verifier", str(tiny_sft), "--n", "4", "--k", "4",
+                   "--max-new-tokens", "8"])
+    v = res["verifier"]
+    assert v["n"] == 4 and v["K"] == 4
+    assert v["maj@4"] == res["maj@4"] and v["pass@4"] == res["pass@4"]  # the same samples as the plain eval
+    assert abs(v["pass@1"] - res["pass@1"]) < 1e-12
+    out = capsys.readouterr().out
+    assert json.loads(out.splitlines()[0])["verifier"]["K"] == 4
+    assert "weighted" in out and "best-of-k" in out
