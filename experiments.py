@@ -8,6 +8,8 @@ experiments.py -- the TOPR experiments of the README, one command each, fixed se
                                          on worked solutions for the same number of optimizer samples
   python experiments.py baseline     (c) topr with a constant baseline c: accuracy against the effective
                                          positive fraction p_eff = p(1-c) / (1+c(1-2p))
+  python experiments.py verifier     the SFT model trained as a generative verifier (topr vs reinforce vs
+                                         sft_pos); majority vs verifier-weighted majority vs best-of-k
 
 All start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
 `python train.py sft --out runs/sft`). Each run is a plain `train.py rl` call (printed before it
@@ -153,7 +155,70 @@ def exp_baseline(args):
     write_table(out, lines)
 
 
-EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline}
+def exp_verifier(args):
+    """TOPR Sec. 5: the SFT model trained as a generative verifier of its own candidates (8 per prompt,
+    8 iterations of 128 prompts), with topr vs reinforce vs sft_pos on balanced candidates, and topr on
+    uncurated ones; then majority, verifier-weighted majority and best-of-k on 16 held-out candidates
+    per test problem, against k."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = os.path.join(args.out, "exp_verifier")
+    # name -> (loss, curation): balanced candidates (half right, half wrong) for the three losses, and
+    # topr on the candidates as the solver makes them (~24% right), where "always No" is already 76% right
+    runs = {"topr": ("topr", "0.5"), "reinforce": ("reinforce", "0.5"), "sft_pos": ("sft_pos", "0.5"),
+            "topr_uncurated": ("topr", None)}
+    losses = list(runs)
+    K = 16
+    finals = {}
+    for name, (loss, frac) in runs.items():
+        d = os.path.join(out, name)
+        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+            run_train(["rl", "--task", "verify", "--init", args.sft, "--out", d, "--loss", loss, "--seed", str(args.seed),
+                       "--iterations", "8", "--epochs", "1", "--prompts", "128", "--k", "8", "--batch-size", "64",
+                       "--micro-batch", "64", "--lr", "3e-4", "--baseline", "group", "--eval-problems", "256",
+                       "--eval-k", str(K), "--eval-every", "4", *(["--candidate-pos-frac", frac] if frac else [])])
+        ev = [r for r in evaluate.read_metrics(d) if "test_verifier_acc" in r]
+        finals["untrained"], finals[name] = ev[0], ev[-1]  # iteration 0 = the SFT model, the same for every run
+    ks = [k for k in (1, 2, 4, 8, 16) if f"test_maj@{k}" in finals["untrained"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, vote, title in zip(axes, ["weighted_maj", "best_of"], ["verifier-weighted majority", "best-of-k by P(Yes)"]):
+        ax.plot(ks, [finals["untrained"][f"test_maj@{k}"] for k in ks], "k--", marker="o", ms=3, label="majority (no verifier)")
+        for name in ["untrained"] + losses:
+            ax.plot(ks, [finals[name][f"test_{vote}@{k}"] for k in ks], marker="o", ms=3,
+                    label=f"verifier: {name if name != 'untrained' else 'SFT, untrained'}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("k candidates per problem")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"held-out accuracy ({finals['untrained']['test_n']} problems)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("generative verifier: 8 iterations x 128 prompts x 8 candidates (balanced unless 'uncurated'), "
+                 f"group baseline, seed {args.seed}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.figures, "topr_verifier.png"), dpi=80)
+    n = finals["untrained"]["test_n"]
+    lines = [f"| verifier | accuracy (always No: {1 - finals['untrained']['test_candidates_correct']:.3f}) | ECE | Brier "
+             f"| mean P(Yes) right / wrong | majority@{K} | weighted@{K} | best-of-{K} | best-of-{K} invalid |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in ["untrained"] + losses:
+        f = finals[name]
+        lines.append(f"| {name} | {f['test_verifier_acc']:.3f} | {f['test_ece']:.3f} | {f['test_brier']:.3f} "
+                     f"| {f['test_p_yes_correct']:.3f} / {f['test_p_yes_wrong']:.3f} | {f[f'test_maj@{K}']:.3f} "
+                     f"| {f[f'test_weighted_maj@{K}']:.3f} | {f[f'test_best_of@{K}']:.3f} | {f[f'test_best_of_invalid@{K}']:.3f} |")
+    lines.append(f"\nAccuracy against k (s.e. of one accuracy ~ {0.5 / math.sqrt(n):.3f} at most, {n} problems):\n")
+    lines.append("| verifier | vote | " + " | ".join(f"k={k}" for k in ks) + " |")
+    lines.append("|---|---|" + "---|" * len(ks))
+    lines.append("| - | pass@k (any right: the ceiling) | " + " | ".join(f"{finals['untrained'][f'test_pass@{k}']:.3f}" for k in ks) + " |")
+    lines.append("| - | majority | " + " | ".join(f"{finals['untrained'][f'test_maj@{k}']:.3f}" for k in ks) + " |")
+    for name in ["untrained"] + losses:
+        for vote in ["weighted_maj", "best_of"]:
+            lines.append(f"| {name} | {vote} | " + " | ".join(f"{finals[name][f'test_{vote}@{k}']:.3f}" for k in ks) + " |")
+    write_table(out, lines)
+
+
+EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier}
 
 
 def main(argv=None):

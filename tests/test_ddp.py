@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,11 +38,13 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert la[1] < la[0]  # training happened: the comparison is not between two untouched models
 
 
-def test_torchrun_rl_two_processes_equal_one(tmp_path):
-    """Rollouts split across 2 processes and gathered, update shares all-reduced == 1 process."""
+@pytest.mark.parametrize("task", ["solve", "verify"])
+def test_torchrun_rl_two_processes_equal_one(tmp_path, task):
+    """Rollouts split across 2 processes and gathered, update shares all-reduced == 1 process
+    (for the verifier: candidates and verdicts both)."""
     sft = tmp_path / "sft"
     run([sys.executable, "train.py", "sft", "--out", str(sft), *TINY], tmp_path)
-    rl = ["train.py", "rl", "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "8",
+    rl = ["train.py", "rl", "--task", task, "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "8",
           "--micro-batch", "2", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "6", "--iterations", "2",
           "--loss", "topr", "--lr", "1e-3", "--baseline", "0"]  # c = 0: all-wrong samples still get gradient
     one, two = tmp_path / "one", tmp_path / "two"

@@ -28,7 +28,7 @@ TARGET = os.environ.get("EXERCISE_TARGET", "solutions")
 if TARGET not in ("solutions", "student"):
     raise ValueError(f"EXERCISE_TARGET must be 'solutions' (default) or 'student', got {TARGET!r}")
 CODING = ["ex01_kv_attention", "ex02_top_p", "ex03_truncated_ratio", "ex04_tapered", "ex05_p_eff",
-          "ex06_walkback", "ex07_inpaint", "ex08_parzen"]
+          "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote"]
 
 
 def load(name, target=TARGET):
@@ -48,7 +48,7 @@ def exercise(name):
     return fixture
 
 
-ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08 = (exercise(n) for n in CODING)
+ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13 = (exercise(n) for n in CODING)
 
 
 # -----------------------------------------------------------------------------
@@ -399,3 +399,28 @@ def test_stub_and_solution_have_the_same_api(name):
         assert s is not None, f"exercises/{name}.py lacks {n}"
         assert inspect.signature(s) == inspect.signature(f), n
         assert s.__doc__ and "raise NotImplementedError(" in inspect.getsource(s), n
+
+
+# -----------------------------------------------------------------------------
+# ex13: verifier-weighted majority voting and best-of-k
+
+def test_ex13_hand_cases(ex13):
+    wmv, best = ex13.weighted_majority_vote, ex13.best_of
+    assert wmv(["3", "3", "5"], [0.1, 0.1, 0.9]) == "5"
+    assert wmv(["3", "5"], [0.4, 0.4]) == "3"
+    assert wmv([None, "4"], [0.99, 0.01]) == "4"
+    assert wmv([None, None], [0.5, 0.5]) is None and wmv([], []) is None
+    assert best(["3", None, "7"], [0.2, 0.9, 0.5]) is None
+    assert best(["3", "5"], [0.6, 0.6]) == "3"
+
+
+def test_ex13_matches_eval_on_random_votes(ex13):
+    import random
+    import eval as ev
+    rng = random.Random(0)
+    for _ in range(500):
+        n = rng.randint(1, 9)
+        answers = [rng.choice(["1", "2", "3", None]) for _ in range(n)]
+        weights = [rng.choice([0.0, 0.25, 0.5, 1.0]) for _ in range(n)]  # coarse values: many ties
+        assert ex13.weighted_majority_vote(answers, weights) == ev.weighted_majority_vote(answers, weights)
+        assert ex13.best_of(answers, weights) == ev.best_of(answers, weights)
