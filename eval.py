@@ -33,6 +33,11 @@ def decode_completions(tok, tokens):
     return texts, lengths
 
 
+def is_right(answer, problem):
+    """Is an extracted answer (a number string, or None = invalid) the problem's answer?"""
+    return answer is not None and data.reward(f"#### {answer}", problem.answer) > 0
+
+
 def majority_vote(answers):
     """Most common valid answer (None = invalid, never wins); ties go to the answer seen first."""
     counts = collections.Counter(a for a in answers if a is not None)
@@ -75,7 +80,7 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
         "n": n, "k": k,
         "greedy": sum(data.reward(g[0], p.answer) > 0 for g, p in zip(greedy, problems)) / n,
         "pass@1": sum(sum(c) / k for c in correct) / n,
-        f"maj@{k}": sum(m is not None and data.reward(f"#### {m}", p.answer) > 0 for m, p in zip(maj, problems)) / n,
+        f"maj@{k}": sum(is_right(m, p) for m, p in zip(maj, problems)) / n,
         f"pass@{k}": sum(any(c) for c in correct) / n,
         "invalid": sum(data.is_invalid(t) for ts in sampled for t in ts) / (n * k),
         "greedy_invalid": sum(data.is_invalid(g[0]) for g in greedy) / n,
@@ -112,14 +117,13 @@ def best_of(answers, weights):
 @torch.no_grad()
 def score_candidates(verifier, tok, problems, texts, batch=128):
     """P(Yes) of the verifier (restricted to Yes/No) for texts[problem][candidate]: same nesting."""
-    from train import verdict_logp
+    from train import check_verify_context, verdict_logp
     was_training = verifier.training
     verifier.eval()
     flat = [(p, t) for p, ts in zip(problems, texts) for t in ts]
     prompts = [tok.encode(data.format_verify_prompt(p.question, t)) for p, t in flat]
-    if prompts and max(map(len, prompts)) >= verifier.config.block_size:
-        raise DataError(f"a verification prompt has {max(map(len, prompts))} tokens, more than the verifier's "
-                        f"context ({verifier.config.block_size}); lower --max-new-tokens")
+    if prompts:
+        check_verify_context(verifier, prompts)
     p_yes = []
     for s in range(0, len(prompts), batch):
         p_yes += verdict_logp(verifier, prompts[s:s + batch], data.verdict_ids(tok), tok.pad_id)[:, 0].exp().tolist()
@@ -156,7 +160,6 @@ def verifier_metrics(problems, texts, p_yes, ks=None, bins=10):
            "verifier_acc": sum((p >= 0.5) == c for p, c in zip(flat_p, flat_c)) / N,
            "ece": ece, "brier": sum((p - c) ** 2 for p, c in zip(flat_p, flat_c)) / N,
            "p_yes_correct": right[0], "p_yes_wrong": right[1]}
-    is_right = lambda a, p: a is not None and data.reward(f"#### {a}", p.answer) > 0
     for k in ks:
         groups = [(p, a[g:g + k], w[g:g + k], c[g:g + k]) for p, a, w, c in zip(problems, answers, p_yes, correct)
                   for g in range(0, K - k + 1, k)]

@@ -304,6 +304,14 @@ def rollout(policy, tok, problems, k, max_new_tokens, seed, rank=0, world=1, bat
 # and every loss of topr.py applies as is, with log pi = log pi(v | x) and length 1.
 
 
+def check_verify_context(model, prompts):
+    """A clear error (not a mid-run ValueError) when a verification prompt does not fit the context."""
+    longest = max(len(p) for p in prompts)
+    if longest >= model.config.block_size:
+        raise DataError(f"a verification prompt has {longest} tokens, more than the verifier's context "
+                        f"({model.config.block_size}); lower --max-new-tokens")
+
+
 def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
     """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
     pass; gradients flow. restricted=False: the unrestricted next-token log-probs of the two tokens."""
@@ -325,10 +333,7 @@ def verify_rollout(verifier, solver, tok, problems, k, max_new_tokens, seed, ran
     cands = rollout(solver, tok, problems, k, max_new_tokens, seed, rank, world)
     yes_no = data.verdict_ids(tok)
     prompts = [tok.encode(data.format_verify_prompt(problems[r["group"]].question, r["text"])) for r in cands]
-    longest = max(len(p) for p in prompts)
-    if longest >= verifier.config.block_size:
-        raise DataError(f"a verification prompt has {longest} tokens, more than the verifier's context "
-                        f"({verifier.config.block_size}); lower --max-new-tokens")
+    check_verify_context(verifier, prompts)  # all of them, in every process, before the chunks' all_gather
     verifier.eval()
 
     def work(c, s, e):
@@ -479,19 +484,18 @@ def _rl(args, rank, world, device):
     def evaluate():
         if not master:
             return
+        K = args.eval_k
         if args.task == "verify":
-            p_yes = score_candidates(policy, tok, test, test_texts)
-            res = verifier_metrics(test, test_texts, p_yes)
-            metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
-            K = args.eval_k
-            print(f"iter {itr:3d} | samples {samples:6d} | verifier acc {res['verifier_acc']:.3f} "
-                  f"(candidates right {res['candidates_correct']:.3f}) ece {res['ece']:.3f} | maj@{K} {res[f'maj@{K}']:.3f} "
-                  f"weighted maj@{K} {res[f'weighted_maj@{K}']:.3f} best-of-{K} {res[f'best_of@{K}']:.3f}", flush=True)
-            return
-        res = evaluate_gpt(policy, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+            res = verifier_metrics(test, test_texts, score_candidates(policy, tok, test, test_texts))
+            line = (f"verifier acc {res['verifier_acc']:.3f} (candidates right {res['candidates_correct']:.3f}) "
+                    f"ece {res['ece']:.3f} | maj@{K} {res[f'maj@{K}']:.3f} weighted maj@{K} {res[f'weighted_maj@{K}']:.3f} "
+                    f"best-of-{K} {res[f'best_of@{K}']:.3f}")
+        else:
+            res = evaluate_gpt(policy, tok, test, k=K, max_new_tokens=args.max_new_tokens, seed=args.seed)
+            line = (f"test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} maj@{K} {res[f'maj@{K}']:.3f} "
+                    f"invalid {res['invalid']:.3f}")
         metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
-        print(f"iter {itr:3d} | samples {samples:6d} | test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} "
-              f"maj@{args.eval_k} {res[f'maj@{args.eval_k}']:.3f} invalid {res['invalid']:.3f}", flush=True)
+        print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
 
     def save():
         if master:

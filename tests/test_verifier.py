@@ -231,3 +231,11 @@ def test_eval_gpt_with_verifier(tiny_sft, capsys):
     out = capsys.readouterr().out
     assert json.loads(out.splitlines()[0])["verifier"]["K"] == 4
     assert "weighted" in out and "best-of-k" in out
+
+
+def test_verification_prompt_longer_than_context_is_a_clear_error():
+    model = GPT(GPTConfig(block_size=32, vocab_size=258, n_layer=1, n_head=2, n_embd=16))
+    tok = data.get_tokenizer("byte")
+    problems = [data.Problem("Ana has 12 apples. How many apples does Ana have?", "", "12")]
+    with pytest.raises(data.DataError, match="verification prompt has .* more than the verifier's context"):
+        ev.score_candidates(model, tok, problems, [[" 12. #### 12"]])
