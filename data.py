@@ -106,9 +106,14 @@ def ddp_setup():
     return dist.get_rank(), world, torch.device("cpu")
 
 
-def ddp_cleanup():
+def ddp_cleanup(ok=True):
+    """Leave the process group. After a normal run every rank first waits at a barrier: a rank that
+    finished early (rank 1 while rank 0 still evaluates and saves) must not tear the group down under
+    the others (gloo aborts the process: "terminate called without an active exception")."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 

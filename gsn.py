@@ -328,10 +328,13 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
     rows rank, rank + world, ... of every minibatch and DDP averages the gradients; process 0 writes."""
     rank, world, dev = data.ddp_setup()
     try:
-        return _train(cfg, out, resume, dev or get_device(device or "auto"), rank, world, log_every, ckpt_every,
-                      quiet or rank != 0, figures and rank == 0)
-    finally:
-        data.ddp_cleanup()
+        res = _train(cfg, out, resume, dev or get_device(device or "auto"), rank, world, log_every, ckpt_every,
+                     quiet or rank != 0, figures and rank == 0)
+    except BaseException:
+        data.ddp_cleanup(ok=False)
+        raise
+    data.ddp_cleanup()
+    return res
 
 
 def _train(cfg, out, resume, dev, rank, world, log_every, ckpt_every, quiet, figures):

@@ -110,9 +110,12 @@ def distributed(run, args):
     """run(args, rank, world, device) in this process's place: alone, or as one rank under torchrun."""
     rank, world, device = data.ddp_setup()
     try:
-        return run(args, rank, world, device or get_device(args.device))
-    finally:
-        data.ddp_cleanup()
+        out = run(args, rank, world, device or get_device(args.device))
+    except BaseException:
+        data.ddp_cleanup(ok=False)  # no barrier: the other ranks may never reach it
+        raise
+    data.ddp_cleanup()
+    return out
 
 
 def cmd_sft(args):
