@@ -14,6 +14,14 @@ import time
 
 import torch
 
+import common
+import data
+import eval as ev
+import gsn
+import topr
+import train
+from model import GPT, GPTConfig, completion_mask
+
 
 def median_time(fn, reps):
     """Median wall time of fn() over reps calls."""
@@ -30,7 +38,6 @@ def median_time(fn, reps):
 # =============================================================================
 
 def _bench_model(block_size=128, vocab_size=258):
-    from model import GPT, GPTConfig
     torch.manual_seed(0)
     return GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=4, n_head=4, n_embd=128)).eval()
 
@@ -50,8 +57,9 @@ def recompute_generate(model, idx, max_new_tokens):
     return idx
 
 
-def bench_gpt(threads, args, prompt_len=32, new_tokens=96):
+def bench_gpt(threads, args):
     """KV-cached generate() vs nanoGPT-style recomputation, same weights, greedy, no EOS."""
+    prompt_len, new_tokens = (8, 8) if args.quick else (32, 96)
     model = _bench_model()
     results = {}
     for B in (1, 32):
@@ -85,20 +93,17 @@ def bench_gpt(threads, args, prompt_len=32, new_tokens=96):
 # RL throughput (bench.py rl)
 # =============================================================================
 
-def bench_rl(threads, args, prompts=64, k=8):
+def bench_rl(threads, args):
     """One RL iteration's pieces on the SFT-sized model: rollout (generation, then scoring), and
     the update (sequence_logprobs forward + backward + AdamW). Uses --ckpt if given (a trained
     policy stops at EOS like a real run), else a random model of the default size."""
-    import types
-    import data
-    import train
-    from model import completion_mask
+    prompts, k = (4, 2) if args.quick else (64, 8)
     tok = data.get_tokenizer("byte")
     if args.ckpt:
-        model, tok, _ = train.load_model(args.ckpt, "cpu")
+        model, tok, _ = ev.load_gpt(args.ckpt, "cpu")
     else:
         model = _bench_model(block_size=256, vocab_size=tok.vocab_size)
-    problems = data.make_problems(prompts, seed=123, split="train")
+    problems = data.problems(prompts, seed=123, split="train")
     enc = [tok.encode(data.format_prompt(p.question)) for p in problems]
     model.eval()
 
@@ -113,23 +118,30 @@ def bench_rl(threads, args, prompts=64, k=8):
     t_gen = median_time(generate, args.reps)
     t_gen_noshare = median_time(lambda: generate(False), max(1, args.reps // 2))
     t_score = median_time(lambda: [data.reward(t, p.answer) for t, p in zip(
-        __import__("eval").decode_completions(tok, tokens)[0], [p for p in problems for _ in range(k)])], args.reps)
-    rows = train.rollout(model, tok, problems, k, 48, seed=0)
-    for r in rows:
-        r["baseline"] = 0.0
-    opts = types.SimpleNamespace(micro_batch=128, loss="topr", no_length_norm=False, grad_clip=1.0, ppo_eps=0.2)
+        ev.decode_completions(tok, tokens)[0], [p for p in problems for _ in range(k)])], args.reps)
+    batch = train.sample_solutions(model, tok, problems, k, 48, seed=0)
+    batch.baseline = torch.zeros(len(batch))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    n_upd = sum(len(r["prompt"]) + len(r["completion"]) for r in rows)
-    t_upd = median_time(lambda: train.rl_update(model, model, opt, tok, rows, opts, torch.device("cpu"), 0), max(1, args.reps // 2))
+    n_upd = sum(len(p) + len(c) for p, c in zip(batch.prompt, batch.completion))
+
+    def update(micro_batch=128):  # train.rl's step 3 for one minibatch: the whole dataset, one optimizer step
+        opt.zero_grad(set_to_none=True)
+        for s in range(0, len(batch), micro_batch):
+            mb = batch[range(s, min(s + micro_batch, len(batch)))]
+            logp, lengths, _ = train.solution_logp(model, tok, mb, torch.device("cpu"))
+            loss, _ = topr.topr_loss(logp, mb.logp_behavior, mb.reward, baseline=mb.baseline, lengths=lengths)
+            (loss * len(mb) / len(batch)).backward()
+        opt.step()
+    t_upd = median_time(update, max(1, args.reps // 2))
     total = t_gen + t_score + t_upd
     print(f"rollout {prompts} prompts x {k} samples: generation {n_gen / t_gen:8.0f} new tok/s ({t_gen:.2f}s; "
           f"{t_gen_noshare:.2f}s without the shared prefill, x{t_gen_noshare / t_gen:.1f}) | scoring {t_score:.3f}s")
-    print(f"update (1 epoch of {len(rows)} sequences, fwd+bwd+AdamW): {n_upd / t_upd:8.0f} tok/s ({t_upd:.2f}s)")
+    print(f"update (1 epoch of {len(batch)} sequences, fwd+bwd+AdamW): {n_upd / t_upd:8.0f} tok/s ({t_upd:.2f}s)")
     print(f"time per iteration (1 epoch): generation {t_gen / total:.0%} | scoring {t_score / total:.0%} | "
           f"update {t_upd / total:.0%}", flush=True)
 
 # =============================================================================
-# GSN (bench.py gsn) -- owned by the GSN work; defines bench_gsn(threads, args)
+# GSN training throughput (bench.py gsn)
 # =============================================================================
 
 def gsn_train_flops(sizes, walkbacks, batch):
@@ -144,19 +156,19 @@ def gsn_train_flops(sizes, walkbacks, batch):
     return 3 * 2 * batch * per_chain_step * walkbacks
 
 
-def bench_gsn(threads, args, batch=100):
+def bench_gsn(threads, args):
     """GSN training images/s (forward + backward + Adam step, batch 100) at a few sizes, and the achieved
     matmul FLOP/s as a fraction of torch.matmul's peak measured in the same run (medians over interleaved
     repetitions: one rep = a few steps of every config in turn)."""
-    import gsn
     torch.manual_seed(0)
-    n = 1024
+    n, batch = (128, 10) if args.quick else (1024, 100)
     A, B = torch.randn(n, n), torch.randn(n, n)
     torch.matmul(A, B)
     configs = [("gsn K=2 h=500 N=4", [500, 500], "tanh", 4, 2.0),
                ("gsn K=2 h=1500 N=4 (paper)", [1500, 1500], "tanh", 4, 2.0),
                ("dae h=1000 N=5", [1000], "sigmoid", 5, 0.0),
                ("dae h=2000 N=5 (paper)", [2000], "sigmoid", 5, 0.0)]
+    configs = configs[:1] if args.quick else configs
     x = (torch.rand(batch, 784) < 0.13).float()
     setups = []
     for name, hidden, act, N, sigma in configs:
@@ -189,23 +201,21 @@ def bench_gsn(threads, args, batch=100):
 
 # =============================================================================
 
+@common.cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["gpt", "rl", "gsn", "all"], nargs="?", default="all")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=common.positive, nargs="+", default=[1, 2], help="torch threads, one run each")
+    parser.add_argument("--reps", type=common.positive, default=5, help="interleaved repetitions (medians)")
     parser.add_argument("--ckpt", default=None, help="bench rl: a trained policy (e.g. runs/sft/ckpt.pt)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test (no real numbers)")
     args = parser.parse_args(argv)
-    benches = {name[len("bench_"):]: fn for name, fn in globals().items() if name.startswith("bench_")}
-    for what in (["gpt", "rl", "gsn"] if args.what == "all" else [args.what]):
-        if what not in benches:
-            print(f"[{what}] not implemented yet")
-            continue
+    benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn}
+    for what in (list(benches) if args.what == "all" else [args.what]):
         for t in args.threads:
             torch.set_num_threads(t)
             print(f"===== {what}, {t} thread(s) =====", flush=True)
             benches[what](t, args)
-
 
 if __name__ == "__main__":
     main()

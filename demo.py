@@ -16,17 +16,18 @@ import shlex
 import sys
 import time
 
+import common
 import eval as evaluate
 import gsn
 import train
 
 
-
-def run(name, module, argv):
+def run(module, argv):
     print(f"\n$ python {module.__name__}.py {shlex.join(argv)}", flush=True)
     return module.main(argv)
 
 
+@common.cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo")
@@ -47,7 +48,7 @@ def main(argv=None):
                      "--max-new-tokens", "12", "--eval-interval", "30"]
     else:  # half the default budget: a weaker base (about 4 minutes), still with right and wrong samples
         sft_args += ["--max-iters", "300", "--eval-problems", "128", "--eval-k", "4"]
-    res = run("sft", train, sft_args)
+    res = run(train, sft_args)
     summary["sft"] = res
 
     # ---- 2. RL: TOPR vs REINFORCE on the same generated dataset, several epochs (strongly off-policy)
@@ -61,9 +62,9 @@ def main(argv=None):
         rl_common += ["--prompts", "64", "--k", "8", "--epochs", "4", "--batch-size", "32", "--micro-batch", "32",
                       "--lr", "3e-5", "--eval-problems", "128", "--eval-k", "4", "--eval-each-epoch"]
     for name, d in (("topr", topr_dir), ("reinforce", rf_dir)):
-        run(name, train, rl_common + ["--loss", name, "--out", d])
+        run(train, rl_common + ["--loss", name, "--out", d])
     fig = os.path.join(out, "topr_vs_reinforce.png")
-    summary["rl"] = run("compare", evaluate, ["compare", topr_dir, rf_dir, "--labels", "topr", "reinforce",
+    summary["rl"] = run(evaluate, ["compare", topr_dir, rf_dir, "--labels", "topr", "reinforce",
                                              "--title", "strongly off-policy: one dataset, several epochs",
                                              "--out", fig])
 

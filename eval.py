@@ -5,22 +5,66 @@ eval.py -- evaluation and figures.
       [--verifier runs/verifier/ckpt.pt]          ... and verifier accuracy, calibration, weighted voting
   python eval.py compare runs/a runs/b ...        one figure comparing RL runs (metrics.jsonl)
   python eval.py gsn --ckpt runs/gsn/ckpt.pt      GSN: Parzen log-likelihood, chain and inpainting figures
+
+  1. Loading a GPT checkpoint, and the task flags shared with train.py
+  2. Solver accuracy: greedy, pass@1, maj@k, pass@k
+  3. The generative verifier: P(Yes), weighted voting, calibration
+  4. The command line (gpt, compare; gsn is gsn.py's report)
 """
 import argparse
 import collections
 import json
 import os
-import sys
 
 import torch
+import torch.nn.functional as F
 
+import common
 import data
-from data import DataError
-from model import completion_mask, get_device
+import gsn
+from common import UserError
+from model import GPT, GPTConfig, completion_mask, pack
 
-# =============================================================================
-# GPT evaluation (eval.py gpt) and run comparison (eval.py compare)
-# =============================================================================
+
+# -----------------------------------------------------------------------------
+# 1. Checkpoints and the task flags
+
+def load_gpt(path, device):
+    """(model, tokenizer, checkpoint dict) from a checkpoint written by train.py."""
+    ckpt = common.load_checkpoint(path)
+    if "model_config" not in ckpt:
+        raise UserError(f"{path} is not a GPT checkpoint of this repo (no model_config)")
+    model = GPT(GPTConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
+
+
+def check_fits(model, prompts, max_new_tokens, what="a prompt"):
+    """A clear error before any work (not a ValueError from the model mid-run) when the longest prompt
+    plus max_new_tokens does not fit the model's context."""
+    longest = max(len(p) for p in prompts)
+    if longest + max_new_tokens > model.config.block_size:
+        raise UserError(f"{what} has {longest} tokens (+ {max_new_tokens} to generate), more than the model's "
+                        f"context ({model.config.block_size}); lower --max-new-tokens")
+
+
+def add_task_args(p):
+    """The task's flags, the same for train.py sft / rl and eval.py gpt."""
+    p.add_argument("--steps", type=common.positive, nargs="+", default=[1, 2], help="operations per problem")
+    p.add_argument("--max-num", type=common.positive, default=10, help="largest number in a question")
+    p.add_argument("--ops", default="+-", help="subset of +-*/")
+    p.add_argument("--gsm8k", default=None, help="train on a GSM8K jsonl file instead of the procedural task")
+    p.add_argument("--gsm8k-test", default=None, help="GSM8K test jsonl (required with --gsm8k)")
+
+
+def task_kwargs(args):
+    """The task flags as keyword arguments of data.problems."""
+    return dict(steps=tuple(args.steps), max_num=args.max_num, ops=args.ops, gsm8k=args.gsm8k,
+                gsm8k_test=args.gsm8k_test)
+
+
+# -----------------------------------------------------------------------------
+# 2. Solver accuracy
 
 def decode_completions(tok, tokens):
     """Rows of generated ids -> (texts cut at the first EOS, lengths in tokens incl. EOS)."""
@@ -51,9 +95,10 @@ def majority_vote(answers):
 def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generator, batch_prompts=64):
     """k completions per problem: (texts, lengths), both lists of lists [problem][sample]."""
     texts, lengths = [], []
+    encoded = [tok.encode(data.format_prompt(p.question)) for p in problems]
+    check_fits(model, encoded, max_new_tokens)
     for s in range(0, len(problems), batch_prompts):
-        chunk = problems[s:s + batch_prompts]
-        prompts = [tok.encode(data.format_prompt(p.question)) for p in chunk]
+        chunk, prompts = problems[s:s + batch_prompts], encoded[s:s + batch_prompts]
         tokens, _ = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
                                    num_samples=k, generator=generator, pad_id=tok.pad_id)
         t, n = decode_completions(tok, tokens.cpu())
@@ -89,8 +134,17 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
     return (res, sampled) if return_samples else res
 
 
+def evaluate_solver(model, tok, problems, k, max_new_tokens, seed):
+    """evaluate_gpt's metrics and a one-line summary (what train.py rl logs after each iteration)."""
+    res = evaluate_gpt(model, tok, problems, k=k, max_new_tokens=max_new_tokens, seed=seed)
+    return res, (f"test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} maj@{k} {res[f'maj@{k}']:.3f} "
+                 f"invalid {res['invalid']:.3f}")
+
+
 # -----------------------------------------------------------------------------
-# Verifier-weighted voting (TOPR Sec. 5): k candidates per problem, each scored by the verifier's
+# 3. The generative verifier (TOPR Sec. 5)
+#
+# Verifier-weighted voting: k candidates per problem, each scored by the verifier's
 # P(Yes | problem, candidate); the chosen answer is
 #   majority:           the most frequent valid answer
 #   weighted majority:  the valid answer with the largest SUM of P(Yes) over the candidates giving it
@@ -114,16 +168,28 @@ def best_of(answers, weights):
     return answers[max(range(len(answers)), key=lambda i: weights[i])]
 
 
+def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
+    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
+    pass; gradients flow. restricted=False: the unrestricted next-token log-probs of the two tokens."""
+    device = next(model.parameters()).device
+    tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
+    logits, _ = model(tokens.to(device))
+    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
+    logits = logits[torch.arange(len(prompts), device=device), last].float()  # (B, vocab): next-token logits
+    if restricted:
+        return F.log_softmax(logits[:, list(yes_no)], dim=-1)
+    return F.log_softmax(logits, dim=-1)[:, list(yes_no)]
+
+
 @torch.no_grad()
 def score_candidates(verifier, tok, problems, texts, batch=128):
     """P(Yes) of the verifier (restricted to Yes/No) for texts[problem][candidate]: same nesting."""
-    from train import check_verify_context, verdict_logp
     was_training = verifier.training
     verifier.eval()
     flat = [(p, t) for p, ts in zip(problems, texts) for t in ts]
     prompts = [tok.encode(data.format_verify_prompt(p.question, t)) for p, t in flat]
     if prompts:
-        check_verify_context(verifier, prompts)
+        check_fits(verifier, prompts, 1, "a verification prompt")  # + 1: the verdict
     p_yes = []
     for s in range(0, len(prompts), batch):
         p_yes += verdict_logp(verifier, prompts[s:s + batch], data.verdict_ids(tok), tok.pad_id)[:, 0].exp().tolist()
@@ -173,17 +239,27 @@ def verifier_metrics(problems, texts, p_yes, ks=None, bins=10):
     return res
 
 
+def evaluate_verifier(verifier, tok, problems, texts, k):
+    """verifier_metrics of the candidates texts[problem][sample] and a one-line summary (train.py rl)."""
+    res = verifier_metrics(problems, texts, score_candidates(verifier, tok, problems, texts))
+    return res, (f"verifier acc {res['verifier_acc']:.3f} (candidates right {res['candidates_correct']:.3f}) "
+                 f"ece {res['ece']:.3f} | maj@{k} {res[f'maj@{k}']:.3f} weighted maj@{k} {res[f'weighted_maj@{k}']:.3f} "
+                 f"best-of-{k} {res[f'best_of@{k}']:.3f}")
+
+
+# -----------------------------------------------------------------------------
+# 4. The command line
+
 def cmd_gpt(args):
-    from train import load_model, task_problems
-    device = get_device(args.device)
-    model, tok, ckpt = load_model(args.ckpt, device)
-    problems = task_problems(args, args.n, args.seed, "test")
+    device = common.get_device(args.device)
+    model, tok, ckpt = load_gpt(args.ckpt, device)
+    problems = data.problems(args.n, args.seed, "test", **task_kwargs(args))
     res, texts = evaluate_gpt(model, tok, problems, k=args.k, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens, seed=args.seed, return_samples=True)
     if args.verifier:  # score the same k samples with the verifier
-        verifier, vtok, _ = load_model(args.verifier, device)
+        verifier, vtok, _ = load_gpt(args.verifier, device)
         if vtok.name != tok.name:
-            raise DataError(f"--verifier uses tokenizer {vtok.name!r}, --ckpt {tok.name!r}")
+            raise UserError(f"--verifier uses tokenizer {vtok.name!r}, --ckpt {tok.name!r}")
         res["verifier"] = verifier_metrics(problems, texts, score_candidates(verifier, tok, problems, texts))
     print(json.dumps({"ckpt": args.ckpt, "verifier_ckpt": args.verifier, **res}))
     print(f"\n{'metric':<16}value   ({res['n']} held-out problems, k={res['k']}, T={args.temperature})")
@@ -208,28 +284,10 @@ def verifier_table(v):
     return "\n".join(lines)
 
 
-def add_gpt_parser(sub):
-    p = sub.add_parser("gpt", help="held-out accuracy of a GPT checkpoint (and of verifier-weighted voting)")
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--verifier", default=None, help="a verifier checkpoint (train.py rl --task verify): score the k samples")
-    p.add_argument("--n", type=int, default=512, help="held-out problems")
-    p.add_argument("--k", type=int, default=8, help="samples per problem")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--steps", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--max-num", type=int, default=10)
-    p.add_argument("--ops", default="+-")
-    p.add_argument("--gsm8k", default=None, help="a GSM8K jsonl file to evaluate on instead")
-    p.add_argument("--gsm8k-test", default=None)
-    p.set_defaults(func=cmd_gpt)
-
-
 def read_metrics(folder):
     path = os.path.join(folder, "metrics.jsonl")
     if not os.path.isfile(path):
-        raise DataError(f"no metrics.jsonl in {folder}")
+        raise UserError(f"no metrics.jsonl in {folder}")
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -242,7 +300,7 @@ def cmd_compare(args):
     import matplotlib.pyplot as plt
     labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(labels) != len(args.runs):
-        raise DataError(f"{len(args.labels)} labels for {len(args.runs)} runs")
+        raise UserError(f"{len(args.labels)} labels for {len(args.runs)} runs")
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     summary = []
     for run, label in zip(args.runs, labels):
@@ -250,7 +308,7 @@ def cmd_compare(args):
         ev_rows = [r for r in rows if "test_pass@1" in r]
         st_rows = [r for r in rows if "logp_reward_neg" in r]
         if not ev_rows:
-            raise DataError(f"{run}/metrics.jsonl has no evaluation rows (is it an RL run?)")
+            raise UserError(f"{run}/metrics.jsonl has no evaluation rows (is it an RL run?)")
         x = [r["samples"] for r in ev_rows]
         (line,) = axes[0].plot(x, [r["test_pass@1"] for r in ev_rows], marker="o", ms=3, label=label)
         axes[1].plot(x, [r["test_invalid"] for r in ev_rows], marker="o", ms=3, color=line.get_color())
@@ -279,188 +337,36 @@ def cmd_compare(args):
     return summary
 
 
-def add_compare_parser(sub):
-    p = sub.add_parser("compare", help="one figure comparing RL runs")
-    p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
-    p.add_argument("--labels", nargs="+", default=None)
-    p.add_argument("--title", default=None)
-    p.add_argument("--out", default="runs/compare.png")
-    p.set_defaults(func=cmd_compare)
-
-# =============================================================================
-# GSN evaluation (eval.py gsn) -- owned by the GSN work
-# =============================================================================
-
-# Protocol (DESIGN sec. 7, gsn-reference.md sec. 4): for each model, ONE chain of 10,000 consecutive
-# steps started from the first held-out validation digit corrupted by salt-and-pepper noise (as [C],
-# which starts from test_X[0]; we use a validation digit so no test image is a Parzen centre), all
-# training noise on, no burn-in, recording the means p(X|H). Parzen sigma is chosen on the 1000
-# held-out validation images (never trained on) from GSN_SIGMAS; test log-likelihood +- standard error
-# is reported at that sigma and at [C]'s fixed sigma = 0.2. Reference rows are scored the same way.
-
-GSN_SIGMAS = [float(s) for s in __import__("numpy").logspace(-1.3, -0.3, 21)]  # 0.05 .. 0.5, fine grid
-
-
-def gsn_samples(model, start, n_samples, seed=0):
-    """n_samples consecutive chain means of one chain started from `start` (a clean (784,) image)."""
-    import gsn
-    import torch
-    torch.manual_seed(seed)
-    return gsn.sample_chain(model, 1, n_samples, start=torch.as_tensor(start)[None])[:, 0]
-
-
-def gsn_chain_figure(model, starts, path, n_steps=60, seed=0):
-    """Several chains (one per row, its clean start digit first), n_steps consecutive means each."""
-    import gsn
-    import numpy as np
-    import torch
-    torch.manual_seed(seed)
-    ch = gsn.sample_chain(model, len(starts), n_steps - 1, start=starts).numpy()           # (T, C, 784)
-    grid = np.concatenate([np.asarray(starts)[None], ch], 0).transpose(1, 0, 2).reshape(-1, 784)
-    gsn.save_image(path, gsn.tile(grid, len(starts), n_steps))
-
-
-def gsn_inpaint_figure(model, images, path, seed=0):
-    """Each row: the true digit, then the chain with the right half clamped ([C]: free half starts as
-    U(0,1) noise, 49 steps): init and the means after 1, 2, 3, 5, 10, 20, 30, 40, 49 steps."""
-    import gsn
-    import numpy as np
-    import torch
-    torch.manual_seed(seed)
-    x = torch.as_tensor(images)
-    steps = gsn.inpaint(model, x, gsn.right_half_mask(len(x)), n_steps=49).numpy()
-    keep = [0, 1, 2, 3, 5, 10, 20, 30, 40, 49]
-    grid = np.concatenate([x.numpy()[None], steps[keep]], 0).transpose(1, 0, 2).reshape(-1, 784)
-    gsn.save_image(path, gsn.tile(grid, len(x), len(keep) + 1))
-
-
-def one_per_class(X, y, seed=2):
-    """[C]: the first test digit of each class 0-9 after shuffling with numpy seed 2."""
-    import numpy as np
-    perm = np.random.RandomState(seed).permutation(len(y))
-    return X[[perm[np.nonzero(y[perm] == c)[0][0]] for c in range(10) if (y == c).any()]]
-
-
-def gsn_report(runs, out, data_spec="procedural", seed=1, device=None, n_samples=10000, train_seconds=None,
-               references=True):
-    """Parzen table for [(name, ckpt path), ...] plus the reference rows; chain, inpainting and sample
-    figures per model under out/. Prints a readable table and one JSON line; returns the rows."""
-    import json
-    import os
-    import time
-
-    import numpy as np
-    import torch
-
-    import data
-    import gsn
-    os.makedirs(out, exist_ok=True)
-    train_X, valid, test = gsn.load_data(data_spec)
-    if data_spec == "procedural":
-        test_y = data.load_digits("test")[1]
-    else:
-        test_y = data.load_mnist(data_spec)["test"][1]
-    digits = one_per_class(test, test_y)
-    rows = []
-    protocol = (f"Parzen centres: one chain of {n_samples} consecutive means p(X|H) per model, started from the "
-                f"first held-out validation digit corrupted by salt-and-pepper noise, all noise on, no burn-in; "
-                f"sigma tuned on {len(valid)} held-out validation images over logspace(-1.3,-0.3,21), also sigma=0.2; "
-                f"{len(test)} test images, mean +- standard error")
-    print(protocol, flush=True)
-
-    def score(name, samples, note, **extra):
-        t0 = time.time()
-        r = gsn.parzen_evaluate(torch.as_tensor(samples), valid, test, GSN_SIGMAS)
-        r.update(name=name, note=note, n_samples=len(samples), parzen_s=round(time.time() - t0, 1), **extra)
-        rows.append(r)
-        print(f"  {name}: log-lik {r['ll']:.1f} +- {r['se']:.1f} (sigma {r['sigma']:.3f}); "
-              f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} at sigma 0.2", flush=True)
-
-    for name, ckpt in runs:
-        model, cfg = gsn.load_model(ckpt, device)
-        state = data.load_checkpoint(ckpt)
-        print(f"[{name}] sampling a {n_samples}-step chain ...", flush=True)
-        t0 = time.time()
-        s = gsn_samples(model, valid[0], n_samples, seed=seed)
-        t_chain = time.time() - t0
-        gsn_chain_figure(model, valid[:8], os.path.join(out, f"{name}-chains.png"), seed=seed)
-        gsn_inpaint_figure(model, digits, os.path.join(out, f"{name}-inpainting.png"), seed=seed)
-        if len(s) >= 400:  # [C]'s figure: the first 400 consecutive means, 20 x 20
-            gsn.save_image(os.path.join(out, f"{name}-chain400.png"), gsn.tile(s[:400].numpy(), 20, 20))
-        desc = (f"{cfg['model']} K={cfg['layers']} h={cfg['hidden']} walkbacks={cfg['walkbacks']} "
-                f"{cfg['optimizer']} steps={state['step']}")
-        score(name, s, desc, chain_s=round(t_chain, 1), step=state["step"],
-              epochs=round(state["step"] * cfg["batch_size"] / len(train_X), 2),
-              train_s=round((train_seconds or {}).get(name, float("nan")), 1))
-    if references:
-        rng = np.random.RandomState(seed)
-        real = train_X[:n_samples]
-        score("real training images", real, f"{len(real)} training images as centres (upper reference)")
-        means = train_X.mean(0)
-        score("independent pixels", (rng.rand(n_samples, 784) < means).astype(np.float32),
-              "Bernoulli(training pixel means) samples")
-    # the readable table and one JSON line
-    lines = ["| model | Parzen log-lik (tuned sigma) | sigma | log-lik at sigma=0.2 | training | setting |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        tr = f"{r['step']} steps ({r['epochs']} ep, {r['train_s']:.0f} s)" if "step" in r else "-"
-        lines.append(f"| {r['name']} | {r['ll']:.1f} +- {r['se']:.1f} | {r['sigma']:.3f} | "
-                     f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {tr} | {r['note']} |")
-    table = "\n".join(lines)
-    print(table)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table + "\n\n" + protocol + "\n")
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"data": data_spec, "seed": seed, "protocol": protocol, "rows": rows}, f, indent=1)
-    print(json.dumps({"gsn_parzen": [{k: r[k] for k in ("name", "ll", "se", "sigma", "ll_fixed", "se_fixed")}
-                                     for r in rows]}))
-    return rows
-
-
-def add_gsn_parser(sub):
-    p = sub.add_parser("gsn", help="GSN: Parzen log-likelihood, chain and inpainting figures")
-    p.add_argument("--ckpt", nargs="+", required=True, help="one or more gsn.py checkpoints (name=path allowed)")
-    p.add_argument("--dae-ckpt", default=None, help="a DAE trained without walkback, scored as a reference row")
-    p.add_argument("--data", default=None, help="override the data the first checkpoint was trained on")
-    p.add_argument("--out", default=None, help="figures/results folder (default: the first ckpt's folder)")
-    p.add_argument("--n-samples", type=int, default=10000, help="consecutive chain means used as Parzen centres")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-references", action="store_true", help="skip the real-images and pixel rows")
-    p.set_defaults(func=cmd_gsn)
-
-
-def cmd_gsn(args):
-    import os
-
-    import data
-    if args.n_samples < 1:
-        raise DataError(f"--n-samples must be >= 1, got {args.n_samples}")
-    runs = []
-    for c in args.ckpt + ([f"dae-no-walkback={args.dae_ckpt}"] if args.dae_ckpt else []):
-        name, _, path = c.rpartition("=") if "=" in c else (None, None, c)
-        runs.append((name or os.path.basename(os.path.dirname(os.path.abspath(path))), path))
-    cfg = data.load_checkpoint(runs[0][1]).get("config")
-    if not isinstance(cfg, dict):
-        raise DataError(f"{runs[0][1]} is not a gsn.py checkpoint")
-    out = args.out or os.path.dirname(os.path.abspath(runs[0][1]))
-    gsn_report(runs, out, data_spec=args.data or cfg["data"], seed=args.seed, device=args.device,
-               n_samples=args.n_samples, references=not args.no_references)
-
-# =============================================================================
-
+@common.cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, obj in list(globals().items()):
-        if name.startswith("add_") and name.endswith("_parser"):
-            obj(sub)  # each section registers its subcommand and sets func=
+
+    p = sub.add_parser("gpt", help="held-out accuracy of a GPT checkpoint (and of verifier-weighted voting)")
+    p.add_argument("--ckpt", required=True, help="a train.py checkpoint")
+    p.add_argument("--verifier", default=None, help="a verifier checkpoint (train.py rl --task verify): score the k samples")
+    p.add_argument("--n", type=common.positive, default=512, help="held-out problems")
+    p.add_argument("--k", type=common.positive, default=8, help="samples per problem")
+    p.add_argument("--temperature", type=common.flag(float, min=0.0), default=1.0, help="0 = greedy")
+    p.add_argument("--max-new-tokens", type=common.positive, default=48, help="longest completion")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device name")
+    add_task_args(p)
+    p.set_defaults(func=cmd_gpt)
+
+    p = sub.add_parser("compare", help="one figure comparing RL runs")
+    p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
+    p.add_argument("--labels", nargs="+", default=None, help="one label per run (default: folder names)")
+    p.add_argument("--title", default=None)
+    p.add_argument("--out", default="runs/compare.png", help="the figure")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("gsn", help="GSN: Parzen log-likelihood, chain and inpainting figures")
+    gsn.add_report_args(p)
+    p.set_defaults(func=gsn.report_from_args)
+
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return args.func(args)
 
 
 if __name__ == "__main__":

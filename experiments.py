@@ -21,12 +21,12 @@ import math
 import os
 import shlex
 import statistics
-import sys
 
+import common
 import eval as evaluate
 import topr
 import train
-from data import DataError
+from common import UserError
 
 
 def run_train(argv):
@@ -42,6 +42,13 @@ def mean_se(xs):
     m = statistics.fmean(xs)
     se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan")
     return m, se
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed: figures go to files
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def write_table(out, lines):
@@ -118,9 +125,7 @@ def exp_iterated(args):
 
 
 def exp_baseline(args):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     out = os.path.join(args.out, "exp_baseline")
     cs = [-0.9, -0.6, -0.3, 0.0, 0.3]
     rows = []
@@ -160,9 +165,7 @@ def exp_verifier(args):
     8 iterations of 128 prompts), with topr vs reinforce vs sft_pos on balanced candidates, and topr on
     uncurated ones; then majority, verifier-weighted majority and best-of-k on 16 held-out candidates
     per test problem, against k."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     out = os.path.join(args.out, "exp_verifier")
     # name -> (loss, curation): balanced candidates (half right, half wrong) for the three losses, and
     # topr on the candidates as the solver makes them (~24% right), where "always No" is already 76% right
@@ -221,6 +224,7 @@ def exp_verifier(args):
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier}
 
 
+@common.cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=list(EXPERIMENTS))
@@ -230,15 +234,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-done", action="store_true", help="reuse finished runs under --out")
     args = p.parse_args(argv)
-    try:
-        if not os.path.isfile(args.sft):
-            raise DataError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
-        os.makedirs(args.figures, exist_ok=True)
-        EXPERIMENTS[args.name](args)
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
+    if not os.path.isfile(args.sft):
+        raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
+    os.makedirs(args.figures, exist_ok=True)
+    EXPERIMENTS[args.name](args)
 
 if __name__ == "__main__":
     main()

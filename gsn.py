@@ -2,7 +2,7 @@
 gsn.py -- Generative Stochastic Networks (Bengio, Thibodeau-Laufer, Alain, Yosinski, ICML 2014;
 Alain, Bengio, Yao et al. 2015) and the walkback denoising auto-encoder (Bengio, Yao, Alain,
 Vincent, NeurIPS 2013), following the authors' Theano code github:yaoli/GSN ("[C]" below; its exact
-settings are summarised in the README's GSN section).
+settings are summarised in RESULTS.md, section GSN).
 
 The idea: instead of writing down p(x), learn the *transition operator* of a Markov chain whose
 stationary distribution is the data distribution:
@@ -12,6 +12,7 @@ Training = denoising with *walkback*: start the chain at a corrupted training ex
 N steps, and ask every step to reconstruct the ORIGINAL clean example. The later steps visit the
 places the chain would wander to (spurious modes) and learn to pull back toward the data.
 Sampling = just run the chain. Inpainting = run the chain with the observed pixels clamped.
+Evaluation = Parzen-window log-likelihood of one long chain's means (report; `eval.py gsn`).
 
   python gsn.py                                   deep GSN (2 x 500 tanh), 3600 steps, ~8 CPU-minutes
   python gsn.py --model dae --hidden 1000         walkback DAE (1 sigmoid layer, 5 walkback steps)
@@ -24,23 +25,17 @@ import argparse
 import json
 import math
 import os
-import random
-import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-import data
-from data import DataError
-from model import get_device
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
-
+import common
+from common import UserError
+from images import load_digits, load_mnist
 
 # -----------------------------------------------------------------------------
 # Model
@@ -132,17 +127,16 @@ def build_model(cfg):
 
 
 # -----------------------------------------------------------------------------
-# Sampling and inpainting ([C] sample_some_numbers, inpainting)
+# Sampling and inpainting ([C] sample_some_numbers, inpainting). Both draw from torch's global RNG:
+# a caller that wants a reproducible picture seeds it first (chain_figure, inpaint_figure, report).
 
 @torch.no_grad()
-def sample_chain(model, n_chains, n_steps, start=None, noisy=True, generator_seed=None):
+def sample_chain(model, n_chains, n_steps, start=None, noisy=True):
     """Run n_chains chains for n_steps steps -> (n_steps, n_chains, 784) chain MEANS p(X | H_t).
     As [C]: each chain starts from a data example (`start`, (n_chains, 784)) corrupted by salt-and-pepper
     noise, hiddens at 0, and ALL training noise stays on while sampling. Without `start`: sparse
     Bernoulli(0.13) images (uniform noise can lead a GSN into an inverted, white-background mode).
     The recorded means p(X|H) are what Parzen scores (never the binary samples)."""
-    if generator_seed is not None:
-        torch.manual_seed(generator_seed)
     dev = next(model.parameters()).device
     if start is None:
         start = torch.bernoulli(torch.full((n_chains, 784), 0.13, device=dev))
@@ -155,13 +149,11 @@ def sample_chain(model, n_chains, n_steps, start=None, noisy=True, generator_see
 
 
 @torch.no_grad()
-def inpaint(model, images, mask, n_steps=49, generator_seed=None):
+def inpaint(model, images, mask, n_steps=49):
     """Conditional sampling ([C] inpainting): the pixels where mask is True are observed and clamped to
     `images` after EVERY step, in the recorded mean and in the visible fed back (clean, no salt-and-pepper);
     the free pixels start as U(0, 1) noise; hiddens are never clamped.
     Returns (n_steps + 1, n, 784): the initial image then one mean per step."""
-    if generator_seed is not None:
-        torch.manual_seed(generator_seed)
     dev = next(model.parameters()).device
     x = torch.as_tensor(images, dtype=torch.float32, device=dev)
     m = torch.as_tensor(mask, dtype=torch.bool, device=dev).expand_as(x)
@@ -223,31 +215,44 @@ def parzen_evaluate(samples, valid, test, sigmas, fixed_sigma=0.2, chunk=1000):
 N_VALID = 1000  # the last 1000 training images are held out (Parzen's sigma is chosen on them)
 
 
-def load_data(spec, seed=0, cache_dir=None, n_train=None):
+def load_data(spec, n_train=None):
     """'procedural' -> the MNIST-like generator (60k/10k); otherwise a folder of MNIST IDX files.
     n_train limits the training images (plus the N_VALID held out; for quick runs).
-    Returns (train, valid, test) float32 numpy arrays (n, 784) in [0, 1]."""
+    Returns (train, valid, test, test_labels): float32 (n, 784) in [0, 1], and int64 labels."""
     if spec == "procedural":
         n = None if n_train is None else n_train + N_VALID
-        Xtr, _ = data.load_digits("train", n=n, seed=seed, cache_dir=cache_dir)
-        Xte, _ = data.load_digits("test", n=None if n is None else min(n, 10000), seed=seed, cache_dir=cache_dir)
+        Xtr, _ = load_digits("train", n=n)
+        Xte, yte = load_digits("test", n=None if n is None else min(n, 10000))
     else:
-        d = data.load_mnist(spec)
-        Xtr, Xte = d["train"][0], d["test"][0]
+        mnist = load_mnist(spec)
+        (Xtr, _), (Xte, yte) = mnist["train"], mnist["test"]
         if n_train is not None:
             Xtr = Xtr[:n_train + N_VALID]
     if len(Xtr) <= N_VALID:
-        raise DataError(f"need more than {N_VALID} training images, got {len(Xtr)}")
-    return Xtr[:-N_VALID], Xtr[-N_VALID:], Xte
+        raise UserError(f"need more than {N_VALID} training images, got {len(Xtr)}")
+    return Xtr[:-N_VALID], Xtr[-N_VALID:], Xte, yte
 
 
-def tile(images, rows, cols, pad=1):
-    """(rows*cols, 784) -> one (rows*29-1, cols*29-1) image for plt.imsave, with thin grey gaps."""
-    images = np.asarray(images, dtype=np.float32).reshape(rows, cols, 28, 28)
+def data_flag(s):
+    """--data: 'procedural' or an existing folder of MNIST IDX files (checked where the flag enters)."""
+    if s != "procedural" and not os.path.isdir(s):
+        raise argparse.ArgumentTypeError(f"MNIST folder not found: {s}")
+    return s
+
+
+def one_per_class(X, y, seed=2):
+    """[C]: the first test digit of each class 0-9 after shuffling with numpy seed 2."""
+    perm = np.random.RandomState(seed).permutation(len(y))
+    return X[[perm[np.nonzero(y[perm] == c)[0][0]] for c in range(10) if (y == c).any()]]
+
+
+def tile(frames, rows, cols, pad=1):
+    """(rows*cols, 784) -> one (rows*29-1, cols*29-1) image, with thin grey gaps."""
+    frames = np.asarray(frames, dtype=np.float32).reshape(rows, cols, 28, 28)
     out = np.full((rows * (28 + pad) - pad, cols * (28 + pad) - pad), 0.5, np.float32)
     for r in range(rows):
         for c in range(cols):
-            out[r * (28 + pad):r * (28 + pad) + 28, c * (28 + pad):c * (28 + pad) + 28] = images[r, c]
+            out[r * (28 + pad):r * (28 + pad) + 28, c * (28 + pad):c * (28 + pad) + 28] = frames[r, c]
     return out
 
 
@@ -258,61 +263,48 @@ def save_image(path, img):
     Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(path, optimize=True)
 
 
-def save_figures(model, valid, test, out, n_chains=10, n_steps=30, seed=0):
-    """Chain figure (each row: one chain, consecutive means, started from an S&P-corrupted held-out digit
-    shown first) and inpainting figure (each row: the true digit, the start, then means every few steps;
-    right half clamped). Returns the two paths."""
+def save_rows(path, frames):
+    """(T, C, 784) frames -> one image, a row per chain C, time running left to right."""
+    T, C = frames.shape[:2]
+    save_image(path, tile(np.asarray(frames).transpose(1, 0, 2).reshape(-1, 784), C, T))
+
+
+def chain_figure(model, starts, path, n_steps=60, seed=0):
+    """Each row: one chain, its clean start digit, then n_steps - 1 consecutive means (sample_chain)."""
     torch.manual_seed(seed)
-    chains = sample_chain(model, n_chains, n_steps - 1, start=valid[:n_chains])      # (T, C, 784)
-    grid = np.concatenate([valid[:n_chains][None], chains.numpy()], 0)              # start digit first
-    p_chain = os.path.join(out, "samples.png")
-    save_image(p_chain, tile(grid.transpose(1, 0, 2).reshape(-1, 784), n_chains, n_steps))
-    # one test digit per class when labels are unknown: just the first 10 test images
-    x = torch.as_tensor(test[:10])
-    steps = inpaint(model, x, right_half_mask(len(x)), n_steps=49)                  # (50, 10, 784)
-    keep = [0, 1, 2, 3, 5, 10, 20, 30, 40, 49]
-    grid = np.concatenate([x[None].numpy(), steps[keep].numpy()], 0)                # truth, then steps
-    p_inp = os.path.join(out, "inpainting.png")
-    save_image(p_inp, tile(grid.transpose(1, 0, 2).reshape(-1, 784), len(x), len(keep) + 1))
-    return p_chain, p_inp
+    chains = sample_chain(model, len(starts), n_steps - 1, start=starts).numpy()       # (T, C, 784)
+    save_rows(path, np.concatenate([np.asarray(starts)[None], chains], 0))
+
+
+INPAINT_SHOWN = [0, 1, 2, 3, 5, 10, 20, 30, 40, 49]  # the start, then the means after these steps
+
+
+def inpaint_figure(model, digits, path, seed=0):
+    """Each row: the true digit, then the chain with the right half clamped ([C]: free half starts as
+    U(0,1) noise, 49 steps) at INPAINT_SHOWN."""
+    torch.manual_seed(seed)
+    x = torch.as_tensor(digits)
+    steps = inpaint(model, x, right_half_mask(len(x)), n_steps=INPAINT_SHOWN[-1]).numpy()
+    save_rows(path, np.concatenate([x.numpy()[None], steps[INPAINT_SHOWN]], 0))
 
 
 # -----------------------------------------------------------------------------
 # Training
-
-def validate_args(a):
-    """Bad flag values -> one-line DataError (the CLI prints it and exits 1)."""
-    for name in ("layers", "hidden", "walkbacks", "batch_size", "n_train"):
-        if getattr(a, name) is not None and getattr(a, name) < 1:
-            raise DataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    if not 0 <= a.input_noise < 1:
-        raise DataError(f"--input-noise must be in [0, 1), got {a.input_noise}")
-    if a.hidden_noise is not None and a.hidden_noise < 0:
-        raise DataError(f"--hidden-noise must be >= 0, got {a.hidden_noise}")
-    if a.lr is not None and not a.lr > 0:
-        raise DataError(f"--lr must be > 0, got {a.lr}")
-    for name in ("epochs", "minutes", "max_steps"):
-        v = getattr(a, name)
-        if v is not None and v <= 0:
-            raise DataError(f"--{name.replace('_', '-')} must be > 0, got {v}")
-    if a.data != "procedural" and not os.path.isdir(a.data):
-        raise DataError(f"--data: MNIST folder not found: {a.data}")
-
 
 def make_config(a):
     """The run's settings as a plain dict (stored in ckpt.pt; weights_only loading needs plain types).
     Per-model defaults follow [C]: GSN = tanh, hidden sigma 2, walkback 4, real-valued targets;
     DAE = sigmoid, no hidden noise, walkback 5, binarised (x > 0.5) targets (run_dae_*.py use MNIST_binary)."""
     gsn = a.model == "gsn"
+    if not gsn and a.layers not in (None, 1):
+        raise UserError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
     cfg = dict(model=a.model, layers=(a.layers or 2) if gsn else 1, hidden=a.hidden or (500 if gsn else 1000),
                act="tanh" if gsn else "sigmoid", walkbacks=a.walkbacks or (4 if gsn else 5),
                input_noise=a.input_noise, hidden_noise=(2.0 if gsn else 0.0) if a.hidden_noise is None else a.hidden_noise,
                binarize=(not gsn) if a.binarize is None else bool(a.binarize),
                optimizer=a.optimizer, batch_size=a.batch_size, epochs=a.epochs, max_steps=a.max_steps,
                minutes=a.minutes, data=a.data, n_train=a.n_train, seed=a.seed)
-    if a.model == "dae" and a.layers not in (None, 1):
-        raise DataError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
-    # Adam 1e-3 for short CPU budgets (DESIGN sec. 10: the original SGD gives a blurry blob in 10 min);
+    # Adam 1e-3 for short CPU budgets (an early prototype: the original SGD gives a blurry blob in 10 min);
     # sgd = [C]: GSN lr 0.25, momentum 0.5 (dampening 0.5: m = 0.5 m + 0.5 g), x0.995 per epoch;
     #            DAE lr 10, no momentum, no decay.
     if a.optimizer == "adam":
@@ -326,29 +318,22 @@ def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, qu
     """Train a GSN/DAE with walkback; writes out/ckpt.pt (atomic), out/metrics.jsonl, figures.
     Returns (model, list of per-step total losses of this call). Under torchrun, each process takes
     rows rank, rank + world, ... of every minibatch and DDP averages the gradients; process 0 writes."""
-    rank, world, dev = data.ddp_setup()
-    try:
-        res = _train(cfg, out, resume, dev or get_device(device or "auto"), rank, world, log_every, ckpt_every,
-                     quiet or rank != 0, figures and rank == 0)
-    except BaseException:
-        data.ddp_cleanup(ok=False)
-        raise
-    data.ddp_cleanup()
-    return res
+    return common.distributed(_train, cfg, out, resume, log_every, ckpt_every, quiet, figures,
+                              device=device or "auto")
 
 
-def _train(cfg, out, resume, dev, rank, world, log_every, ckpt_every, quiet, figures):
+def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, figures):
     master = rank == 0
-    os.makedirs(out, exist_ok=True)
-    ckpt_path, metrics_path = os.path.join(out, "ckpt.pt"), os.path.join(out, "metrics.jsonl")
+    quiet, figures = quiet or not master, figures and master
+    common.make_out_dir(out)
+    ckpt_path = os.path.join(out, "ckpt.pt")
     state = None
     if resume:
-        state = data.load_checkpoint(ckpt_path)
-        saved = state["config"]
+        state = common.load_checkpoint(ckpt_path)
         # keep the architecture and data of the run; allow extending its budget from the command line
-        cfg = {**saved, **{k: cfg.get(k) for k in ("epochs", "max_steps", "minutes")}}
-    random.seed(cfg["seed"]); np.random.seed(cfg["seed"]); torch.manual_seed(cfg["seed"])
-    Xtr, Xva, Xte = load_data(cfg["data"], seed=0, n_train=cfg.get("n_train"))
+        cfg = {**state["config"], **{k: cfg.get(k) for k in ("epochs", "max_steps", "minutes")}}
+    torch.manual_seed(cfg["seed"])
+    Xtr, Xva, Xte, yte = load_data(cfg["data"], n_train=cfg.get("n_train"))
     # [C]: shuffle the training set ONCE with a fixed seed, then sequential minibatches every epoch
     Xtr = Xtr[np.random.RandomState(cfg["seed"]).permutation(len(Xtr))]
     X = torch.from_numpy(Xtr).to(dev)
@@ -363,88 +348,86 @@ def _train(cfg, out, resume, dev, rank, world, log_every, ckpt_every, quiet, fig
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        data.set_rng_state(state["rng"])
+        common.set_rng_state(state["rng"])
         step = state["step"]
     B = cfg["batch_size"]
     if B % world:
-        raise DataError(f"--batch-size {B} must be divisible by the number of processes ({world})")
+        raise UserError(f"--batch-size {B} must be divisible by the number of processes ({world})")
     train_model = model
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         torch.manual_seed(cfg["seed"] * 1000 + rank + step)  # independent chain noise in each process
     per_epoch = len(X) // B
     max_steps = cfg["max_steps"] or (int(cfg["epochs"] * per_epoch) if cfg["epochs"] else None)
     deadline = time.time() + 60 * cfg["minutes"] if cfg["minutes"] else None
     if max_steps is None and deadline is None:
-        raise DataError("give a budget: --epochs, --max-steps or --minutes")
+        raise UserError("give a budget: --epochs, --max-steps or --minutes")
+    # the log is cut back to the rows the checkpoint had seen: a crash + --resume never repeats a row
+    metrics = common.Metrics(out, resume=state is not None, rows=state.get("metrics_rows") if state else None,
+                             enabled=master)
 
     def save():
-        if not master:
-            return
-        data.atomic_save({"config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "rng": data.rng_state(), "step": step}, ckpt_path)
+        if master:
+            common.atomic_save({"config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "rng": common.rng_state(), "step": step, "metrics_rows": metrics.rows}, ckpt_path)
 
     losses = []
     t0, last_t, last_step = time.time(), time.time(), step
-    mf = open(metrics_path, "a") if master else open(os.devnull, "w")
-    stop = data.StopFlag()  # Ctrl-C: finish the step, save, stop
+    stop = common.StopFlag()  # Ctrl-C: finish the step, save, stop
     if not quiet:
         n_par = sum(p.numel() for p in model.parameters())
         print(f"{cfg['model']} K={cfg['layers']} hidden={cfg['hidden']} walkbacks={cfg['walkbacks']} "
               f"params={n_par/1e6:.2f}M train={len(X)} device={dev} steps={max_steps} "
               f"minutes={cfg['minutes']} start_step={step}", flush=True)
-    while (max_steps is None or step < max_steps) and (deadline is None or time.time() < deadline) and not stop.stop:
-        epoch, i = divmod(step, per_epoch)
-        for g in opt.param_groups:  # [C]: lr x 0.995 per epoch (stateless, so --resume continues exactly)
-            g["lr"] = cfg["lr"] * cfg["lr_decay"] ** epoch
-        x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
-        loss, step_losses, _ = train_model(x, cfg["walkbacks"], target=tgt)
-        if not torch.isfinite(loss):
-            mf.close()
-            raise TrainingError(f"non-finite loss {loss.item()} at step {step}; stopped, last good "
-                                f"checkpoint kept in {ckpt_path}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        if step % log_every == 0 or step == max_steps:
-            now = time.time()
-            rec = {"step": step, "epoch": round(step / per_epoch, 3), "loss": losses[-1],
-                   "loss_last_step": step_losses[-1].item(), "lr": opt.param_groups[0]["lr"],
-                   "img_per_s": round((step - last_step) * B / max(now - last_t, 1e-9), 1),
-                   "elapsed_s": round(now - t0, 1)}
-            mf.write(json.dumps(rec) + "\n"); mf.flush()
-            last_t, last_step = now, step
-            if not quiet:
-                if max_steps:
-                    eta = f"eta {(now - t0) / len(losses) * (max_steps - step) / 60:.1f} min"
-                else:
-                    eta = f"eta {max(deadline - now, 0) / 60:.1f} min"
-                print(f"step {step} epoch {rec['epoch']:.2f} loss {rec['loss']:.4f} (last step "
-                      f"{rec['loss_last_step']:.4f}) {rec['img_per_s']:.0f} img/s {eta}", flush=True)
-        if step % ckpt_every == 0:
-            save()
-    mf.close()
-    save()
+    try:
+        while (max_steps is None or step < max_steps) and (deadline is None or time.time() < deadline) and not stop.stop:
+            epoch, i = divmod(step, per_epoch)
+            for g in opt.param_groups:  # [C]: lr x 0.995 per epoch (stateless, so --resume continues exactly)
+                g["lr"] = cfg["lr"] * cfg["lr_decay"] ** epoch
+            x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
+            loss, step_losses, _ = train_model(x, cfg["walkbacks"], target=tgt)
+            common.check_finite(loss, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(loss.item())
+            if step % log_every == 0 or step == max_steps:
+                now = time.time()
+                rec = {"step": step, "epoch": round(step / per_epoch, 3), "loss": losses[-1],
+                       "loss_last_step": step_losses[-1].item(), "lr": opt.param_groups[0]["lr"],
+                       "img_per_s": round((step - last_step) * B / max(now - last_t, 1e-9), 1),
+                       "elapsed_s": round(now - t0, 1)}
+                metrics.log(**rec)
+                last_t, last_step = now, step
+                if not quiet:
+                    left = (now - t0) / len(losses) * (max_steps - step) if max_steps else max(deadline - now, 0)
+                    print(f"step {step} epoch {rec['epoch']:.2f} loss {rec['loss']:.4f} (last step "
+                          f"{rec['loss_last_step']:.4f}) {rec['img_per_s']:.0f} img/s eta {left / 60:.1f} min", flush=True)
+            if step % ckpt_every == 0:
+                save()
+        save()
+    finally:
+        metrics.close()
     if stop.stop and master:
         print(f"stopped at step {step}; continue with --resume", flush=True)
     if figures:
-        paths = save_figures(model, Xva, Xte, out)
+        paths = os.path.join(out, "samples.png"), os.path.join(out, "inpainting.png")
+        chain_figure(model, Xva[:10], paths[0], n_steps=30)
+        inpaint_figure(model, one_per_class(Xte, yte), paths[1])
         if not quiet:
-            print(f"wrote {ckpt_path}, {metrics_path}, {paths[0]}, {paths[1]}")
+            print(f"wrote {ckpt_path}, {os.path.join(out, 'metrics.jsonl')}, {paths[0]}, {paths[1]}")
     return model, losses
 
 
 def load_model(path, device=None):
-    """(model in eval mode on device, config dict) from a ckpt.pt written by train()."""
-    state = data.load_checkpoint(path)
-    if "config" not in state or "model" not in state:
-        raise DataError(f"{path} is not a gsn.py checkpoint")
+    """(model in eval mode on device, config dict, training step) from a ckpt.pt written by train()."""
+    state = common.load_checkpoint(path)
+    if not isinstance(state.get("config"), dict) or "model" not in state:
+        raise UserError(f"{path} is not a gsn.py checkpoint")
     model = build_model(state["config"])
     model.load_state_dict(state["model"])
-    return model.to(get_device(device or "auto")).eval(), state["config"]
+    return model.to(common.get_device(device or "auto")).eval(), state["config"], state["step"]
 
 
 def demo(out, seed=0, quick=False):
@@ -456,12 +439,112 @@ def demo(out, seed=0, quick=False):
         argv = ["--out", out, "--seed", str(seed), "--max-steps", "20", "--hidden", "32", "--n-train", "200"]
     print(f"$ python gsn.py {' '.join(argv)}", flush=True)
     a = parse_args(argv)
-    validate_args(a)
     t0 = time.time()
     _, losses = train(make_config(a), out, device=a.device)
     return {"steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1],
             "train_seconds": round(time.time() - t0, 1), "ckpt": os.path.join(out, "ckpt.pt"),
             "samples": os.path.join(out, "samples.png"), "inpainting": os.path.join(out, "inpainting.png")}
+
+
+# -----------------------------------------------------------------------------
+# Evaluation (`eval.py gsn`, `gsn.py --experiment`)
+#
+# Protocol (that of [C]'s likelihood_estimation_parzen.py): for each model, ONE chain of n_samples (10,000) consecutive steps
+# started from the first held-out validation digit corrupted by salt-and-pepper noise (as [C], which
+# starts from test_X[0]; a validation digit keeps every test image out of the Parzen centres), all
+# training noise on, no burn-in, recording the means p(X|H). Parzen sigma is chosen on the 1000
+# held-out validation images (never trained on) from GSN_SIGMAS, as the GAN paper does; the test
+# log-likelihood +- standard error is reported at that sigma and at [C]'s fixed sigma = 0.2.
+# Reference rows (real training images, independent pixels) are scored the same way.
+
+GSN_SIGMAS = [float(s) for s in np.logspace(-1.3, -0.3, 21)]  # 0.05 .. 0.5, fine grid
+
+
+def report(runs, out, data_spec=None, seed=1, device=None, n_samples=10000, train_seconds=None,
+           references=True):
+    """Parzen table for runs = [(name, ckpt path), ...] plus the reference rows; per model the chain,
+    inpainting and 400-mean figures under out/. data_spec None: the first checkpoint's data. Writes
+    out/results.md and out/results.json, prints the table and one JSON line; returns the rows."""
+    models = [(name, *load_model(path, device)) for name, path in runs]  # a bad checkpoint fails first
+    data_spec = data_spec or models[0][2]["data"]
+    common.make_out_dir(out)
+    train_X, valid, test, test_y = load_data(data_spec)
+    protocol = (f"Parzen centres: one chain of {n_samples} consecutive means p(X|H) per model, started from the "
+                f"first held-out validation digit corrupted by salt-and-pepper noise, all noise on, no burn-in; "
+                f"sigma tuned on {len(valid)} held-out validation images over logspace(-1.3,-0.3,21), also sigma=0.2; "
+                f"{len(test)} test images, mean +- standard error")
+    print(protocol, flush=True)
+    rows = []
+
+    def score(name, samples, note, **extra):
+        t0 = time.time()
+        r = parzen_evaluate(torch.as_tensor(samples), valid, test, GSN_SIGMAS)
+        r.update(name=name, note=note, n_samples=len(samples), parzen_s=round(time.time() - t0, 1), **extra)
+        rows.append(r)
+        print(f"  {name}: log-lik {r['ll']:.1f} +- {r['se']:.1f} (sigma {r['sigma']:.3f}); "
+              f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} at sigma 0.2", flush=True)
+
+    for name, model, cfg, step in models:
+        print(f"[{name}] sampling a {n_samples}-step chain ...", flush=True)
+        t0 = time.time()
+        torch.manual_seed(seed)
+        s = sample_chain(model, 1, n_samples, start=torch.as_tensor(valid[:1]))[:, 0]    # (n_samples, 784)
+        t_chain = time.time() - t0
+        chain_figure(model, valid[:8], os.path.join(out, f"{name}-chains.png"), seed=seed)
+        inpaint_figure(model, one_per_class(test, test_y), os.path.join(out, f"{name}-inpainting.png"), seed=seed)
+        if len(s) >= 400:  # [C]'s figure: the first 400 consecutive means, 20 x 20
+            save_image(os.path.join(out, f"{name}-chain400.png"), tile(s[:400].numpy(), 20, 20))
+        desc = f"{cfg['model']} K={cfg['layers']} h={cfg['hidden']} walkbacks={cfg['walkbacks']} {cfg['optimizer']} steps={step}"
+        train_s = (train_seconds or {}).get(name)  # None (JSON null) when the report did not train it
+        score(name, s, desc, chain_s=round(t_chain, 1), step=step,
+              epochs=round(step * cfg["batch_size"] / len(train_X), 2),
+              train_s=None if train_s is None else round(train_s, 1))
+    if references:
+        rng = np.random.RandomState(seed)
+        real = train_X[:n_samples]
+        score("real training images", real, f"{len(real)} training images as centres (upper reference)")
+        score("independent pixels", (rng.rand(n_samples, 784) < train_X.mean(0)).astype(np.float32),
+              "Bernoulli(training pixel means) samples")
+    lines = ["| model | Parzen log-lik (tuned sigma) | sigma | log-lik at sigma=0.2 | training | setting |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        tr = "-"
+        if "step" in r:
+            took = "" if r["train_s"] is None else f", {r['train_s']:.0f} s"
+            tr = f"{r['step']} steps ({r['epochs']} ep{took})"
+        lines.append(f"| {r['name']} | {r['ll']:.1f} +- {r['se']:.1f} | {r['sigma']:.3f} | "
+                     f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {tr} | {r['note']} |")
+    table = "\n".join(lines)
+    print(table)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n\n" + protocol + "\n")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"data": data_spec, "seed": seed, "protocol": protocol, "rows": rows}, f, indent=1)
+    print(json.dumps({"gsn_parzen": [{k: r[k] for k in ("name", "ll", "se", "sigma", "ll_fixed", "se_fixed")}
+                                     for r in rows]}))
+    return rows
+
+
+def add_report_args(p):
+    """The flags of `eval.py gsn` (report_from_args runs it)."""
+    p.add_argument("--ckpt", nargs="+", required=True, help="one or more gsn.py checkpoints (name=path allowed)")
+    p.add_argument("--dae-ckpt", default=None, help="a DAE trained without walkback, scored as a reference row")
+    p.add_argument("--data", type=data_flag, default=None, help="override the data the first checkpoint was trained on")
+    p.add_argument("--out", default=None, help="figures/results folder (default: the first ckpt's folder)")
+    p.add_argument("--n-samples", type=common.positive, default=10000, help="consecutive chain means used as Parzen centres")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-references", action="store_true", help="skip the real-images and pixel rows")
+
+
+def report_from_args(args):
+    """Run report() for flags declared by add_report_args. A run is named by `name=path` or its folder."""
+    runs = []
+    for c in args.ckpt + ([f"dae-no-walkback={args.dae_ckpt}"] if args.dae_ckpt else []):
+        name, _, path = c.rpartition("=")
+        runs.append((name or os.path.basename(os.path.dirname(os.path.abspath(path))), path))
+    return report(runs, args.out or os.path.dirname(os.path.abspath(runs[0][1])), data_spec=args.data,
+                  seed=args.seed, device=args.device, n_samples=args.n_samples, references=not args.no_references)
 
 
 # -----------------------------------------------------------------------------
@@ -478,74 +561,66 @@ EXPERIMENT = [
 
 
 def run_experiment(a):
-    """Train the three models for about the same CPU time each (EXPERIMENT), then evaluate each with eval.py's Parzen
-    protocol plus the reference rows; writes <out>/results.json, results.md and figures."""
-    import eval as ev
-    rows = []
+    """Train the three models (EXPERIMENT, steps x --budget-scale), then report() on them: writes
+    <out>/results.json, results.md and the figures."""
+    runs, seconds = [], {}
     for name, flags in EXPERIMENT:
         run_out = os.path.join(a.out, name)
         ra = parse_args(flags + ["--data", a.data, "--seed", str(a.seed), "--out", run_out])
-        if a.budget_scale != 1:  # e.g. 0.1 for a quick look, 10+ for longer runs (same ratios)
-            ra.max_steps = max(1, round(ra.max_steps * a.budget_scale))
-        validate_args(ra)
-        cfg = make_config(ra)
-        t0 = time.time()
+        ra.max_steps = max(1, round(ra.max_steps * a.budget_scale))  # e.g. 0.1 for a quick look
         print(f"=== experiment: training {name} ===", flush=True)
-        train(cfg, run_out, device=a.device)
-        rows.append((name, os.path.join(run_out, "ckpt.pt"), time.time() - t0))
-    ev.gsn_report([(n, p) for n, p, _ in rows], a.out, data_spec=a.data, seed=a.seed, device=a.device,
-                  train_seconds={n: s for n, _, s in rows})
+        t0 = time.time()
+        train(make_config(ra), run_out, device=a.device)
+        runs.append((name, os.path.join(run_out, "ckpt.pt")))
+        seconds[name] = time.time() - t0
+    return report(runs, a.out, data_spec=a.data, seed=a.seed, device=a.device, train_seconds=seconds)
 
 
 # -----------------------------------------------------------------------------
 # CLI
 
 def parse_args(argv=None):
+    pos, pos_float = common.positive, common.positive_float
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["gsn", "dae"], default="gsn", help="deep GSN or one-layer (walkback) DAE")
-    p.add_argument("--layers", type=int, default=None, help="hidden layers K (gsn; default 2)")
-    p.add_argument("--hidden", type=int, default=None, help="units per hidden layer (default gsn 500, dae 1000; paper 1500/2000)")
-    p.add_argument("--walkbacks", type=int, default=None, help="unrolled chain steps N (default gsn 4, dae 5; 1 = no walkback)")
-    p.add_argument("--input-noise", type=float, default=0.4, help="salt-and-pepper probability")
-    p.add_argument("--hidden-noise", type=float, default=None, help="Gaussian sigma pre/post activation (default gsn 2, dae 0)")
+    p.add_argument("--layers", type=pos, default=None, help="hidden layers K (gsn; default 2)")
+    p.add_argument("--hidden", type=pos, default=None, help="units per hidden layer (default gsn 500, dae 1000; paper 1500/2000)")
+    p.add_argument("--walkbacks", type=pos, default=None, help="unrolled chain steps N (default gsn 4, dae 5; 1 = no walkback)")
+    p.add_argument("--input-noise", type=common.flag(float, min=0.0, max=1.0, name="probability"), default=0.4,
+                   help="salt-and-pepper probability")
+    p.add_argument("--hidden-noise", type=common.flag(float, min=0.0), default=None,
+                   help="Gaussian sigma pre/post activation (default gsn 2, dae 0)")
     p.add_argument("--binarize", type=int, choices=[0, 1], default=None, help="train on x > 0.5 (default: dae 1, gsn 0, as [C])")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="adam (short budgets) or the original sgd")
-    p.add_argument("--lr", type=float, default=None, help="default adam 1e-3; sgd gsn 0.25, dae 10")
-    p.add_argument("--epochs", type=float, default=None, help="training epochs")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (stops early if reached)")
-    p.add_argument("--max-steps", type=int, default=None, help="number of minibatch updates (default 3600 if no other budget)")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--data", default="procedural", help="'procedural' or a folder with MNIST IDX files")
-    p.add_argument("--n-train", type=int, default=None, help="use only this many training images (quick runs)")
-    p.add_argument("--out", default="runs/gsn")
+    p.add_argument("--lr", type=pos_float, default=None, help="default adam 1e-3; sgd gsn 0.25, dae 10")
+    p.add_argument("--epochs", type=pos_float, default=None, help="training epochs")
+    p.add_argument("--minutes", type=pos_float, default=None, help="wall-clock budget (stops early if reached)")
+    p.add_argument("--max-steps", type=pos, default=None, help="number of minibatch updates (default 3600 if no other budget)")
+    p.add_argument("--batch-size", type=pos, default=100)
+    p.add_argument("--data", type=data_flag, default="procedural", help="'procedural' or a folder with MNIST IDX files")
+    p.add_argument("--n-train", type=pos, default=None, help="use only this many training images (quick runs)")
+    p.add_argument("--out", default=None, help="default runs/gsn (--experiment: runs/gsn-experiment)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
     p.add_argument("--device", default=None, help="cuda if available, else cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--threads", type=pos, default=None, help="torch.set_num_threads")
     p.add_argument("--experiment", action="store_true", help="train gsn vs walkback dae vs dae, then Parzen table")
-    p.add_argument("--budget-scale", type=float, default=1.0, help="--experiment: multiply every model's steps")
+    p.add_argument("--budget-scale", type=pos_float, default=1.0, help="--experiment: multiply every model's steps")
     a = p.parse_args(argv)
     if a.epochs is None and a.minutes is None and a.max_steps is None:
         a.max_steps = 3600  # default budget (~6 epochs): ~8 minutes of one free CPU core for the default GSN
+    a.out = a.out or ("runs/gsn-experiment" if a.experiment else "runs/gsn")
     return a
 
 
+@common.cli
 def main(argv=None):
     a = parse_args(argv)
-    try:
-        if a.threads:
-            torch.set_num_threads(a.threads)
-        if a.experiment:
-            if a.out == "runs/gsn":
-                a.out = "runs/gsn-experiment"
-            if a.data != "procedural" and not os.path.isdir(a.data):
-                raise DataError(f"--data: MNIST folder not found: {a.data}")
-            return run_experiment(a)
-        validate_args(a)
-        train(make_config(a), a.out, resume=a.resume, device=a.device)
-    except (DataError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.experiment:
+        return run_experiment(a)
+    train(make_config(a), a.out, resume=a.resume, device=a.device)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
 """
-model.py -- a nanoGPT-compatible GPT with hand-written KV-cached sampling.
+model.py -- a nanoGPT-compatible GPT with KV-cached sampling, in the shape of nanochat's gpt.py:
+ONE forward pass serves training, prefill and decode (an edit to MLP or attention reaches all three).
 
 Read in this order:
   1. GPTConfig, the Block modules and GPT.forward  -- nanoGPT's model, same parameter names, so a
-     nanoGPT state_dict loads with strict=True.
+     nanoGPT state_dict loads with strict=True. forward takes an optional KV cache.
   2. KVCache                                        -- per-layer K and V tensors, preallocated.
-  3. GPT.generate                                   -- prefill the prompts once, copy the cache to
-     num_samples rows, then decode one token at a time, reading K/V of the past from the cache.
+  3. GPT.generate                                   -- prefill the prompts once (forward with a cache),
+     copy the cache to num_samples rows, then decode one token at a time: the same forward, one token
+     per row, reading K/V of the past from the cache.
   4. sequence_logprobs                              -- the same per-token log-probs in one forward
      pass (what the RL loss differentiates).
 
 Padding convention: prompts of different lengths are LEFT-padded (right-aligned), so that every
 row writes its next token into the same cache slot. A boolean `pad_mask` (True = real token) tells
-attention to ignore the pads, and position ids are `cumsum(pad_mask) - 1`, so a token's position
-does not depend on how much padding sits in front of it.
+attention to ignore the pads, and a token's position id is the number of real tokens before it, so
+it does not depend on how much padding sits in front of it.
 
 Imports torch only.
 """
@@ -55,7 +57,7 @@ def _dropout(p):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layer):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
@@ -64,8 +66,9 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.layer = layer  # which slice of a KV cache is ours
 
-    def forward(self, x, attn_mask=None, cache=None, layer=0):
+    def forward(self, x, attn_mask=None, cache=None):
         """x: (B, T, C). attn_mask: bool (B, 1, T, T_keys) with True = may attend, or None = plain causal.
         With a cache, this call's K and V are written at cache.pos and attention reads all cached keys."""
         B, T, C = x.size()
@@ -73,16 +76,14 @@ class CausalSelfAttention(nn.Module):
         # split/view/transpose, fewer small ops -- decode at batch 1 is bound by per-op overhead)
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            q, k, v = qkv[0], *cache.write(layer, qkv[1:])  # k, v: (B, nh, pos+T, hs), the past + this call
+            q, k, v = qkv[0], *cache.write(self.layer, qkv[1:])  # k, v: (B, nh, pos+T, hs), the past + this call
         else:
             q, k, v = qkv.unbind(0)
         dropout_p = self.dropout if self.training else 0.0
-        if attn_mask is None:
-            # no padding: plain causal attention. A single decoded query attends to every cached key.
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=(T > 1))
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        # without a mask: plain causal attention; a single decoded query (T = 1) attends to every cached key
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                           is_causal=attn_mask is None and T > 1)
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -90,24 +91,24 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = _dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        # F.gelu, not nanoGPT's nn.GELU module: same numbers, one module call less per layer (decode)
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layer):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, attn_mask=None, cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
+    def forward(self, x, attn_mask=None, cache=None):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -132,9 +133,9 @@ class KVCache:
     def write(self, layer, kv):
         """Store this call's keys/values kv (2, B, nh, T, hs) at [pos, pos+T); return views (K, V) of
         every position so far, each (B, nh, pos+T, hs)."""
-        end = self.pos + kv.size(3)
-        self.kv[layer, :, :, :, self.pos:end] = kv
-        return self.kv[layer, :, :, :, :end].unbind(0)
+        kv_layer = self.kv[layer]  # narrow = a view along time in one call (cheaper than a 5-index slice)
+        kv_layer.narrow(3, self.pos, kv.size(3)).copy_(kv)
+        return kv_layer.narrow(3, 0, self.pos + kv.size(3)).unbind(0)
 
     def advance(self, T):
         self.pos += T  # called once per forward, after every layer has written
@@ -185,6 +186,16 @@ def _filter_logits(logits, top_k, top_p):
     return logits
 
 
+def attention_mask(keys, T):
+    """keys: (B, T_k) bool, True = real token, over every key of this call; the last T are the queries.
+    Returns (B, 1, T, T_k) bool, True = may attend: causal (query t sits at key T_k - T + t) and never to
+    a pad. A pad query would then see no key at all and SDPA would give NaN, so it sees every earlier
+    key instead (its output is never used)."""
+    T_k = keys.size(1)
+    causal = torch.ones(T, T_k, dtype=torch.bool, device=keys.device).tril(diagonal=T_k - T)
+    return (causal & (keys[:, None, :] | ~keys[:, T_k - T:, None]))[:, None]  # broadcast over heads
+
+
 class GPT(nn.Module):
 
     def __init__(self, config):
@@ -195,7 +206,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=_dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -221,38 +232,34 @@ class GPT(nn.Module):
         """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None).
 
         Unlike nanoGPT, logits are returned at every position even without targets (the RL loss
-        needs them all). targets: (B, T) with -1 = ignore. pad_mask: (B, T) bool, True = real token
-        (left padding). cache: a KVCache to read the past from and write this call's K/V into."""
+        needs them all). targets: (B, T) with -1 = ignore. pad_mask: (B, T) bool, True = real token,
+        or None = no padding (the fast path). cache: a KVCache to read the past from and write this
+        call's K/V into -- training (no cache), prefill and decode are all this one function."""
         B, T = idx.size()
-        past = cache.pos if cache is not None else 0
+        past = cache.pos if cache is not None else 0  # this call holds positions past .. past+T-1
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of length {past + T} is longer than block_size {self.config.block_size}")
-        attn_mask = None
-        keys = pad_mask  # (B, past+T) bool over every key this call attends to, True = real token
+        keys = pad_mask  # (B, past+T) bool over every key this call attends to, or None = no padding
         if cache is not None:
-            if pad_mask is not None and not bool(pad_mask.all()):
+            if pad_mask is not None:  # remembered, so that later decode steps keep ignoring the pads
                 cache.key_mask[:, past:past + T] = pad_mask
                 cache.padded = True
             keys = cache.key_mask[:, :past + T] if cache.padded else None
-        # The fast path (is_causal / no mask) is exact only without padding, and, with a cache,
-        # for a single decoded token or a prefill from an empty cache.
-        needs_mask = keys is not None and (cache is not None or not bool(keys.all()))
-        needs_mask = needs_mask or (past > 0 and T > 1)
-        if needs_mask:
-            if keys is None:
-                keys = torch.ones(B, past + T, dtype=torch.bool, device=idx.device)
-            pos = (torch.cumsum(keys.long(), dim=1) - 1).clamp(min=0)[:, past:]  # position ids skip the padding
-            causal = torch.ones(T, past + T, dtype=torch.bool, device=idx.device).tril(diagonal=past)
-            attn_mask = causal[None] & keys[:, None, :]
-            # a padding query row would see no key at all (SDPA -> NaN): let every query see itself
-            attn_mask = attn_mask | torch.eye(T, past + T, dtype=torch.bool, device=idx.device).roll(past, 1)[None]
-            attn_mask = attn_mask[:, None]  # (B, 1, T, past+T), broadcast over heads
-            pos_emb = self.transformer.wpe(pos)
+        if keys is None and past > 0 and T > 1:
+            # several tokens appended to a non-empty cache: SDPA's is_causal would align the queries with
+            # the first keys, not the last, so spell the mask out (decode, T = 1, never gets here)
+            keys = torch.ones(B, past + T, dtype=torch.bool, device=idx.device)
+        if keys is None:
+            # no padding, the hot path of training and decode: no mask to build, and the position
+            # embeddings are a view of wpe (no lookup)
+            attn_mask, pos_emb = None, self.transformer.wpe.weight[past:past + T]
         else:
-            pos_emb = self.transformer.wpe.weight[past:past + T]  # positions past..past+T-1 (a view, no lookup)
+            # a token's position = the number of real tokens before it (pads get any valid id: never read)
+            pos = (keys.cumsum(1) - keys.long())[:, past:]
+            attn_mask, pos_emb = attention_mask(keys, T), self.transformer.wpe(pos)
         x = self.transformer.drop(self.transformer.wte(idx) + pos_emb)
-        for layer, block in enumerate(self.transformer.h):
-            x = block(x, attn_mask, cache, layer)
+        for block in self.transformer.h:
+            x = block(x, attn_mask, cache)
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.transformer.ln_f(x))
@@ -311,7 +318,6 @@ class GPT(nn.Module):
         out_tokens = torch.empty(N, max_new_tokens, dtype=torch.long, device=device)
         out_logp = torch.zeros(N, max_new_tokens, dtype=torch.float32, device=device)
         done = torch.zeros(N, dtype=torch.bool, device=device)
-        weights = self._decode_weights()
         for t in range(max_new_tokens):
             logits = logits.float()
             logp_all = F.log_softmax(logits, dim=-1)  # untempered: this is log mu for TOPR
@@ -331,43 +337,8 @@ class GPT(nn.Module):
                 if bool(done.all()):
                     return out_tokens[:, :t + 1], out_logp[:, :t + 1]
             if t + 1 < max_new_tokens:
-                logits = self._decode(nxt, cache, weights)  # decode: one token per row
+                logits = self(nxt, cache=cache)[0][:, -1, :]  # decode: the same forward, one token per row
         return out_tokens, out_logp
-
-
-    def _decode_weights(self):
-        """Every layer's parameter tensors, looked up once per generate() call (see _decode)."""
-        return [(b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
-                 b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.mlp.c_fc.weight, b.mlp.c_fc.bias,
-                 b.mlp.c_proj.weight, b.mlp.c_proj.bias) for b in self.transformer.h]
-
-    def _decode(self, idx, cache, weights):
-        """One new token per row, (B, 1) -> next-token logits (B, vocab): exactly forward()'s math for
-        T = 1 with a cache (the cache tests compare the two), written with plain functional calls.
-        Why a second path: at batch 1 a decode step is ~90 tiny kernels, and nn.Module.__call__ plus
-        attribute lookups cost about as much as the kernels themselves."""
-        B, C, nh = idx.size(0), self.config.n_embd, self.config.n_head
-        pos = cache.pos
-        if pos + 1 > self.config.block_size:
-            raise ValueError(f"sequence of length {pos + 1} is longer than block_size {self.config.block_size}")
-        attn_mask = None
-        if cache.padded:  # left-padded prompts: per-row positions skip the pads, keys hide them
-            cache.key_mask[:, pos] = True
-            keys = cache.key_mask[:, :pos + 1]
-            x = self.transformer.wte(idx) + self.transformer.wpe(keys.sum(1, keepdim=True) - 1)
-            attn_mask = keys[:, None, None, :]
-        else:
-            x = self.transformer.wte(idx) + self.transformer.wpe.weight[pos]
-        for layer, (w1, b1, wa, ba, wp, bp, w2, b2, wf, bf, wm, bm) in enumerate(weights):
-            h = F.layer_norm(x, (C,), w1, b1, 1e-5)
-            qkv = F.linear(h, wa, ba).view(B, 1, 3, nh, C // nh).permute(2, 0, 3, 1, 4)
-            k, v = cache.write(layer, qkv[1:])
-            y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=attn_mask)
-            x = x + F.linear(y.transpose(1, 2).reshape(B, 1, C), wp, bp)
-            h = F.layer_norm(x, (C,), w2, b2, 1e-5)
-            x = x + F.linear(F.gelu(F.linear(h, wf, bf)), wm, bm)
-        cache.advance(1)
-        return self.lm_head(self.transformer.ln_f(x))[:, -1, :]
 
 
 # -----------------------------------------------------------------------------

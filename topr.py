@@ -9,7 +9,7 @@ Pure torch on (B,) tensors of sequence log-probs; imports nothing from this repo
   3. The tapered objective T(rho; a, b), whose gradient the TOPR loss follows (logged, not optimised).
   4. Baseline c and dataset composition: p_eff and its inverse; group-mean baseline; curation.
 
-Notation (DESIGN.md s4): completion y of prompt x, reward R in {+1, -1}; pi = current policy,
+Notation: completion y of prompt x, reward R in {+1, -1}; pi = current policy,
 mu = behaviour policy that sampled y; logp = sum_t log pi(y_t), logp_behavior = sum_t log mu(y_t);
 ratio rho = pi(y|x) / mu(y|x); advantage A = R - c; a sample is *positive* iff A >= 0.
 Sign convention: every function returns a LOSS to minimise (= minus the objective).
@@ -49,7 +49,7 @@ def _check(logp, logp_behavior, reward, baseline, lengths, length_normalize):
     if torch.is_tensor(baseline) and baseline.dim() > 0 and baseline.shape != logp.shape:
         raise ValueError(f"baseline must be a float or a (B,) tensor; got shape {tuple(baseline.shape)}")
     c = baseline.detach().to(logp.dtype) if torch.is_tensor(baseline) else float(baseline)
-    A = reward.detach().to(logp.dtype) - c                          # DESIGN s4: A = R - c
+    A = reward.detach().to(logp.dtype) - c                          # A = R - c
     if length_normalize:
         if lengths is None:
             raise ValueError("length_normalize=True needs lengths (B,); pass lengths or length_normalize=False")
@@ -113,7 +113,7 @@ def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg
     A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_normalize)
     a_pos, b_pos = _check_limits(pos_limits, "pos_limits")
     a_neg, b_neg = _check_limits(neg_limits, "neg_limits")
-    pos = A >= 0                                                    # DESIGN s4: positive iff A >= 0
+    pos = A >= 0                                                    # positive iff A >= 0
     log_ratio = _log_ratio(logp, logp_behavior)
     ratio = log_ratio.exp()                                         # rho = exp(logp - logp_behavior)
     alpha = torch.where(pos, ratio.clamp(a_pos, b_pos), ratio.clamp(a_neg, b_neg))  # alpha = clip(rho, a, b)
@@ -121,7 +121,7 @@ def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg
     loss = -(alpha * A * logp / L).mean()                           # Eq. 8 surrogate: -mean sg(alpha) A logp / L
     with torch.no_grad():
         T = torch.where(pos, tapered(ratio, a_pos, b_pos, log_ratio),
-                        tapered(ratio, a_neg, b_neg, log_ratio))    # DESIGN s4 tapered T
+                        tapered(ratio, a_neg, b_neg, log_ratio))    # tapered T(rho; a, b)
         objective = (A.double() * T / L.double()).mean().item()     # J = mean A T(rho) / L
         lo = torch.where(pos, torch.full_like(ratio, a_pos), torch.full_like(ratio, a_neg))
         hi = torch.where(pos, torch.full_like(ratio, b_pos), torch.full_like(ratio, b_neg))
@@ -130,10 +130,11 @@ def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg
     return loss, stats
 
 
-def topr_loss(logp, logp_behavior, reward, name="topr", baseline=0.0, lengths=None, length_normalize=True):
-    """Dispatch by name: a PRESETS entry or "ppo". sft_pos ignores `baseline` (it is c = -1)."""
+def topr_loss(logp, logp_behavior, reward, name="topr", baseline=0.0, lengths=None, length_normalize=True,
+              ppo_eps=0.2):
+    """Dispatch by name: a PRESETS entry or "ppo" (clip range ppo_eps). sft_pos ignores `baseline` (it is c = -1)."""
     if name == "ppo":
-        return ppo_loss(logp, logp_behavior, reward, baseline=baseline, lengths=lengths,
+        return ppo_loss(logp, logp_behavior, reward, baseline=baseline, eps=ppo_eps, lengths=lengths,
                         length_normalize=length_normalize)
     if name not in PRESETS:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")

@@ -4,61 +4,30 @@ train.py -- GPT training on the word-problem task.
   python train.py sft --out runs/sft                          supervised: learn worked solutions
   python train.py rl --init runs/sft/ckpt.pt --loss topr      RL fine-tuning (TOPR and baselines)
 
-Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under --out, and
-continue from there with --resume.
+Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under --out, continue from
+there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
+Read `sft` and `rl` top to bottom: each is the whole algorithm in one function.
 """
 import argparse
 import contextlib
-import json
 import math
 import os
-import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
+import common
 import data
-from data import DataError
+import eval as ev
 import topr
-from model import GPT, GPTConfig, completion_mask, get_device, pack, sequence_logprobs
+from common import UserError
+from model import GPT, GPTConfig, completion_mask, pack, sequence_logprobs
 
 # -----------------------------------------------------------------------------
-# Shared plumbing: device, metrics, checkpoints
-
-
-def autocast_ctx(device):
-    """bf16 autocast on CUDA (weights and optimizer stay fp32); plain fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class Metrics:
-    """Appends one JSON object per line to out/metrics.jsonl and echoes a short line."""
-
-    def __init__(self, out, resume):
-        os.makedirs(out, exist_ok=True)
-        self.f = open(os.path.join(out, "metrics.jsonl"), "a" if resume else "w")
-
-    def log(self, **row):
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
-
-
-def task_problems(args, n, seed, split):
-    if getattr(args, "gsm8k", None):
-        problems = data.load_gsm8k(args.gsm8k if split == "train" else args.gsm8k_test or args.gsm8k)
-        return problems[:n]
-    return data.make_problems(n, seed=seed, split=split, steps=tuple(args.steps), max_num=args.max_num, ops=args.ops)
-
-
-def encode_example(tok, problem):
-    """(prompt ids, completion ids ending in EOS) for one worked problem."""
-    prompt = tok.encode(data.format_prompt(problem.question))
-    completion = tok.encode(data.format_completion(problem.solution)) + [tok.eos_id]
-    return prompt, completion
+# SFT: next-token prediction on worked solutions
 
 
 def sft_batch(examples, ix, pad_id, device):
@@ -74,22 +43,18 @@ def sft_batch(examples, ix, pad_id, device):
     return x.to(device), y.to(device)
 
 
-def lr_at(it, args):
-    """Linear warm-up, then cosine decay from --lr to --min-lr over --max-iters."""
-    if it < args.warmup:
-        return args.lr * (it + 1) / args.warmup
-    frac = min(1.0, (it - args.warmup) / max(1, args.max_iters - args.warmup))
-    return args.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (args.lr - args.min_lr)
+def lr_at(it, lr, min_lr, warmup, max_iters):
+    """Linear warm-up, then cosine decay from lr to min_lr over max_iters."""
+    if it < warmup:
+        return lr * (it + 1) / warmup
+    frac = min(1.0, (it - warmup) / max(1, max_iters - warmup))
+    return min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - min_lr)
 
 
-def load_model(path, device):
-    """(model, tokenizer, checkpoint dict) from a checkpoint written by this file."""
-    ckpt = data.load_checkpoint(path)
-    if "model_config" not in ckpt:
-        raise DataError(f"{path} is not a GPT checkpoint of this repo (no model_config)")
-    model = GPT(GPTConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
+def ddp_sync(model, world, last):
+    """Under DDP, all-reduce the gradients once per optimizer step: skip it for all but the last
+    micro-batch of this process (no_sync); a single process needs nothing."""
+    return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
 
 
 def plain_args(args):
@@ -97,83 +62,63 @@ def plain_args(args):
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
 
 
-def check_finite(loss, step):
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping (last good checkpoint kept)")
-
-
-# -----------------------------------------------------------------------------
-# SFT
-
-
-def distributed(run, args):
-    """run(args, rank, world, device) in this process's place: alone, or as one rank under torchrun."""
-    rank, world, device = data.ddp_setup()
-    try:
-        out = run(args, rank, world, device or get_device(args.device))
-    except BaseException:
-        data.ddp_cleanup(ok=False)  # no barrier: the other ranks may never reach it
-        raise
-    data.ddp_cleanup()
-    return out
-
-
-def cmd_sft(args):
-    torch.manual_seed(args.seed)
-    return distributed(_sft, args)
-
-
-def _sft(args, rank, world, device):
-    from eval import evaluate_gpt
+def sft(rank, world, device, args):
     master = rank == 0  # only rank 0 logs, evaluates and writes checkpoints
+    torch.manual_seed(args.seed)
+    task = ev.task_kwargs(args)
     tok = data.get_tokenizer(args.tokenizer)
-    train = [encode_example(tok, p) for p in task_problems(args, args.sft_examples, args.seed, "train")]
-    val = [encode_example(tok, p) for p in task_problems(args, args.val_examples, args.seed + 1000, "train")]
-    test = task_problems(args, args.eval_problems, args.seed, "test")
-    longest = max(len(p) + len(c) for p, c in train + val)
+    train_problems = data.problems(args.sft_examples, args.seed, "train", **task)
+    seen = {p.question for p in train_problems}
+    train = [data.encode_example(tok, p) for p in train_problems]
+    val = [data.encode_example(tok, p) for p in data.problems(args.val_examples, args.seed, "val", **task)
+           if p.question not in seen]  # the validation loss is measured on problems never trained on
+    test = data.problems(args.eval_problems, args.seed, "test", **task)
     if args.batch_size > len(train):
-        raise DataError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
+        raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
     if args.batch_size % world:
-        raise DataError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
-    cfg = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer,
-                    n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=True)
-    init = None
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
-        init = data.load_checkpoint(args.init)
+        init = common.load_checkpoint(args.init)
         cfg = GPTConfig(**init["model_config"])
+    else:
+        if args.n_embd % args.n_head:
+            raise UserError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+        cfg = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer,
+                        n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=True)
+    longest = max(len(p) + len(c) for p, c in train + val)
     if longest > cfg.block_size:
-        raise DataError(f"longest example has {longest} tokens > --block-size {cfg.block_size}")
+        raise UserError(f"longest example has {longest} tokens > --block-size {cfg.block_size}")
     model = GPT(cfg).to(device)
-    if init is not None:
+    if args.init:
         model.load_state_dict(init["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)  # the batch order
     it, best_val = 0, float("inf")
     ckpt_path = os.path.join(args.out, "ckpt.pt")
+    ckpt = {}
     if args.resume:
-        ckpt = data.load_checkpoint(ckpt_path)
+        ckpt = common.load_checkpoint(ckpt_path)
         if ckpt.get("model_config") != asdict(cfg):
-            raise DataError(f"{ckpt_path} was trained with a different model config: {ckpt.get('model_config')}")
+            raise UserError(f"{ckpt_path} was trained with a different model config: {ckpt.get('model_config')}")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["rng"]["batch"])
-        data.set_rng_state(ckpt["rng"])
+        common.set_rng_state(ckpt["rng"])
         it, best_val = ckpt["iter"], ckpt["best_val"]
         print(f"resumed from {ckpt_path} at iter {it}")
-    metrics = Metrics(args.out, args.resume) if master else None
-    stop = data.StopFlag()
-    train_model = model
-    if world > 1:  # gradients are averaged over processes inside backward()
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
+    stop = common.StopFlag()
+    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     if master:
         print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device} x {world}, "
               f"{args.max_iters} iters of batch {args.batch_size}", flush=True)
 
     def save():
-        data.atomic_save(dict(model_config=asdict(cfg), model=model.state_dict(), optimizer=opt.state_dict(),
-                              iter=it, best_val=best_val, tokenizer=args.tokenizer, args=plain_args(args),
-                              rng=dict(batch=gen.get_state(), **data.rng_state())), ckpt_path)
+        if master:
+            common.atomic_save(dict(model_config=asdict(cfg), model=model.state_dict(), optimizer=opt.state_dict(),
+                                    iter=it, best_val=best_val, tokenizer=args.tokenizer, args=plain_args(args),
+                                    metrics_rows=metrics.rows, rng=dict(batch=gen.get_state(), **common.rng_state())),
+                               ckpt_path)
 
     @torch.no_grad()
     def val_loss():
@@ -181,30 +126,30 @@ def _sft(args, rank, world, device):
         tot, n = 0.0, 0
         for s in range(0, len(val), 64):
             x, y = sft_batch(val, range(s, min(s + 64, len(val))), tok.pad_id, device)
-            with autocast_ctx(device):
+            with common.autocast(device):
                 _, loss = model(x, y)
             m = (y != -1).sum().item()
             tot, n = tot + loss.item() * m, n + m
         model.train()
-        return tot / n
+        return tot / max(n, 1)
 
     t0, tokens, start_it = time.time(), 0, it
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
     model.train()
     while it < stop_at and not stop.stop:
         for g in opt.param_groups:
-            g["lr"] = lr_at(it, args)
+            g["lr"] = lr_at(it, args.lr, args.min_lr, args.warmup, args.max_iters)
         # every process draws the same global batch and takes its share of rows
         ix = torch.randint(len(train), (args.batch_size,), generator=gen).tolist()
         n_tokens = sum(len(train[i][1]) for i in ix)  # predicted tokens in the GLOBAL batch
         x, y = sft_batch(train, ix[rank::world], tok.pad_id, device)
-        with autocast_ctx(device):
+        with common.autocast(device):
             logits, _ = train_model(x)
         # sum over this share / tokens of the global batch, times world (DDP averages over processes):
         # exactly the single-process mean over the global batch
         loss_sum = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum")
         loss = loss_sum * world / n_tokens
-        check_finite(loss, it + 1)  # 1-based, like the "iter N" log lines
+        common.check_finite(loss, it + 1)  # 1-based, like the "iter N" log lines
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -216,11 +161,10 @@ def _sft(args, rank, world, device):
             if world > 1:
                 torch.distributed.all_reduce(loss)  # every process takes part in this collective
             el = time.time() - t0
-            eta = el / (it - start_it) * (stop_at - it)
             if master:
                 metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
                 print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
-                      f"{tokens / el:.0f} tok/s | ETA {eta:.0f}s", flush=True)
+                      f"{tokens / el:.0f} tok/s | ETA {el / (it - start_it) * (stop_at - it):.0f}s", flush=True)
         if master and (it % args.eval_interval == 0 or it == args.max_iters):
             vl = val_loss()
             best_val = min(best_val, vl)
@@ -234,7 +178,7 @@ def _sft(args, rank, world, device):
         print(f"stopped at iter {it}; continue with --resume", flush=True)
         return None
     model.eval()
-    res = evaluate_gpt(model, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    res = ev.evaluate_gpt(model, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     metrics.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
     print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
           f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {ckpt_path}", flush=True)
@@ -242,7 +186,7 @@ def _sft(args, rank, world, device):
 
 
 # -----------------------------------------------------------------------------
-# RL: the paper's iterated off-policy scheme (TOPR Sec. 4; DESIGN s5)
+# RL: the paper's iterated off-policy scheme (TOPR Sec. 4)
 #
 #   for each iteration:
 #       behaviour policy mu := current policy pi (frozen)
@@ -251,53 +195,80 @@ def _sft(args, rank, world, device):
 #       strongly off-policy; --iterations 1 = the fully offline setting)
 #   No KL term; gradient clipping 1.0.
 
+@dataclass
+class Rollout:
+    """A generated dataset: N samples, grouped by prompt (k consecutive rows per prompt)."""
+    prompt: list                   # N token lists: the prompt each sample answers
+    completion: list               # N token lists: the sampled completion (its EOS included)
+    text: list                     # N strings: the decoded completion (the verdict, for the verifier)
+    logp_behavior: torch.Tensor    # (N,) log mu(y|x): summed, untempered log-probs of the behaviour policy
+    reward: torch.Tensor           # (N,) +1 / -1
+    invalid: torch.Tensor          # (N,) bool: no parsable '#### N' (the verifier: in the judged candidate)
+    candidate_reward: torch.Tensor = None  # (N,) verifier only: is the judged candidate right (+1) or not (-1)
+    baseline: torch.Tensor = None  # (N,) c, set after sampling (step 2 of the loop)
+
+    def __len__(self):
+        return len(self.prompt)
+
+    def __getitem__(self, idx):
+        """The rows idx (a list or 1-D tensor of indices), as a Rollout."""
+        idx = torch.as_tensor(idx, dtype=torch.long).tolist()
+        pick = lambda v: None if v is None else [v[i] for i in idx] if isinstance(v, list) else v[idx]
+        return Rollout(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+
 
 def in_chunks(n, size, rank, world, work):
     """Rows of work(c, start, end) for the chunks c of range(n) of `size` items. Process `rank` runs
     chunks rank, rank + world, ...; every process gets all the rows back, in chunk order."""
-    chunks = [(c, work(c, s, min(s + size, n))) for c, s in enumerate(range(0, n, size)) if c % world == rank]
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, chunks)
-        chunks = sorted((c for part in gathered for c in part), key=lambda c: c[0])
-    return [row for _, rows in chunks for row in rows]
+    mine = [(c, work(c, s, min(s + size, n))) for c, s in enumerate(range(0, n, size)) if c % world == rank]
+    return [row for rows in common.all_gather_rows(mine, world) for row in rows]
 
 
 @torch.no_grad()
-def rollout(policy, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch_prompts=64):
-    """k samples per problem from the frozen policy: list of dicts, grouped by prompt (k consecutive rows).
+def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch_prompts=64):
+    """k samples per problem from the frozen policy, scored: a Rollout grouped by prompt.
 
     Prompts go in chunks of batch_prompts, each sampled with its own generator seeded by (seed, chunk),
     so the dataset does not depend on how many processes share the work (see in_chunks)."""
+    prompts = [tok.encode(data.format_prompt(p.question)) for p in problems]
+    ev.check_fits(policy, prompts, max_new_tokens)  # in every process, before the chunks' all_gather
     policy.eval()
 
     def work(c, s, e):
         chunk = problems[s:e]
-        prompts = [tok.encode(data.format_prompt(p.question)) for p in chunk]
         gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
-        tokens, logp = policy.generate(prompts, max_new_tokens, temperature=1.0, eos_id=tok.eos_id,
+        tokens, logp = policy.generate(prompts[s:e], max_new_tokens, temperature=1.0, eos_id=tok.eos_id,
                                        num_samples=k, generator=gen, pad_id=tok.pad_id)
         mask = completion_mask(tokens, tok.eos_id)
         tokens, logp, mask = tokens.cpu(), logp.cpu(), mask.cpu()
         rows = []
         for r in range(tokens.size(0)):
-            p = chunk[r // k]
             comp = tokens[r][mask[r]].tolist()
             text = tok.decode([t for t in comp if t != tok.eos_id])
-            rows.append(dict(prompt=prompts[r // k], completion=comp, group=s + r // k, text=text,
-                             logp_behavior=logp[r][mask[r]].sum().item(),  # log mu(y|x), untempered
-                             reward=data.reward(text, p.answer), invalid=data.is_invalid(text)))
+            answer = chunk[r // k].answer
+            rows.append((prompts[s + r // k], comp, text, logp[r][mask[r]].sum().item(),
+                         data.reward(text, answer), data.is_invalid(text)))
         return rows
 
     rows = in_chunks(len(problems), batch_prompts, rank, world, work)
     policy.train()
-    return rows
+    prompt, completion, text, logp_b, reward, invalid = zip(*rows)
+    return Rollout(list(prompt), list(completion), list(text), torch.tensor(logp_b), torch.tensor(reward),
+                   torch.tensor(invalid))
+
+
+def solution_logp(model, tok, batch, device):
+    """log pi(completion | prompt) summed over its tokens (B,), the completion lengths (B,), and the
+    summed per-token entropy of pi (for logging). One forward pass; gradients flow."""
+    tokens, pad_mask, compl = (t.to(device) for t in pack(batch.prompt, batch.completion, tok.pad_id))
+    tok_logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
+    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum()
 
 
 # The verifier (--task verify; TOPR Sec. 5): the same loop with another action. Candidates come from
 # a frozen solver checkpoint (correct and wrong ones, at the rate it makes them); the verifier's
 # action is ONE token, "Yes" or "No", after the verification prompt (data.format_verify_prompt),
-# sampled from its next-token distribution restricted to those two tokens:
+# sampled from its next-token distribution restricted to those two tokens (ev.verdict_logp):
 #
 #     pi(v | x) = softmax([logit_Yes(x), logit_No(x)])[v]      reward = +1 if v is right, else -1
 #
@@ -306,366 +277,289 @@ def rollout(policy, tok, problems, k, max_new_tokens, seed, rank=0, world=1, bat
 # model, as in the paper, does not have). The restriction is constrained decoding: nothing else changes,
 # and every loss of topr.py applies as is, with log pi = log pi(v | x) and length 1.
 
-
-def check_verify_context(model, prompts):
-    """A clear error (not a mid-run ValueError) when a verification prompt does not fit the context."""
-    longest = max(len(p) for p in prompts)
-    if longest >= model.config.block_size:
-        raise DataError(f"a verification prompt has {longest} tokens, more than the verifier's context "
-                        f"({model.config.block_size}); lower --max-new-tokens")
-
-
-def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
-    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
-    pass; gradients flow. restricted=False: the unrestricted next-token log-probs of the two tokens."""
-    device = next(model.parameters()).device
-    tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
-    logits, _ = model(tokens.to(device))
-    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
-    logits = logits[torch.arange(len(prompts), device=device), last].float()  # (B, vocab): next-token logits
-    if restricted:
-        return F.log_softmax(logits[:, list(yes_no)], dim=-1)
-    return F.log_softmax(logits, dim=-1)[:, list(yes_no)]
-
-
 @torch.no_grad()
-def verify_rollout(verifier, solver, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch=128):
+def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch=128):
     """k candidates per problem from the frozen solver, then one verdict per candidate from the frozen
-    verifier (the behaviour policy mu). Rows like rollout()'s, grouped by problem, where prompt = the
-    verification prompt, completion = [verdict token], candidate_reward = +-1 (is the candidate right)."""
-    cands = rollout(solver, tok, problems, k, max_new_tokens, seed, rank, world)
+    verifier (the behaviour policy mu): a Rollout grouped by problem, where prompt = the verification
+    prompt, completion = [verdict token], candidate_reward = +-1 (is the candidate right)."""
+    cands = sample_solutions(solver, tok, problems, k, max_new_tokens, seed, rank, world)
     yes_no = data.verdict_ids(tok)
-    prompts = [tok.encode(data.format_verify_prompt(problems[r["group"]].question, r["text"])) for r in cands]
-    check_verify_context(verifier, prompts)  # all of them, in every process, before the chunks' all_gather
+    group = [problems[i // k] for i in range(len(cands))]
+    prompts = [tok.encode(data.format_verify_prompt(p.question, t)) for p, t in zip(group, cands.text)]
+    ev.check_fits(verifier, prompts, 1, "a verification prompt")  # + 1: the verdict
     verifier.eval()
 
     def work(c, s, e):
-        lp = verdict_logp(verifier, prompts[s:e], yes_no, tok.pad_id).cpu()
+        lp = ev.verdict_logp(verifier, prompts[s:e], yes_no, tok.pad_id).cpu()
         gen = torch.Generator().manual_seed(seed * 100_003 + 50_000 + c)
         v = torch.multinomial(lp.exp(), 1, generator=gen).squeeze(1).tolist()  # 0 = Yes, 1 = No
-        return [dict(prompt=prompts[i], completion=[yes_no[vi]], group=cands[i]["group"], text=data.VERDICTS[vi],
-                     logp_behavior=lp[i - s, vi].item(), candidate_reward=cands[i]["reward"],
-                     reward=data.verify_reward(data.VERDICTS[vi], cands[i]["text"], problems[cands[i]["group"]].answer),
-                     invalid=cands[i]["invalid"])
-                for i, vi in zip(range(s, e), v)]
+        return [(data.VERDICTS[vi], lp[i - s, vi].item(),
+                 data.verify_reward(data.VERDICTS[vi], cands.text[i], group[i].answer)) for i, vi in zip(range(s, e), v)]
 
-    rows = in_chunks(len(cands), batch, rank, world, work)
+    verdict, logp_b, reward = zip(*in_chunks(len(cands), batch, rank, world, work))
     verifier.train()
-    return rows
+    return Rollout(prompts, [[yes_no[data.VERDICTS.index(v)]] for v in verdict], list(verdict), torch.tensor(logp_b),
+                   torch.tensor(reward), cands.invalid, candidate_reward=cands.reward)
 
 
-def policy_logp(model, mb, tok, task):
-    """For rollout rows mb: log pi(completion | prompt) summed over its tokens (B,), the completion
-    lengths (B,), and the summed per-token entropy of pi (for logging). Gradients flow."""
-    device = next(model.parameters()).device
-    if task == "verify":  # one action: the verdict, pi restricted to {Yes, No}
-        yes_no = data.verdict_ids(tok)
-        lp = verdict_logp(model, [r["prompt"] for r in mb], yes_no, tok.pad_id)
-        chosen = torch.tensor([yes_no.index(r["completion"][0]) for r in mb], device=device)
-        ent = -(lp.exp() * lp).sum().detach()
-        return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(mb), device=device), ent
-    tokens, pad_mask, compl = pack([r["prompt"] for r in mb], [r["completion"] for r in mb], tok.pad_id)
-    tokens, pad_mask, compl = tokens.to(device), pad_mask.to(device), compl.to(device)
-    tok_logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
-    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum()
+def verdict_policy_logp(model, tok, batch, device):
+    """Like solution_logp for the verifier's one-token action: log pi(verdict | x), pi restricted to {Yes, No}."""
+    yes_no = data.verdict_ids(tok)
+    lp = ev.verdict_logp(model, batch.prompt, yes_no, tok.pad_id)
+    chosen = torch.tensor([yes_no.index(c[0]) for c in batch.completion], device=device)
+    ent = -(lp.exp() * lp).sum().detach()
+    return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(batch), device=device), ent
 
 
-def rl_update(policy, train_model, opt, tok, batch, args, device, step, rank=0, world=1):
-    """One optimizer step of the chosen loss on `batch` (the global list of rollout rows). This process
-    takes rows rank, rank + world, ... in micro-batches; train_model is policy or its DDP wrapper."""
-    opt.zero_grad(set_to_none=True)
-    n = len(batch)
-    mine = batch[rank::world]
-    logps, ent, n_tok = [], 0.0, 0.0
-    for s in range(0, len(mine), args.micro_batch):
-        mb = mine[s:s + args.micro_batch]
-        last = s + args.micro_batch >= len(mine)
-        sync = contextlib.nullcontext() if (world == 1 or last) else train_model.no_sync()
-        with sync:  # under DDP, all-reduce the gradients once, after the last micro-batch
-            with autocast_ctx(device):
-                logp, lengths, ent_sum = policy_logp(train_model, mb, tok, args.task)  # log pi(y|x)
-            logp_b = torch.tensor([r["logp_behavior"] for r in mb], device=device)
-            reward = torch.tensor([r["reward"] for r in mb], device=device)
-            baseline = torch.tensor([r["baseline"] for r in mb], device=device)
-            loss, _ = loss_fn(args)(logp, logp_b, reward, baseline=baseline, lengths=lengths,
-                                    length_normalize=not args.no_length_norm)
-            check_finite(loss, step)
-            # the loss is a mean over samples: weight each micro-batch by its share of the GLOBAL batch
-            # (times world, since DDP averages the processes' gradients)
-            (loss * len(mb) / n * world).backward()
-        logps += logp.detach().cpu().tolist()
-        ent, n_tok = ent + ent_sum.item(), n_tok + lengths.sum().item()
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
-    opt.step()
-    if world > 1:  # the stats below cover the whole global batch
-        parts = [None] * world
-        torch.distributed.all_gather_object(parts, (logps, ent, n_tok))
-        logps = [None] * n
-        for r, (lp, _, _) in enumerate(parts):
-            logps[r::world] = lp
-        ent, n_tok = sum(p[1] for p in parts), sum(p[2] for p in parts)
-    _, stats = loss_fn(args)(torch.tensor(logps, device=device),
-                             torch.tensor([r["logp_behavior"] for r in batch], device=device),
-                             torch.tensor([r["reward"] for r in batch], device=device),
-                             baseline=torch.tensor([r["baseline"] for r in batch], device=device),
-                             lengths=torch.tensor([float(len(r["completion"])) for r in batch], device=device),
-                             length_normalize=not args.no_length_norm)
-    stats.update(entropy=ent / n_tok, grad_norm=grad_norm.item(),
-                 length=sum(len(r["completion"]) for r in batch) / n,
-                 invalid=sum(r["invalid"] for r in batch) / n)
-    return stats
-
-
-def loss_fn(args):
-    """The chosen loss as f(logp, logp_behavior, reward, baseline=, lengths=, length_normalize=)."""
-    if args.loss == "ppo":
-        return lambda *a, **kw: topr.ppo_loss(*a, eps=args.ppo_eps, **kw)
-    return lambda *a, **kw: topr.topr_loss(*a, name=args.loss, **kw)
-
-
-def cmd_rl(args):
-    if args.loss not in topr.LOSSES:
-        raise DataError(f"unknown loss '{args.loss}'; choose from {', '.join(topr.LOSSES)}")
-    if args.baseline != "group":
-        try:
-            args.baseline = float(args.baseline)
-        except ValueError:
-            raise DataError(f"--baseline must be 'group' or a number, got {args.baseline!r}") from None
-    for flag, frac in (("--target-pos-frac", args.target_pos_frac), ("--candidate-pos-frac", args.candidate_pos_frac)):
-        if frac is not None and not 0.0 < frac < 1.0:
-            raise DataError(f"{flag} must be in (0, 1), got {frac}")
-    if not args.resume and not args.init:
-        raise DataError("rl needs --init <sft ckpt.pt> (or --resume)")
-    if args.task == "verify":
-        args.candidates = args.candidates or args.init
-        if not args.candidates:
-            raise DataError("rl --task verify needs --candidates <solver ckpt.pt> (default: --init)")
-    elif args.candidate_pos_frac is not None or args.candidates:
-        raise DataError("--candidates and --candidate-pos-frac only apply to --task verify")
-    return distributed(_rl, args)
-
-
-def _rl(args, rank, world, device):
-    from eval import evaluate_gpt, sample_answers, score_candidates, verifier_metrics
+def rl(rank, world, device, args):
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
     ckpt_path = os.path.join(args.out, "ckpt.pt")
-    policy, tok, init = load_model(args.resume and ckpt_path or args.init, device)
+    policy, tok, ckpt = ev.load_gpt(ckpt_path if args.resume else args.init, device)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     itr, step, samples = 0, 0, 0
     if args.resume:
-        if init.get("kind") != "rl":
-            raise DataError(f"{ckpt_path} is not an RL checkpoint")
-        opt.load_state_dict(init["optimizer"])
-        itr, step, samples = init["iteration"], init["step"], init["samples"]
-        data.set_rng_state(init["rng"])
+        if ckpt.get("kind") != "rl":
+            raise UserError(f"{ckpt_path} is not an RL checkpoint")
+        opt.load_state_dict(ckpt["optimizer"])
+        itr, step, samples = ckpt["iteration"], ckpt["step"], ckpt["samples"]
+        common.set_rng_state(ckpt["rng"])
         if master:
             print(f"resumed from {ckpt_path} at iteration {itr}")
     start_itr = itr
-    train_model = policy
-    if world > 1:  # gradients are averaged over processes inside backward()
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None)
-    test = task_problems(args, args.eval_problems, args.seed, "test")
-    metrics = Metrics(args.out, args.resume) if master else None
-    stop = data.StopFlag()
-    solver = None
-    if args.task == "verify":  # candidates come from a frozen solver; held-out ones are sampled once
-        solver, solver_tok, _ = load_model(args.candidates, device)
+    model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else policy
+    task = ev.task_kwargs(args)
+    test = data.problems(args.eval_problems, args.seed, "test", **task)
+    gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
+    # What is sampled, how log pi is computed and how the policy is evaluated: chosen once, here.
+    if args.task == "solve":
+        sample = lambda problems, seed: sample_solutions(policy, tok, problems, seed=seed, **gen_args)
+        log_pi = solution_logp
+        evaluate = lambda: ev.evaluate_solver(policy, tok, test, args.eval_k, args.max_new_tokens, args.seed)
+    else:  # candidates come from a frozen solver; the held-out ones are sampled once
+        solver, solver_tok, _ = ev.load_gpt(args.candidates, device)
         if solver_tok.name != tok.name:
-            raise DataError(f"--candidates uses tokenizer {solver_tok.name!r}, the verifier {tok.name!r}")
+            raise UserError(f"--candidates uses tokenizer {solver_tok.name!r}, the verifier {tok.name!r}")
         solver.requires_grad_(False)
-        if master:
-            test_texts, _ = sample_answers(solver, tok, test, args.eval_k, 1.0, args.max_new_tokens,
-                                           torch.Generator(device=device).manual_seed(args.seed))
+        sample = lambda problems, seed: sample_verdicts(policy, solver, tok, problems, seed=seed, **gen_args)
+        log_pi = verdict_policy_logp
+        test_texts = ev.sample_answers(solver, tok, test, args.eval_k, 1.0, args.max_new_tokens,
+                                       torch.Generator(device=device).manual_seed(args.seed))[0] if master else None
+        evaluate = lambda: ev.evaluate_verifier(policy, tok, test, test_texts, args.eval_k)
     baseline_desc = "group mean" if args.baseline == "group" else f"c={args.baseline}"
+    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
+    stop = common.StopFlag()
     if master:
         print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
               f"{args.k} samples, {args.epochs} epoch(s), baseline {baseline_desc}, lr {args.lr}, "
               f"device {device} x {world}", flush=True)
 
-    def evaluate():
-        if not master:
-            return
-        K = args.eval_k
-        if args.task == "verify":
-            res = verifier_metrics(test, test_texts, score_candidates(policy, tok, test, test_texts))
-            line = (f"verifier acc {res['verifier_acc']:.3f} (candidates right {res['candidates_correct']:.3f}) "
-                    f"ece {res['ece']:.3f} | maj@{K} {res[f'maj@{K}']:.3f} weighted maj@{K} {res[f'weighted_maj@{K}']:.3f} "
-                    f"best-of-{K} {res[f'best_of@{K}']:.3f}")
-        else:
-            res = evaluate_gpt(policy, tok, test, k=K, max_new_tokens=args.max_new_tokens, seed=args.seed)
-            line = (f"test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} maj@{K} {res[f'maj@{K}']:.3f} "
-                    f"invalid {res['invalid']:.3f}")
-        metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
-        print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
-
-    def save():
+    def log_eval():
         if master:
-            data.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
-                                  optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
-                                  tokenizer=tok.name, args=plain_args(args), rng=data.rng_state()),
-                             ckpt_path)
+            res, line = evaluate()
+            metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
+            print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
 
     if itr == 0:
-        evaluate()  # the SFT start
+        log_eval()  # the SFT start
     t0 = time.time()
     while itr < args.iterations and not stop.stop:
-        # 1. fresh prompts (answers only) and k samples each from the frozen behaviour policy mu = pi.
+        # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
         #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
         t_roll = time.time()
-        problems = task_problems(args, args.prompts, args.seed * 1000 + itr + 1, "train")
-        if args.task == "verify":  # k candidates per prompt from the solver, one verdict each from mu
-            rows = verify_rollout(policy, solver, tok, problems, args.k, args.max_new_tokens, args.seed * 1000 + itr,
-                                  rank, world)
-        else:
-            rows = rollout(policy, tok, problems, args.k, args.max_new_tokens, args.seed * 1000 + itr, rank, world)
+        problems = data.problems(args.prompts, args.seed * 1000 + itr + 1, "train", **task)
+        batch = sample(problems, args.seed * 1000 + itr)
         t_roll = time.time() - t_roll
-        rewards = torch.tensor([r["reward"] for r in rows])
-        # 2. baseline: per-prompt group mean, or a constant c (which sets the effective positive fraction)
+
+        # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
+        #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
+        #    keep a fraction of correct candidates (verifier) and of positive samples.
         if args.baseline == "group":
-            base = topr.group_baseline(rewards, args.k)
+            batch.baseline = topr.group_baseline(batch.reward, args.k)
         else:
-            base = torch.full_like(rewards, float(args.baseline))
-        for r, b in zip(rows, base.tolist()):
-            r["baseline"] = b
-        # curation: keep a fraction of positive samples (--target-pos-frac), or for the verifier of
-        # correct candidates (--candidate-pos-frac, e.g. 0.5 = as many right as wrong solutions to judge)
-        for key, frac in (("candidate_reward", args.candidate_pos_frac), ("reward", args.target_pos_frac)):
-            if frac is None:
-                continue
-            try:
-                values = torch.tensor([r[key] for r in rows])
-                keep = topr.curate(values, frac, generator=torch.Generator().manual_seed(args.seed + itr))
-                rows = [rows[i] for i in keep.tolist()]
-            except ValueError as e:  # e.g. no positive at all in this dataset: train on it as it is
-                if master:
-                    print(f"iter {itr}: not curated to {key} fraction {frac} ({e})", flush=True)
-        p_pos = sum(r["reward"] > 0 for r in rows) / len(rows)
-        if master:
-            extra = {}
-            if args.task == "verify":
-                extra["dataset_candidates_correct"] = sum(r["candidate_reward"] > 0 for r in rows) / len(rows)
-            metrics.log(iteration=itr, dataset_size=len(rows), dataset_pos_frac=p_pos,
-                        rollout_invalid=sum(r["invalid"] for r in rows) / len(rows), rollout_s=t_roll, **extra)
-        # 3. --epochs passes over the stored dataset with the chosen loss
+            batch.baseline = torch.full_like(batch.reward, args.baseline)
+        if args.candidate_pos_frac is not None:  # verifier: e.g. 0.5 = as many right as wrong candidates
+            batch = curated(batch, batch.candidate_reward, args.candidate_pos_frac, args.seed + itr, master)
+        if args.target_pos_frac is not None:
+            batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, master)
+        frac = lambda mask: mask.sum().item() / len(batch)
+        p_pos = frac(batch.reward > 0)
+        metrics.log(iteration=itr, dataset_size=len(batch), dataset_pos_frac=p_pos, rollout_invalid=frac(batch.invalid),
+                    rollout_s=t_roll, **({} if batch.candidate_reward is None else
+                                         {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
+
+        # 3. --epochs passes of minibatch updates over the stored dataset. A minibatch is the same in
+        #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
         t_upd = time.time()
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
         for epoch in range(args.epochs):
-            order = torch.randperm(len(rows), generator=order_gen).tolist()
+            order = torch.randperm(len(batch), generator=order_gen)
             for s in range(0, len(order), args.batch_size):
-                batch = [rows[i] for i in order[s:s + args.batch_size]]
-                batch = batch[:len(batch) - len(batch) % world]  # every process needs a share (DDP only)
-                if not batch:
+                n = min(args.batch_size, len(order) - s) // world * world  # every process needs a share
+                if n == 0:
                     continue
-                stats = rl_update(policy, train_model, opt, tok, batch, args, device, step + 1, rank, world)
+                mb = batch[order[s:s + n]]
+                mine = list(range(rank, n, world))
+                logp = torch.zeros(n)  # log pi of every sample before the step, for the statistics
+                entropy, n_tokens = 0.0, 0.0
+                opt.zero_grad(set_to_none=True)
+                for m in range(0, len(mine), args.micro_batch):
+                    micro = mb[mine[m:m + args.micro_batch]]
+                    with ddp_sync(model, world, last=m + args.micro_batch >= len(mine)):
+                        with common.autocast(device):
+                            lp, lengths, ent = log_pi(model, tok, micro, device)  # log pi(y|x), summed
+                        loss, _ = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
+                                                 name=args.loss, baseline=micro.baseline.to(device), lengths=lengths,
+                                                 length_normalize=not args.no_length_norm, ppo_eps=args.ppo_eps)
+                        common.check_finite(loss, step + 1)
+                        # the loss is a mean over the micro-batch: weight it by its share of the minibatch
+                        # (times world: DDP averages the processes' gradients)
+                        (loss * len(micro) / n * world).backward()
+                    logp[mine[m:m + args.micro_batch]] = lp.detach().float().cpu()
+                    entropy, n_tokens = entropy + ent.item(), n_tokens + lengths.sum().item()
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+                opt.step()
                 step += 1
-                samples += len(batch)  # samples seen by the optimizer (a reused sample counts again)
-                if master:
-                    metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
+                samples += n  # samples seen by the optimizer (a reused sample counts again)
+                logp, entropy, n_tokens = gather_stats(logp, entropy, n_tokens, world)
+                _, stats = topr.topr_loss(logp, mb.logp_behavior, mb.reward, name=args.loss, baseline=mb.baseline,
+                                          lengths=torch.tensor([float(len(c)) for c in mb.completion]),
+                                          length_normalize=not args.no_length_norm, ppo_eps=args.ppo_eps)
+                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats,
+                            entropy=entropy / n_tokens, grad_norm=grad_norm.item(),
+                            length=sum(len(c) for c in mb.completion) / n, invalid=mb.invalid.sum().item() / n)
             if args.eval_each_epoch and epoch + 1 < args.epochs:
-                evaluate()
+                log_eval()
         itr += 1
-        t_upd = time.time() - t_upd
-        el = time.time() - t0
         if master:
+            el = time.time() - t0
             print(f"iter {itr:3d} | pos frac {p_pos:.3f} | loss {stats['loss']:.4f} | mean alpha {stats['mean_alpha']:.3f} | "
                   f"logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s "
-                  f"update {t_upd:.1f}s | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
+                  f"update {time.time() - t_upd:.1f}s | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s",
+                  flush=True)
         if itr % args.eval_every == 0 or itr == args.iterations:
-            evaluate()
-        save()
+            log_eval()
+        if master:
+            common.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
+                                    optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
+                                    tokenizer=tok.name, args=plain_args(args), metrics_rows=metrics.rows,
+                                    rng=common.rng_state()), ckpt_path)
     return None
 
 
-def add_rl_parser(sub):
+def curated(batch, values, frac, seed, master):
+    """The rows of batch kept by topr.curate(values, frac), or all of them if that fraction cannot be
+    reached (e.g. no positive at all in this dataset: train on it as it is)."""
+    try:
+        return batch[topr.curate(values, frac, generator=torch.Generator().manual_seed(seed))]
+    except ValueError as e:
+        if master:
+            print(f"not curated to a fraction {frac} ({e})", flush=True)
+        return batch
+
+
+def gather_stats(logp, entropy, n_tokens, world):
+    """Each process computed log pi of its own rows (zeros elsewhere) and its entropy sums: add them up."""
+    if world > 1:
+        stats = torch.cat([logp.double(), torch.tensor([entropy, n_tokens], dtype=torch.float64)])
+        torch.distributed.all_reduce(stats)
+        logp, entropy, n_tokens = stats[:-2].float(), stats[-2].item(), stats[-1].item()
+    return logp, entropy, n_tokens
+
+
+# -----------------------------------------------------------------------------
+# Command line
+
+
+@common.cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    pos, posf = common.positive, common.positive_float
+
+    p = sub.add_parser("sft", help="supervised training on worked solutions")
+    ev.add_task_args(p)
+    p.add_argument("--tokenizer", default="byte", help="byte (offline) or gpt2 (needs tiktoken's cached files)")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimizer)")
+    p.add_argument("--sft-examples", type=pos, default=20000, help="size of the worked-solution set")
+    p.add_argument("--val-examples", type=pos, default=512, help="validation problems (never trained on)")
+    p.add_argument("--n-layer", type=pos, default=4, help="transformer blocks")
+    p.add_argument("--n-head", type=pos, default=4, help="attention heads (must divide --n-embd)")
+    p.add_argument("--n-embd", type=pos, default=128, help="embedding width")
+    p.add_argument("--block-size", type=pos, default=256, help="context length in tokens")
+    p.add_argument("--dropout", type=common.flag(float, min=0.0, max=0.99), default=0.0)
+    p.add_argument("--batch-size", type=pos, default=24, help="sequences per optimizer step")
+    p.add_argument("--max-iters", type=pos, default=600, help="length of the lr schedule")
+    p.add_argument("--stop-at", type=pos, default=None, help="stop (and save) at this iter; --resume continues")
+    p.add_argument("--lr", type=posf, default=3e-3, help="peak learning rate")
+    p.add_argument("--min-lr", type=common.flag(float, min=0.0), default=3e-4, help="learning rate at the end")
+    p.add_argument("--warmup", type=common.flag(int, min=0), default=100, help="linear warm-up iterations")
+    p.add_argument("--weight-decay", type=common.flag(float, min=0.0), default=0.0)
+    p.add_argument("--grad-clip", type=posf, default=1.0, help="max global gradient norm")
+    p.add_argument("--log-interval", type=pos, default=25, help="iterations between log lines")
+    p.add_argument("--eval-interval", type=pos, default=100, help="iterations between val loss + checkpoint")
+    add_run_args(p)
+    p.set_defaults(func=sft)
+
     p = sub.add_parser("rl", help="RL fine-tuning from an SFT checkpoint (TOPR and baselines)")
-    add_task_args(p)
+    ev.add_task_args(p)
     p.add_argument("--init", help="SFT checkpoint to start from (required unless --resume)")
     p.add_argument("--task", choices=["solve", "verify"], default="solve",
                    help="solve: learn to solve; verify: learn to judge a solver's candidates (Yes/No)")
     p.add_argument("--candidates", default=None, help="verify: solver checkpoint that writes the candidates (default: --init)")
-    p.add_argument("--candidate-pos-frac", type=float, default=None,
+    p.add_argument("--candidate-pos-frac", type=common.fraction, default=None,
                    help="verify: curate each dataset to this fraction of correct candidates")
-    p.add_argument("--loss", default="topr", help=f"one of {', '.join(topr.LOSSES)}")
-    p.add_argument("--iterations", type=positive("--iterations"), default=8, help="sample-then-train rounds")
-    p.add_argument("--epochs", type=positive("--epochs"), default=1, help="passes over each generated dataset")
-    p.add_argument("--prompts", type=positive("--prompts"), default=64, help="fresh prompts per iteration")
-    p.add_argument("--k", type=positive("--k"), default=16, help="samples per prompt (verify: candidates per problem)")
-    p.add_argument("--batch-size", type=positive("--batch-size"), default=512, help="sequences per optimizer step")
-    p.add_argument("--micro-batch", type=positive("--micro-batch"), default=128, help="sequences per forward pass")
-    p.add_argument("--lr", type=positive("--lr", float), default=3e-5)
-    p.add_argument("--baseline", default="group", help="'group' (per-prompt mean reward) or a constant c")
-    p.add_argument("--target-pos-frac", type=float, default=None, help="curate each dataset to this positive fraction")
+    p.add_argument("--loss", default="topr", choices=topr.LOSSES, help="the loss of topr.py")
+    p.add_argument("--iterations", type=pos, default=8, help="sample-then-train rounds")
+    p.add_argument("--epochs", type=pos, default=1, help="passes over each generated dataset")
+    p.add_argument("--prompts", type=pos, default=64, help="fresh prompts per iteration")
+    p.add_argument("--k", type=pos, default=16, help="samples per prompt (verify: candidates per problem)")
+    p.add_argument("--batch-size", type=pos, default=512, help="sequences per optimizer step")
+    p.add_argument("--micro-batch", type=pos, default=128, help="sequences per forward pass (same update for any value)")
+    p.add_argument("--lr", type=posf, default=3e-5, help="learning rate (constant)")
+    p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
+    p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")
     p.add_argument("--no-length-norm", action="store_true", help="sum log-probs instead of dividing by length")
-    p.add_argument("--ppo-eps", type=float, default=0.2)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--eval-every", type=positive("--eval-every"), default=1, help="iterations between evaluations")
+    p.add_argument("--ppo-eps", type=posf, default=0.2, help="ppo: clip range of the ratio")
+    p.add_argument("--grad-clip", type=posf, default=1.0, help="max global gradient norm")
+    p.add_argument("--eval-every", type=pos, default=1, help="iterations between evaluations")
     p.add_argument("--eval-each-epoch", action="store_true", help="also evaluate after every epoch")
-    p.set_defaults(func=cmd_rl)
+    add_run_args(p)
+    p.set_defaults(func=rl)
 
-
-# -----------------------------------------------------------------------------
-
-
-def add_task_args(p):
-    p.add_argument("--tokenizer", default="byte", help="byte (offline) or gpt2 (needs tiktoken's cached files)")
-    p.add_argument("--steps", type=int, nargs="+", default=[1, 2], help="operations per problem")
-    p.add_argument("--max-num", type=int, default=10, help="largest number in a question")
-    p.add_argument("--ops", default="+-", help="subset of +-*/")
-    p.add_argument("--gsm8k", default=None, help="train on a GSM8K jsonl file instead of the procedural task")
-    p.add_argument("--gsm8k-test", default=None, help="GSM8K test jsonl (default: --gsm8k)")
-    p.add_argument("--eval-problems", type=int, default=256, help="held-out test problems")
-    p.add_argument("--eval-k", type=int, default=8, help="samples per test problem for pass@1/maj@k")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
-
-
-def positive(name, kind=int, allow_zero=False):
-    def parse(s):
-        v = kind(s)
-        if v < 0 or (v == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {s}")
-        return v
-    return parse
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("sft", help="supervised training on worked solutions")
-    add_task_args(p)
-    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimizer)")
-    p.add_argument("--sft-examples", type=positive("--sft-examples"), default=20000, help="size of the worked-solution set")
-    p.add_argument("--val-examples", type=positive("--val-examples"), default=512)
-    p.add_argument("--n-layer", type=positive("--n-layer"), default=4)
-    p.add_argument("--n-head", type=positive("--n-head"), default=4)
-    p.add_argument("--n-embd", type=positive("--n-embd"), default=128)
-    p.add_argument("--block-size", type=positive("--block-size"), default=256)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--batch-size", type=positive("--batch-size"), default=24)
-    p.add_argument("--max-iters", type=positive("--max-iters"), default=600, help="length of the lr schedule")
-    p.add_argument("--stop-at", type=positive("--stop-at"), default=None, help="stop (and save) at this iter; --resume continues")
-    p.add_argument("--lr", type=positive("--lr", float), default=3e-3)
-    p.add_argument("--min-lr", type=positive("--min-lr", float, True), default=3e-4)
-    p.add_argument("--warmup", type=positive("--warmup", int, True), default=100)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--log-interval", type=int, default=25)
-    p.add_argument("--eval-interval", type=int, default=100)
-    p.set_defaults(func=cmd_sft)
-    for name, obj in list(globals().items()):  # other sections register their subcommands
-        if name.startswith("add_") and name.endswith("_parser"):
-            obj(sub)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (DataError, ValueError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    check_args(args)
+    common.make_out_dir(args.out)
+    return common.distributed(args.func, args, device=args.device)
+
+
+def add_run_args(p):
+    p.add_argument("--eval-problems", type=common.positive, default=256, help="held-out test problems")
+    p.add_argument("--eval-k", type=common.positive, default=8, help="samples per test problem for pass@1/maj@k")
+    p.add_argument("--max-new-tokens", type=common.positive, default=48, help="longest completion")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device name")
+    p.add_argument("--out", required=True, help="run folder: ckpt.pt and metrics.jsonl")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+
+
+def baseline_flag(s):
+    if s == "group":
+        return s
+    return common.flag(float, name="'group' or a number")(s)
+
+
+def check_args(args):
+    """Flag combinations that argparse alone cannot check."""
+    if args.func is rl:
+        if not args.resume and not args.init:
+            raise UserError("rl needs --init <sft ckpt.pt> (or --resume)")
+        if args.task == "verify":
+            args.candidates = args.candidates or args.init
+            if not args.candidates:
+                raise UserError("rl --task verify needs --candidates <solver ckpt.pt> (default: --init)")
+        elif args.candidate_pos_frac is not None or args.candidates:
+            raise UserError("--candidates and --candidate-pos-frac only apply to --task verify")
 
 
 if __name__ == "__main__":

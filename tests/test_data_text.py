@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
-from data import DataError  # noqa: E402
+from common import UserError  # noqa: E402
 
 EQ = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)\.")
 
@@ -46,7 +46,7 @@ def test_special_tokens_in_text_are_not_parsed():
 
 
 def test_unknown_tokenizer_names_the_choices():
-    with pytest.raises(DataError, match="'byte' or 'gpt2'"):
+    with pytest.raises(UserError, match="'byte' or 'gpt2'"):
         data.get_tokenizer("bert")
 
 
@@ -60,7 +60,7 @@ def test_gpt2_without_files_is_a_helpful_error(tmp_path, monkeypatch):
         raise ConnectionError(f"no network for {blobpath}")
 
     monkeypatch.setattr(data.tiktoken.load, "read_file", offline)
-    with pytest.raises(DataError) as e:
+    with pytest.raises(UserError) as e:
         data.get_tokenizer("gpt2")
     msg = str(e.value)
     assert "TIKTOKEN_CACHE_DIR" in msg and data.GPT2_DIR_ENV in msg and "--tokenizer byte" in msg
@@ -82,8 +82,8 @@ def test_gpt2_from_local_files(tmp_path, monkeypatch):
     ids = tok.encode("hello <|endoftext|>")
     assert ids[0] == 257 and tok.eos_id not in ids
     assert tok.decode(ids + [tok.pad_id]) == "hello <|endoftext|>"
-    (tmp_path / "encoder.json").write_text("{}")  # inconsistent files -> DataError, not AssertionError
-    with pytest.raises(DataError, match=data.GPT2_DIR_ENV):
+    (tmp_path / "encoder.json").write_text("{}")  # inconsistent files -> UserError, not AssertionError
+    with pytest.raises(UserError, match=data.GPT2_DIR_ENV):
         data.get_tokenizer("gpt2")
 
 
@@ -157,7 +157,7 @@ def test_tiny_space_still_returns_n_and_bad_knobs_raise():
     ps = data.make_problems(50, steps=1, max_num=1, ops="+")  # only "1+1" exists: repeats allowed
     assert len(ps) == 50 and all(p.answer == "2" for p in ps)
     for kw in [dict(split="val"), dict(ops="+^"), dict(ops=""), dict(steps=(0,)), dict(max_num=1, ops="*")]:
-        with pytest.raises(DataError):
+        with pytest.raises(UserError):
             data.make_problems(5, **kw)
 
 
@@ -194,7 +194,7 @@ def test_reward_edge_cases():
     assert r("#### 5 #### 6", "6") == -1.0  # first match only: hedging does not pay
     assert r("#### 5 and more text<|endoftext|>", "5") == 1.0
     assert r("5", "5") == -1.0 and r("", "5") == -1.0  # invalid
-    with pytest.raises(DataError):
+    with pytest.raises(UserError):
         r("#### 5", "five")
 
 
@@ -222,14 +222,49 @@ def test_load_gsm8k_malformed_line_names_file_and_line(tmp_path, bad, what):
     path = tmp_path / "bad.jsonl"
     good = json.dumps({"question": "Q", "answer": "#### 1"})
     path.write_text(good + "\n\n" + good + "\n" + bad + "\n")  # the bad line is line 4
-    with pytest.raises(DataError) as e:
+    with pytest.raises(UserError) as e:
         data.load_gsm8k(str(path))
     assert f"{path}:4:" in str(e.value) and what in str(e.value)
 
 
 def test_load_gsm8k_missing_or_empty(tmp_path):
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         data.load_gsm8k(str(tmp_path / "nope.jsonl"))
     (tmp_path / "empty.jsonl").write_text("\n\n")
-    with pytest.raises(DataError, match="no problems"):
+    with pytest.raises(UserError, match="no problems"):
         data.load_gsm8k(str(tmp_path / "empty.jsonl"))
+
+
+def _gsm8k_file(path, n, tag):
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"question": f"{tag} question {i}?", "answer": f"{i}+1={i + 1}. #### {i + 1}"}) + "\n")
+    return str(path)
+
+
+def test_problems_from_gsm8k_are_seeded_with_a_disjoint_validation_split(tmp_path):
+    train = _gsm8k_file(tmp_path / "train.jsonl", 400, "train")
+    test = _gsm8k_file(tmp_path / "test.jsonl", 30, "test")
+    kw = dict(gsm8k=train, gsm8k_test=test)
+    a, b = data.problems(50, 1, "train", **kw), data.problems(50, 2, "train", **kw)
+    assert len(a) == len(b) == 50
+    assert [p.question for p in a] == [p.question for p in data.problems(50, 1, "train", **kw)]  # seeded
+    assert [p.question for p in a] != [p.question for p in b]  # another seed: other prompts (RL iterations)
+    everything = {p.question for p in data.problems(10_000, 0, "train", **kw)}
+    val = {p.question for p in data.problems(10_000, 0, "val", **kw)}
+    assert val and not val & everything and len(val | everything) == 400  # disjoint, together the file
+    assert {p.question for p in data.problems(10_000, 5, "val", **kw)} == val  # the split ignores the seed
+    held_out = data.problems(10, 0, "test", **kw)
+    assert [p.question for p in held_out] == [f"test question {i}?" for i in range(10)]  # the test file, in order
+
+
+def test_problems_from_gsm8k_need_a_test_file(tmp_path):
+    train = _gsm8k_file(tmp_path / "train.jsonl", 40, "train")
+    with pytest.raises(UserError, match="--gsm8k needs --gsm8k-test"):
+        data.problems(8, 0, "test", gsm8k=train)
+
+
+def test_procedural_problems_are_make_problems():
+    assert data.problems(20, 3, "train") == data.make_problems(20, seed=3, split="train")
+    assert data.problems(20, 3, "test", steps=(2,)) == data.make_problems(20, seed=3, split="test", steps=(2,))
+    assert data.problems(20, 3, "val") == data.make_problems(20, seed=1003, split="train")

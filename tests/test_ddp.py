@@ -1,4 +1,5 @@
-"""Data-parallel training: 2 processes (torchrun, gloo on CPU) == 1 process on the same global batch."""
+"""Data-parallel training: 2 processes (torchrun, gloo on CPU: `--device cpu` whatever the machine has) ==
+1 process on the same global batch."""
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--batch-size", "8", "--sft-examples", "200",
+TINY = ["--device", "cpu", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--batch-size", "8", "--sft-examples", "200",
         "--val-examples", "16", "--eval-problems", "4", "--eval-k", "1", "--warmup", "2", "--max-new-tokens", "4",
         "--max-iters", "6", "--log-interval", "3", "--eval-interval", "100"]
 
@@ -44,7 +45,7 @@ def test_torchrun_rl_two_processes_equal_one(tmp_path, task):
     (for the verifier: candidates and verdicts both)."""
     sft = tmp_path / "sft"
     run([sys.executable, "train.py", "sft", "--out", str(sft), *TINY], tmp_path)
-    rl = ["train.py", "rl", "--task", task, "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "8",
+    rl = ["train.py", "rl", "--device", "cpu", "--task", task, "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "8",
           "--micro-batch", "2", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "6", "--iterations", "2",
           "--loss", "topr", "--lr", "1e-3", "--baseline", "0"]  # c = 0: all-wrong samples still get gradient
     one, two = tmp_path / "one", tmp_path / "two"
@@ -68,7 +69,7 @@ def test_torchrun_gsn_two_processes_equal_one(tmp_path):
     """gsn.py under torchrun. The chain's noise is random per process, so the exact comparison uses a
     deterministic DAE (no input noise, no walkback): what is tested is the data split and the
     gradient averaging."""
-    args = ["gsn.py", "--model", "dae", "--hidden", "16", "--walkbacks", "1", "--input-noise", "0",
+    args = ["gsn.py", "--device", "cpu", "--model", "dae", "--hidden", "16", "--walkbacks", "1", "--input-noise", "0",
             "--max-steps", "5", "--batch-size", "20", "--n-train", "200", "--threads", "1"]
     one, two = tmp_path / "one", tmp_path / "two"
     run([sys.executable, *args, "--out", str(one)], tmp_path)

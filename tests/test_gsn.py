@@ -1,4 +1,6 @@
-"""gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, training and resume."""
+"""gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, training, resume and the report."""
+import argparse
+import json
 import math
 import os
 import subprocess
@@ -11,8 +13,9 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import data  # noqa: E402
+import common  # noqa: E402
 import gsn  # noqa: E402
+import images  # noqa: E402
 from test_images import write_fake_mnist  # noqa: E402
 
 
@@ -105,7 +108,7 @@ def test_walkback_loss_is_sum_of_step_losses(layers):
 
 def test_tiny_training_reduces_reconstruction_loss():
     torch.manual_seed(0)
-    X = torch.from_numpy(data.make_digits(400, 5)[0])
+    X = torch.from_numpy(images.make_digits(400, 5)[0])
     model = gsn.GSN(784, [64, 64])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -119,7 +122,6 @@ def test_tiny_training_reduces_reconstruction_loss():
 
 def _cfg(folder, **kw):
     a = gsn.parse_args(["--data", folder, "--hidden", "16", "--batch-size", "50"] + sum(([f"--{k}", str(v)] for k, v in kw.items()), []))
-    gsn.validate_args(a)
     return gsn.make_config(a)
 
 
@@ -133,7 +135,7 @@ def test_train_resume_is_exact(tmp_path):
     assert la == l1 + l2  # identical losses, step for step
     for p, q in zip(full.parameters(), half.parameters()):
         assert torch.equal(p, q)
-    ck = data.load_checkpoint(str(tmp_path / "b" / "ckpt.pt"))
+    ck = common.load_checkpoint(str(tmp_path / "b" / "ckpt.pt"))
     assert ck["step"] == 6 and ck["config"]["hidden"] == 16
     assert len(open(tmp_path / "b" / "metrics.jsonl").read().splitlines()) == 6
     assert os.path.isfile(tmp_path / "c" / "samples.png") and os.path.isfile(tmp_path / "c" / "inpainting.png")
@@ -144,24 +146,51 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     write_fake_mnist(folder, n_train=1100, n_test=20)
     out = str(tmp_path / "run")
     gsn.train(_cfg(folder, **{"max-steps": 2}), out, quiet=True, figures=False)
-    before = data.load_checkpoint(os.path.join(out, "ckpt.pt"))
+    before = common.load_checkpoint(os.path.join(out, "ckpt.pt"))
     orig = gsn.GSN.forward
 
     def bad_forward(self, *a, **k):
         loss, sl, lg = orig(self, *a, **k)
         return loss * float("nan"), sl, lg
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
-    with pytest.raises(gsn.TrainingError, match="step 2"):
+    with pytest.raises(common.NonFiniteLoss, match="step 2"):
         gsn.train(_cfg(folder, **{"max-steps": 4}), out, resume=True, quiet=True, figures=False)
-    after = data.load_checkpoint(os.path.join(out, "ckpt.pt"))
+    after = common.load_checkpoint(os.path.join(out, "ckpt.pt"))
     assert after["step"] == 2 and torch.equal(after["model"]["W.0"], before["model"]["W.0"])
 
 
+def test_resume_after_a_crash_does_not_repeat_metrics_rows(tmp_path):
+    """Rows logged after the last checkpoint (then a crash) are cut on --resume: the log ends up holding
+    exactly the uninterrupted run's steps."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    out = tmp_path / "run"
+    gsn.train(_cfg(folder, **{"max-steps": 3}), str(out), quiet=True, figures=False, log_every=1)
+    assert common.load_checkpoint(str(out / "ckpt.pt"))["metrics_rows"] == 3
+    with open(out / "metrics.jsonl", "a") as f:  # steps 4 and 5 were logged, then the process died
+        f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + json.dumps({"step": 5, "loss": 1.0}) + "\n")
+    _, losses = gsn.train(_cfg(folder, **{"max-steps": 6}), str(out), resume=True, quiet=True, figures=False, log_every=1)
+    rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in rows[3:]] == losses  # the resumed run's own rows, not the crashed ones
+
+
 @pytest.mark.parametrize("argv,msg", [
-    (["--hidden", "-3"], "--hidden must be >= 1"),
+    (["--hidden", "-3"], "argument --hidden: must be >= 1"),
     (["--data", "/nonexistent/mnist"], "not found"),
-    (["--input-noise", "1.5"], "--input-noise"),
+    (["--input-noise", "1.5"], "argument --input-noise"),
+    (["--lr", "nan"], "argument --lr"),
+])
+def test_cli_bad_flag_is_an_argparse_error(argv, msg):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "gsn.py")] + argv, capture_output=True, text=True, cwd=ROOT)
+    last = r.stderr.strip().splitlines()[-1]  # argparse: the usage, then one error line, exit status 2
+    assert r.returncode == 2 and last.startswith("gsn.py: error: ") and msg in last
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("argv,msg", [
     (["--resume", "--out", "/nonexistent/run"], "checkpoint not found"),
+    (["--model", "dae", "--layers", "2"], "exactly one hidden layer"),
 ])
 def test_cli_bad_input_is_one_line_error(argv, msg):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "gsn.py")] + argv, capture_output=True, text=True, cwd=ROOT)
@@ -169,20 +198,54 @@ def test_cli_bad_input_is_one_line_error(argv, msg):
     assert r.stderr.startswith("error: ") and msg in r.stderr and "Traceback" not in r.stderr
 
 
-def test_eval_gsn_end_to_end(tmp_path, capsys):
-    import json
-
-    import eval as ev
-    folder = str(tmp_path / "mnist")
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 2-step checkpoint on a tiny IDX dataset (100 training + 1000 held-out images, 30 test)."""
+    tmp = tmp_path_factory.mktemp("gsn_report")
+    folder = str(tmp / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=30)
-    gsn.train(_cfg(folder, **{"max-steps": 2}), str(tmp_path / "run"), quiet=True, figures=False)
-    ckpt = str(tmp_path / "run" / "ckpt.pt")
-    ev.main(["gsn", "--ckpt", ckpt, "--dae-ckpt", ckpt, "--n-samples", "50", "--out", str(tmp_path / "ev")])
+    gsn.train(_cfg(folder, **{"max-steps": 2}), str(tmp / "run"), quiet=True, figures=False)
+    return tmp, str(tmp / "run" / "ckpt.pt")
+
+
+def test_report_writes_table_json_and_figures(tiny_run, tmp_path, capsys):
+    _, ckpt = tiny_run
+    out = tmp_path / "rep"
+    rows = gsn.report([("tiny", ckpt)], str(out), n_samples=40, seed=3)  # data: the checkpoint's own
+    assert [r["name"] for r in rows] == ["tiny", "real training images", "independent pixels"]
+    assert rows[0]["step"] == 2 and rows[0]["n_samples"] == 40 and rows[0]["sigma"] in gsn.GSN_SIGMAS
+    assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
+    assert rows[1]["n_samples"] == rows[2]["n_samples"] == 40  # as many reference centres as chain means
+    saved = json.loads((out / "results.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
+    assert saved["seed"] == 3 and [r["name"] for r in saved["rows"]] == [r["name"] for r in rows]
+    table = [l for l in open(out / "results.md").read().splitlines() if l.startswith("| ")]
+    assert len(table) == 1 + len(rows) and table[1].startswith("| tiny | ") and "2 steps" in table[1]
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")][-1]
+    assert [r["ll"] for r in json.loads(line)["gsn_parzen"]] == [r["ll"] for r in rows]
+    for f in ("tiny-chains.png", "tiny-inpainting.png"):
+        assert os.path.isfile(out / f)
+    assert not os.path.exists(out / "tiny-chain400.png")  # only with 400+ chain means
+    # the same seed gives the same chain, hence the same numbers
+    again = gsn.report([("tiny", ckpt)], str(tmp_path / "rep2"), n_samples=40, seed=3, references=False)
+    assert again[0]["ll"] == rows[0]["ll"]
+
+
+def test_eval_gsn_end_to_end(tiny_run, tmp_path, capsys):
+    """`eval.py gsn`'s flags (add_report_args) and their run (report_from_args)."""
+    tmp, ckpt = tiny_run
+    p = argparse.ArgumentParser()
+    gsn.add_report_args(p)
+    gsn.report_from_args(p.parse_args(["--ckpt", ckpt, "--dae-ckpt", ckpt, "--n-samples", "50",
+                                       "--data", str(tmp / "mnist"), "--out", str(tmp_path / "ev")]))
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")][-1]
     rows = json.loads(line)["gsn_parzen"]
     assert [r["name"] for r in rows] == ["run", "dae-no-walkback", "real training images", "independent pixels"]
     assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
     for f in ("run-chains.png", "run-inpainting.png", "results.md", "results.json"):
         assert os.path.isfile(tmp_path / "ev" / f)
-    with pytest.raises(SystemExit):
-        ev.main(["gsn", "--ckpt", str(tmp_path / "missing.pt")])
+    with pytest.raises(common.UserError, match="checkpoint not found"):
+        gsn.report_from_args(p.parse_args(["--ckpt", str(tmp_path / "missing.pt")]))
+    for bad in (["--n-samples", "0"], ["--data", str(tmp_path / "nope")]):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(["--ckpt", ckpt] + bad)
+        assert e.value.code == 2

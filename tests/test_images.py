@@ -1,4 +1,4 @@
-"""Image half of data.py: procedural digits and MNIST IDX files."""
+"""images.py: procedural digits and MNIST IDX files."""
 import gzip
 import os
 import sys
@@ -8,23 +8,23 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data  # noqa: E402
-from data import DataError  # noqa: E402
+import images  # noqa: E402
+from common import UserError  # noqa: E402
 
 
 def test_digits_shapes_range_and_determinism():
-    X, y = data.make_digits(300, seed=3)
+    X, y = images.make_digits(300, seed=3)
     assert X.shape == (300, 784) and X.dtype == np.float32
     assert y.shape == (300,) and y.dtype == np.int64 and set(y.tolist()) == set(range(10))
     assert X.min() == 0.0 and X.max() <= 1.0
-    X2, y2 = data.make_digits(300, seed=3)
+    X2, y2 = images.make_digits(300, seed=3)
     assert np.array_equal(X, X2) and np.array_equal(y, y2)
-    X3, _ = data.make_digits(300, seed=4)
+    X3, _ = images.make_digits(300, seed=4)
     assert not np.array_equal(X, X3)
 
 
 def test_digits_look_like_mnist():
-    X, _ = data.make_digits(500, seed=0)
+    X, _ = images.make_digits(500, seed=0)
     # MNIST: mean intensity 0.133, 13.4% of pixels > 0.5, background exactly 0, strokes reach 1
     assert 0.09 < X.mean() < 0.18
     assert 0.09 < (X > 0.5).mean() < 0.18
@@ -42,14 +42,14 @@ def test_digits_look_like_mnist():
 
 
 def test_load_digits_cache(tmp_path):
-    X, y = data.load_digits("test", n=50, seed=7, cache_dir=str(tmp_path))
+    X, y = images.load_digits("test", n=50, seed=7, cache_dir=str(tmp_path))
     assert any(p.suffix == ".npz" for p in tmp_path.iterdir())
-    X2, y2 = data.load_digits("test", n=50, seed=7, cache_dir=str(tmp_path))  # from the cache
+    X2, y2 = images.load_digits("test", n=50, seed=7, cache_dir=str(tmp_path))  # from the cache
     assert np.array_equal(X, X2) and np.array_equal(y, y2)
-    Xtr, _ = data.load_digits("train", n=50, seed=7, cache_dir=str(tmp_path))
+    Xtr, _ = images.load_digits("train", n=50, seed=7, cache_dir=str(tmp_path))
     assert not np.array_equal(X, Xtr)  # train and test come from different streams
-    with pytest.raises(DataError):
-        data.load_digits("valid", cache_dir=str(tmp_path))
+    with pytest.raises(UserError):
+        images.load_digits("valid", cache_dir=str(tmp_path))
 
 
 @pytest.mark.parametrize("ext", ["", ".gz"])
@@ -57,8 +57,8 @@ def test_load_digits_cache(tmp_path):
 def test_idx_round_trip(tmp_path, ext, dtype):
     a = (np.arange(2 * 3 * 5) * 7 % 256).reshape(2, 3, 5).astype(dtype)
     p = str(tmp_path / ("a.idx" + ext))
-    data.write_idx(p, a)
-    b = data.read_idx(p)
+    images.write_idx(p, a)
+    b = images.read_idx(p)
     assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b)
     if ext:
         with gzip.open(p, "rb") as f:
@@ -67,52 +67,52 @@ def test_idx_round_trip(tmp_path, ext, dtype):
 
 def test_idx_errors(tmp_path):
     p = str(tmp_path / "a.idx")
-    data.write_idx(p, np.zeros((4, 28, 28), np.uint8))
+    images.write_idx(p, np.zeros((4, 28, 28), np.uint8))
     raw = open(p, "rb").read()
     open(p, "wb").write(raw[:-10])
-    with pytest.raises(DataError, match="truncated.*a.idx"):
-        data.read_idx(p)
+    with pytest.raises(UserError, match="truncated.*a.idx"):
+        images.read_idx(p)
     open(p, "wb").write(b"\x01\x02" + raw[2:])
-    with pytest.raises(DataError, match="magic"):
-        data.read_idx(p)
+    with pytest.raises(UserError, match="magic"):
+        images.read_idx(p)
     open(p, "wb").write(raw + b"junk")
-    with pytest.raises(DataError, match="a.idx"):
-        data.read_idx(p)
+    with pytest.raises(UserError, match="a.idx"):
+        images.read_idx(p)
     g = str(tmp_path / "b.idx.gz")
     open(g, "wb").write(b"this is not gzip")
-    with pytest.raises(DataError, match="b.idx.gz"):
-        data.read_idx(g)
-    with pytest.raises(DataError, match="not found"):
-        data.read_idx(str(tmp_path / "missing.idx"))
+    with pytest.raises(UserError, match="b.idx.gz"):
+        images.read_idx(g)
+    with pytest.raises(UserError, match="not found"):
+        images.read_idx(str(tmp_path / "missing.idx"))
 
 
 def write_fake_mnist(folder, n_train=60, n_test=20, gz=True):
     os.makedirs(folder, exist_ok=True)
     ext = ".gz" if gz else ""
-    Xtr, ytr = data.make_digits(n_train, 0)
-    Xte, yte = data.make_digits(n_test, 1)
+    Xtr, ytr = images.make_digits(n_train, 0)
+    Xte, yte = images.make_digits(n_test, 1)
     for prefix, X, y in (("train", Xtr, ytr), ("t10k", Xte, yte)):
-        data.write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte{ext}"),
+        images.write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte{ext}"),
                        np.round(X * 255).astype(np.uint8).reshape(-1, 28, 28))
-        data.write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{ext}"), y.astype(np.uint8))
+        images.write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{ext}"), y.astype(np.uint8))
     return Xtr, ytr, Xte, yte
 
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_load_mnist(tmp_path, gz):
     Xtr, ytr, Xte, yte = write_fake_mnist(str(tmp_path), gz=gz)
-    d = data.load_mnist(str(tmp_path))
+    d = images.load_mnist(str(tmp_path))
     assert d["train"][0].shape == (60, 784) and d["test"][0].shape == (20, 784)
     assert np.allclose(d["train"][0], Xtr, atol=1e-6) and np.array_equal(d["test"][1], yte)
 
 
 def test_load_mnist_errors(tmp_path):
-    with pytest.raises(DataError, match="not found"):
-        data.load_mnist(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="not found"):
+        images.load_mnist(str(tmp_path / "nope"))
     write_fake_mnist(str(tmp_path), gz=False)
     os.remove(tmp_path / "t10k-labels-idx1-ubyte")
-    with pytest.raises(DataError, match="t10k-labels"):
-        data.load_mnist(str(tmp_path))
-    data.write_idx(str(tmp_path / "t10k-labels-idx1-ubyte"), np.zeros(19, np.uint8))  # count mismatch
-    with pytest.raises(DataError, match="t10k-labels"):
-        data.load_mnist(str(tmp_path))
+    with pytest.raises(UserError, match="t10k-labels"):
+        images.load_mnist(str(tmp_path))
+    images.write_idx(str(tmp_path / "t10k-labels-idx1-ubyte"), np.zeros(19, np.uint8))  # count mismatch
+    with pytest.raises(UserError, match="t10k-labels"):
+        images.load_mnist(str(tmp_path))

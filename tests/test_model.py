@@ -2,6 +2,7 @@
 parameter names must be nanoGPT's."""
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig, KVCache, completion_mask, left_pad, pack, sequence_logprobs
@@ -61,6 +62,48 @@ def test_mixed_length_prompts_match_unpadded_runs():
         seq = torch.tensor([p + alone.tolist()])
         ref = F.log_softmax(model(seq)[0][0, len(p) - 1:-1], -1).gather(1, alone[:, None]).squeeze(1)
         assert (logp[i] - ref).abs().max().item() < 1e-5
+
+
+class EditedMLP(nn.Module):
+    """A student's edit of one Block's MLP: the original MLP plus `shift`, recording each call's (B, T)."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp, self.shift, self.calls = mlp, None, []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape[:2]))
+        y = self.mlp(x)
+        return y if self.shift is None else y + self.shift
+
+
+def test_an_edit_to_a_block_reaches_sampling():
+    """Training, prefill and decode share one forward: generate() runs an edited MLP once for the
+    prefill and once per decoded token, and samples from what the edited model says."""
+    model = tiny()
+    prompts = [[1, 2, 3], [4, 5]]
+    ref, _ = model.generate(prompts, 10, temperature=0, num_samples=3, pad_id=36)
+    mlp = model.transformer.h[1].mlp = EditedMLP(model.transformer.h[1].mlp)
+    tokens, _ = model.generate(prompts, 10, temperature=0, num_samples=3, pad_id=36)
+    assert torch.equal(tokens, ref)  # wrapping alone changes nothing
+    # one prefill over the 2 prompts, then 9 decode steps of one token for each of the 2 x 3 rows
+    # (the 10th token is sampled from the 9th step's logits and never fed back)
+    assert mlp.calls == [(2, 3)] + [(6, 1)] * 9
+
+    # the edit: push the last block's output toward token 7's embedding: greedy says 7 at every step,
+    # the prefill's token and each decoded one
+    mlp.shift = 10 * model.transformer.wte.weight[7].detach()
+    tokens, _ = model.generate(prompts, 10, temperature=0, pad_id=36)
+    assert (tokens == 7).all()
+    # sampled log-probs are the edited model's, exactly as the training path computes them
+    tokens, logp = model.generate(prompts, 10, temperature=1.0, generator=torch.Generator().manual_seed(11), pad_id=36)
+    seq, pad_mask, compl = pack(prompts, tokens.tolist(), pad_id=36)
+    with torch.no_grad():
+        edited = sequence_logprobs(model, seq, pad_mask, compl)[compl].view(2, 10)
+        mlp.shift = None
+        unedited = sequence_logprobs(model, seq, pad_mask, compl)[compl].view(2, 10)
+    assert (logp - edited).abs().max().item() < 1e-5
+    assert (logp - unedited).abs().max().item() > 0.1
 
 
 def test_padded_forward_logits_match_unpadded():

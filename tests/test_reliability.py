@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-import data
+import common
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +35,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, m
         train.main(["sft", "--out", str(tmp_path), "--max-iters", "20", "--eval-interval", "5", *TINY])
     err = capsys.readouterr().err
     assert e.value.code == 1 and "nan" in err and "step 8" in err
-    ckpt = data.load_checkpoint(str(tmp_path / "ckpt.pt"))
+    ckpt = common.load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert ckpt["iter"] == 5  # the checkpoint written at the last evaluation, untouched
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
@@ -54,7 +54,7 @@ def test_sigint_writes_a_checkpoint_and_resume_finishes(tmp_path):
     stdout, _ = p.communicate(timeout=120)
     assert p.returncode == 0, stdout[-2000:]
     assert "SIGINT" in stdout and "stopped at iter" in stdout
-    ckpt = data.load_checkpoint(str(out / "ckpt.pt"))
+    ckpt = common.load_checkpoint(str(out / "ckpt.pt"))
     logged = [json.loads(l)["iter"] for l in metrics.read_text().splitlines()]
     assert 3 <= ckpt["iter"] < 100000 and ckpt["iter"] >= max(logged)
 
@@ -81,5 +81,5 @@ def test_gsn_sigint_writes_a_checkpoint(tmp_path):
     stdout, _ = p.communicate(timeout=180)
     assert p.returncode == 0, stdout[-2000:]
     assert "stopped at step" in stdout
-    ckpt = data.load_checkpoint(str(out / "ckpt.pt"))
+    ckpt = common.load_checkpoint(str(out / "ckpt.pt"))
     assert 100 <= ckpt["step"] < 1000000

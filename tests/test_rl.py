@@ -64,14 +64,43 @@ def test_rl_cli_tiny_run_and_resume(tmp_path):
     assert [r["iteration"] for r in rows if "test_pass@1" in r] == [0, 1, 2]
     # resume: 1 iteration, then --resume to 2 == 2 iterations in one go (same final weights)
     train.main([*rl, "--out", str(b), "--iterations", "1", "--loss", "tis", "--epochs", "2"])
+    with open(b / "metrics.jsonl", "a") as f:  # a crash after logging, before the next checkpoint
+        f.write(json.dumps({"iteration": 1, "epoch": 0, "step": 5, "loss": 0.0}) + "\n")
     train.main([*rl, "--out", str(b), "--iterations", "2", "--loss", "tis", "--epochs", "2", "--resume"])
     wa = torch.load(a / "ckpt.pt", weights_only=True)["model"]
     wb = torch.load(b / "ckpt.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # ... and the same metrics rows: the rows logged after the checkpoint are not kept twice
+    rows_b = [json.loads(l) for l in open(b / "metrics.jsonl")]
+    key = lambda r: (r.get("iteration"), r.get("step"), r.get("loss"), r.get("test_pass@1"))
+    assert [key(r) for r in rows_b] == [key(r) for r in rows]
+
+
+def test_an_update_does_not_depend_on_the_micro_batch_size(tmp_path):
+    """Each micro-batch's loss is weighted by its share of the minibatch: micro-batches of 3, 3, 2 give
+    the same gradient as one of 8 (the logged pre-clip gradient norm is sensitive to any reweighting,
+    unlike Adam's first steps, which barely see the gradient's scale)."""
+    sft = tmp_path / "sft"
+    train.main(["sft", "--out", str(sft), "--max-iters", "10", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--batch-size", "16", "--sft-examples", "200", "--val-examples", "16", "--eval-problems", "2",
+                "--eval-k", "1", "--warmup", "2", "--max-new-tokens", "8", "--eval-interval", "10"])
+    rl = ["rl", "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "8", "--iterations", "1",
+          "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--baseline", "0", "--lr", "1e-3"]
+    runs = {}
+    for mb in (8, 3):
+        train.main([*rl, "--micro-batch", str(mb), "--out", str(tmp_path / f"mb{mb}")])
+        runs[mb] = [json.loads(l) for l in open(tmp_path / f"mb{mb}" / "metrics.jsonl") if '"grad_norm"' in l]
+    assert len(runs[8]) == len(runs[3]) == 2
+    for a, b in zip(runs[8], runs[3]):
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4) and a["grad_norm"] > 0
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+    wa = torch.load(tmp_path / "mb8" / "ckpt.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "mb3" / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
 
 
 def test_rl_unknown_loss_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["rl", "--init", "x.pt", "--out", str(tmp_path), "--loss", "grpo"])
     err = capsys.readouterr().err
-    assert e.value.code == 1 and "unknown loss 'grpo'" in err and "topr" in err
+    assert e.value.code == 2 and "invalid choice: 'grpo'" in err and "topr" in err

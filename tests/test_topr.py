@@ -1,4 +1,4 @@
-"""Tests for topr.py: gradients against hand-derived formulas (DESIGN.md s4), stop-gradient, padding,
+"""Tests for topr.py: gradients against hand-derived formulas, stop-gradient, padding,
 p_eff and its inverse, PPO clipping, the tapered objective, curation, input errors. Fast and seeded."""
 import json
 import math
@@ -37,7 +37,7 @@ def baselines(reward, seed=0):
 
 
 def hand_grad(logp, logp_behavior, reward, baseline, lengths, length_normalize, pos_limits, neg_limits):
-    """DESIGN s4 by hand: d loss / d logp_i = - alpha_i A_i / (B L_i), alpha_i a constant."""
+    """By hand: d loss / d logp_i = - alpha_i A_i / (B L_i), alpha_i a constant."""
     A = reward - baseline
     rho = torch.exp(logp.detach() - logp_behavior)
     alpha = torch.where(A >= 0, rho.clamp(*pos_limits), rho.clamp(*neg_limits))
@@ -80,7 +80,7 @@ def test_custom_limits_gradient_matches_formula():
 
 
 # d loss / d logp for rho = [0.5, 3, 0.5, 3], R = [+1, +1, -1, -1], c = 0, L = 1, B = 4: -w A / 4 with w from
-# the DESIGN s4 table (sft_pos: A = R + 1; ppo eps 0.2: weight rho, or 0 where the clip is active)
+# the table of presets (sft_pos: A = R + 1; ppo eps 0.2: weight rho, or 0 where the clip is active)
 EXPLICIT = {
     "topr":      ([1.0, 1.0, 0.5, 1.0], [1, 1, -1, -1]),
     "reinforce": ([1.0, 1.0, 1.0, 1.0], [1, 1, -1, -1]),

@@ -5,6 +5,7 @@ import types
 import pytest
 import torch
 
+import common
 import data
 import eval as ev
 import train
@@ -25,7 +26,7 @@ def test_tiny_sft_loss_falls_and_checkpoint_loads(tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0  # from ~5.5 nats (uniform over 258) to well below
     vals = [r["val_loss"] for r in read_metrics(tmp_path) if "val_loss" in r]
     assert vals[-1] < vals[0]
-    model, tok, ckpt = train.load_model(str(tmp_path / "ckpt.pt"), "cpu")
+    model, tok, ckpt = ev.load_gpt(str(tmp_path / "ckpt.pt"), "cpu")
     assert ckpt["iter"] == 40 and tok.vocab_size == model.config.vocab_size
     final = read_metrics(tmp_path)[-1]
     assert 0.0 <= final["test_pass@1"] <= 1.0 and 0.0 <= final["test_invalid"] <= 1.0
@@ -43,15 +44,15 @@ def test_sft_resume_continues_exactly(tmp_path):
     la = [r["loss"] for r in read_metrics(a) if "loss" in r]
     lb = [r["loss"] for r in read_metrics(b) if "loss" in r]
     assert la == lb
-    wa = data.load_checkpoint(str(a / "ckpt.pt"))["model"]
-    wb = data.load_checkpoint(str(b / "ckpt.pt"))["model"]
+    wa = common.load_checkpoint(str(a / "ckpt.pt"))["model"]
+    wb = common.load_checkpoint(str(b / "ckpt.pt"))["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_bad_flags_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["sft", "--out", str(tmp_path), "--batch-size", "-3"])
-    assert e.value.code == 2 and "--batch-size must be > 0" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --batch-size: must be >= 1, got -3" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         train.main(["sft", "--out", str(tmp_path), "--sft-examples", "10", "--batch-size", "32"])
     err = capsys.readouterr().err
@@ -64,6 +65,44 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ev.main(["gpt", "--ckpt", str(bad)])
     assert e.value.code == 1 and "corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["sft", "--n-head", "5"], 1, "--n-embd 128 is not divisible by --n-head 5"),
+    (["sft", "--lr", "nan"], 2, "argument --lr: must be a finite number"),
+    (["sft", "--lr", "0"], 2, "argument --lr: must be > 0, got 0"),
+    (["rl", "--init", "x.pt", "--baseline", "half"], 2, "argument --baseline: not a number: 'half'"),
+    (["rl", "--init", "x.pt", "--target-pos-frac", "1.5"], 2, "argument --target-pos-frac: must be in (0, 1), got 1.5"),
+])
+def test_bad_values_are_caught_where_they_enter(tmp_path, capsys, argv, code, message):
+    with pytest.raises(SystemExit) as e:
+        train.main([*argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == code and message in err and "Traceback" not in err
+
+
+def test_out_folder_that_cannot_be_created_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as e:
+        train.main(["sft", "--out", str(blocker / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: --out") and "cannot create the folder" in err
+
+
+def test_eval_negative_n_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        ev.main(["gpt", "--ckpt", str(tmp_path / "x.pt"), "--n", "-3"])
+    assert e.value.code == 2 and "argument --n: must be >= 1, got -3" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only UserError becomes a one-line error: any other exception (a student's bug) propagates."""
+    def broken(*a, **kw):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(train.data, "problems", broken)
+    with pytest.raises(ZeroDivisionError):
+        train.main(["sft", "--out", "/tmp/unused-run"])
 
 
 def test_majority_vote():

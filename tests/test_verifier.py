@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 
+import common
 import data
 import eval as ev
 import train
@@ -117,10 +118,10 @@ def test_p_yes_from_logits_is_the_probability_of_generating_yes():
     yes, no, pad = 3, 5, 7
     prompts = [[1, 2, 4, 6, 2], [2, 2], [6, 1, 4]]  # several lengths in one batch: padding must not leak
     with torch.no_grad():
-        raw = train.verdict_logp(model, prompts, (yes, no), pad, restricted=False)
-        restricted = train.verdict_logp(model, prompts, (yes, no), pad)
+        raw = ev.verdict_logp(model, prompts, (yes, no), pad, restricted=False)
+        restricted = ev.verdict_logp(model, prompts, (yes, no), pad)
         for i, p in enumerate(prompts):
-            alone = train.verdict_logp(model, [p], (yes, no), pad, restricted=False)
+            alone = ev.verdict_logp(model, [p], (yes, no), pad, restricted=False)
             assert torch.allclose(alone[0], raw[i], atol=1e-5)
             # generate() samples the next token from the same distribution: its log-prob of a sampled
             # Yes equals log P(Yes), and Yes comes out at the rate P(Yes)
@@ -139,7 +140,7 @@ def test_p_yes_from_logits_is_the_probability_of_generating_yes():
 
 def test_verdict_logp_has_gradients():
     model = _tiny_gpt(1).train()
-    lp = train.verdict_logp(model, [[1, 2, 3], [4]], (3, 5), 7)
+    lp = ev.verdict_logp(model, [[1, 2, 3], [4]], (3, 5), 7)
     lp[:, 0].sum().backward()
     assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
 
@@ -160,25 +161,25 @@ def tiny_sft(tmp_path_factory):
 
 
 def test_verify_rollout_rows(tiny_sft):
-    solver, tok, _ = train.load_model(str(tiny_sft), "cpu")
-    verifier, _, _ = train.load_model(str(tiny_sft), "cpu")
+    solver, tok, _ = ev.load_gpt(str(tiny_sft), "cpu")
+    verifier, _, _ = ev.load_gpt(str(tiny_sft), "cpu")
     problems = data.make_problems(5, seed=3)
-    rows = train.verify_rollout(verifier, solver, tok, problems, 3, 12, seed=0, batch=4)
-    cands = train.rollout(solver, tok, problems, 3, 12, seed=0)  # the same candidates
+    rows = train.sample_verdicts(verifier, solver, tok, problems, 3, 12, seed=0, batch=4)
+    cands = train.sample_solutions(solver, tok, problems, 3, 12, seed=0)  # the same candidates
     yes_no = data.verdict_ids(tok)
-    assert len(rows) == 15 and [r["group"] for r in rows] == [i // 3 for i in range(15)]
-    lp = train.verdict_logp(verifier.eval(), [r["prompt"] for r in rows], yes_no, tok.pad_id).detach()
-    for i, (r, c) in enumerate(zip(rows, cands)):
-        p = problems[r["group"]]
-        assert tok.decode(r["prompt"]) == data.format_verify_prompt(p.question, c["text"])
-        assert r["completion"] in ([yes_no[0]], [yes_no[1]])
-        v = yes_no.index(r["completion"][0])
-        assert r["text"] == data.VERDICTS[v]
-        assert r["reward"] == data.verify_reward(data.VERDICTS[v], c["text"], p.answer)
-        assert r["candidate_reward"] == c["reward"]
-        assert r["logp_behavior"] == pytest.approx(lp[i, v].item(), abs=1e-5)
-    again = train.verify_rollout(verifier, solver, tok, problems, 3, 12, seed=0, batch=4)
-    assert [r["completion"] for r in again] == [r["completion"] for r in rows]  # seeded
+    assert len(rows) == 15
+    lp = ev.verdict_logp(verifier.eval(), rows.prompt, yes_no, tok.pad_id).detach()
+    for i in range(15):
+        p = problems[i // 3]  # k = 3 consecutive rows per problem
+        assert tok.decode(rows.prompt[i]) == data.format_verify_prompt(p.question, cands.text[i])
+        assert rows.completion[i] in ([yes_no[0]], [yes_no[1]])
+        v = yes_no.index(rows.completion[i][0])
+        assert rows.text[i] == data.VERDICTS[v]
+        assert rows.reward[i] == data.verify_reward(data.VERDICTS[v], cands.text[i], p.answer)
+        assert rows.candidate_reward[i] == cands.reward[i]
+        assert rows.logp_behavior[i].item() == pytest.approx(lp[i, v].item(), abs=1e-5)
+    again = train.sample_verdicts(verifier, solver, tok, problems, 3, 12, seed=0, batch=4)
+    assert again.completion == rows.completion  # seeded
 
 
 def test_rl_verify_cli_runs_curates_and_resumes(tiny_sft, tmp_path, capsys):
@@ -205,7 +206,7 @@ def test_rl_verify_cli_runs_curates_and_resumes(tiny_sft, tmp_path, capsys):
     capsys.readouterr()
     train.main([*rl, "--out", str(c), "--iterations", "1", "--candidate-pos-frac", "0.5", "--k", "8"])
     ds = [r for r in map(json.loads, open(c / "metrics.jsonl")) if "dataset_size" in r][0]
-    if "not curated to candidate_reward" in capsys.readouterr().out:  # only when one kind is missing
+    if "not curated" in capsys.readouterr().out:  # only when one kind is missing
         assert ds["dataset_candidates_correct"] in (0.0, 1.0) and ds["dataset_size"] == 48
     else:
         assert ds["dataset_candidates_correct"] == pytest.approx(0.5, abs=1 / ds["dataset_size"])
@@ -213,12 +214,12 @@ def test_rl_verify_cli_runs_curates_and_resumes(tiny_sft, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--candidate-pos-frac", "0.5"], "only apply to --task verify"),
-    (["--task", "verify", "--candidate-pos-frac", "1.5"], "--candidate-pos-frac must be in (0, 1)"),
+    (["--task", "verify", "--candidate-pos-frac", "1.5"], "argument --candidate-pos-frac: must be in (0, 1), got 1.5"),
 ])
 def test_rl_verify_flag_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         train.main(["rl", "--init", "x.pt", "--out", str(tmp_path), *argv])
-    assert e.value.code == 1 and message in capsys.readouterr().err
+    assert e.value.code in (1, 2) and message in capsys.readouterr().err  # 2: argparse rejected the value
 
 
 def test_eval_gpt_with_verifier(tiny_sft, capsys):
@@ -237,5 +238,5 @@ def test_verification_prompt_longer_than_context_is_a_clear_error():
     model = GPT(GPTConfig(block_size=32, vocab_size=258, n_layer=1, n_head=2, n_embd=16))
     tok = data.get_tokenizer("byte")
     problems = [data.Problem("Ana has 12 apples. How many apples does Ana have?", "", "12")]
-    with pytest.raises(data.DataError, match="verification prompt has .* more than the verifier's context"):
+    with pytest.raises(common.UserError, match="verification prompt has .* more than the model's context"):
         ev.score_candidates(model, tok, problems, [[" 12. #### 12"]])

@@ -1,0 +1,21 @@
+"""bench.py runs: every subcommand on a tiny setting (--quick), and `bench.py rl --ckpt` on a trained
+checkpoint (the README's command). Speed targets are read from its output by a person, never asserted
+here: timings on a shared machine are noise."""
+import bench
+import train
+
+
+def test_every_bench_subcommand_runs(capsys):
+    bench.main(["all", "--quick", "--threads", "1", "--reps", "1"])
+    out = capsys.readouterr().out
+    for section in ("===== gpt, 1 thread(s)", "===== rl, 1 thread(s)", "===== gsn, 1 thread(s)"):
+        assert section in out
+    assert "speed-up x" in out and "update (1 epoch of 8 sequences" in out and "GFLOP/s" in out
+
+
+def test_bench_rl_on_a_checkpoint(tmp_path, capsys):
+    train.main(["sft", "--out", str(tmp_path), "--max-iters", "4", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--batch-size", "8", "--sft-examples", "50", "--val-examples", "8", "--eval-problems", "2",
+                "--eval-k", "1", "--warmup", "1", "--max-new-tokens", "8"])
+    bench.main(["rl", "--quick", "--threads", "1", "--reps", "1", "--ckpt", str(tmp_path / "ckpt.pt")])
+    assert "time per iteration" in capsys.readouterr().out
