@@ -1,5 +1,5 @@
 """
-experiments.py -- the TOPR experiments of the README, one command each, fixed seeds.
+experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed seeds.
 
   python experiments.py offpolicy    (a) strongly off-policy: ONE generated dataset, 6 epochs over it,
                                          topr vs reinforce vs tis vs ppo vs sft_pos (constant c = 0)

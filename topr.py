@@ -4,7 +4,7 @@ topr.py -- Tapered Off-Policy REINFORCE (Le Roux, Bellemare, Lebensold et al., 2
 Pure torch on (B,) tensors of sequence log-probs; imports nothing from this repo.
 
   1. The truncated importance-sampling family: one loss, limits [a+, b+] / [a-, b-] (topr, reinforce,
-     tis, is, sft_pos), and `topr_loss` to pick a preset (or `ppo`) by name.
+     tis, is, sft_pos, neg_only), and `topr_loss` to pick a preset (or `ppo`) by name.
   2. PPO's clipped ratio objective (sequence-level ratio), the common baseline.
   3. The tapered objective T(rho; a, b), whose gradient the TOPR loss follows (logged, not optimised).
   4. Baseline c and dataset composition: p_eff and its inverse; group-mean baseline; curation.
@@ -27,7 +27,12 @@ PRESETS = {
     "tis":       dict(pos_limits=(0.0, 1.0), neg_limits=(0.0, 1.0)),   # truncated IS, both signs
     "is":        dict(pos_limits=(0.0, INF), neg_limits=(0.0, INF)),   # full importance sampling
     "sft_pos":   dict(pos_limits=(1.0, 1.0), neg_limits=(1.0, 1.0), baseline=-1.0),  # c=-1: SFT on positives
-}
+    "neg_only":  dict(pos_limits=(1.0, 1.0), neg_limits=(0.0, 1.0), baseline=1.0),   # c=+1: negatives only (A=-2),
+}                                                                                    # tapered like topr's
+# On-policy (rho = 1) with R = +-1, every constant baseline gives the SAME expected gradient, because
+# E_pi[grad log pi] = 0:  E[(R - c) grad log pi] = E[R grad log pi]  for any c.  So sft_pos (c = -1),
+# reinforce (c = 0) and neg_only (c = +1) differ only in variance -- and, off-policy, in how the ratio
+# treats reused data (tests/test_topr.py computes these expectations exactly; exercise 14).
 LOSSES = list(PRESETS) + ["ppo"]
 
 

@@ -63,6 +63,8 @@ def plain_args(args):
 
 
 def sft(rank, world, device, args):
+    """`train.py sft`: next-token cross-entropy on the completions of worked solutions (AdamW, warm-up +
+    cosine lr, gradient clipping); val loss + checkpoint every --eval-interval; held-out accuracy at the end."""
     master = rank == 0  # only rank 0 logs, evaluates and writes checkpoints
     torch.manual_seed(args.seed)
     task = ev.task_kwargs(args)
@@ -312,6 +314,8 @@ def verdict_policy_logp(model, tok, batch, device):
 
 
 def rl(rank, world, device, args):
+    """`train.py rl`: set-up, then per iteration (1) the frozen policy samples a Rollout, (2) baseline and
+    curation, (3) --epochs of minibatch updates with topr.topr_loss; evaluate, checkpoint, repeat."""
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
     ckpt_path = os.path.join(args.out, "ckpt.pt")

@@ -28,7 +28,7 @@ TARGET = os.environ.get("EXERCISE_TARGET", "solutions")
 if TARGET not in ("solutions", "student"):
     raise ValueError(f"EXERCISE_TARGET must be 'solutions' (default) or 'student', got {TARGET!r}")
 CODING = ["ex01_kv_attention", "ex02_top_p", "ex03_truncated_ratio", "ex04_tapered", "ex05_p_eff",
-          "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote"]
+          "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote", "ex14_onpolicy_equivalence"]
 
 
 def load(name, target=TARGET):
@@ -48,7 +48,7 @@ def exercise(name):
     return fixture
 
 
-ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13 = (exercise(n) for n in CODING)
+ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14 = (exercise(n) for n in CODING)
 
 
 # -----------------------------------------------------------------------------
@@ -424,3 +424,43 @@ def test_ex13_matches_eval_on_random_votes(ex13):
         weights = [rng.choice([0.0, 0.25, 0.5, 1.0]) for _ in range(n)]  # coarse values: many ties
         assert ex13.weighted_majority_vote(answers, weights) == ev.weighted_majority_vote(answers, weights)
         assert ex13.best_of(answers, weights) == ev.best_of(answers, weights)
+
+
+# -----------------------------------------------------------------------------
+# ex14: on-policy equivalence of sft_pos, reinforce and neg_only; the variance decides
+
+def test_ex14_matches_the_gradient_of_topr_losses(ex14):
+    """exact_moments against the gradient of topr.topr_loss itself, outcome by outcome (rho = 1)."""
+    g = torch.Generator().manual_seed(14)
+    for M in (2, 5):
+        theta = torch.randn(M, generator=g, dtype=torch.float64)
+        pi = torch.softmax(theta, 0)
+        reward = torch.where(torch.rand(M, generator=g) < 0.5, 1.0, -1.0).double()
+        reward[0] = 1.0
+        for name, c in (("sft_pos", -1.0), ("reinforce", 0.0), ("reinforce", 0.3), ("neg_only", 1.0)):
+            rows = []
+            for y in range(M):
+                th = theta.clone().requires_grad_()
+                logp = torch.log_softmax(th, 0)[[y]]
+                loss, _ = topr.topr_loss(logp, logp.detach(), reward[[y]], name, baseline=c, length_normalize=False)
+                rows.append(-torch.autograd.grad(loss, th)[0])
+            G = torch.stack(rows)
+            mean, var = ex14.exact_moments(pi, reward, c)
+            torch.testing.assert_close(mean, pi @ G)
+            assert var == pytest.approx((pi * (G * G).sum(1)).sum().item() - (pi @ G).norm().item() ** 2, abs=1e-12)
+
+
+def test_ex14_predictions(ex14):
+    binary = torch.tensor([0.05, 0.95], dtype=torch.float64)
+    diffuse = torch.tensor([0.5] + [0.5 / 15] * 15, dtype=torch.float64)
+    for pi in (binary, diffuse):
+        reward = -torch.ones(len(pi), dtype=torch.float64)
+        reward[0] = 1.0
+        (m_pos, v_pos), (m_rf, _), (m_neg, v_neg) = (ex14.exact_moments(pi, reward, c) for c in (-1.0, 0.0, 1.0))
+        torch.testing.assert_close(m_pos, m_rf)  # (a) one expected gradient
+        torch.testing.assert_close(m_neg, m_rf)
+        if pi is binary:
+            assert v_neg * 100 < v_pos  # (b) negatives only
+        else:
+            assert v_pos * 4 < v_neg    # (c) positives only
+

@@ -1,6 +1,7 @@
 """Tests for topr.py: gradients against hand-derived formulas, stop-gradient, padding,
 p_eff and its inverse, PPO clipping, the tapered objective, curation, input errors. Fast and seeded."""
 import json
+import itertools
 import math
 import os
 import sys
@@ -87,6 +88,7 @@ EXPLICIT = {
     "tis":       ([0.5, 1.0, 0.5, 1.0], [1, 1, -1, -1]),
     "is":        ([0.5, 3.0, 0.5, 3.0], [1, 1, -1, -1]),
     "sft_pos":   ([1.0, 1.0, 1.0, 1.0], [2, 2, 0, 0]),
+    "neg_only":  ([1.0, 1.0, 0.5, 1.0], [0, 0, -2, -2]),
     "ppo":       ([0.5, 0.0, 0.0, 3.0], [1, 1, -1, -1]),
 }
 
@@ -107,6 +109,7 @@ def test_presets_match_design_table():
     assert topr.PRESETS["tis"] == dict(pos_limits=(0.0, 1.0), neg_limits=(0.0, 1.0))
     assert topr.PRESETS["is"] == dict(pos_limits=(0.0, math.inf), neg_limits=(0.0, math.inf))
     assert topr.PRESETS["sft_pos"] == dict(pos_limits=(1.0, 1.0), neg_limits=(1.0, 1.0), baseline=-1.0)
+    assert topr.PRESETS["neg_only"] == dict(pos_limits=(1.0, 1.0), neg_limits=(0.0, 1.0), baseline=1.0)
 
 
 def test_zero_advantage_counts_as_positive():
@@ -367,7 +370,7 @@ def test_curate_errors():
 
 def test_unknown_loss_name():
     logp, logp_behavior, reward, lengths = make_batch()
-    with pytest.raises(ValueError, match=r"unknown loss 'grpo'; choose from topr, reinforce, tis, is, sft_pos, ppo"):
+    with pytest.raises(ValueError, match=r"unknown loss 'grpo'; choose from topr, reinforce, tis, is, sft_pos, neg_only, ppo"):
         topr.topr_loss(logp, logp_behavior, reward, name="grpo", lengths=lengths)
 
 
@@ -382,8 +385,8 @@ def test_bad_inputs():
 
 
 def test_api_and_stats_keys():
-    assert set(topr.PRESETS) == {"topr", "reinforce", "tis", "is", "sft_pos"}
-    assert topr.LOSSES == ["topr", "reinforce", "tis", "is", "sft_pos", "ppo"]
+    assert set(topr.PRESETS) == {"topr", "reinforce", "tis", "is", "sft_pos", "neg_only"}
+    assert topr.LOSSES == ["topr", "reinforce", "tis", "is", "sft_pos", "neg_only", "ppo"]
     logp, logp_behavior, reward, lengths = make_batch()
     keys = None
     for name in topr.LOSSES:
@@ -395,3 +398,77 @@ def test_api_and_stats_keys():
     for k in ["loss", "objective", "mean_alpha", "frac_neg_alpha_lt1", "mean_ratio", "logp_pos", "logp_neg",
               "n_pos", "n_neg"]:
         assert k in keys
+
+
+# -----------------------------------------------------------------------------
+# On-policy: one expected gradient for every constant baseline; the variance decides (exact, no sampling)
+#
+# A categorical policy pi = softmax(theta) over M "completions" with rewards +-1. For each method the
+# per-sample gradient estimator g is -grad_theta of topr_loss on the sampled batch (rho = 1: on-policy).
+# Its mean and total variance E||g - E g||^2 are sums over every possible batch, weighted by its probability.
+
+def exact_moments(theta, reward, name, baseline=0.0, k=1):
+    """Exact (E[g], E||g - E[g]||^2) of the gradient of topr_loss on a batch of k samples y_i ~ pi."""
+    M = len(theta)
+    pi = torch.softmax(theta, 0)
+    mean, second = torch.zeros(M, dtype=torch.float64), 0.0
+    for ys in itertools.product(range(M), repeat=k):
+        th = theta.clone().requires_grad_()
+        logp = torch.log_softmax(th, 0)[list(ys)]
+        r = reward[list(ys)]
+        c = topr.group_baseline(r, k) if baseline == "group" else baseline
+        loss, _ = topr.topr_loss(logp, logp.detach(), r, name, baseline=c, length_normalize=False)
+        g = -torch.autograd.grad(loss, th)[0]
+        prob = torch.prod(pi[list(ys)]).item()
+        mean += prob * g
+        second += prob * (g @ g).item()
+    return mean, second - (mean @ mean).item()
+
+
+ESTIMATORS = {  # name -> (topr preset, baseline, group size k, expected factor in front of E[R grad log pi])
+    "sft_pos": ("sft_pos", 0.0, 1, 1.0),
+    "reinforce c=0": ("reinforce", 0.0, 1, 1.0),
+    "reinforce c=0.5": ("reinforce", 0.5, 1, 1.0),
+    "neg_only": ("neg_only", 0.0, 1, 1.0),
+    "group mean, k=3": ("reinforce", "group", 3, 2 / 3),  # A_i = R_i - mean_j R_j: (k-1)/k of R_i's weight
+}
+
+
+@pytest.mark.parametrize("probs, reward", [
+    ([0.05, 0.9, 0.03, 0.02], [1.0, -1.0, -1.0, -1.0]),
+    ([0.5, 0.2, 0.2, 0.1], [1.0, -1.0, 1.0, -1.0]),
+])
+def test_on_policy_expected_gradients_are_parallel(probs, reward):
+    """E[(R - c) grad log pi] = E[R grad log pi] for any constant c, because E_pi[grad log pi] = 0:
+    sft_pos (c=-1), reinforce (c=0, 0.5), neg_only (c=+1) have the same expected gradient exactly; the
+    group-mean baseline (which includes the sample itself) scales it by (k-1)/k."""
+    theta = torch.tensor(probs, dtype=torch.float64).log()
+    reward = torch.tensor(reward, dtype=torch.float64)
+    pi = torch.softmax(theta, 0)
+    policy_gradient = (pi * reward) - pi * (pi @ reward)  # E[R (e_y - pi)], by hand
+    for label, (name, c, k, factor) in ESTIMATORS.items():
+        mean, _ = exact_moments(theta, reward, name, c, k)
+        torch.testing.assert_close(mean, factor * policy_gradient, rtol=1e-10, atol=1e-12, msg=label)
+    assert policy_gradient.norm() > 0.01
+
+
+def test_on_policy_variance_ordering_flips_with_the_error_pattern():
+    """A confident, systematic error (a binary choice: the wrong answer holds 0.95, the right one 0.05):
+    learning from the negatives has hundreds of times less variance than learning from the rare positives.
+    Diffuse errors (the right answer holds 0.5, the rest is spread over 15 different wrong strings): the
+    positives win. (A few rare extra wrong strings next to the wrong mode already erase neg_only's edge:
+    each one is a large, noisy push; exercise 14 explores this.)"""
+    concentrated = torch.tensor([0.05, 0.95], dtype=torch.float64)
+    diffuse = torch.tensor([0.5] + [0.5 / 15] * 15, dtype=torch.float64)
+    var = {}
+    for case, probs in (("concentrated", concentrated), ("diffuse", diffuse)):
+        reward = -torch.ones(len(probs), dtype=torch.float64)
+        reward[0] = 1.0
+        for name in ("sft_pos", "neg_only", "reinforce"):
+            var[case, name] = exact_moments(probs.log(), reward, name)[1]
+    assert var["concentrated", "neg_only"] < var["concentrated", "sft_pos"] / 100
+    assert var["diffuse", "sft_pos"] < var["diffuse", "neg_only"] / 4
+    # reinforce (c = 0) spreads the weight over both and sits in between in both cases
+    for case in ("concentrated", "diffuse"):
+        lo, hi = sorted([var[case, "sft_pos"], var[case, "neg_only"]])
+        assert lo < var[case, "reinforce"] < hi
