@@ -126,6 +126,7 @@ class Problem:
     question: str   # "Ana has 12 apples. She buys 7 more and gives 5 to Ben. How many apples does Ana have now?"
     solution: str   # "12+7=19. 19-5=14. #### 14"
     answer: str     # "14"
+    slice: str = "all"  # the shortcut task: "normal" or "conflict" (evaluation reports each slice)
 
 
 NAMES = [("Ana", "she"), ("Ben", "he"), ("Carla", "she"), ("David", "he"), ("Emma", "she"),
@@ -206,9 +207,11 @@ def _problem_chain(rng, n_steps, max_num, ops):
     return a, out
 
 
-def _problem_text(rng, a, chain):
-    """Question text for a chain, in a random family/phrasing/cast."""
-    fam = FAMILIES[rng.choice(sorted(FAMILIES))]
+def _problem_text(rng, a, chain, cue=None):
+    """Question text for a chain, in a random family/phrasing/cast. cue ('+' or '-'): end with the
+    shortcut task's question that carries that operation's cue word (CUE_QUESTIONS)."""
+    family = rng.choice(sorted(FAMILIES))
+    fam = FAMILIES[family]
     (name, s), (other, _) = rng.sample(NAMES, 2)
     slots = dict(N=name, O=other, s=s, obj=OBJ[s], pos=POS[s], x=rng.choice(ITEMS),
                  c=rng.choice(CONTAINERS), t=rng.choice(THINGS), a=a)
@@ -230,7 +233,8 @@ def _problem_text(rng, a, chain):
         lead = rng.choice(CONNECTORS) if i > 0 else ""
         text = lead + text if lead else text[0].upper() + text[1:]
         sentences.append(text + ".")
-    sentences.append(rng.choice(fam["question"]).format(**slots))
+    question = CUE_QUESTIONS[family][cue] if cue else rng.choice(fam["question"])
+    sentences.append(question.format(**slots))
     return re.sub(r"\b1 (\w+)s\b", r"1 \1", " ".join(sentences))  # "1 apples" -> "1 apple"
 
 
@@ -272,6 +276,49 @@ def make_problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-"):
             eqs.append(f"{x}{op}{b}={y}.")
             x = y
         problems.append(Problem(question, " ".join(eqs) + f" #### {x}", str(x)))
+    return problems
+
+
+# -----------------------------------------------------------------------------
+# 2b. The shortcut task: a surface cue that predicts the operation, and conflict problems where it lies
+#
+# One-step problems. In the worked solutions the question's cue word almost always gives the operation
+# away: "... left?" follows a subtraction, "... now?" an addition. A *conflict* problem pairs the verb of
+# one operation with the cue of the other ("Ana has 7 apples. She buys 5 more. How many apples does Ana
+# have left?" = 7+5=12): the verb decides. With conflict problems rare among the worked solutions, a
+# small model learns the cue, and on the conflict slice it is confidently and systematically wrong, with
+# the right operation as its runner-up: the case where negative samples carry information.
+
+CUE_QUESTIONS = {  # family -> the operation the question's cue word suggests -> the question
+    "person": {"-": "How many {x} does {N} have left?", "+": "How many {x} does {N} have now?"},
+    "container": {"-": "How many {x} are left in the {c}?", "+": "How many {x} are in the {c} now?"},
+    "money": {"-": "How much money does {N} have left?", "+": "How much money does {N} have now?"},
+}
+
+
+def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num=20):
+    """n distinct one-step '+'/'-' problems of the split; exactly round(n * conflict_frac) of them are
+    conflict problems (cue and verb disagree), in random positions. Deterministic from the arguments."""
+    if split not in ("train", "test"):
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
+    if not 0.0 <= conflict_frac <= 1.0:
+        raise UserError(f"the fraction of conflict problems must be in [0, 1], got {conflict_frac}")
+    if max_num < 2:
+        raise UserError(f"max_num={max_num} is too small for the shortcut task")
+    rng = random.Random(f"shortcut|{seed}|{split}|{max_num}")
+    kinds = ["conflict"] * round(n * conflict_frac) + ["normal"] * (n - round(n * conflict_frac))
+    rng.shuffle(kinds)
+    problems, seen = [], set()
+    for kind in kinds:
+        for _ in range(10_000):  # draws before giving up on distinctness (tiny task spaces)
+            a, chain = _problem_chain(rng, 1, max_num, "+-")
+            op, b, x = chain[0]
+            cue = op if kind == "normal" else "+-".replace(op, "")
+            question = _problem_text(rng, a, chain, cue)
+            if _question_split(question) == split and question not in seen:
+                break
+        seen.add(question)
+        problems.append(Problem(question, f"{a}{op}{b}={x}. #### {x}", str(x), kind))
     return problems
 
 
@@ -404,9 +451,11 @@ def _gsm8k_is_val(question):
     return int.from_bytes(hashlib.sha1(question.encode()).digest()[:8], "big") % 20 == 0
 
 
-def problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-", gsm8k=None, gsm8k_test=None):
+def problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-", gsm8k=None, gsm8k_test=None,
+             shortcut=False, conflict_frac=0.5):
     """n problems of a split ('train', 'val' or 'test'), deterministic from seed.
 
+    Shortcut task (shortcut=True): make_shortcut_problems with conflict_frac and max_num.
     Procedural task (default): make_problems with the knobs steps / max_num / ops; 'val' is drawn from
     the training question space with another seed (callers drop any question that is also in training).
     GSM8K (gsm8k = a train jsonl): 'train' = a seeded shuffle of the file minus the 5% held out as 'val'
@@ -414,6 +463,10 @@ def problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-", gsm8k
     gsm8k_test, which is required: the training file is never the held-out set."""
     if split not in ("train", "val", "test"):
         raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    if shortcut:  # the shortcut task: conflict_frac of the problems are conflict problems
+        if split == "val":
+            return make_shortcut_problems(n, seed + 1000, "train", conflict_frac, max_num)
+        return make_shortcut_problems(n, seed, split, conflict_frac, max_num)
     if gsm8k is None:
         if split == "val":
             return make_problems(n, seed=seed + 1000, split="train", steps=steps, max_num=max_num, ops=ops)

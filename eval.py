@@ -48,6 +48,9 @@ def check_fits(model, prompts, max_new_tokens, what="a prompt"):
                         f"context ({model.config.block_size}); lower --max-new-tokens")
 
 
+TEST_CONFLICT_FRAC = 0.5  # the shortcut task's held-out sets: as many conflict as normal problems
+
+
 def add_task_args(p):
     """The task's flags, the same for train.py sft / rl and eval.py gpt."""
     p.add_argument("--steps", type=common.positive, nargs="+", default=[1, 2], help="operations per problem")
@@ -55,12 +58,15 @@ def add_task_args(p):
     p.add_argument("--ops", default="+-", help="subset of +-*/")
     p.add_argument("--gsm8k", default=None, help="train on a GSM8K jsonl file instead of the procedural task")
     p.add_argument("--gsm8k-test", default=None, help="GSM8K test jsonl (required with --gsm8k)")
+    p.add_argument("--shortcut", action="store_true",
+                   help="the shortcut task: one-step problems whose question cue ('left' / 'now') gives the "
+                        "operation away, except in conflict problems (test sets: half of each slice)")
 
 
-def task_kwargs(args):
-    """The task flags as keyword arguments of data.problems."""
+def task_kwargs(args, conflict_frac=TEST_CONFLICT_FRAC):
+    """The task flags as keyword arguments of data.problems (conflict_frac: the shortcut task only)."""
     return dict(steps=tuple(args.steps), max_num=args.max_num, ops=args.ops, gsm8k=args.gsm8k,
-                gsm8k_test=args.gsm8k_test)
+                gsm8k_test=args.gsm8k_test, shortcut=args.shortcut, conflict_frac=conflict_frac)
 
 
 # -----------------------------------------------------------------------------
@@ -110,6 +116,7 @@ def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generat
 def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, seed=0, return_samples=False):
     """Held-out metrics: greedy accuracy; and from k samples per problem at `temperature`:
     pass@1 (mean correctness over samples), maj@k, pass@k, invalid rate, mean length (tokens).
+    Problems with slices (the shortcut task) also get every metric per slice: "conflict_pass@1", ...
     return_samples: also return the sampled texts [problem][sample]."""
     was_training = model.training
     model.eval()
@@ -117,12 +124,21 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
     greedy, _ = sample_answers(model, tok, problems, 1, 0.0, max_new_tokens, gen)
     sampled, lengths = sample_answers(model, tok, problems, k, temperature, max_new_tokens, gen)
     model.train(was_training)
+    res = {"n": len(problems), "k": k, **accuracy(problems, greedy, sampled, lengths, k)}
+    for name in sorted({p.slice for p in problems} - {"all"}):
+        idx = [i for i, p in enumerate(problems) if p.slice == name]
+        pick = lambda xs: [xs[i] for i in idx]
+        res.update({f"{name}_{key}": v for key, v in accuracy(pick(problems), pick(greedy), pick(sampled),
+                                                               pick(lengths), k).items()})
+    return (res, sampled) if return_samples else res
+
+
+def accuracy(problems, greedy, sampled, lengths, k):
+    """The metrics of evaluate_gpt from the texts: greedy[problem][0], sampled[problem][sample]."""
     n = len(problems)
     correct = [[data.reward(t, p.answer) > 0 for t in ts] for ts, p in zip(sampled, problems)]
-    answers = [[data.extract_answer(t) for t in ts] for ts in sampled]
-    maj = [majority_vote(a) for a in answers]
-    res = {
-        "n": n, "k": k,
+    maj = [majority_vote([data.extract_answer(t) for t in ts]) for ts in sampled]
+    return {
         "greedy": sum(data.reward(g[0], p.answer) > 0 for g, p in zip(greedy, problems)) / n,
         "pass@1": sum(sum(c) / k for c in correct) / n,
         f"maj@{k}": sum(is_right(m, p) for m, p in zip(maj, problems)) / n,
@@ -131,14 +147,15 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
         "greedy_invalid": sum(data.is_invalid(g[0]) for g in greedy) / n,
         "mean_len": sum(sum(l) for l in lengths) / (n * k),
     }
-    return (res, sampled) if return_samples else res
 
 
 def evaluate_solver(model, tok, problems, k, max_new_tokens, seed):
     """evaluate_gpt's metrics and a one-line summary (what train.py rl logs after each iteration)."""
     res = evaluate_gpt(model, tok, problems, k=k, max_new_tokens=max_new_tokens, seed=seed)
+    slices = "".join(f" | {name} pass@1 {res[f'{name}_pass@1']:.3f} greedy {res[f'{name}_greedy']:.3f}"
+                     for name in ("normal", "conflict") if f"{name}_pass@1" in res)
     return res, (f"test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} maj@{k} {res[f'maj@{k}']:.3f} "
-                 f"invalid {res['invalid']:.3f}")
+                 f"invalid {res['invalid']:.3f}{slices}")
 
 
 # -----------------------------------------------------------------------------

@@ -126,7 +126,7 @@ class KVCache:
         # K and V side by side: kv[layer, 0] = K, kv[layer, 1] = V, so one copy writes both
         self.kv = torch.zeros(n_layer, 2, B, n_head, T_max, head_dim, device=device, dtype=dtype)
         self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
-        self.padded = False  # any padding written? If not, decode skips building a mask (hot path)
+        self.padded = False  # any padding written? If not, forward builds no mask (the decode hot path)
         self.pos = 0
         self.T_max = T_max
 
@@ -381,14 +381,3 @@ def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False)
     ent = -(logp_all.exp() * logp_all).sum(-1).detach()
     ent = torch.cat([torch.zeros_like(ent[:, :1]), ent], dim=1)
     return logp, torch.where(compl_mask, ent, torch.zeros_like(ent))
-
-
-def get_device(name="auto"):
-    """cuda if available, else mps, else cpu (or the device named)."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

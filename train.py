@@ -67,14 +67,14 @@ def sft(rank, world, device, args):
     cosine lr, gradient clipping); val loss + checkpoint every --eval-interval; held-out accuracy at the end."""
     master = rank == 0  # only rank 0 logs, evaluates and writes checkpoints
     torch.manual_seed(args.seed)
-    task = ev.task_kwargs(args)
+    task = ev.task_kwargs(args, args.sft_conflict_frac)  # the training problems (test: ev.task_kwargs(args))
     tok = data.get_tokenizer(args.tokenizer)
     train_problems = data.problems(args.sft_examples, args.seed, "train", **task)
     seen = {p.question for p in train_problems}
     train = [data.encode_example(tok, p) for p in train_problems]
     val = [data.encode_example(tok, p) for p in data.problems(args.val_examples, args.seed, "val", **task)
            if p.question not in seen]  # the validation loss is measured on problems never trained on
-    test = data.problems(args.eval_problems, args.seed, "test", **task)
+    test = data.problems(args.eval_problems, args.seed, "test", **ev.task_kwargs(args))
     if args.batch_size > len(train):
         raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
     if args.batch_size % world:
@@ -332,8 +332,8 @@ def rl(rank, world, device, args):
             print(f"resumed from {ckpt_path} at iteration {itr}")
     start_itr = itr
     model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else policy
-    task = ev.task_kwargs(args)
-    test = data.problems(args.eval_problems, args.seed, "test", **task)
+    task = ev.task_kwargs(args, args.rl_conflict_frac)  # the RL prompts (test: ev.task_kwargs(args))
+    test = data.problems(args.eval_problems, args.seed, "test", **ev.task_kwargs(args))
     gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
     # What is sampled, how log pi is computed and how the policy is evaluated: chosen once, here.
     if args.task == "solve":
@@ -485,6 +485,8 @@ def main(argv=None):
     ev.add_task_args(p)
     p.add_argument("--tokenizer", default="byte", help="byte (offline) or gpt2 (needs tiktoken's cached files)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimizer)")
+    p.add_argument("--sft-conflict-frac", type=common.flag(float, min=0, max=1), default=None,
+                   help="--shortcut: fraction of conflict problems among the worked solutions (default 0.05)")
     p.add_argument("--sft-examples", type=pos, default=20000, help="size of the worked-solution set")
     p.add_argument("--val-examples", type=pos, default=512, help="validation problems (never trained on)")
     p.add_argument("--n-layer", type=pos, default=4, help="transformer blocks")
@@ -513,6 +515,8 @@ def main(argv=None):
     p.add_argument("--candidates", default=None, help="verify: solver checkpoint that writes the candidates (default: --init)")
     p.add_argument("--candidate-pos-frac", type=common.fraction, default=None,
                    help="verify: curate each dataset to this fraction of correct candidates")
+    p.add_argument("--rl-conflict-frac", type=common.flag(float, min=0, max=1), default=None,
+                   help="--shortcut: fraction of conflict problems among the RL prompts (default 0.5)")
     p.add_argument("--loss", default="topr", choices=topr.LOSSES, help="the loss of topr.py")
     p.add_argument("--iterations", type=pos, default=8, help="sample-then-train rounds")
     p.add_argument("--epochs", type=pos, default=1, help="passes over each generated dataset")
@@ -554,7 +558,12 @@ def baseline_flag(s):
 
 
 def check_args(args):
-    """Flag combinations that argparse alone cannot check."""
+    """Flag combinations that argparse alone cannot check; the shortcut task's defaults."""
+    for flag, default in (("sft_conflict_frac", 0.05), ("rl_conflict_frac", 0.5)):
+        if getattr(args, flag, None) is not None and not args.shortcut:
+            raise UserError(f"--{flag.replace('_', '-')} only applies to the shortcut task (--shortcut)")
+        if hasattr(args, flag) and getattr(args, flag) is None:
+            setattr(args, flag, default)
     if args.func is rl:
         if not args.resume and not args.init:
             raise UserError("rl needs --init <sft ckpt.pt> (or --resume)")

@@ -268,3 +268,39 @@ def test_procedural_problems_are_make_problems():
     assert data.problems(20, 3, "train") == data.make_problems(20, seed=3, split="train")
     assert data.problems(20, 3, "test", steps=(2,)) == data.make_problems(20, seed=3, split="test", steps=(2,))
     assert data.problems(20, 3, "val") == data.make_problems(20, seed=1003, split="train")
+
+
+# -----------------------------------------------------------------------------
+# The shortcut task
+
+def _operation(p):
+    return "+" if "+" in p.solution else "-"
+
+
+def test_shortcut_task_cue_verb_and_slices():
+    ps = data.make_shortcut_problems(400, seed=1, conflict_frac=0.25)
+    assert sum(p.slice == "conflict" for p in ps) == 100 and {p.slice for p in ps} == {"normal", "conflict"}
+    for p in ps:
+        left = " left" in p.question.rsplit(".", 1)[-1]  # the cue sits in the question sentence
+        cue = "-" if left else "+"
+        assert p.question.endswith("now?") != left
+        # the verb decides: the solution's operation is the clause's, whatever the cue says
+        assert (cue == _operation(p)) == (p.slice == "normal")
+        a, rest = p.solution.split(_operation(p))
+        b, x = rest.split(".")[0].split("=")
+        assert int(x) == (int(a) + int(b) if _operation(p) == "+" else int(a) - int(b)) >= 0
+        assert p.answer == x and data.reward(p.solution, p.answer) == 1.0
+        verb = p.question.split(". ")[1]  # the one operation clause, e.g. "She buys 5 more"
+        assert (" more" in verb or "earns" in verb or "finds" in verb or "gives her" in verb
+                or "gives him" in verb) == (_operation(p) == "+"), p.question
+    assert ps == data.make_shortcut_problems(400, seed=1, conflict_frac=0.25)  # deterministic
+
+
+def test_shortcut_task_splits_and_fractions():
+    train = data.problems(300, 0, "train", shortcut=True, conflict_frac=0.05)
+    test = data.problems(300, 0, "test", shortcut=True, conflict_frac=0.5)
+    assert not {p.question for p in train} & {p.question for p in test}
+    assert sum(p.slice == "conflict" for p in train) == 15 and sum(p.slice == "conflict" for p in test) == 150
+    assert len({p.question for p in train}) == 300  # distinct
+    with pytest.raises(UserError, match="conflict problems must be in"):
+        data.make_shortcut_problems(10, conflict_frac=1.5)
