@@ -394,22 +394,23 @@ def rl(rank, world, device, args):
 
         # 3. --epochs passes of minibatch updates over the stored dataset. A minibatch is the same in
         #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
+        #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
+        #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
+        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence).
         t_upd = time.time()
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
-        for epoch in range(args.epochs):
-            order = torch.randperm(len(batch), generator=order_gen)
-            for s in range(0, len(order), args.batch_size):
-                n = min(args.batch_size, len(order) - s) // world * world  # every process needs a share
-                if n == 0:
-                    continue
-                mb = batch[order[s:s + n]]
-                mine = list(range(rank, n, world))
+        orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
+        split = lambda order: minibatches(order, args.batch_size, args.micro_batch, rank, world)
+        batch.logp_behavior = behaviour_logp(policy, tok, batch, log_pi, split(orders[0]), world, device)
+        for epoch, order in enumerate(orders):
+            for rows, micros in split(order):
+                mb, n = batch[rows], len(rows)
                 logp = torch.zeros(n)  # log pi of every sample before the step, for the statistics
                 entropy, n_tokens = 0.0, 0.0
                 opt.zero_grad(set_to_none=True)
-                for m in range(0, len(mine), args.micro_batch):
-                    micro = mb[mine[m:m + args.micro_batch]]
-                    with ddp_sync(model, world, last=m + args.micro_batch >= len(mine)):
+                for j, idx in enumerate(micros):
+                    micro = mb[idx]
+                    with ddp_sync(model, world, last=j == len(micros) - 1):
                         with common.autocast(device):
                             lp, lengths, ent = log_pi(model, tok, micro, device)  # log pi(y|x), summed
                         loss, _ = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
@@ -419,7 +420,7 @@ def rl(rank, world, device, args):
                         # the loss is a mean over the micro-batch: weight it by its share of the minibatch
                         # (times world: DDP averages the processes' gradients)
                         (loss * len(micro) / n * world).backward()
-                    logp[mine[m:m + args.micro_batch]] = lp.detach().float().cpu()
+                    logp[idx] = lp.detach().float().cpu()
                     entropy, n_tokens = entropy + ent.item(), n_tokens + lengths.sum().item()
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
                 opt.step()
@@ -460,6 +461,30 @@ def curated(batch, values, frac, seed, master):
         if master:
             print(f"not curated to a fraction {frac} ({e})", flush=True)
         return batch
+
+
+def minibatches(order, batch_size, micro_batch, rank, world):
+    """One epoch's optimizer steps over the dataset rows in `order`: for each, the rows of the minibatch
+    (the same in every process; a multiple of world) and this process's micro-batches, as positions in it."""
+    for s in range(0, len(order), batch_size):
+        n = min(batch_size, len(order) - s) // world * world  # every process needs a share
+        mine = list(range(rank, n, world))
+        if n:
+            yield order[s:s + n], [mine[m:m + micro_batch] for m in range(0, len(mine), micro_batch)]
+
+
+@torch.no_grad()
+def behaviour_logp(policy, tok, batch, log_pi, steps, world, device):
+    """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
+    log pi (same function, autocast and micro-batches: `steps` = minibatches() of the first epoch)."""
+    logp = torch.zeros(len(batch), dtype=torch.float64)
+    for rows, micros in steps:
+        for idx in micros:
+            with common.autocast(device):
+                logp[rows[idx]] = log_pi(policy, tok, batch[rows[idx]], device)[0].double().cpu()
+    if world > 1:  # each process computed its own rows (zeros elsewhere)
+        torch.distributed.all_reduce(logp)
+    return logp.float()
 
 
 def gather_stats(logp, entropy, n_tokens, world):

@@ -104,3 +104,41 @@ def test_rl_unknown_loss_is_a_clear_error(tmp_path, capsys):
         train.main(["rl", "--init", "x.pt", "--out", str(tmp_path), "--loss", "grpo"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "invalid choice: 'grpo'" in err and "topr" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_sft(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    train.main(["sft", "--out", str(out), "--max-iters", "20", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--batch-size", "16", "--sft-examples", "200", "--val-examples", "16", "--eval-problems", "2",
+                "--eval-k", "1", "--warmup", "5", "--max-new-tokens", "8", "--eval-interval", "20"])
+    return str(out / "ckpt.pt")
+
+
+@pytest.mark.parametrize("task", ["solve", "verify"])
+def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, monkeypatch, task):
+    """CPU bf16 autocast stands in for CUDA's: the policy's log-probs in the update are bf16 numerics,
+    generate()'s are fp32. log mu is recomputed with the update's own forward, so the first (on-policy)
+    step has rho == 1 exactly and TOPR == REINFORCE to the last bit, for the solver and the verifier."""
+    monkeypatch.setattr(train.common, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    rl = ["rl", "--task", task, "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "16",
+          "--micro-batch", "5", "--iterations", "1", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8",
+          "--baseline", "0", "--lr", "1e-3"]
+    for loss in ("topr", "reinforce"):
+        train.main([*rl, "--loss", loss, "--out", str(tmp_path / loss)])
+    rows = {loss: [json.loads(l) for l in open(tmp_path / loss / "metrics.jsonl") if '"mean_ratio"' in l][0]
+            for loss in ("topr", "reinforce")}
+    assert rows["topr"]["mean_ratio"] == 1.0 and rows["topr"]["mean_alpha"] == 1.0 and rows["topr"]["frac_clipped"] == 0
+    wa = torch.load(tmp_path / "topr" / "ckpt.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "reinforce" / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # and the recomputation is what makes it so: generate()'s fp32 log-probs are not the bf16 ones
+    policy, tok, _ = train.ev.load_gpt(tiny_sft, "cpu")
+    problems = train.data.problems(4, 1, "train")
+    if task == "solve":
+        batch, log_pi = train.sample_solutions(policy, tok, problems, 4, 8, seed=0), train.solution_logp
+    else:
+        batch, log_pi = train.sample_verdicts(policy, policy, tok, problems, 4, 8, seed=0), train.verdict_policy_logp
+    steps = train.minibatches(torch.arange(len(batch)), 16, 5, 0, 1)
+    recomputed = train.behaviour_logp(policy, tok, batch, log_pi, steps, 1, torch.device("cpu"))
+    assert (recomputed - batch.logp_behavior).abs().max() > 1e-3
