@@ -190,9 +190,9 @@ def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
     pass; gradients flow. restricted=False: the unrestricted next-token log-probs of the two tokens."""
     device = next(model.parameters()).device
     tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
-    logits, _ = model(tokens.to(device))
     last = torch.tensor([len(p) - 1 for p in prompts], device=device)
-    logits = logits[torch.arange(len(prompts), device=device), last].float()  # (B, vocab): next-token logits
+    logits, _ = model(tokens.to(device), logits_at=last)  # the LM head at each prompt's last token only
+    logits = logits[:, 0].float()  # (B, vocab): next-token logits
     if restricted:
         return F.log_softmax(logits[:, list(yes_no)], dim=-1)
     return F.log_softmax(logits, dim=-1)[:, list(yes_no)]

@@ -228,13 +228,15 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx, targets=None, pad_mask=None, cache=None):
+    def forward(self, idx, targets=None, pad_mask=None, cache=None, logits_at=None):
         """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None).
 
         Unlike nanoGPT, logits are returned at every position even without targets (the RL loss
         needs them all). targets: (B, T) with -1 = ignore. pad_mask: (B, T) bool, True = real token,
         or None = no padding (the fast path). cache: a KVCache to read the past from and write this
-        call's K/V into -- training (no cache), prefill and decode are all this one function."""
+        call's K/V into -- training (no cache), prefill and decode are all this one function.
+        logits_at: (B,) one position per row: the LM head runs there only, logits (B, 1, vocab) (with a
+        50k vocabulary the head is most of the memory; the verifier reads one position)."""
         B, T = idx.size()
         past = cache.pos if cache is not None else 0  # this call holds positions past .. past+T-1
         if past + T > self.config.block_size:
@@ -262,6 +264,8 @@ class GPT(nn.Module):
             x = block(x, attn_mask, cache)
         if cache is not None:
             cache.advance(T)
+        if logits_at is not None:
+            x = x[torch.arange(B, device=x.device), logits_at][:, None]
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
@@ -363,21 +367,31 @@ def pack(prompts, completions, pad_id):
     return tokens, pad_mask, compl_mask
 
 
-def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False):
+def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False, chunk=64):
     """Per-token log pi(tokens[:, t] | tokens[:, :t]) for t on the completion (zero elsewhere), (B, T).
 
     One forward pass; gradients flow (call under no_grad for behaviour log-probs). With
-    return_entropy, also the per-token entropy of pi at those positions (for logging)."""
+    return_entropy, also the per-token entropy of pi at those positions (for logging).
+    Memory, which a 50k vocabulary makes matter: log pi(token) = logit(token) - logsumexp(logits), so no
+    (B, T, vocab) log-softmax copy is kept for the backward pass; the entropy is a statistic, computed
+    without gradients, `chunk` rows at a time."""
     pad_mask = pad_mask[:, :-1]
     if bool((pad_mask[:, 1:] <= pad_mask[:, :-1]).all()):
         pad_mask = None  # padding only at the end of rows: causal attention already ignores it
     logits, _ = model(tokens[:, :-1], pad_mask=pad_mask)
-    logp_all = F.log_softmax(logits.float(), dim=-1)
-    logp = logp_all.gather(2, tokens[:, 1:, None]).squeeze(2)
+    logits = logits.float()  # (a no-op in fp32; under bf16 autocast, log-probs in fp32)
+    logp = logits.gather(2, tokens[:, 1:, None]).squeeze(2) - torch.logsumexp(logits, dim=-1)
     logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)  # token 0 is never a completion token
     logp = torch.where(compl_mask, logp, torch.zeros_like(logp))
     if not return_entropy:
         return logp
-    ent = -(logp_all.exp() * logp_all).sum(-1).detach()
+    with torch.no_grad():
+        ent = torch.cat([entropy(logits[i:i + chunk]) for i in range(0, len(logits), chunk)])
     ent = torch.cat([torch.zeros_like(ent[:, :1]), ent], dim=1)
     return logp, torch.where(compl_mask, ent, torch.zeros_like(ent))
+
+
+def entropy(logits):
+    """-sum_v p_v log p_v over the last dimension."""
+    logp = F.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)

@@ -261,3 +261,29 @@ def test_loss_ignores_minus_one_targets():
     logits, loss = model(idx, tgt)
     ref = F.cross_entropy(logits[:, 5:].reshape(-1, 37), idx[:, 5:].reshape(-1))
     assert abs(loss.item() - ref.item()) < 1e-6
+
+
+def test_a_50k_vocabulary_gives_the_simple_implementations_numbers():
+    """GPT-2's 50,257 tokens: sequence_logprobs (logit - logsumexp, chunked no-grad entropy) and the
+    verifier's one-position LM head equal the plain log_softmax implementations, gradients included."""
+    torch.manual_seed(0)
+    V = 50257
+    model = GPT(GPTConfig(block_size=32, vocab_size=V, n_layer=1, n_head=2, n_embd=16))
+    prompts, completions = [[5, 70000 % V, 3], [9, 8]], [[50000, 17, 2], [4, 4, 4, 1]]
+    tokens, pad_mask, compl = pack(prompts, completions, pad_id=V - 1)
+    logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True, chunk=1)
+    logits, _ = model(tokens[:, :-1])
+    simple_all = F.log_softmax(logits.float(), -1)
+    simple = simple_all.gather(2, tokens[:, 1:, None]).squeeze(2)
+    simple = torch.where(compl[:, 1:], simple, torch.zeros_like(simple))
+    torch.testing.assert_close(logp[:, 1:], simple, rtol=0, atol=1e-5)
+    simple_ent = torch.where(compl[:, 1:], -(simple_all.exp() * simple_all).sum(-1), torch.zeros_like(simple))
+    torch.testing.assert_close(ent[:, 1:], simple_ent.detach(), rtol=0, atol=1e-4)
+    g_new = torch.autograd.grad(logp.sum(), model.lm_head.weight)[0]
+    g_simple = torch.autograd.grad(simple.sum(), model.lm_head.weight)[0]
+    torch.testing.assert_close(g_new, g_simple, rtol=1e-4, atol=1e-6)
+    # the LM head at one position per row (the verifier's read) = that row of the full logits
+    last = torch.tensor([2, 1])
+    at, _ = model(tokens, logits_at=last)
+    full, _ = model(tokens)
+    torch.testing.assert_close(at[:, 0], full[torch.arange(2), last], rtol=0, atol=1e-5)
