@@ -355,7 +355,9 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
         raise UserError(f"--batch-size {B} must be divisible by the number of processes ({world})")
     train_model = model
     if world > 1:
-        train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # with fewer walkback steps than layers the top layers' biases never reach the loss: DDP must be told
+        train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                          find_unused_parameters=cfg["walkbacks"] < cfg["layers"])
         torch.manual_seed(cfg["seed"] * 1000 + rank + step)  # independent chain noise in each process
     per_epoch = len(X) // B
     max_steps = cfg["max_steps"] or (int(cfg["epochs"] * per_epoch) if cfg["epochs"] else None)

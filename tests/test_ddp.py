@@ -80,3 +80,12 @@ def test_torchrun_gsn_two_processes_equal_one(tmp_path):
     assert a["step"] == b["step"] == 5
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5), k
+
+
+def test_torchrun_gsn_with_more_layers_than_walkback_steps(tmp_path):
+    """K = 3 layers, 1 walkback step: the top layers' parameters get no gradient; DDP still runs."""
+    args = ["gsn.py", "--device", "cpu", "--model", "gsn", "--layers", "3", "--hidden", "16", "--walkbacks", "1",
+            "--max-steps", "3", "--batch-size", "20", "--n-train", "200", "--threads", "1", "--out", str(tmp_path)]
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args], tmp_path)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 3
+
