@@ -21,6 +21,7 @@ import math
 import os
 import shlex
 import statistics
+import time
 
 import common
 import eval as evaluate
@@ -30,7 +31,7 @@ from common import UserError
 
 
 def run_train(argv):
-    print(f"\n$ python train.py {shlex.join(argv)}", flush=True)
+    print(f"\n[{time.strftime('%H:%M:%S')}] $ python train.py {shlex.join(argv)}", flush=True)
     train.main(argv)
 
 
@@ -221,7 +222,94 @@ def exp_verifier(args):
     write_table(out, lines)
 
 
-EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier}
+# The on-policy experiment (issue: TOPR where it matters). One optimizer step per generated dataset, so
+# every update is on-policy (rho = 1) and topr = reinforce with c = 0. Every method below has the same
+# expected gradient up to a positive factor (README, "On-policy, one expected gradient"): they differ
+# in variance and prompt weighting only. "sft_more" continues SFT on worked solutions for the same
+# number of optimizer samples: the baseline RL has to beat.
+ONPOLICY_BASES = {  # task -> the flags of its task, and of its SFT base (from scratch)
+    "default": ([], []),
+    "shortcut": (["--shortcut"], ["--sft-conflict-frac", "0.02", "--max-iters", "1200", "--batch-size", "32"]),
+}
+ONPOLICY_METHODS = {
+    "reinforce": ["--loss", "reinforce", "--baseline", "0"],  # = topr on-policy
+    "sft_pos": ["--loss", "sft_pos"],                         # c = -1: the positives only
+    "neg_only": ["--loss", "neg_only"],                       # c = +1: the negatives only
+    "group": ["--loss", "reinforce", "--baseline", "group"],  # c = the prompt's mean reward
+}
+ONPOLICY_EVAL = {"default": "1000", "shortcut": "2000"}      # held-out problems (shortcut: half per slice)
+
+
+def exp_onpolicy(args):
+    out = os.path.join(args.out, "exp_onpolicy")
+    I, P, K = args.iterations, 32, 8
+    runs = {}
+    for task in args.tasks:
+        task_flags, base_flags = ONPOLICY_BASES[task]
+        common_flags = [*task_flags, "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8"]
+        base = os.path.join(out, f"base_{task}")
+        if not (args.skip_done and os.path.exists(os.path.join(base, "ckpt.pt"))):
+            run_train(["sft", "--out", base, *common_flags, *base_flags])
+        for seed in args.seeds:
+            for method, flags in ONPOLICY_METHODS.items():
+                d = os.path.join(out, f"{task}_{method}_s{seed}")
+                if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+                    run_train(["rl", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
+                               *common_flags, *flags, "--iterations", str(I), "--prompts", str(P), "--k", str(K),
+                               "--epochs", "1", "--batch-size", str(P * K), "--lr", str(args.lr),
+                               "--eval-every", str(max(1, I // 2))])
+                runs[task, method, seed] = evals(d)
+            d = os.path.join(out, f"{task}_sft_more_s{seed}")
+            if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+                run_train(["sft", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
+                           *common_flags, *(["--sft-conflict-frac", "0.02"] if task == "shortcut" else []),
+                           "--max-iters", str(I * P * K // 32), "--batch-size", "32", "--lr", str(args.lr),
+                           "--min-lr", str(args.lr), "--warmup", "0", "--eval-interval", str(I * P * K // 32)])
+            final = evals(d)[-1]
+            runs[task, "sft_more", seed] = [runs[task, "reinforce", seed][0], {**final, "samples": I * P * K}]
+    onpolicy_report(args, runs)
+
+
+def onpolicy_report(args, runs):
+    """Table (start -> end, mean +- s.e. over seeds, per slice) and figure (pass@1 against samples seen)."""
+    methods = list(ONPOLICY_METHODS) + ["sft_more"]
+    lines = []
+    for task in args.tasks:
+        slices = ["normal_", "conflict_"] if task == "shortcut" else [""]
+        cols = [f"{s}{m}" for s in slices for m in ("pass@1", "greedy", "pass@8")]
+        lines += [f"\n**{task} task** ({args.iterations} on-policy steps of 256 samples, lr {args.lr}, seeds "
+                  f"{' '.join(map(str, args.seeds))}; start -> end, mean +- s.e.)\n",
+                  "| method | " + " | ".join(cols) + " | entropy (end) |", "|---|" + "---|" * (len(cols) + 1)]
+        for m in methods:
+            cells = []
+            for c in cols:
+                start = statistics.fmean(runs[task, m, s][0][f"test_{c}"] for s in args.seeds)
+                end, se = mean_se([runs[task, m, s][-1][f"test_{c}"] for s in args.seeds])
+                cells.append(f"{start:.3f} -> {end:.3f} +- {se:.3f}")
+            ent = [r["entropy"] for s in args.seeds for r in evaluate.read_metrics(
+                os.path.join(args.out, "exp_onpolicy", f"{task}_{m}_s{s}"))[-3:] if "entropy" in r] if m != "sft_more" else []
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {statistics.fmean(ent):.3f} |" if ent else
+                         f"| {m} | " + " | ".join(cells) + " | - |")
+    write_table(os.path.join(args.out, "exp_onpolicy"), lines)
+    plt = pyplot()
+    panels = [(t, s) for t in args.tasks for s in (["conflict_", "normal_"] if t == "shortcut" else [""])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (task, sl) in zip(axes[0], panels):
+        for m in methods:
+            n_points = min(len(runs[task, m, s]) for s in args.seeds)
+            x = [runs[task, m, args.seeds[0]][i]["samples"] for i in range(n_points)]
+            stats = [mean_se([runs[task, m, s][i][f"test_{sl}pass@1"] for s in args.seeds]) for i in range(n_points)]
+            ax.errorbar(x, [a for a, _ in stats], yerr=[b for _, b in stats], marker="o", ms=3, capsize=2, label=m)
+        ax.set_title(f"{task} task{', ' + sl[:-1] + ' slice' if sl else ''}: pass@1", fontsize=10)
+        ax.set_xlabel("samples seen")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.figures, "topr_onpolicy.png"), dpi=80)
+
+
+EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
+               "onpolicy": exp_onpolicy}
 
 
 @common.cli
@@ -233,11 +321,18 @@ def main(argv=None):
     p.add_argument("--figures", default="figures")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-done", action="store_true", help="reuse finished runs under --out")
+    p.add_argument("--tasks", nargs="+", choices=list(ONPOLICY_BASES), default=list(ONPOLICY_BASES),
+                   help="onpolicy: the tasks (each trains its own SFT base)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="onpolicy: RL seeds")
+    p.add_argument("--iterations", type=common.positive, default=40, help="onpolicy: on-policy steps per run")
+    p.add_argument("--lr", type=common.positive_float, default=1e-4, help="onpolicy: learning rate (RL and sft_more)")
     args = p.parse_args(argv)
-    if not os.path.isfile(args.sft):
+    if args.name != "onpolicy" and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
     os.makedirs(args.figures, exist_ok=True)
+    t0 = time.process_time()
     EXPERIMENTS[args.name](args)
+    print(f"experiments.py {args.name}: {(time.process_time() - t0) / 60:.1f} CPU-minutes", flush=True)
 
 if __name__ == "__main__":
     main()
