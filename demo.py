@@ -1,9 +1,10 @@
 """
-demo.py -- the end-to-end demo (the README's first command), about 10 minutes on 2 CPU cores:
+demo.py -- the end-to-end demo (the README's first command), a few minutes on 2 CPU cores:
 
-  1. SFT: train a small GPT from scratch on worked solutions of the word-problem task.
-  2. RL, strongly off-policy: one generated dataset, several epochs, TOPR vs naive REINFORCE,
-     both from the same SFT checkpoint and the same dataset; a comparison figure.
+  1. SFT: train a small GPT from scratch on worked solutions of the shortcut task (a cue word that
+     gives the operation away, except in rare conflict problems).
+  2. RL, strongly off-policy: one generated dataset, several epochs, TOPR vs naive REINFORCE vs SFT
+     on the positives, from the same SFT checkpoint and the same dataset; a figure per test slice.
   3. GSN: train a small deep GSN on the procedural MNIST-like digits; chain and inpainting figures.
 
 Everything goes under --out (default runs/demo). Each stage is a plain call of the same CLI
@@ -37,36 +38,37 @@ def main(argv=None):
     out, seed, q = args.out, str(args.seed), args.quick
     t0 = time.time()
     summary = {}
-    sft_dir, topr_dir, rf_dir, gsn_dir = (os.path.join(out, d) for d in ("sft", "rl_topr", "rl_reinforce", "gsn"))
+    sft_dir, gsn_dir = os.path.join(out, "sft"), os.path.join(out, "gsn")
+    losses = ["topr", "reinforce", "sft_pos"]
+    rl_dirs = [os.path.join(out, f"rl_{name}") for name in losses]
 
-    # ---- 1. SFT
-    print(f"[demo 1/3] SFT (elapsed {time.time() - t0:.0f}s)", flush=True)
-    sft_args = ["sft", "--out", sft_dir, "--seed", seed]
+    # ---- 1. SFT on the shortcut task: the question's cue word ("left" / "now") gives the operation away,
+    #         except in rare conflict problems, where the verb decides
+    print(f"[demo 1/3] SFT on the shortcut task (elapsed {time.time() - t0:.0f}s)", flush=True)
+    sft_args = ["sft", "--shortcut", "--out", sft_dir, "--seed", seed]
     if q:
         sft_args += ["--max-iters", "30", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--sft-examples", "300",
                      "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2", "--warmup", "5",
                      "--max-new-tokens", "12", "--eval-interval", "30"]
-    else:  # half the default budget: a weaker base (about 4 minutes), still with right and wrong samples
-        sft_args += ["--max-iters", "300", "--eval-problems", "128", "--eval-k", "4"]
-    res = run(train, sft_args)
-    summary["sft"] = res
+    else:  # a short run (about 2 minutes): confident on the cue, often wrong on conflict problems
+        sft_args += ["--max-iters", "300", "--eval-problems", "256", "--eval-k", "4", "--sft-conflict-frac", "0.02"]
+    summary["sft"] = run(train, sft_args)
 
-    # ---- 2. RL: TOPR vs REINFORCE on the same generated dataset, several epochs (strongly off-policy)
-    print(f"\n[demo 2/3] RL, TOPR vs REINFORCE (elapsed {time.time() - t0:.0f}s)", flush=True)
-    rl_common = ["rl", "--init", os.path.join(sft_dir, "ckpt.pt"), "--seed", seed, "--iterations", "1",
+    # ---- 2. RL, strongly off-policy: ONE dataset sampled from the SFT policy, several epochs over it,
+    #         the same data for topr, reinforce and sft_pos (c = 0; conflict problems are half the prompts)
+    print(f"\n[demo 2/3] RL: topr vs reinforce vs sft_pos (elapsed {time.time() - t0:.0f}s)", flush=True)
+    rl_common = ["rl", "--shortcut", "--init", os.path.join(sft_dir, "ckpt.pt"), "--seed", seed, "--iterations", "1",
                  "--baseline", "0", "--eval-every", "1"]
     if q:
         rl_common += ["--prompts", "4", "--k", "4", "--epochs", "2", "--batch-size", "8", "--micro-batch", "8",
                       "--eval-problems", "4", "--eval-k", "2", "--max-new-tokens", "8"]
     else:
         rl_common += ["--prompts", "64", "--k", "8", "--epochs", "4", "--batch-size", "32", "--micro-batch", "32",
-                      "--lr", "3e-5", "--eval-problems", "128", "--eval-k", "4", "--eval-each-epoch"]
-    for name, d in (("topr", topr_dir), ("reinforce", rf_dir)):
+                      "--lr", "1e-4", "--eval-problems", "256", "--eval-k", "4", "--eval-each-epoch"]
+    for name, d in zip(losses, rl_dirs):
         run(train, rl_common + ["--loss", name, "--out", d])
-    fig = os.path.join(out, "topr_vs_reinforce.png")
-    summary["rl"] = run(evaluate, ["compare", topr_dir, rf_dir, "--labels", "topr", "reinforce",
-                                             "--title", "strongly off-policy: one dataset, several epochs",
-                                             "--out", fig])
+    summary["rl"] = run(evaluate, ["compare", *rl_dirs, "--labels", *losses, "--out", os.path.join(out, "rl.png"),
+                                   "--title", "shortcut task, strongly off-policy: one dataset, several epochs"])
 
     # ---- 3. GSN
     print(f"\n[demo 3/3] GSN (elapsed {time.time() - t0:.0f}s)", flush=True)

@@ -310,33 +310,38 @@ def read_metrics(folder):
 
 
 def cmd_compare(args):
-    """One figure: held-out pass@1, invalid rate, and mean log pi of positive / negative samples,
-    against samples seen, one line per run (label = folder name, or --labels)."""
+    """One figure: held-out pass@1 (per slice on the shortcut task), invalid rate, and mean log pi of
+    positive / negative samples, against samples seen, one line per run (label = folder name, or --labels)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(labels) != len(args.runs):
         raise UserError(f"{len(args.labels)} labels for {len(args.runs)} runs")
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    runs = [read_metrics(run) for run in args.runs]
+    for run, rows in zip(args.runs, runs):
+        if not any("test_pass@1" in r for r in rows):
+            raise UserError(f"{run}/metrics.jsonl has no evaluation rows (is it an RL run?)")
+    sliced = all("test_conflict_pass@1" in r for rows in runs for r in rows if "test_pass@1" in r)
+    accuracy = [("conflict_", "conflict slice"), ("normal_", "normal slice")] if sliced else [("", "held-out")]
+    panels = [(f"test_{s}pass@1", f"{t} pass@1") for s, t in accuracy] + [
+        ("test_invalid", "held-out invalid rate"), ("logp_reward_pos", "mean log pi, positive samples"),
+        ("logp_reward_neg", "mean log pi, negative samples")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     summary = []
-    for run, label in zip(args.runs, labels):
-        rows = read_metrics(run)
+    for rows, label in zip(runs, labels):
         ev_rows = [r for r in rows if "test_pass@1" in r]
         st_rows = [r for r in rows if "logp_reward_neg" in r]
-        if not ev_rows:
-            raise UserError(f"{run}/metrics.jsonl has no evaluation rows (is it an RL run?)")
-        x = [r["samples"] for r in ev_rows]
-        (line,) = axes[0].plot(x, [r["test_pass@1"] for r in ev_rows], marker="o", ms=3, label=label)
-        axes[1].plot(x, [r["test_invalid"] for r in ev_rows], marker="o", ms=3, color=line.get_color())
-        xs = [r["samples"] for r in st_rows]
-        axes[2].plot(xs, [r["logp_reward_pos"] for r in st_rows], color=line.get_color())
-        axes[3].plot(xs, [r["logp_reward_neg"] for r in st_rows], color=line.get_color())
-        summary.append(dict(run=label, start_pass1=ev_rows[0]["test_pass@1"], final_pass1=ev_rows[-1]["test_pass@1"],
-                            final_greedy=ev_rows[-1]["test_greedy"], final_invalid=ev_rows[-1]["test_invalid"],
-                            samples=x[-1]))
-    for ax, title in zip(axes, ["held-out pass@1", "held-out invalid rate", "mean log pi, positive samples",
-                                "mean log pi, negative samples"]):
+        color = None
+        for ax, (key, _) in zip(axes, panels):
+            pts = ev_rows if key.startswith("test_") else st_rows
+            (line,) = ax.plot([r["samples"] for r in pts], [r[key] for r in pts], marker="o" if pts is ev_rows else None,
+                              ms=3, color=color, label=label)
+            color = line.get_color()
+        summary.append(dict(run=label, samples=ev_rows[-1]["samples"], **{
+            f"{s}pass@1 {when}": r[f"test_{s}pass@1"] for s, _ in accuracy
+            for when, r in (("start", ev_rows[0]), ("end", ev_rows[-1]))}, invalid_end=ev_rows[-1]["test_invalid"]))
+    for ax, (_, title) in zip(axes, panels):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("samples seen")
         ax.grid(alpha=0.3)
@@ -347,10 +352,10 @@ def cmd_compare(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
-    print(f"{'run':<24}{'pass@1 start':>14}{'pass@1 end':>12}{'greedy end':>12}{'invalid end':>13}{'samples':>9}")
+    keys = [k for k in summary[0] if k != "run"]
+    print(f"{'run':<16}" + "".join(f"{k:>22}" for k in keys))
     for s in summary:
-        print(f"{s['run']:<24}{s['start_pass1']:>14.3f}{s['final_pass1']:>12.3f}{s['final_greedy']:>12.3f}"
-              f"{s['final_invalid']:>13.3f}{s['samples']:>9d}")
+        print(f"{s['run']:<16}" + "".join(f"{s[k]:>22.3f}" if isinstance(s[k], float) else f"{s[k]:>22}" for k in keys))
     return summary
 
 
