@@ -36,9 +36,12 @@ class NonFiniteLoss(UserError):
     """A loss became nan/inf (lr too high?). Raised by every trainer; the last good checkpoint is kept."""
 
 
-def check_finite(loss, step):
-    if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"loss is {loss.item()} at step {step}; stopped (last good checkpoint kept)")
+def check_finite(loss, step, world=1):
+    """Raise NonFiniteLoss in EVERY process if the loss is nan/inf in any of them (a process that stopped
+    alone would leave the others waiting in the next collective until the timeout)."""
+    if agree(not torch.isfinite(loss).item(), world, loss.device):
+        raise NonFiniteLoss(f"loss is {loss.item()} at step {step} (in this process or another); "
+                            f"stopped (last good checkpoint kept)")
 
 
 def cli(main):
@@ -150,6 +153,15 @@ def distributed(run, *args, device="auto"):
         raise
     ddp_cleanup()
     return out
+
+
+def agree(flag, world, device):
+    """True in every process if `flag` is True in any (Ctrl-C or a bad loss seen by one rank stops all)."""
+    if world == 1:
+        return bool(flag)
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def all_gather_rows(rows, world):

@@ -382,13 +382,19 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
               f"params={n_par/1e6:.2f}M train={len(X)} device={dev} steps={max_steps} "
               f"minutes={cfg['minutes']} start_step={step}", flush=True)
     try:
-        while (max_steps is None or step < max_steps) and (deadline is None or time.time() < deadline) and not stop.stop:
+        stopped = False
+        while max_steps is None or step < max_steps:
+            # Ctrl-C or the --minutes deadline in any process stops all (a process that stopped alone
+            # would leave the others waiting in DDP's next all-reduce)
+            stopped = common.agree(stop.stop or (deadline is not None and time.time() >= deadline), world, dev)
+            if stopped:
+                break
             epoch, i = divmod(step, per_epoch)
             for g in opt.param_groups:  # [C]: lr x 0.995 per epoch (stateless, so --resume continues exactly)
                 g["lr"] = cfg["lr"] * cfg["lr_decay"] ** epoch
             x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
             loss, step_losses, _ = train_model(x, cfg["walkbacks"], target=tgt)
-            common.check_finite(loss, step)
+            common.check_finite(loss, step, world)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -411,7 +417,7 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
         save()
     finally:
         metrics.close()
-    if stop.stop and master:
+    if stopped and (deadline is None or time.time() < deadline) and master:
         print(f"stopped at step {step}; continue with --resume", flush=True)
     if figures:
         paths = os.path.join(out, "samples.png"), os.path.join(out, "inpainting.png")

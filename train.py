@@ -138,7 +138,7 @@ def sft(rank, world, device, args):
     t0, tokens, start_it = time.time(), 0, it
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
     model.train()
-    while it < stop_at and not stop.stop:
+    while it < stop_at and not common.agree(stop.stop, world, device):  # Ctrl-C in any process stops all
         for g in opt.param_groups:
             g["lr"] = lr_at(it, args.lr, args.min_lr, args.warmup, args.max_iters)
         # every process draws the same global batch and takes its share of rows
@@ -151,7 +151,7 @@ def sft(rank, world, device, args):
         # exactly the single-process mean over the global batch
         loss_sum = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum")
         loss = loss_sum * world / n_tokens
-        common.check_finite(loss, it + 1)  # 1-based, like the "iter N" log lines
+        common.check_finite(loss, it + 1, world)  # 1-based, like the "iter N" log lines
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -367,7 +367,7 @@ def rl(rank, world, device, args):
     if itr == 0:
         log_eval()  # the SFT start
     t0 = time.time()
-    while itr < args.iterations and not stop.stop:
+    while itr < args.iterations and not common.agree(stop.stop, world, device):  # Ctrl-C in any process
         # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
         #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
         t_roll = time.time()
@@ -416,7 +416,7 @@ def rl(rank, world, device, args):
                         loss, _ = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
                                                  name=args.loss, baseline=micro.baseline.to(device), lengths=lengths,
                                                  length_normalize=not args.no_length_norm, ppo_eps=args.ppo_eps)
-                        common.check_finite(loss, step + 1)
+                        common.check_finite(loss, step + 1, world)
                         # the loss is a mean over the micro-batch: weight it by its share of the minibatch
                         # (times world: DDP averages the processes' gradients)
                         (loss * len(micro) / n * world).backward()

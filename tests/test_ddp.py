@@ -1,8 +1,10 @@
 """Data-parallel training: 2 processes (torchrun, gloo on CPU: `--device cpu` whatever the machine has) ==
 1 process on the same global batch."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -89,3 +91,40 @@ def test_torchrun_gsn_with_more_layers_than_walkback_steps(tmp_path):
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args], tmp_path)
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 3
 
+
+
+def _worker_pid(rank, marker, deadline):
+    """The pid of the torchrun worker with RANK=rank whose command line contains marker (via /proc)."""
+    while time.time() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if marker.encode() in b" ".join(cmd) and f"RANK={rank}".encode() in env and b"train.py" in b" ".join(cmd):
+                return int(pid)
+        time.sleep(0.2)
+    raise AssertionError(f"no worker of rank {rank} found")
+
+
+def test_ctrl_c_in_one_process_stops_every_process_after_a_checkpoint(tmp_path):
+    """Only rank 1 gets SIGINT: both ranks agree to stop at the same step; rank 0 writes the checkpoint;
+    torchrun exits cleanly (no process waits for the other until the timeout)."""
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train.py", "sft", "--out", str(out), *TINY, "--max-iters", "100000", "--log-interval", "1",
+                          "--eval-interval", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    pid = _worker_pid(1, str(out), deadline)
+    metrics = out / "metrics.jsonl"
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGINT)
+    stdout, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, stdout[-3000:]
+    assert "stopped at iter" in stdout
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert 3 <= ckpt["iter"] < 100000
