@@ -6,7 +6,8 @@ interleaved repetitions (the machine is shared and noisy; absolute numbers drift
   python bench.py rl      RL rollout and update tokens/s, and where the time goes
   python bench.py gsn     GSN training images/s and matmul FLOP/s vs this machine's matmul peak
   python bench.py all
-Each section runs at 1 and at 2 threads (--threads 1 2).
+Each section runs at 1 and at 2 threads (--threads 1 2); --device cuda times a GPU (synchronising around
+each timed call: CUDA kernels run asynchronously).
 """
 import argparse
 import statistics
@@ -23,14 +24,19 @@ import train
 from model import GPT, GPTConfig, completion_mask
 
 
-def median_time(fn, reps):
+def timed(fn, dev):
+    """Wall time of fn(); on a GPU, waits for the queued kernels before and after (CUDA is asynchronous)."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def median_time(fn, reps, dev):
     """Median wall time of fn() over reps calls."""
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return statistics.median(timed(fn, dev) for _ in range(reps))
 
 
 # =============================================================================
@@ -48,7 +54,7 @@ def recompute_generate(model, idx, max_new_tokens):
     like nanoGPT's forward without targets, only the last position goes through ln_f and lm_head."""
     tr = model.transformer
     for _ in range(max_new_tokens):
-        pos = torch.arange(idx.size(1))
+        pos = torch.arange(idx.size(1), device=idx.device)
         x = tr.wte(idx) + tr.wpe(pos)
         for block in tr.h:
             x = block(x)
@@ -60,16 +66,17 @@ def recompute_generate(model, idx, max_new_tokens):
 def bench_gpt(threads, args):
     """KV-cached generate() vs nanoGPT-style recomputation, same weights, greedy, no EOS."""
     prompt_len, new_tokens = (8, 8) if args.quick else (32, 96)
-    model = _bench_model()
+    dev = common.get_device(args.device)
+    model = _bench_model().to(dev)
     results = {}
     for B in (1, 32):
-        idx = torch.randint(0, 256, (B, prompt_len), generator=torch.Generator().manual_seed(B))
+        idx = torch.randint(0, 256, (B, prompt_len), generator=torch.Generator().manual_seed(B)).to(dev)
         # same tokens from both (greedy), checked once outside the timing
         assert torch.equal(model.generate(idx, new_tokens, temperature=0)[0], recompute_generate(model, idx, new_tokens)[:, prompt_len:])
         t_cache, t_full = [], []
         for _ in range(args.reps):  # interleaved: both see the same machine load
-            t_cache.append(median_time(lambda: model.generate(idx, new_tokens, temperature=0), 1))
-            t_full.append(median_time(lambda: recompute_generate(model, idx, new_tokens), 1))
+            t_cache.append(timed(lambda: model.generate(idx, new_tokens, temperature=0), dev))
+            t_full.append(timed(lambda: recompute_generate(model, idx, new_tokens), dev))
         tc, tf = statistics.median(t_cache), statistics.median(t_full)
         results[B] = tf / tc
         print(f"generate B={B:>2}: kv-cache {B * new_tokens / tc:9.0f} tok/s | recompute {B * new_tokens / tf:9.0f} tok/s"
@@ -77,7 +84,7 @@ def bench_gpt(threads, args):
     # training: forward + backward + AdamW step on (32, 128) token batches
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, 256, (32, 128))
+    x = torch.randint(0, 256, (32, 128), device=dev)
 
     def step():
         _, loss = model(x, x)
@@ -85,7 +92,7 @@ def bench_gpt(threads, args):
         loss.backward()
         opt.step()
     step()
-    tt = median_time(step, args.reps)
+    tt = median_time(step, args.reps, dev)
     print(f"train (32x128 tokens, fwd+bwd+AdamW): {32 * 128 / tt:9.0f} tok/s", flush=True)
     return results
 
@@ -98,27 +105,28 @@ def bench_rl(threads, args):
     the update (sequence_logprobs forward + backward + AdamW). Uses --ckpt if given (a trained
     policy stops at EOS like a real run), else a random model of the default size."""
     prompts, k = (4, 2) if args.quick else (64, 8)
+    dev = common.get_device(args.device)
     tok = data.get_tokenizer("byte")
     if args.ckpt:
-        model, tok, _ = ev.load_gpt(args.ckpt, "cpu")
+        model, tok, _ = ev.load_gpt(args.ckpt, dev)
     else:
-        model = _bench_model(block_size=256, vocab_size=tok.vocab_size)
+        model = _bench_model(block_size=256, vocab_size=tok.vocab_size).to(dev)
     problems = data.problems(prompts, seed=123, split="train")
     enc = [tok.encode(data.format_prompt(p.question)) for p in problems]
     model.eval()
 
     def generate(shared_prefill=True):
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator(device=dev).manual_seed(0)
         if shared_prefill:  # prefill each prompt once, copy its cache to the k sample rows
             return model.generate(enc, 48, eos_id=tok.eos_id, num_samples=k, generator=g, pad_id=tok.pad_id)[0]
         return model.generate([p for p in enc for _ in range(k)], 48, eos_id=tok.eos_id, generator=g, pad_id=tok.pad_id)[0]
 
     tokens = generate()
     n_gen = int(completion_mask(tokens, tok.eos_id).sum())
-    t_gen = median_time(generate, args.reps)
-    t_gen_noshare = median_time(lambda: generate(False), max(1, args.reps // 2))
+    t_gen = median_time(generate, args.reps, dev)
+    t_gen_noshare = median_time(lambda: generate(False), max(1, args.reps // 2), dev)
     t_score = median_time(lambda: [data.reward(t, p.answer) for t, p in zip(
-        ev.decode_completions(tok, tokens)[0], [p for p in problems for _ in range(k)])], args.reps)
+        ev.decode_completions(tok, tokens.cpu())[0], [p for p in problems for _ in range(k)])], args.reps, dev)
     batch = train.sample_solutions(model, tok, problems, k, 48, seed=0)
     batch.baseline = torch.zeros(len(batch))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -128,11 +136,12 @@ def bench_rl(threads, args):
         opt.zero_grad(set_to_none=True)
         for s in range(0, len(batch), micro_batch):
             mb = batch[range(s, min(s + micro_batch, len(batch)))]
-            logp, lengths, _ = train.solution_logp(model, tok, mb, torch.device("cpu"))
-            loss, _ = topr.topr_loss(logp, mb.logp_behavior, mb.reward, baseline=mb.baseline, lengths=lengths)
+            logp, lengths, _ = train.solution_logp(model, tok, mb, dev)
+            loss, _ = topr.topr_loss(logp, mb.logp_behavior.to(dev), mb.reward.to(dev), baseline=mb.baseline.to(dev),
+                                     lengths=lengths)
             (loss * len(mb) / len(batch)).backward()
         opt.step()
-    t_upd = median_time(update, max(1, args.reps // 2))
+    t_upd = median_time(update, max(1, args.reps // 2), dev)
     total = t_gen + t_score + t_upd
     print(f"rollout {prompts} prompts x {k} samples: generation {n_gen / t_gen:8.0f} new tok/s ({t_gen:.2f}s; "
           f"{t_gen_noshare:.2f}s without the shared prefill, x{t_gen_noshare / t_gen:.1f}) | scoring {t_score:.3f}s")
@@ -162,17 +171,18 @@ def bench_gsn(threads, args):
     repetitions: one rep = a few steps of every config in turn)."""
     torch.manual_seed(0)
     n, batch = (128, 10) if args.quick else (1024, 100)
-    A, B = torch.randn(n, n), torch.randn(n, n)
+    dev = common.get_device(args.device)
+    A, B = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     torch.matmul(A, B)
     configs = [("gsn K=2 h=500 N=4", [500, 500], "tanh", 4, 2.0),
                ("gsn K=2 h=1500 N=4 (paper)", [1500, 1500], "tanh", 4, 2.0),
                ("dae h=1000 N=5", [1000], "sigmoid", 5, 0.0),
                ("dae h=2000 N=5 (paper)", [2000], "sigmoid", 5, 0.0)]
     configs = configs[:1] if args.quick else configs
-    x = (torch.rand(batch, 784) < 0.13).float()
+    x = (torch.rand(batch, 784, device=dev) < 0.13).float()
     setups = []
     for name, hidden, act, N, sigma in configs:
-        model = gsn.GSN(784, hidden, act=act, hidden_noise=sigma)
+        model = gsn.GSN(784, hidden, act=act, hidden_noise=sigma).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def train_step(model=model, opt=opt, N=N):
@@ -186,12 +196,9 @@ def bench_gsn(threads, args):
     times = {name: [] for name, _, _ in setups}
     peak_t = []
     for _ in range(args.reps):                                             # interleaved repetitions
-        t0 = time.perf_counter(); torch.matmul(A, B); torch.matmul(A, B); peak_t.append((time.perf_counter() - t0) / 2)
+        peak_t.append(timed(lambda: (torch.matmul(A, B), torch.matmul(A, B)), dev) / 2)
         for name, fn, _ in setups:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / steps)
+            times[name].append(timed(lambda: [fn() for _ in range(steps)], dev) / steps)
     peak = 2 * n ** 3 / statistics.median(peak_t)
     print(f"torch.matmul peak ({n}x{n} fp32, {threads} thread(s)): {peak / 1e9:.1f} GFLOP/s")
     print(f"{'config':<28} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8}")
@@ -208,6 +215,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=common.positive, nargs="+", default=[1, 2], help="torch threads, one run each")
     parser.add_argument("--reps", type=common.positive, default=5, help="interleaved repetitions (medians)")
     parser.add_argument("--ckpt", default=None, help="bench rl: a trained policy (e.g. runs/sft/ckpt.pt)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ... or auto")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test (no real numbers)")
     args = parser.parse_args(argv)
     benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn}
