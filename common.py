@@ -15,6 +15,7 @@ Imports torch and numpy only.
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
@@ -50,10 +51,18 @@ def cli(main):
     @functools.wraps(main)
     def run(argv=None):
         try:
-            return main(argv)
+            out = main(argv)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # a torchrun worker whose work is done and saved, its process group destroyed: leave without the
+            # interpreter's teardown, where gloo's threads can still abort the process now and then
+            # (SIGABRT, "terminate called without an active exception"), failing a finished run
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        return out
     return run
 
 
@@ -151,6 +160,9 @@ def distributed(run, *args, device="auto"):
     except BaseException:
         ddp_cleanup(ok=False)
         raise
+    # the DDP wrapper sits in reference cycles: free it now, while the process group and the interpreter are
+    # alive (freed at interpreter exit instead, gloo's pending work can abort the process: SIGABRT)
+    gc.collect()
     ddp_cleanup()
     return out
 
