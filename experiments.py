@@ -227,9 +227,11 @@ def exp_verifier(args):
 # expected gradient up to a positive factor (README, "On-policy, one expected gradient"): they differ
 # in variance and prompt weighting only. "sft_more" continues SFT on worked solutions for the same
 # number of optimizer samples: the baseline RL has to beat.
+SHORTCUT_SFT_CONFLICT = "0.03"  # the calibrated base: conflict problems among the worked solutions (RESULTS.md)
 ONPOLICY_BASES = {  # task -> the flags of its task, and of its SFT base (from scratch)
     "default": ([], []),
-    "shortcut": (["--shortcut"], ["--sft-conflict-frac", "0.02", "--max-iters", "1200", "--batch-size", "32"]),
+    "shortcut": (["--shortcut"], ["--sft-conflict-frac", SHORTCUT_SFT_CONFLICT, "--max-iters", "1200",
+                                  "--batch-size", "32"]),
 }
 ONPOLICY_METHODS = {
     "reinforce": ["--loss", "reinforce", "--baseline", "0"],  # = topr on-policy
@@ -262,7 +264,7 @@ def exp_onpolicy(args):
             d = os.path.join(out, f"{task}_sft_more_s{seed}")
             if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
                 run_train(["sft", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
-                           *common_flags, *(["--sft-conflict-frac", "0.02"] if task == "shortcut" else []),
+                           *common_flags, *(["--sft-conflict-frac", SHORTCUT_SFT_CONFLICT] if task == "shortcut" else []),
                            "--max-iters", str(I * P * K // 32), "--batch-size", "32", "--lr", str(args.lr),
                            "--min-lr", str(args.lr), "--warmup", "0", "--eval-interval", str(I * P * K // 32)])
             final = evals(d)[-1]
