@@ -259,7 +259,7 @@ def exp_onpolicy(args):
                     run_train(["rl", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
                                *common_flags, *flags, "--iterations", str(I), "--prompts", str(P), "--k", str(K),
                                "--epochs", "1", "--batch-size", str(P * K), "--lr", str(args.lr),
-                               "--eval-every", str(max(1, I // 2))])
+                               "--eval-every", str(I)])  # held-out evaluations at the start and the end
                 runs[task, method, seed] = evals(d)
             d = os.path.join(out, f"{task}_sft_more_s{seed}")
             if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
