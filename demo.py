@@ -50,8 +50,8 @@ def main(argv=None):
         sft_args += ["--max-iters", "30", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--sft-examples", "300",
                      "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2", "--warmup", "5",
                      "--max-new-tokens", "12", "--eval-interval", "30"]
-    else:  # a short run (about 2 minutes): confident on the cue, often wrong on conflict problems
-        sft_args += ["--max-iters", "300", "--eval-problems", "256", "--eval-k", "4", "--sft-conflict-frac", "0.02"]
+    else:  # the default budget (about 4 minutes): right on normal problems, mostly wrong on conflict ones
+        sft_args += ["--eval-problems", "256", "--eval-k", "4", "--sft-conflict-frac", "0.03"]
     summary["sft"] = run(train, sft_args)
 
     # ---- 2. RL, strongly off-policy: ONE dataset sampled from the SFT policy, several epochs over it,
