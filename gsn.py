@@ -457,8 +457,8 @@ def demo(out, seed=0, quick=False):
 # -----------------------------------------------------------------------------
 # Evaluation (`eval.py gsn`, `gsn.py --experiment`)
 #
-# Protocol (that of [C]'s likelihood_estimation_parzen.py): for each model, ONE chain of n_samples (10,000) consecutive steps
-# started from the first held-out validation digit corrupted by salt-and-pepper noise (as [C], which
+# Protocol ([C]'s likelihood_estimation_parzen.py): for each model, ONE chain of n_samples (10,000)
+# consecutive steps started from the first held-out validation digit corrupted by salt-and-pepper noise (as [C], which
 # starts from test_X[0]; a validation digit keeps every test image out of the Parzen centres), all
 # training noise on, no burn-in, recording the means p(X|H). Parzen sigma is chosen on the 1000
 # held-out validation images (never trained on) from GSN_SIGMAS, as the GAN paper does; the test
