@@ -1,4 +1,4 @@
-"""No dead instructions: every `python X.py ...` command in the README (and exercises/README.md) names
+"""No dead instructions: every `python X.py ...` command in README.md, RESULTS.md and exercises/README.md names
 a real script, a real subcommand, and flags that script's --help lists."""
 import importlib
 import os
@@ -13,7 +13,7 @@ SUBCOMMANDS = {"train": True, "eval": True, "experiments": True, "bench": True, 
 
 def readme_commands():
     cmds = []
-    for doc in ("README.md", "exercises/README.md"):
+    for doc in ("README.md", "RESULTS.md", "exercises/README.md"):
         path = os.path.join(ROOT, doc)
         if not os.path.exists(path):
             continue
