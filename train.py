@@ -351,6 +351,8 @@ def rl(rank, world, device, args):
                                        torch.Generator(device=device).manual_seed(args.seed))[0] if master else None
         evaluate = lambda: ev.evaluate_verifier(policy, tok, test, test_texts, args.eval_k)
     baseline_desc = "group mean" if args.baseline == "group" else f"c={args.baseline}"
+    if "baseline" in topr.PRESETS.get(args.loss, {}):  # sft_pos, neg_only: the preset fixes c
+        baseline_desc = f"c={topr.PRESETS[args.loss]['baseline']:+.0f} (the {args.loss} preset)"
     metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
     stop = common.StopFlag()
     if master:
