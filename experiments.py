@@ -10,8 +10,11 @@ experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed se
                                          positive fraction p_eff = p(1-c) / (1+c(1-2p))
   python experiments.py verifier     the SFT model trained as a generative verifier (topr vs reinforce vs
                                          sft_pos); majority vs verifier-weighted majority vs best-of-k
+  python experiments.py onpolicy     (f) on-policy, shortcut task vs default task: reinforce (= topr), sft_pos,
+                                         neg_only, group baseline, continued SFT; 3 seeds (trains both bases)
+  python experiments.py gradnoise    (f) the noise of each on-policy estimator on one rollout of each base
 
-All start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
+(a)-(e) start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
 `python train.py sft --out runs/sft`). Each run is a plain `train.py rl` call (printed before it
 runs); results go under runs/exp_<name>/, the figure to figures/, and a markdown table to stdout
 and runs/exp_<name>/table.md.
@@ -23,7 +26,10 @@ import shlex
 import statistics
 import time
 
+import torch
+
 import common
+import data
 import eval as evaluate
 import topr
 import train
@@ -310,8 +316,44 @@ def onpolicy_report(args, runs):
     fig.savefig(os.path.join(args.figures, "topr_onpolicy.png"), dpi=80)
 
 
+def exp_gradnoise(args):
+    """Why the on-policy methods moved at different speeds: the noise of each per-sample estimator
+    g_i = A_i grad(log pi(y_i) / L_i) on one rollout of each base (32 prompts x 8 samples): the trace of
+    its covariance, E||g||^2 - ||E g||^2, per slice. Same expected gradient; Adam steps shorter when noisier."""
+    lines = ["| task | prompts | " + " | ".join(f"noise {m}" for m in ONPOLICY_METHODS) + " | positive fraction |",
+             "|---|---|" + "---|" * (len(ONPOLICY_METHODS) + 1)]
+    for task in args.tasks:
+        policy, tok, _ = evaluate.load_gpt(os.path.join(args.out, "exp_onpolicy", f"base_{task}", "ckpt.pt"), "cpu")
+        problems = data.problems(32, 1, "train", **evaluate.task_kwargs(args_for(task), 0.5))
+        batch = train.sample_solutions(policy, tok, problems, 8, 48, seed=0)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        G = []
+        for i in range(len(batch)):  # per-sample gradients of log pi(y_i) / L_i, all parameters flattened
+            logp, length, _ = train.solution_logp(policy, tok, batch[[i]], torch.device("cpu"))
+            G.append(torch.cat([g.flatten() for g in torch.autograd.grad((logp / length).sum(), params)]))
+        G = torch.stack(G).double()
+        R = batch.reward.double()
+        advantage = {"reinforce": R, "sft_pos": R + 1, "neg_only": R - 1, "group": R - topr.group_baseline(R, 8)}
+        for sl in (["normal", "conflict", "all"] if task == "shortcut" else ["all"]):
+            idx = [8 * i + j for i, p in enumerate(problems) for j in range(8) if sl in ("all", p.slice)]
+            noise = {}
+            for m in ONPOLICY_METHODS:
+                g = advantage[m][idx, None] * G[idx]
+                noise[m] = (g.pow(2).sum(1).mean() - g.mean(0).pow(2).sum()).item()
+            lines.append(f"| {task} | {sl} | " + " | ".join(f"{noise[m]:.3f}" for m in ONPOLICY_METHODS)
+                         + f" | {(R[idx] > 0).double().mean().item():.3f} |")
+    out = os.path.join(args.out, "exp_onpolicy", "gradnoise")
+    os.makedirs(out, exist_ok=True)
+    write_table(out, lines)
+
+
+def args_for(task):
+    """The task flags of ONPOLICY_BASES as an argparse-like namespace (for evaluate.task_kwargs)."""
+    return argparse.Namespace(steps=[1, 2], max_num=10, ops="+-", gsm8k=None, gsm8k_test=None, shortcut=task == "shortcut")
+
+
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
-               "onpolicy": exp_onpolicy}
+               "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise}
 
 
 @common.cli
@@ -329,7 +371,7 @@ def main(argv=None):
     p.add_argument("--iterations", type=common.positive, default=40, help="onpolicy: on-policy steps per run")
     p.add_argument("--lr", type=common.positive_float, default=1e-4, help="onpolicy: learning rate (RL and sft_more)")
     args = p.parse_args(argv)
-    if args.name != "onpolicy" and not os.path.isfile(args.sft):
+    if args.name not in ("onpolicy", "gradnoise") and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
     os.makedirs(args.figures, exist_ok=True)
     t0 = time.process_time()
