@@ -50,7 +50,7 @@ def main(argv=None):
         sft_args += ["--max-iters", "30", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--sft-examples", "300",
                      "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2", "--warmup", "5",
                      "--max-new-tokens", "12", "--eval-interval", "30"]
-    else:  # the default budget (about 4 minutes): right on normal problems, mostly wrong on conflict ones
+    else:  # the default budget (1.5 minutes on 2 idle cores): right on normal problems, wrong on conflict ones
         sft_args += ["--eval-problems", "256", "--eval-k", "4", "--sft-conflict-frac", "0.03"]
     summary["sft"] = run(train, sft_args)
 
