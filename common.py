@@ -15,7 +15,6 @@ Imports torch and numpy only.
 import argparse
 import contextlib
 import functools
-import gc
 import json
 import math
 import os
@@ -160,9 +159,6 @@ def distributed(run, *args, device="auto"):
     except BaseException:
         ddp_cleanup(ok=False)
         raise
-    # the DDP wrapper sits in reference cycles: free it now, while the process group and the interpreter are
-    # alive (freed at interpreter exit instead, gloo's pending work can abort the process: SIGABRT)
-    gc.collect()
     ddp_cleanup()
     return out
 

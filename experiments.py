@@ -294,10 +294,12 @@ def onpolicy_report(args, runs):
                 start = statistics.fmean(runs[task, m, s][0][f"test_{c}"] for s in args.seeds)
                 end, se = mean_se([runs[task, m, s][-1][f"test_{c}"] for s in args.seeds])
                 cells.append(f"{start:.3f} -> {end:.3f} +- {se:.3f}")
-            ent = [r["entropy"] for s in args.seeds for r in evaluate.read_metrics(
-                os.path.join(args.out, "exp_onpolicy", f"{task}_{m}_s{s}"))[-3:] if "entropy" in r] if m != "sft_more" else []
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {statistics.fmean(ent):.3f} |" if ent else
-                         f"| {m} | " + " | ".join(cells) + " | - |")
+            entropy = "-"  # sft_more logs no entropy; RL: the last update's, averaged over seeds
+            if m != "sft_more":
+                last = [[r for r in evaluate.read_metrics(os.path.join(args.out, "exp_onpolicy", f"{task}_{m}_s{s}"))
+                         if "entropy" in r][-1]["entropy"] for s in args.seeds]
+                entropy = f"{statistics.fmean(last):.3f}"
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {entropy} |")
     write_table(os.path.join(args.out, "exp_onpolicy"), lines)
     plt = pyplot()
     panels = [(t, s) for t in args.tasks for s in (["conflict_", "normal_"] if t == "shortcut" else [""])]
@@ -324,7 +326,7 @@ def exp_gradnoise(args):
              "|---|---|" + "---|" * (len(ONPOLICY_METHODS) + 1)]
     for task in args.tasks:
         policy, tok, _ = evaluate.load_gpt(os.path.join(args.out, "exp_onpolicy", f"base_{task}", "ckpt.pt"), "cpu")
-        problems = data.problems(32, 1, "train", **evaluate.task_kwargs(args_for(task), 0.5))
+        problems = data.problems(32, 1, "train", **evaluate.task_kwargs(task_flags(task), 0.5))
         batch = train.sample_solutions(policy, tok, problems, 8, 48, seed=0)
         params = [p for p in policy.parameters() if p.requires_grad]
         G = []
@@ -347,9 +349,11 @@ def exp_gradnoise(args):
     write_table(out, lines)
 
 
-def args_for(task):
-    """The task flags of ONPOLICY_BASES as an argparse-like namespace (for evaluate.task_kwargs)."""
-    return argparse.Namespace(steps=[1, 2], max_num=10, ops="+-", gsm8k=None, gsm8k_test=None, shortcut=task == "shortcut")
+def task_flags(task):
+    """The task flags of ONPOLICY_BASES parsed by the CLI's own declaration (eval.add_task_args)."""
+    p = argparse.ArgumentParser()
+    evaluate.add_task_args(p)
+    return p.parse_args(ONPOLICY_BASES[task][0])
 
 
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
