@@ -13,6 +13,7 @@ experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed se
   python experiments.py onpolicy     (f) on-policy, shortcut task vs default task: reinforce (= topr), sft_pos,
                                          neg_only, group baseline, continued SFT; 3 seeds (trains both bases)
   python experiments.py gradnoise    (f) the noise of each on-policy estimator on one rollout of each base
+  python experiments.py errors       (f) what the shortcut base answers on conflict problems
 
 (a)-(e) start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
 `python train.py sft --out runs/sft`). Each run is a plain `train.py rl` call (printed before it
@@ -22,6 +23,7 @@ and runs/exp_<name>/table.md.
 import argparse
 import math
 import os
+import re
 import shlex
 import statistics
 import time
@@ -349,6 +351,28 @@ def exp_gradnoise(args):
     write_table(out, lines)
 
 
+def exp_errors(args):
+    """What the shortcut base answers on conflict problems: right, the cue's operation (the shortcut),
+    another number, or invalid; 300 conflict test problems x 8 samples."""
+    policy, tok, _ = evaluate.load_gpt(os.path.join(args.out, "exp_onpolicy", "base_shortcut", "ckpt.pt"), "cpu")
+    problems = [p for p in data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
+                if p.slice == "conflict"][:300]
+    texts, _ = evaluate.sample_answers(policy.eval(), tok, problems, 8, 1.0, 48, torch.Generator().manual_seed(0))
+    counts = {"right": 0, "shortcut": 0, "other": 0, "invalid": 0}
+    for p, ts in zip(problems, texts):
+        a, op, b = re.match(r"(\d+)([+-])(\d+)=", p.solution).groups()
+        shortcut = str(int(a) - int(b) if op == "+" else int(a) + int(b))  # the cue's operation
+        for t in ts:
+            answer = data.extract_answer(t)
+            counts["invalid" if answer is None else "right" if answer == p.answer
+                   else "shortcut" if answer == shortcut else "other"] += 1
+    n = sum(counts.values())
+    out = os.path.join(args.out, "exp_onpolicy", "errors")
+    os.makedirs(out, exist_ok=True)
+    write_table(out, ["| answer on conflict problems | fraction |", "|---|---|"] +
+                [f"| {k} | {v / n:.3f} |" for k, v in counts.items()] + [f"\n{n} samples"])
+
+
 def task_flags(task):
     """The task flags of ONPOLICY_BASES parsed by the CLI's own declaration (eval.add_task_args)."""
     p = argparse.ArgumentParser()
@@ -357,7 +381,7 @@ def task_flags(task):
 
 
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
-               "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise}
+               "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors}
 
 
 @common.cli
@@ -375,7 +399,7 @@ def main(argv=None):
     p.add_argument("--iterations", type=common.positive, default=40, help="onpolicy: on-policy steps per run")
     p.add_argument("--lr", type=common.positive_float, default=1e-4, help="onpolicy: learning rate (RL and sft_more)")
     args = p.parse_args(argv)
-    if args.name not in ("onpolicy", "gradnoise") and not os.path.isfile(args.sft):
+    if args.name not in ("onpolicy", "gradnoise", "errors") and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
     os.makedirs(args.figures, exist_ok=True)
     t0 = time.process_time()
