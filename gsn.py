@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import time
 
 import numpy as np
@@ -581,7 +582,120 @@ def run_experiment(a):
         train(make_config(ra), run_out, device=a.device)
         runs.append((name, os.path.join(run_out, "ckpt.pt")))
         seconds[name] = time.time() - t0
-    return report(runs, a.out, data_spec=a.data, seed=a.seed, device=a.device, train_seconds=seconds)
+    return report(runs, a.out, data_spec=a.data, seed=a.seed, device=a.device, n_samples=a.parzen_samples,
+                  train_seconds=seconds)
+
+
+
+# -----------------------------------------------------------------------------
+# The curve: Parzen log-likelihood against training budget. One point per model says little when
+# the models learn at different speeds: does the deep GSN lose, or only learn slower?
+
+# name, flags, steps per budget unit (1/8 of the model's --experiment budget: ~1 one-core minute)
+CURVE = [
+    ("gsn2-500", ["--model", "gsn"], 450),
+    ("dae-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "5"], 295),
+    # [C]'s optimiser: SGD lr 0.25, momentum 0.5 (dampening 0.5), lr x 0.995 per epoch. Real-valued
+    # targets, tanh and hidden noise sigma 2 are already the GSN defaults; 1500 units would cost 4x.
+    ("gsn2-500-original", ["--model", "gsn", "--optimizer", "sgd"], 450),
+]
+CURVE_UNITS = [1, 2, 4, 8, 16]  # checkpoints; the second seed stops after the first three
+
+
+def run_curve(a):
+    """Train each CURVE model once, evaluating a copy of the checkpoint at 1, 2, 4, 8, 16 budget units
+    (the run continues from that checkpoint: one run gives the curve). Seed a.seed goes to 16 units,
+    seed a.seed + 1 to 4. Training CPU time (time.process_time) is summed up to each point. Finished
+    points are read back from <out>/<run>/point_<u>.json, so a stopped curve continues where it was."""
+    rows = []
+    for name, flags, unit in CURVE:
+        for seed, units in ((a.seed, CURVE_UNITS), (a.seed + 1, CURVE_UNITS[:3])):
+            run_out = os.path.join(a.out, f"{name}-s{seed}")
+            cpu = 0.0
+            for u in units:
+                point = os.path.join(run_out, f"point_{u}.json")
+                if os.path.exists(point):
+                    with open(point) as f:
+                        rows.append(json.load(f))
+                    cpu = rows[-1]["cpu_s"]
+                    continue
+                steps = max(1, round(u * unit * a.budget_scale))
+                ra = parse_args(flags + ["--data", a.data, "--seed", str(seed), "--out", run_out,
+                                         "--max-steps", str(steps)] + (["--n-train", str(a.n_train)] if a.n_train else []))
+                t0 = time.process_time()
+                train(make_config(ra), run_out, resume=os.path.exists(os.path.join(run_out, "ckpt.pt")),
+                      device=a.device, quiet=True, figures=False)
+                cpu += time.process_time() - t0
+                ckpt = os.path.join(run_out, f"ckpt_{u}.pt")
+                os.replace(os.path.join(run_out, "ckpt.pt"), ckpt)  # the next point resumes from a copy
+                shutil.copy(ckpt, os.path.join(run_out, "ckpt.pt"))
+                refs = os.path.join(a.out, "references.json")
+                r = report([(f"{name}-s{seed}-{u}", ckpt)], os.path.join(run_out, f"report_{u}"), data_spec=a.data,
+                           seed=a.seed, device=a.device, n_samples=a.parzen_samples, references=not os.path.exists(refs))
+                if len(r) > 1:  # the reference rows (real training images, independent pixels), once
+                    with open(refs, "w") as f:
+                        json.dump(r[1:], f)
+                rows.append(dict(model=name, seed=seed, units=u, steps=steps, cpu_s=round(cpu, 1),
+                                 **{k: r[0][k] for k in ("ll", "se", "sigma", "ll_fixed", "se_fixed")}))
+                with open(point, "w") as f:
+                    json.dump(rows[-1], f)
+                print(f"[curve {time.strftime('%H:%M:%S')}] {name} seed {seed}: {u} units = {steps} steps, "
+                      f"{cpu / 60:.1f} CPU-min, Parzen {rows[-1]['ll']:.1f} +- {rows[-1]['se']:.1f}", flush=True)
+    with open(os.path.join(a.out, "references.json")) as f:
+        rows += [dict(r, reference=True) for r in json.load(f)]
+    with open(os.path.join(a.out, "curve.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    curve_report(rows, a.out)
+    return rows
+
+
+def curve_report(rows, out):
+    """Table and figure: Parzen (tuned sigma, and sigma = 0.2) against training CPU-minutes, mean over
+    the seeds at each budget; error bar = sqrt(seed variance / n + mean test-image variance / n)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    points = {}
+    for r in rows:
+        if "model" in r:
+            points.setdefault((r["model"], r["units"]), []).append(r)
+    lines = ["| model | units | steps | seeds | CPU-min (mean) | Parzen, tuned sigma | Parzen at sigma = 0.2 |",
+             "|---|---|---|---|---|---|---|"]
+    stats = {}
+    for (model, u), rs in points.items():
+        n = len(rs)
+        cell = {}
+        for key, se_key in (("ll", "se"), ("ll_fixed", "se_fixed")):
+            vals = [r[key] for r in rs]
+            var_seed = float(np.var(vals, ddof=1)) if n > 1 else 0.0
+            cell[key] = (float(np.mean(vals)), math.sqrt(var_seed / n + np.mean([r[se_key] ** 2 for r in rs]) / n))
+        stats[model, u] = (float(np.mean([r["cpu_s"] for r in rs])) / 60, cell)
+        lines.append(f"| {model} | {u} | {rs[0]['steps']} | {n} | {stats[model, u][0]:.1f} | "
+                     f"{cell['ll'][0]:.1f} +- {cell['ll'][1]:.1f} | {cell['ll_fixed'][0]:.1f} +- {cell['ll_fixed'][1]:.1f} |")
+    refs = [r for r in rows if r.get("reference")]
+    lines += [f"| *reference:* {r['name']} | | | | | {r['ll']:.1f} +- {r['se']:.1f} | {r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} |"
+              for r in refs]
+    table = "\n".join(lines)
+    print(table)
+    with open(os.path.join(out, "curve.md"), "w") as f:
+        f.write(table + "\n")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in zip(axes, ("ll", "ll_fixed"), ("sigma tuned on validation", "sigma = 0.2")):
+        for model in dict.fromkeys(m for m, _ in points):
+            us = sorted(u for m, u in points if m == model)
+            ax.errorbar([stats[model, u][0] for u in us], [stats[model, u][1][key][0] for u in us],
+                        yerr=[stats[model, u][1][key][1] for u in us], marker="o", ms=3, capsize=2, label=model)
+        for r, ls in zip(refs, ("--", ":")):
+            ax.axhline(r[key], color="gray", ls=ls, lw=1, label=r["name"])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training CPU-minutes (one core)")
+        ax.set_title(f"Parzen log-likelihood, {title}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test log-likelihood (nats)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "curve.png"), dpi=80)
+    plt.close(fig)
 
 
 # -----------------------------------------------------------------------------
@@ -613,11 +727,13 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda if available, else cpu")
     p.add_argument("--threads", type=pos, default=None, help="torch.set_num_threads")
     p.add_argument("--experiment", action="store_true", help="train gsn vs walkback dae vs dae, then Parzen table")
-    p.add_argument("--budget-scale", type=pos_float, default=1.0, help="--experiment: multiply every model's steps")
+    p.add_argument("--curve", action="store_true", help="Parzen against training budget: gsn vs walkback dae vs gsn with sgd")
+    p.add_argument("--budget-scale", type=pos_float, default=1.0, help="--experiment/--curve: multiply every model's steps")
+    p.add_argument("--parzen-samples", type=pos, default=10000, help="--experiment/--curve: chain means used as Parzen centres")
     a = p.parse_args(argv)
     if a.epochs is None and a.minutes is None and a.max_steps is None:
         a.max_steps = 3600  # default budget (~6 epochs): ~8 minutes of one free CPU core for the default GSN
-    a.out = a.out or ("runs/gsn-experiment" if a.experiment else "runs/gsn")
+    a.out = a.out or ("runs/gsn-experiment" if a.experiment else "runs/gsn-curve" if a.curve else "runs/gsn")
     return a
 
 
@@ -628,6 +744,8 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     if a.experiment:
         return run_experiment(a)
+    if a.curve:
+        return run_curve(a)
     train(make_config(a), a.out, resume=a.resume, device=a.device)
 
 
