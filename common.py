@@ -36,11 +36,19 @@ class NonFiniteLoss(UserError):
     """A loss became nan/inf (lr too high?). Raised by every trainer; the last good checkpoint is kept."""
 
 
-def check_finite(loss, step, world=1):
-    """Raise NonFiniteLoss in EVERY process if the loss is nan/inf in any of them (a process that stopped
-    alone would leave the others waiting in the next collective until the timeout)."""
-    if agree(not torch.isfinite(loss).item(), world, loss.device):
-        raise NonFiniteLoss(f"loss is {loss.item()} at step {step} (in this process or another); "
+def check_finite(loss, step, world=1, device=None):
+    """Raise NonFiniteLoss in EVERY process if a loss is nan/inf in any of them (a process that stopped
+    alone would leave the others waiting in the next collective until the timeout). loss: the loss of
+    step `step`, or a 1-D tensor of the losses of steps step, step + 1, ... -- the trainers check a log
+    interval's losses at once: reading a flag on the host waits for the GPU, once per step is a stall.
+    device: where processes agree (the training device; default: the loss's)."""
+    loss = loss.detach().reshape(-1)
+    bad = ~torch.isfinite(loss)
+    if agree(bool(bad.any()), world, device or loss.device):
+        if bad.any():
+            i = int(bad.int().argmax())  # the first one
+            raise NonFiniteLoss(f"loss is {loss[i].item()} at step {step + i}; stopped (last good checkpoint kept)")
+        raise NonFiniteLoss(f"loss is nan/inf in another process by step {step + len(loss) - 1}; "
                             f"stopped (last good checkpoint kept)")
 
 
@@ -164,7 +172,8 @@ def distributed(run, *args, device="auto"):
 
 
 def agree(flag, world, device):
-    """True in every process if `flag` is True in any (Ctrl-C or a bad loss seen by one rank stops all)."""
+    """True in every process if `flag` is True in any (Ctrl-C or a bad loss seen by one rank stops all).
+    Alone (world 1) no device work at all: the loops call this every step."""
     if world == 1:
         return bool(flag)
     t = torch.tensor([float(flag)], device=device)

@@ -374,7 +374,18 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
             common.atomic_save({"config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                 "rng": common.rng_state(), "step": step, "metrics_rows": metrics.rows}, ckpt_path)
 
-    losses = []
+    losses, unchecked = [], []  # unchecked: the losses since the last check, still on the device
+
+    def check_losses():
+        """Move the losses since the last call to `losses` in one transfer; NonFiniteLoss if one is nan/inf.
+        Called at every log line and before every checkpoint, not every step (a read on the host waits for
+        the GPU): a nan/inf may go unreported for up to a log interval of steps, never into a checkpoint."""
+        if unchecked:
+            vals = torch.stack(unchecked).cpu()
+            common.check_finite(vals, step - len(unchecked), world, dev)  # 0-based step numbers, as before
+            losses.extend(vals.tolist())
+            unchecked.clear()
+
     t0, last_t, last_step = time.time(), time.time(), step
     stop = common.StopFlag()  # Ctrl-C: finish the step, save, stop
     if not quiet:
@@ -395,12 +406,21 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
                 g["lr"] = cfg["lr"] * cfg["lr_decay"] ** epoch
             x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
             loss, step_losses, _ = train_model(x, cfg["walkbacks"], target=tgt)
-            common.check_finite(loss, step, world)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # A step whose gradients are not finite (a nan/inf loss; under torchrun, in any process) is not
+            # applied, with no host sync: its gradients become 0 and its loss counts as nan, so the next
+            # check stops the run. Applied, it would put NaN in the weights, and torch.bernoulli in the
+            # next forward rejects NaN (on CUDA with a device-side assert, not a clear NonFiniteLoss).
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            bad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads))
+            for g in grads:
+                g.masked_fill_(bad, 0.0)
+            unchecked.append(loss.detach().masked_fill(bad, float("nan")))
             opt.step()
             step += 1
-            losses.append(loss.item())
+            if step % log_every == 0 or step % ckpt_every == 0 or step == max_steps:
+                check_losses()  # in every process (a collective under torchrun), before logging or saving
             if step % log_every == 0 or step == max_steps:
                 now = time.time()
                 rec = {"step": step, "epoch": round(step / per_epoch, 3), "loss": losses[-1],
@@ -415,6 +435,7 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
                           f"{rec['loss_last_step']:.4f}) {rec['img_per_s']:.0f} img/s eta {left / 60:.1f} min", flush=True)
             if step % ckpt_every == 0:
                 save()
+        check_losses()  # stopped between two checks (Ctrl-C, --minutes)
         save()
     finally:
         metrics.close()
@@ -591,25 +612,27 @@ def run_experiment(a):
 # The curve: Parzen log-likelihood against training budget. One point per model says little when
 # the models learn at different speeds: does the deep GSN lose, or only learn slower?
 
-# name, flags, steps per budget unit (1/8 of the model's --experiment budget: ~1 one-core minute)
+# name, flags, steps per budget unit (1/8 of the model's --experiment budget, ~0.4 CPU-minutes), the
+# longest budget in units (64 = 8 times the --experiment budget); checkpoints at 1, 2, 4, ... units
 CURVE = [
-    ("gsn2-500", ["--model", "gsn"], 450),
-    ("dae-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "5"], 295),
+    ("gsn2-500", ["--model", "gsn"], 450, 64),
+    ("dae-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "5"], 295, 64),
     # [C]'s optimiser: SGD lr 0.25, momentum 0.5 (dampening 0.5), lr x 0.995 per epoch. Real-valued
     # targets, tanh and hidden noise sigma 2 are already the GSN defaults; 1500 units would cost 4x.
-    ("gsn2-500-original", ["--model", "gsn", "--optimizer", "sgd"], 450),
+    ("gsn2-500-original", ["--model", "gsn", "--optimizer", "sgd"], 450, 16),
 ]
-CURVE_UNITS = [1, 2, 4, 8, 16]  # checkpoints; the second seed stops after the first three
+CURVE_SEED2_UNITS = 4  # the second seed stops here (the first three checkpoints)
 
 
 def run_curve(a):
-    """Train each CURVE model once, evaluating a copy of the checkpoint at 1, 2, 4, 8, 16 budget units
-    (the run continues from that checkpoint: one run gives the curve). Seed a.seed goes to 16 units,
-    seed a.seed + 1 to 4. Training CPU time (time.process_time) is summed up to each point. Finished
+    """Train each CURVE model once, evaluating a copy of the checkpoint at 1, 2, 4, 8, ... budget units
+    (the run continues from that checkpoint: one run gives the curve). Seed a.seed goes to the model's
+    longest budget, seed a.seed + 1 to CURVE_SEED2_UNITS. Training CPU time (time.process_time) is summed up to each point. Finished
     points are read back from <out>/<run>/point_<u>.json, so a stopped curve continues where it was."""
     rows = []
-    for name, flags, unit in CURVE:
-        for seed, units in ((a.seed, CURVE_UNITS), (a.seed + 1, CURVE_UNITS[:3])):
+    for name, flags, unit, longest in CURVE:
+        for seed, last in ((a.seed, longest), (a.seed + 1, CURVE_SEED2_UNITS)):
+            units = [2 ** i for i in range(int(math.log2(last)) + 1)]
             run_out = os.path.join(a.out, f"{name}-s{seed}")
             cpu = 0.0
             for u in units:

@@ -186,6 +186,27 @@ def _filter_logits(logits, top_k, top_p):
     return logits
 
 
+def exponential_race(probs, generator=None):
+    """One draw per row of probs (N, V) from that categorical distribution, as (N, 1), without a host
+    sync: with E_v ~ Exp(1) independent, E_v / probs_v ~ Exp(rate probs_v), and the smallest of
+    independent exponentials is v with probability probs_v / sum(probs) -- so argmax(probs / E) is an
+    exact categorical draw (the Gumbel-max trick: -log E is Gumbel). A zero-probability outcome scores
+    0 and is never drawn."""
+    e = torch.empty_like(probs).exponential_(generator=generator)
+    return torch.argmax(probs / e, dim=-1, keepdim=True)
+
+
+def sample_next(probs, generator=None):
+    """The next token of each row, (N, 1), drawn from probs (N, V) with `generator` (on probs' device).
+    CUDA: the exponential race, because torch.multinomial first checks its input with host syncs (.item())
+    on every call, which stalls each decode step. CPU: torch.multinomial, with which every sample behind
+    the numbers in RESULTS.md was drawn (on CPU there is no device to wait for). For one sample PyTorch's
+    multinomial is this same race after its checks, so both draw the same tokens from the same generator."""
+    if probs.device.type == "cuda":
+        return exponential_race(probs, generator)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
 def attention_mask(keys, T):
     """keys: (B, T_k) bool, True = real token, over every key of this call; the last T are the queries.
     Returns (B, 1, T, T_k) bool, True = may attend: causal (query t sits at key T_k - T + t) and never to
@@ -194,6 +215,14 @@ def attention_mask(keys, T):
     T_k = keys.size(1)
     causal = torch.ones(T, T_k, dtype=torch.bool, device=keys.device).tril(diagonal=T_k - T)
     return (causal & (keys[:, None, :] | ~keys[:, T_k - T:, None]))[:, None]  # broadcast over heads
+
+
+# Decode asks whether every row is done (a read on the host: the CPU waits for the GPU to finish the
+# step) only every DONE_CHECK_EVERY steps on a GPU, so the GPU can run ahead; the few steps taken after
+# the last row is done are cut off, so the output is the same. On CPU there is nothing to wait for, and
+# checking every step draws exactly as many samples as before, leaving a shared generator (eval.py's
+# chunks share one; the global RNG when none is given) where it was: the CPU numbers do not change.
+DONE_CHECK_EVERY = 8
 
 
 class GPT(nn.Module):
@@ -279,7 +308,7 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 eos_id=None, num_samples=1, generator=None, pad_id=0):
+                 eos_id=None, num_samples=1, generator=None, pad_id=0, done_check_every=None):
         """Sample completions with a KV cache.
 
         prompts: a (B, T) LongTensor (all the same length) or a list of B token lists (any lengths,
@@ -291,6 +320,8 @@ class GPT(nn.Module):
         Returns (tokens (B*num_samples, T_new) long, logprobs (B*num_samples, T_new) float) where
         logprobs are log pi(token) under the UNTEMPERED, UNTRUNCATED model distribution (TOPR's
         behaviour log-probs, log mu), and T_new <= max_new_tokens (stops early when all rows are done).
+        done_check_every: decode steps between two checks for "all rows done" (default: every step on
+        CPU, DONE_CHECK_EVERY on a GPU); the output does not depend on it.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -322,6 +353,7 @@ class GPT(nn.Module):
         out_tokens = torch.empty(N, max_new_tokens, dtype=torch.long, device=device)
         out_logp = torch.zeros(N, max_new_tokens, dtype=torch.float32, device=device)
         done = torch.zeros(N, dtype=torch.bool, device=device)
+        check_every = done_check_every or (1 if device.type == "cpu" else DONE_CHECK_EVERY)
         for t in range(max_new_tokens):
             logits = logits.float()
             logp_all = F.log_softmax(logits, dim=-1)  # untempered: this is log mu for TOPR
@@ -329,7 +361,7 @@ class GPT(nn.Module):
                 nxt = torch.argmax(logits, dim=-1, keepdim=True)
             else:
                 probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
+                nxt = sample_next(probs, generator)
             lp = logp_all.gather(1, nxt).squeeze(1)
             if eos_id is not None:
                 nxt = nxt.masked_fill(done[:, None], eos_id)
@@ -338,11 +370,15 @@ class GPT(nn.Module):
             out_logp[:, t] = lp
             if eos_id is not None:
                 done = done | (nxt.squeeze(1) == eos_id)
-                if bool(done.all()):
-                    return out_tokens[:, :t + 1], out_logp[:, :t + 1]
+                if (t + 1) % check_every == 0 and bool(done.all()):  # a host sync: not every step on a GPU
+                    break
             if t + 1 < max_new_tokens:
                 logits = self(nxt, cache=cache)[0][:, -1, :]  # decode: the same forward, one token per row
-        return out_tokens, out_logp
+        T_new = t + 1
+        if eos_id is not None and bool(done.all()):
+            # end at the step where the last row finished (its first EOS), as if checked every step
+            T_new = int(completion_mask(out_tokens[:, :T_new], eos_id).sum(1).max())
+        return out_tokens[:, :T_new], out_logp[:, :T_new]
 
 
 # -----------------------------------------------------------------------------

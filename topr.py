@@ -94,6 +94,7 @@ def _stats(loss, logp, reward, A, ratio, alpha, clipped, objective):
         "mean_alpha": alpha.mean().item(),
         "mean_alpha_neg": _masked_mean(alpha, neg),
         "frac_neg_alpha_lt1": _masked_mean((alpha < 1).double(), neg),
+        "frac_neg_ratio_lt1": _masked_mean((ratio < 1).double(), ~rpos),  # wrong samples pi now makes rarer than mu did
         "frac_clipped": clipped.double().mean().item(),      # weight != rho (truncated / ppo-clipped)
         "mean_ratio": ratio.mean().item(),
         "mean_ratio_pos": _masked_mean(ratio, pos),

@@ -135,6 +135,16 @@ def sft(rank, world, device, args):
         model.train()
         return tot / max(n, 1)
 
+    unchecked = []  # the losses of the steps since the last finiteness check, on the device
+
+    def check_losses():
+        """NonFiniteLoss if a loss since the last check was nan/inf. Called at every log line and before
+        every checkpoint, not every step (reading a flag on the host waits for the GPU): the weights may be
+        non-finite for up to a log interval of steps, and no checkpoint is ever written from them."""
+        if unchecked:
+            common.check_finite(torch.stack(unchecked), it - len(unchecked) + 1, world)  # 1-based, like "iter N"
+            unchecked.clear()
+
     t0, tokens, start_it = time.time(), 0, it
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
     model.train()
@@ -151,13 +161,15 @@ def sft(rank, world, device, args):
         # exactly the single-process mean over the global batch
         loss_sum = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum")
         loss = loss_sum * world / n_tokens
-        common.check_finite(loss, it + 1, world)  # 1-based, like the "iter N" log lines
+        unchecked.append(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         it += 1
         tokens += x.numel() * world
+        if it % args.log_interval == 0 or it % args.eval_interval == 0 or it == args.max_iters:
+            check_losses()  # in every process (a collective under torchrun), before anything is logged or saved
         if it % args.log_interval == 0 or it == args.max_iters:
             loss = loss.detach() / world  # this process's share of the global mean
             if world > 1:
@@ -173,6 +185,7 @@ def sft(rank, world, device, args):
             metrics.log(iter=it, val_loss=vl)
             print(f"iter {it:5d} | val loss {vl:.4f}", flush=True)
             save()
+    check_losses()  # stopped between two checks (Ctrl-C, --stop-at): check before the last save
     if not master:
         return None
     save()
@@ -408,7 +421,7 @@ def rl(rank, world, device, args):
             for rows, micros in split(order):
                 mb, n = batch[rows], len(rows)
                 logp = torch.zeros(n)  # log pi of every sample before the step, for the statistics
-                entropy, n_tokens = 0.0, 0.0
+                reads = []  # per micro-batch, on the device: loss, entropy sum, tokens, log pi of each row
                 opt.zero_grad(set_to_none=True)
                 for j, idx in enumerate(micros):
                     micro = mb[idx]
@@ -418,13 +431,21 @@ def rl(rank, world, device, args):
                         loss, _ = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
                                                  name=args.loss, baseline=micro.baseline.to(device), lengths=lengths,
                                                  length_normalize=not args.no_length_norm, ppo_eps=args.ppo_eps)
-                        common.check_finite(loss, step + 1, world)
                         # the loss is a mean over the micro-batch: weight it by its share of the minibatch
                         # (times world: DDP averages the processes' gradients)
                         (loss * len(micro) / n * world).backward()
-                    logp[idx] = lp.detach().float().cpu()
-                    entropy, n_tokens = entropy + ent.item(), n_tokens + lengths.sum().item()
+                    reads.append(torch.cat([v.detach().double().reshape(-1) for v in (loss, ent, lengths.sum(), lp)]))
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+                # everything this step logs comes to the host in ONE transfer (a sync), not one .item() per
+                # number; the losses are checked before the optimizer step, so a nan/inf never reaches the weights
+                host = torch.cat(reads + [grad_norm.detach().double().reshape(1)]).cpu()
+                per_micro = host[:-1].split([3 + len(idx) for idx in micros])
+                common.check_finite(sum(r[0] for r in per_micro), step + 1, world, device)
+                entropy, n_tokens = 0.0, 0.0
+                for r, idx in zip(per_micro, micros):
+                    logp[idx] = r[3:].float()
+                    entropy, n_tokens = entropy + r[1].item(), n_tokens + r[2].item()
+                grad_norm = host[-1]
                 opt.step()
                 step += 1
                 samples += n  # samples seen by the optimizer (a reused sample counts again)

@@ -50,6 +50,11 @@ def test_rng_state_saved_with_more_gpus_than_visible(monkeypatch):
 
 def test_one_process_agrees_with_itself():
     assert common.agree(True, 1, torch.device("cpu")) and not common.agree(False, 1, torch.device("cpu"))
+    assert common.agree(True, 1, device=None)  # alone, no device work at all: the loops call it every step
     with pytest.raises(common.NonFiniteLoss, match="step 7"):
         common.check_finite(torch.tensor(float("nan")), 7)
     common.check_finite(torch.tensor(1.0), 7)
+    # a log interval's losses, steps 10..13, checked at once: the first bad one is named
+    with pytest.raises(common.NonFiniteLoss, match="loss is inf at step 12"):
+        common.check_finite(torch.tensor([1.0, 2.0, float("inf"), float("nan")]), 10)
+    common.check_finite(torch.tensor([1.0, 2.0]), 10)

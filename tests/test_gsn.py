@@ -3,6 +3,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -159,6 +160,29 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     assert after["step"] == 2 and torch.equal(after["model"]["W.0"], before["model"]["W.0"])
 
 
+def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, monkeypatch):
+    """Losses are checked at log lines (every 4 steps) and before checkpoints (every 6), not every step: a
+    NaN at step 4 (0-based) stops the run at the check of step 6, before its checkpoint, naming step 4;
+    the NaN update is not applied meanwhile (NaN weights would make torch.bernoulli fail first)."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    out = tmp_path / "run"
+    orig, calls, checks = gsn.GSN.forward, [], []
+
+    def bad_forward(self, *a, **k):
+        loss, sl, lg = orig(self, *a, **k)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 5 else loss), sl, lg
+    monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
+    check = common.check_finite
+    monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))
+    with pytest.raises(common.NonFiniteLoss, match="step 4"):
+        gsn.train(_cfg(folder, **{"max-steps": 12}), str(out), quiet=True, figures=False, log_every=4, ckpt_every=6)
+    assert not (out / "ckpt.pt").exists()
+    assert [json.loads(l)["step"] for l in open(out / "metrics.jsonl")] == [4]
+    assert len(calls) == 6 and len(checks) == 2  # two steps ran past the NaN; one host read per check
+
+
 def test_resume_after_a_crash_does_not_repeat_metrics_rows(tmp_path):
     """Rows logged after the last checkpoint (then a crash) are cut on --resume: the log ends up holding
     exactly the uninterrupted run's steps."""
@@ -249,3 +273,33 @@ def test_eval_gsn_end_to_end(tiny_run, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             p.parse_args(["--ckpt", ckpt] + bad)
         assert e.value.code == 2
+
+
+def test_curve_gives_one_point_per_budget_and_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """gsn.py --curve: checkpoints at 1, 2, 4 units (seed 2: 1, 2), Parzen at each, CPU time summed;
+    a curve stopped before its last point recomputes exactly that point and reads back the others."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    monkeypatch.setattr(gsn, "CURVE", [("deep", ["--model", "gsn", "--hidden", "16"], 2, 4),
+                                       ("dae", ["--model", "dae", "--hidden", "16"], 1, 2)])
+    monkeypatch.setattr(gsn, "CURVE_SEED2_UNITS", 2)
+    argv = ["--curve", "--data", folder, "--n-train", "100", "--batch-size", "50", "--parzen-samples", "30",
+            "--out", str(tmp_path / "c")]
+    rows = gsn.main(argv)
+    points = [(r["model"], r["seed"], r["units"], r["steps"]) for r in rows if "model" in r]
+    assert points == [("deep", 1, 1, 2), ("deep", 1, 2, 4), ("deep", 1, 4, 8), ("deep", 2, 1, 2), ("deep", 2, 2, 4),
+                      ("dae", 1, 1, 1), ("dae", 1, 2, 2), ("dae", 2, 1, 1), ("dae", 2, 2, 2)]
+    assert [r["name"] for r in rows if r.get("reference")] == ["real training images", "independent pixels"]
+    deep = [r for r in rows if r.get("model") == "deep" and r["seed"] == 1]
+    assert 0 < deep[0]["cpu_s"] <= deep[1]["cpu_s"] <= deep[2]["cpu_s"]
+    assert gsn.load_model(str(tmp_path / "c" / "deep-s1" / "ckpt_4.pt"))[2] == 8
+    assert os.path.isfile(tmp_path / "c" / "curve.png") and os.path.isfile(tmp_path / "c" / "curve.md")
+    # stop "before" the last point: drop it and go back to the 2-unit checkpoint
+    run = tmp_path / "c" / "deep-s1"
+    os.remove(run / "point_4.json")
+    os.remove(run / "ckpt_4.pt")
+    shutil.copy(run / "ckpt_2.pt", run / "ckpt.pt")
+    capsys.readouterr()
+    again = gsn.main(argv)
+    assert capsys.readouterr().out.count("[curve") == 1  # only the dropped point ran again
+    assert [r["ll"] for r in again if "model" in r] == [r["ll"] for r in rows if "model" in r]

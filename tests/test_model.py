@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, KVCache, completion_mask, left_pad, pack, sequence_logprobs
+from model import (GPT, GPTConfig, KVCache, completion_mask, exponential_race, left_pad, pack, sample_next,
+                   sequence_logprobs)
 
 
 
@@ -156,6 +157,57 @@ def test_eos_stops_rows_and_pads_with_eos():
     m = completion_mask(tokens, 3)
     assert (tokens[~m] == 3).all() and (logp[~m] == 0).all()
     assert (~m).any(), "with 64 rows at temperature 2, some row should have stopped"
+
+
+def test_exponential_race_has_the_categorical_distribution():
+    """The sync-free sampler CUDA uses, run here on CPU: frequencies of 200k draws within 5 binomial
+    standard errors of the probabilities, and a zero-probability outcome is never drawn."""
+    p = torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0])
+    n = 200_000
+    draws = exponential_race(p.expand(n, 5), torch.Generator().manual_seed(0)).squeeze(1)
+    freq = torch.bincount(draws, minlength=5).double() / n
+    se = (p.double() * (1 - p.double()) / n).sqrt()
+    assert ((freq - p).abs() <= 5 * se).all(), freq
+    assert freq[4] == 0
+    # on CPU sampling stays torch.multinomial (the draws behind RESULTS.md)
+    probs = torch.softmax(torch.randn(6, 37, generator=torch.Generator().manual_seed(1)), -1)
+    assert torch.equal(sample_next(probs, torch.Generator().manual_seed(2)),
+                       torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(2)))
+
+
+def plain_sampling_loop(model, idx, n, temperature, eos_id, generator):
+    """generate() spelled out, asking "all rows done?" after every step: the output to match."""
+    cache = model.new_cache(idx.size(0), idx.size(1) + n)
+    logits = model(idx, cache=cache)[0][:, -1].float()
+    done = torch.zeros(idx.size(0), dtype=torch.bool)
+    tokens, logps = [], []
+    for _ in range(n):
+        nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=generator)
+        lp = F.log_softmax(logits, -1).gather(1, nxt).squeeze(1)
+        nxt, lp = nxt.masked_fill(done[:, None], eos_id), lp.masked_fill(done, 0.0)
+        tokens.append(nxt.squeeze(1))
+        logps.append(lp)
+        done = done | (nxt.squeeze(1) == eos_id)
+        if done.all():
+            break
+        logits = model(nxt, cache=cache)[0][:, -1].float()
+    return torch.stack(tokens, 1), torch.stack(logps, 1)
+
+
+@pytest.mark.parametrize("n_new", [40, 6])
+def test_checking_for_done_rows_less_often_changes_nothing(n_new):
+    """Rows end at different steps; with 40 new tokens all of them end early (the output is cut where the
+    last one did), with 6 some never do. Any check interval gives the plain loop's output, bit for bit."""
+    model = tiny(vocab_size=6)  # EOS = token 0 is likely: rows end after a few steps
+    idx = torch.randint(1, 6, (3, 4), generator=torch.Generator().manual_seed(3))
+    ref = plain_sampling_loop(model, idx.repeat_interleave(4, 0), n_new, 1.5, 0, torch.Generator().manual_seed(4))
+    ends = completion_mask(ref[0], 0).sum(1)
+    assert len(set(ends.tolist())) > 2  # the rows end at different steps
+    assert (ref[0].size(1) < n_new) == (n_new == 40)  # all rows end before the last step, or not
+    for every in (1, 3, 8, 100):
+        out = model.generate(idx, n_new, temperature=1.5, eos_id=0, num_samples=4,
+                             generator=torch.Generator().manual_seed(4), done_check_every=every)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1]), every
 
 
 def test_seeded_sampling_is_reproducible():

@@ -40,6 +40,31 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, m
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, monkeypatch, capsys):
+    """Losses are checked at log lines (every 4 iters) and before checkpoints (every 6), not every step:
+    a NaN at step 5 stops the run at the check of step 6, before the first checkpoint is written."""
+    real, calls, checks = train.F.cross_entropy, [], []
+
+    def poisoned(*a, **kw):
+        out = real(*a, **kw)
+        if kw.get("reduction") == "sum":
+            calls.append(1)
+            if len(calls) == 5:
+                return out * float("nan")
+        return out
+    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    check = common.check_finite
+    monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))
+    with pytest.raises(SystemExit) as e:
+        train.main(["sft", "--out", str(tmp_path), "--max-iters", "20", *TINY, "--log-interval", "4",
+                    "--eval-interval", "6"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "nan" in err and "step 5" in err
+    assert not (tmp_path / "ckpt.pt").exists()
+    assert [json.loads(l)["iter"] for l in open(tmp_path / "metrics.jsonl")] == [4]
+    assert len(calls) == 6 and len(checks) == 2  # one host read per check, not per step
+
+
 def test_sigint_writes_a_checkpoint_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")

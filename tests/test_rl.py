@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import common
 import topr
 import train
 from model import GPT, GPTConfig, completion_mask, pack, sequence_logprobs
@@ -113,6 +114,33 @@ def tiny_sft(tmp_path_factory):
                 "--batch-size", "16", "--sft-examples", "200", "--val-examples", "16", "--eval-problems", "2",
                 "--eval-k", "1", "--warmup", "5", "--max-new-tokens", "8", "--eval-interval", "20"])
     return str(out / "ckpt.pt")
+
+
+def test_rl_nan_loss_stops_before_the_update_and_any_checkpoint(tiny_sft, tmp_path, monkeypatch, capsys):
+    """The losses of an update's micro-batches are read (with its other statistics, in one transfer) and
+    checked once per update, before the optimizer step: a NaN in step 2's second micro-batch stops the
+    run naming step 2, before step 2 is logged or any checkpoint written."""
+    real, calls, checks = topr.topr_loss, [], []
+
+    def poisoned(logp, *a, **kw):
+        loss, stats = real(logp, *a, **kw)
+        if logp.requires_grad:  # the update's loss, not the statistics recomputed after it
+            calls.append(1)
+            if len(calls) == 4:
+                loss = loss * float("nan")
+        return loss, stats
+    monkeypatch.setattr(topr, "topr_loss", poisoned)
+    check = common.check_finite
+    monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))
+    with pytest.raises(SystemExit) as e:
+        train.main(["rl", "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "8", "--micro-batch", "4",
+                    "--iterations", "1", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8",
+                    "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "nan" in err and "step 2" in err
+    assert not (tmp_path / "ckpt.pt").exists()
+    assert [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl") if '"mean_alpha"' in l] == [1]
+    assert len(calls) == 4 and len(checks) == 2  # once per update, not per micro-batch
 
 
 @pytest.mark.parametrize("task", ["solve", "verify"])

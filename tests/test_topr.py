@@ -133,6 +133,8 @@ def test_topr_explicit_weights():
     torch.testing.assert_close(grad_of(loss, logp), -torch.tensor([1.0, 1.0, -0.5, -1.0], dtype=torch.float64) / 4)
     assert stats["n_pos"] == 2 and stats["n_neg"] == 2
     assert stats["frac_neg_alpha_lt1"] == 0.5
+    assert stats["frac_neg_ratio_lt1"] == 0.5  # the same for any loss: sft_pos has no negatives by A
+    assert topr.topr_loss(logp, logp - log_ratio.detach(), reward, "sft_pos", length_normalize=False)[1]["frac_neg_ratio_lt1"] == 0.5
     assert stats["mean_alpha"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
     assert stats["mean_ratio_neg"] == pytest.approx(1.75)
     assert stats["frac_clipped"] == pytest.approx(3 / 4)  # 0.5 and 3.0 truncated for positives, 3.0 for neg
