@@ -373,6 +373,186 @@ def exp_errors(args):
                 [f"| {k} | {v / n:.3f} |" for k, v in counts.items()] + [f"\n{n} samples"])
 
 
+
+# Off-policy on both tasks (issue: off-policy TOPR on the shortcut task). Every run starts from the base of
+# its task (the bases of the on-policy experiment) and trains on ONE dataset sampled from it, or on a few.
+OFF_LOSSES = {  # name -> flags: c = 0 wherever the loss has a baseline (the paper's off-policy setting)
+    "topr": ["--loss", "topr", "--baseline", "0"], "reinforce": ["--loss", "reinforce", "--baseline", "0"],
+    "tis": ["--loss", "tis", "--baseline", "0"], "ppo": ["--loss", "ppo", "--baseline", "0"],
+    "sft_pos": ["--loss", "sft_pos"], "neg_only": ["--loss", "neg_only"],
+}
+OFF_COMMON = ["--k", "8", "--batch-size", "64", "--micro-batch", "64", "--lr", "1e-4", "--eval-problems", "400",
+              "--eval-k", "4"]
+
+
+def base_ckpt(args, task):
+    """The SFT base of `task` (trained first if missing, as in `experiments.py onpolicy`)."""
+    task_flags_, base_flags = ONPOLICY_BASES[task]
+    base = os.path.join(args.out, "exp_onpolicy", f"base_{task}")
+    if not os.path.exists(os.path.join(base, "ckpt.pt")):
+        run_train(["sft", "--out", base, *task_flags_, "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8", *base_flags])
+    return os.path.join(base, "ckpt.pt")
+
+
+def rl_run(args, d, task, flags):
+    """One `train.py rl` from the task's base into d (skipped with --skip-done if finished); its metrics rows."""
+    if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
+        run_train(["rl", "--init", base_ckpt(args, task), "--out", d, *ONPOLICY_BASES[task][0], *OFF_COMMON, *flags])
+    return evaluate.read_metrics(d)
+
+
+def slices(task):
+    return ["conflict_", "normal_"] if task == "shortcut" else [""]
+
+
+def exp_stability(args):
+    """(g) Strongly off-policy: ONE dataset of 64 prompts x 8 samples from the base, 8 epochs over it
+    (64 optimizer steps of 64), every loss; evaluated after every epoch."""
+    out = os.path.join(args.out, "exp_stability")
+    runs = {(t, l, s): rl_run(args, os.path.join(out, f"{t}_{l}_s{s}"), t,
+                              [*f, "--seed", str(s), "--iterations", "1", "--prompts", "64", "--epochs", "8", "--eval-each-epoch"])
+            for t in args.tasks for s in args.seeds for l, f in OFF_LOSSES.items()}
+    plt = pyplot()
+    lines = []
+    for task in args.tasks:
+        ev = {k: [r for r in v if "test_pass@1" in r] for k, v in runs.items() if k[0] == task}
+        st = {k: [r for r in v if "logp_reward_neg" in r] for k, v in runs.items() if k[0] == task}
+        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
+        lines += [f"\n**{task} task** (one dataset of 64 prompts x 8 samples, 8 epochs, lr 1e-4, seeds "
+                  f"{' '.join(map(str, args.seeds))}; start -> after epoch 2 -> after epoch 8, mean +- s.e.)\n",
+                  "| loss | " + " | ".join(cols) + " | log pi positives / negatives (end) | negatives with ratio < 1 (last epoch) |",
+                  "|---|" + "---|" * (len(cols) + 2)]
+        for loss in OFF_LOSSES:
+            cells = []
+            for c in cols:
+                at = [mean_se([ev[task, loss, s][i][f"test_{c}"] for s in args.seeds]) for i in (0, 2, -1)]
+                cells.append(" -> ".join(f"{m:.3f}" for m, _ in at[:2]) + f" -> {at[2][0]:.3f} +- {at[2][1]:.3f}")
+            last = [st[task, loss, s][-1] for s in args.seeds]
+            lp = "{:.2f} / {:.2f}".format(*(statistics.fmean(r[k] for r in last) for k in ("logp_reward_pos", "logp_reward_neg")))
+            fr = statistics.fmean(statistics.fmean(r["frac_neg_ratio_lt1"] for r in st[task, loss, s][-8:]) for s in args.seeds)
+            lines.append(f"| {loss} | " + " | ".join(cells) + f" | {lp} | {fr:.2f} |")
+        panels = [(f"test_{sl}pass@1", f"{sl.replace('_', ' ')}pass@1") for sl in slices(task)] + [
+            ("test_invalid", "invalid rate"), ("logp_reward_pos", "mean log pi, positives"),
+            ("logp_reward_neg", "mean log pi, negatives"), ("frac_neg_ratio_lt1", "negatives with ratio < 1")]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2))
+        for loss in OFF_LOSSES:
+            color = None
+            for ax, (key, _) in zip(axes, panels):
+                rows = ev if key.startswith("test_") else st
+                n = min(len(rows[task, loss, s]) for s in args.seeds)
+                x = [rows[task, loss, args.seeds[0]][i]["samples"] for i in range(n)]
+                y = [statistics.fmean(rows[task, loss, s][i][key] for s in args.seeds) for i in range(n)]
+                (line,) = ax.plot(x, y, marker="o" if rows is ev else None, ms=3, color=color, label=loss)
+                color = line.get_color()
+        for ax, (_, title) in zip(axes, panels):
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("samples seen")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{task} task: one dataset (64 prompts x 8), 8 epochs, c = 0; mean of seeds "
+                     f"{' '.join(map(str, args.seeds))}", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.figures, f"topr_stability_{task}.png"), dpi=70)
+    write_table(out, lines)
+
+
+REUSE_E = [1, 2, 4, 8]
+
+
+def exp_reuse(args):
+    """(h) Sample reuse at equal sample budget: 4 datasets of 32 prompts x 8 samples (1024 samples generated),
+    each used for E epochs before the next is sampled; topr vs reinforce (c = 0) vs sft_pos."""
+    out = os.path.join(args.out, "exp_reuse")
+    losses = ["topr", "reinforce", "sft_pos"]
+    runs = {(t, l, E, s): [r for r in rl_run(args, os.path.join(out, f"{t}_{l}_E{E}_s{s}"), t,
+                                             [*OFF_LOSSES[l], "--seed", str(s), "--iterations", "4", "--prompts", "32",
+                                              "--epochs", str(E)]) if "test_pass@1" in r]
+            for t in args.tasks for s in args.seeds for l in losses for E in REUSE_E}
+    plt = pyplot()
+    lines = []
+    for task in args.tasks:
+        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
+        lines += [f"\n**{task} task** (4 datasets x 256 samples = 1024 generated; E epochs each; batch 64; seeds "
+                  f"{' '.join(map(str, args.seeds))}; start -> end)\n",
+                  "| loss | E | optimizer steps | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+        for loss in losses:
+            for E in REUSE_E:
+                rs = [runs[task, loss, E, s] for s in args.seeds]
+                cells = []
+                for c in cols:
+                    m, se = mean_se([r[-1][f"test_{c}"] for r in rs])
+                    cells.append(f"{rs[0][0][f'test_{c}']:.3f} -> {m:.3f}" + (f" +- {se:.3f}" if len(rs) > 1 else ""))
+                lines.append(f"| {loss} | {E} | {rs[0][-1]['step']} | " + " | ".join(cells) + " |")
+        fig, axes = plt.subplots(len(slices(task)), 2, figsize=(8, 3.2 * len(slices(task))), squeeze=False)
+        for row, sl in zip(axes, slices(task)):
+            for ax, (xkey, xlabel) in zip(row, [("generated", "samples generated"), ("step", "optimizer steps")]):
+                for li, loss in enumerate(losses):
+                    for ei, E in enumerate(REUSE_E):
+                        r = runs[task, loss, E, args.seeds[0]]
+                        x = [p["iteration"] * 256 if xkey == "generated" else p["step"] for p in r]
+                        y = [statistics.fmean(runs[task, loss, E, s][i][f"test_{sl}pass@1"] for s in args.seeds)
+                             for i in range(len(r))]
+                        ax.plot(x, y, color=f"C{li}", alpha=0.35 + 0.65 * ei / (len(REUSE_E) - 1), marker="o", ms=2,
+                                label=f"{loss} E={E}")
+                ax.set_xlabel(xlabel)
+                ax.set_title(f"{task}: {sl.replace('_', ' ')}pass@1", fontsize=9)
+                ax.grid(alpha=0.3)
+        axes[0][1].legend(fontsize=6, ncol=3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.figures, f"topr_reuse_{task}.png"), dpi=70)
+    write_table(out, lines)
+
+
+COMPOSITION_P_EFF = [0.05, 0.1, 0.2, 0.5, 0.9]
+
+
+def exp_composition(args):
+    """(i) Dataset composition off-policy: TOPR on the one dataset of `stability` (seed args.seed), 4 epochs,
+    with the constant baseline c that gives each p_eff on it, and with curation (--target-pos-frac) to the
+    same fractions at c = 0."""
+    out = os.path.join(args.out, "exp_composition")
+    plt = pyplot()
+    lines = []
+    fig, axes = plt.subplots(1, sum(len(slices(t)) for t in args.tasks), figsize=(4.5 * 3, 3.4), squeeze=False)
+    axes = iter(axes[0])
+    for task in args.tasks:
+        ref = os.path.join(args.out, "exp_stability", f"{task}_topr_s{args.seed}")
+        if not os.path.exists(os.path.join(ref, "metrics.jsonl")):
+            raise UserError(f"run `experiments.py stability --tasks {task} --seeds {args.seed}` first ({ref})")
+        p = [r for r in evaluate.read_metrics(ref) if "dataset_pos_frac" in r][0]["dataset_pos_frac"]
+        common_flags = ["--loss", "topr", "--seed", str(args.seed), "--iterations", "1", "--prompts", "64", "--epochs", "4"]
+        res = {}
+        for f in COMPOSITION_P_EFF:
+            c = topr.baseline_for_pos_fraction(p, f)
+            res["baseline", f] = rl_run(args, os.path.join(out, f"{task}_c_peff{f}"), task, [*common_flags, "--baseline", f"{c:.4f}"])
+            res["curation", f] = rl_run(args, os.path.join(out, f"{task}_curate{f}"), task,
+                                        [*common_flags, "--baseline", "0", "--target-pos-frac", str(f)])
+        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
+        lines += [f"\n**{task} task** (dataset positive fraction p = {p:.3f}; TOPR, 4 epochs, seed {args.seed}; start -> end)\n",
+                  "| how | p_eff | c | samples | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+        for how in ("baseline", "curation"):
+            for f in COMPOSITION_P_EFF:
+                ev = [r for r in res[how, f] if "test_pass@1" in r]
+                c = f"{topr.baseline_for_pos_fraction(p, f):+.3f}" if how == "baseline" else "0"
+                lines.append(f"| {how} | {f} | {c} | {ev[-1]['samples']} | "
+                             + " | ".join(f"{ev[0][f'test_{k}']:.3f} -> {ev[-1][f'test_{k}']:.3f}" for k in cols) + " |")
+        for sl in slices(task):
+            ax = next(axes)
+            for how, marker in (("baseline", "o"), ("curation", "s")):
+                ax.plot(COMPOSITION_P_EFF, [[r for r in res[how, f] if "test_pass@1" in r][-1][f"test_{sl}pass@1"]
+                                            for f in COMPOSITION_P_EFF], marker=marker, label=f"TOPR, {how}")
+            ax.axhline([r for r in res["baseline", 0.5] if "test_pass@1" in r][0][f"test_{sl}pass@1"], color="gray",
+                       ls="--", label="base")
+            ax.set_xscale("log")
+            ax.set_xlabel("effective positive fraction p_eff")
+            ax.set_title(f"{task}: {sl.replace('_', ' ')}pass@1", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.figures, "topr_composition.png"), dpi=70)
+    write_table(out, lines)
+
+
 def task_flags(task):
     """The task flags of ONPOLICY_BASES parsed by the CLI's own declaration (eval.add_task_args)."""
     p = argparse.ArgumentParser()
@@ -381,7 +561,8 @@ def task_flags(task):
 
 
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
-               "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors}
+               "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors,
+               "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition}
 
 
 @common.cli
@@ -394,12 +575,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-done", action="store_true", help="reuse finished runs under --out")
     p.add_argument("--tasks", nargs="+", choices=list(ONPOLICY_BASES), default=list(ONPOLICY_BASES),
-                   help="onpolicy: the tasks (each trains its own SFT base)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="onpolicy: RL seeds")
+                   help="onpolicy, stability, reuse, composition: the tasks (each has its own SFT base)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="onpolicy, stability, reuse: RL seeds")
     p.add_argument("--iterations", type=common.positive, default=40, help="onpolicy: on-policy steps per run")
     p.add_argument("--lr", type=common.positive_float, default=1e-4, help="onpolicy: learning rate (RL and sft_more)")
     args = p.parse_args(argv)
-    if args.name not in ("onpolicy", "gradnoise", "errors") and not os.path.isfile(args.sft):
+    if args.name in ("offpolicy", "iterated", "baseline", "verifier") and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
     os.makedirs(args.figures, exist_ok=True)
     t0 = time.process_time()
