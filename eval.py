@@ -125,12 +125,18 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
     sampled, lengths = sample_answers(model, tok, problems, k, temperature, max_new_tokens, gen)
     model.train(was_training)
     res = {"n": len(problems), "k": k, **accuracy(problems, greedy, sampled, lengths, k)}
+    res.update(by_slice(lambda *cols: accuracy(*cols, k), problems, greedy, sampled, lengths))
+    return (res, sampled) if return_samples else res
+
+
+def by_slice(metrics, problems, *columns):
+    """metrics(problems, *columns) on each slice of the shortcut task ("normal", "conflict"), its keys
+    prefixed by the slice's name; {} for tasks without slices. columns: lists aligned with problems."""
+    res = {}
     for name in sorted({p.slice for p in problems} - {"all"}):
         idx = [i for i, p in enumerate(problems) if p.slice == name]
-        pick = lambda xs: [xs[i] for i in idx]
-        res.update({f"{name}_{key}": v for key, v in accuracy(pick(problems), pick(greedy), pick(sampled),
-                                                               pick(lengths), k).items()})
-    return (res, sampled) if return_samples else res
+        res.update({f"{name}_{key}": v for key, v in metrics(*([col[i] for i in idx] for col in (problems, *columns))).items()})
+    return res
 
 
 def accuracy(problems, greedy, sampled, lengths, k):
@@ -258,7 +264,9 @@ def verifier_metrics(problems, texts, p_yes, ks=None, bins=10):
 
 def evaluate_verifier(verifier, tok, problems, texts, k):
     """verifier_metrics of the candidates texts[problem][sample] and a one-line summary (train.py rl)."""
-    res = verifier_metrics(problems, texts, score_candidates(verifier, tok, problems, texts))
+    p_yes = score_candidates(verifier, tok, problems, texts)
+    res = verifier_metrics(problems, texts, p_yes)
+    res.update(by_slice(verifier_metrics, problems, texts, p_yes))
     return res, (f"verifier acc {res['verifier_acc']:.3f} (candidates right {res['candidates_correct']:.3f}) "
                  f"ece {res['ece']:.3f} | maj@{k} {res[f'maj@{k}']:.3f} weighted maj@{k} {res[f'weighted_maj@{k}']:.3f} "
                  f"best-of-{k} {res[f'best_of@{k}']:.3f}")

@@ -173,11 +173,20 @@ def exp_verifier(args):
     """TOPR Sec. 5: the SFT model trained as a generative verifier of its own candidates (8 per prompt,
     8 iterations of 128 prompts), with topr vs reinforce vs sft_pos on balanced candidates, and topr on
     uncurated ones; then majority, verifier-weighted majority and best-of-k on 16 held-out candidates
-    per test problem, against k."""
+    per test problem, against k. Default task: from --sft (section e). Shortcut task: from its base,
+    every number per slice (on the conflict slice majority voting is systematically wrong)."""
+    for task in args.tasks:
+        if task == "default":
+            verifier_task(args, task, args.sft, os.path.join(args.out, "exp_verifier"), "256", "topr_verifier.png")
+        else:
+            verifier_task(args, task, base_ckpt(args, task), os.path.join(args.out, f"exp_verifier_{task}"), "400",
+                          f"topr_verifier_{task}.png")
+
+
+def verifier_task(args, task, solver, out, n_eval, figure):
     plt = pyplot()
-    out = os.path.join(args.out, "exp_verifier")
     # name -> (loss, curation): balanced candidates (half right, half wrong) for the three losses, and
-    # topr on the candidates as the solver makes them (~24% right), where "always No" is already 76% right
+    # topr on the candidates as the solver makes them, where "always No" may already be mostly right
     runs = {"topr": ("topr", "0.5"), "reinforce": ("reinforce", "0.5"), "sft_pos": ("sft_pos", "0.5"),
             "topr_uncurated": ("topr", None)}
     losses = list(runs)
@@ -186,47 +195,55 @@ def exp_verifier(args):
     for name, (loss, frac) in runs.items():
         d = os.path.join(out, name)
         if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-            run_train(["rl", "--task", "verify", "--init", args.sft, "--out", d, "--loss", loss, "--seed", str(args.seed),
-                       "--iterations", "8", "--epochs", "1", "--prompts", "128", "--k", "8", "--batch-size", "64",
-                       "--micro-batch", "64", "--lr", "3e-4", "--baseline", "group", "--eval-problems", "256",
-                       "--eval-k", str(K), "--eval-every", "4", *(["--candidate-pos-frac", frac] if frac else [])])
+            run_train(["rl", "--task", "verify", "--init", solver, "--out", d, "--loss", loss, "--seed", str(args.seed),
+                       *ONPOLICY_BASES[task][0], "--iterations", "8", "--epochs", "1", "--prompts", "128", "--k", "8",
+                       "--batch-size", "64", "--micro-batch", "64", "--lr", "3e-4", "--baseline", "group",
+                       "--eval-problems", n_eval, "--eval-k", str(K), "--eval-every", "4",
+                       *(["--candidate-pos-frac", frac] if frac else [])])
         ev = [r for r in evaluate.read_metrics(d) if "test_verifier_acc" in r]
         finals["untrained"], finals[name] = ev[0], ev[-1]  # iteration 0 = the SFT model, the same for every run
     ks = [k for k in (1, 2, 4, 8, 16) if f"test_maj@{k}" in finals["untrained"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for ax, vote, title in zip(axes, ["weighted_maj", "best_of"], ["verifier-weighted majority", "best-of-k by P(Yes)"]):
-        ax.plot(ks, [finals["untrained"][f"test_maj@{k}"] for k in ks], "k--", marker="o", ms=3, label="majority (no verifier)")
+    lines = []
+    for sl in slices(task) if task == "shortcut" else [""]:
+        u = {key[len(f"test_{sl}"):]: v for key, v in finals["untrained"].items() if key.startswith(f"test_{sl}")}
+        f = {name: {key[len(f"test_{sl}"):]: v for key, v in finals[name].items() if key.startswith(f"test_{sl}")}
+             for name in ["untrained"] + losses}
+        lines += [f"\n**{task} task{', ' + sl[:-1] + ' slice' if sl else ''}** ({u['n']} problems x {K} candidates)\n",
+                  f"| verifier | accuracy (always No: {1 - u['candidates_correct']:.3f}) | ECE | Brier "
+                  f"| mean P(Yes) right / wrong | majority@{K} | weighted@{K} | best-of-{K} | best-of-{K} invalid |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name in ["untrained"] + losses:
-            ax.plot(ks, [finals[name][f"test_{vote}@{k}"] for k in ks], marker="o", ms=3,
+            r = f[name]
+            lines.append(f"| {name} | {r['verifier_acc']:.3f} | {r['ece']:.3f} | {r['brier']:.3f} "
+                         f"| {r['p_yes_correct']:.3f} / {r['p_yes_wrong']:.3f} | {r[f'maj@{K}']:.3f} "
+                         f"| {r[f'weighted_maj@{K}']:.3f} | {r[f'best_of@{K}']:.3f} | {r[f'best_of_invalid@{K}']:.3f} |")
+        lines.append(f"\nAccuracy against k (s.e. of one accuracy ~ {0.5 / math.sqrt(u['n']):.3f} at most, {u['n']} problems):\n")
+        lines.append("| verifier | vote | " + " | ".join(f"k={k}" for k in ks) + " |")
+        lines.append("|---|---|" + "---|" * len(ks))
+        lines.append("| - | pass@k (any right: the ceiling) | " + " | ".join(f"{u[f'pass@{k}']:.3f}" for k in ks) + " |")
+        lines.append("| - | majority | " + " | ".join(f"{u[f'maj@{k}']:.3f}" for k in ks) + " |")
+        for name in ["untrained"] + losses:
+            for vote in ["weighted_maj", "best_of"]:
+                lines.append(f"| {name} | {vote} | " + " | ".join(f"{f[name][f'{vote}@{k}']:.3f}" for k in ks) + " |")
+    panels = [(sl, vote, title) for sl in (slices(task) if task == "shortcut" else [""])
+              for vote, title in (("weighted_maj", "verifier-weighted majority"), ("best_of", "best-of-k by P(Yes)"))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=True)
+    for ax, (sl, vote, title) in zip(axes, panels):
+        ax.plot(ks, [finals["untrained"][f"test_{sl}maj@{k}"] for k in ks], "k--", marker="o", ms=3, label="majority (no verifier)")
+        for name in ["untrained"] + losses:
+            ax.plot(ks, [finals[name][f"test_{sl}{vote}@{k}"] for k in ks], marker="o", ms=3,
                     label=f"verifier: {name if name != 'untrained' else 'SFT, untrained'}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("k candidates per problem")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{sl.replace('_', ' ')}{title}", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"held-out accuracy ({finals['untrained']['test_n']} problems)")
-    axes[1].legend(fontsize=7)
-    fig.suptitle("generative verifier: 8 iterations x 128 prompts x 8 candidates (balanced unless 'uncurated'), "
-                 f"group baseline, seed {args.seed}", fontsize=10)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(f"{task} task, generative verifier: 8 iterations x 128 prompts x 8 candidates (balanced unless "
+                 f"'uncurated'), group baseline, seed {args.seed}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.figures, "topr_verifier.png"), dpi=80)
-    n = finals["untrained"]["test_n"]
-    lines = [f"| verifier | accuracy (always No: {1 - finals['untrained']['test_candidates_correct']:.3f}) | ECE | Brier "
-             f"| mean P(Yes) right / wrong | majority@{K} | weighted@{K} | best-of-{K} | best-of-{K} invalid |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name in ["untrained"] + losses:
-        f = finals[name]
-        lines.append(f"| {name} | {f['test_verifier_acc']:.3f} | {f['test_ece']:.3f} | {f['test_brier']:.3f} "
-                     f"| {f['test_p_yes_correct']:.3f} / {f['test_p_yes_wrong']:.3f} | {f[f'test_maj@{K}']:.3f} "
-                     f"| {f[f'test_weighted_maj@{K}']:.3f} | {f[f'test_best_of@{K}']:.3f} | {f[f'test_best_of_invalid@{K}']:.3f} |")
-    lines.append(f"\nAccuracy against k (s.e. of one accuracy ~ {0.5 / math.sqrt(n):.3f} at most, {n} problems):\n")
-    lines.append("| verifier | vote | " + " | ".join(f"k={k}" for k in ks) + " |")
-    lines.append("|---|---|" + "---|" * len(ks))
-    lines.append("| - | pass@k (any right: the ceiling) | " + " | ".join(f"{finals['untrained'][f'test_pass@{k}']:.3f}" for k in ks) + " |")
-    lines.append("| - | majority | " + " | ".join(f"{finals['untrained'][f'test_maj@{k}']:.3f}" for k in ks) + " |")
-    for name in ["untrained"] + losses:
-        for vote in ["weighted_maj", "best_of"]:
-            lines.append(f"| {name} | {vote} | " + " | ".join(f"{finals[name][f'test_{vote}@{k}']:.3f}" for k in ks) + " |")
+    fig.savefig(os.path.join(args.figures, figure), dpi=80)
     write_table(out, lines)
 
 
@@ -575,12 +592,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-done", action="store_true", help="reuse finished runs under --out")
     p.add_argument("--tasks", nargs="+", choices=list(ONPOLICY_BASES), default=list(ONPOLICY_BASES),
-                   help="onpolicy, stability, reuse, composition: the tasks (each has its own SFT base)")
+                   help="onpolicy, stability, reuse, composition, verifier: the tasks (each has its own SFT base)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="onpolicy, stability, reuse: RL seeds")
     p.add_argument("--iterations", type=common.positive, default=40, help="onpolicy: on-policy steps per run")
     p.add_argument("--lr", type=common.positive_float, default=1e-4, help="onpolicy: learning rate (RL and sft_more)")
     args = p.parse_args(argv)
-    if args.name in ("offpolicy", "iterated", "baseline", "verifier") and not os.path.isfile(args.sft):
+    if (args.name in ("offpolicy", "iterated", "baseline") or args.name == "verifier" and "default" in args.tasks) and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
     os.makedirs(args.figures, exist_ok=True)
     t0 = time.process_time()

@@ -2,8 +2,11 @@
 figure, from metrics.jsonl files written here (the runs themselves take CPU-hours)."""
 import json
 import math
+import os
 import types
 
+import data
+import eval as ev
 import experiments
 
 
@@ -33,3 +36,88 @@ def test_onpolicy_report_table_and_figure(tmp_path):
     assert "| method | normal_pass@1 | normal_greedy | normal_pass@8 | conflict_pass@1 |" in table
     assert "| reinforce |" in table and "| sft_more |" in table and "| 1.500 |" in table  # entropy: mean of 0.5, 1.5, 2.5
     assert (figures / "topr_onpolicy.png").stat().st_size > 1000
+
+
+def fake_rl(calls):
+    """Stands in for train.py rl: records the argv and writes the metrics rows such a run writes (seeded
+    values: pass@1 at evaluation i of a run with --seed s is 0.1 * s + 0.01 * i on every slice)."""
+    def run_train(argv):
+        calls.append(argv)
+        flag = lambda name, default=None: argv[argv.index(name) + 1] if name in argv else default
+        out, seed = flag("--out"), int(flag("--seed"))
+        iters, epochs = int(flag("--iterations")), int(flag("--epochs"))
+        n_evals = 1 + (iters * epochs if "--eval-each-epoch" in argv else iters)
+        rows = [{"iteration": 0, "dataset_size": 512, "dataset_pos_frac": 0.25}]
+        for i in range(n_evals):
+            if i:
+                rows.append({"step": 8 * i, "samples": 512 * i, "logp_reward_pos": -0.5, "logp_reward_neg": -1.0 - i,
+                             "frac_neg_ratio_lt1": 0.5})
+            rows.append({"iteration": i if "--eval-each-epoch" not in argv else 0, "step": 8 * i, "samples": 512 * i,
+                         "test_invalid": 0.0, **{f"test_{sl}pass@1": 0.1 * seed + 0.01 * i for sl in ("", "normal_", "conflict_")}})
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+        open(os.path.join(out, "ckpt.pt"), "w").close()
+    return run_train
+
+
+def test_offpolicy_experiments_commands_tables_and_figures(tmp_path, monkeypatch):
+    """stability, reuse and composition: the train.py commands they run (flags, seeds, the baseline c that
+    gives each p_eff), the tables' means and standard errors, the figures; run outputs faked."""
+    calls = []
+    monkeypatch.setattr(experiments, "run_train", fake_rl(calls))
+    for task in ("shortcut", "default"):  # the bases exist
+        os.makedirs(tmp_path / "runs" / "exp_onpolicy" / f"base_{task}")
+        open(tmp_path / "runs" / "exp_onpolicy" / f"base_{task}" / "ckpt.pt", "w").close()
+    common = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"), "--tasks", "shortcut", "default"]
+    experiments.main(["stability", *common, "--seeds", "0", "1"])
+    assert len(calls) == 2 * 2 * len(experiments.OFF_LOSSES)
+    assert all("--shortcut" in c for c in calls[:12]) and not any("--shortcut" in c for c in calls[12:])
+    table = (tmp_path / "runs" / "exp_stability" / "table.md").read_text()
+    # seeds 0 and 1 end at 0.08 and 0.18 (8 epochs): mean 0.13, s.e. 0.05; after epoch 2: 0.02 and 0.12
+    assert "| topr | 0.050 -> 0.070 -> 0.130 +- 0.050 | 0.050 -> 0.070 -> 0.130 +- 0.050 |" in table
+    assert "| reinforce | 0.050 -> 0.070 -> 0.130 +- 0.050 | 0.000 -> 0.000 -> 0.000 +- 0.000 | -0.50 / -9.00 | 0.50 |" in table
+    experiments.main(["composition", *common, "--seed", "0"])
+    comp = calls[24:]
+    assert len(comp) == 2 * 2 * len(experiments.COMPOSITION_P_EFF)
+    cs = [float(c[c.index("--baseline") + 1]) for c in comp if "--target-pos-frac" not in c][:5]
+    for c, f in zip(cs, experiments.COMPOSITION_P_EFF):  # the dataset's p = 0.25 (stability's seed-0 topr run)
+        assert abs(experiments.topr.effective_pos_fraction(0.25, c) - f) < 1e-3
+    assert [c[c.index("--target-pos-frac") + 1] for c in comp if "--target-pos-frac" in c][:5] == ["0.05", "0.1", "0.2", "0.5", "0.9"]
+    assert "p = 0.250" in (tmp_path / "runs" / "exp_composition" / "table.md").read_text()
+    experiments.main(["reuse", *common, "--seeds", "0"])
+    reuse = calls[44:]
+    assert [c[c.index("--epochs") + 1] for c in reuse[:4]] == ["1", "2", "4", "8"]
+    assert all(c[c.index("--iterations") + 1] == "4" and c[c.index("--prompts") + 1] == "32" for c in reuse)
+    assert "| sft_pos | 8 | 32 |" in (tmp_path / "runs" / "exp_reuse" / "table.md").read_text()
+    for name in ("topr_stability_shortcut", "topr_stability_default", "topr_reuse_shortcut", "topr_composition"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_verifier_experiment_reports_each_slice(tmp_path, monkeypatch):
+    """verifier --tasks shortcut: one table per slice and both slices in the figure, from rows with the keys
+    that eval.evaluate_verifier logs (computed here on 2 toy problems per slice, 16 candidates each)."""
+    problems = [data.Problem(f"q{i}", "", "4", "conflict" if i % 2 else "normal") for i in range(4)]
+    texts = [[" #### 4"] * 4 + [" #### 5"] * 12 if p.slice == "conflict" else [" #### 4"] * 16 for p in problems]
+    p_yes = [[0.9] * 4 + [0.2] * 12 if p.slice == "conflict" else [0.7] * 16 for p in problems]
+    res = {**ev.verifier_metrics(problems, texts, p_yes), **ev.by_slice(ev.verifier_metrics, problems, texts, p_yes)}
+    calls = []
+
+    def run_train(argv):
+        calls.append(argv)
+        out = argv[argv.index("--out") + 1]
+        os.makedirs(out)
+        with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"iteration": 0, **{f"test_{k}": v for k, v in res.items()}}) + "\n")
+        open(os.path.join(out, "ckpt.pt"), "w").close()
+    monkeypatch.setattr(experiments, "run_train", run_train)
+    os.makedirs(tmp_path / "runs" / "exp_onpolicy" / "base_shortcut")
+    open(tmp_path / "runs" / "exp_onpolicy" / "base_shortcut" / "ckpt.pt", "w").close()
+    experiments.main(["verifier", "--tasks", "shortcut", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path)])
+    assert len(calls) == 4 and all("--shortcut" in c and "verify" in c for c in calls)
+    table = (tmp_path / "runs" / "exp_verifier_shortcut" / "table.md").read_text()
+    # conflict slice: majority picks the wrong "5", best-of-16 by P(Yes) the right "4"; ECE = 1/4 * 0.1 (the
+    # 0.9s, all right) + 3/4 * 0.2 (the 0.2s, all wrong) = 0.175; Brier = 1/4 * 0.1^2 + 3/4 * 0.2^2 = 0.0325
+    assert "**shortcut task, conflict slice** (2 problems x 16 candidates)" in table
+    assert "| untrained | 1.000 | 0.175 | 0.033 | 0.900 / 0.200 | 0.000 | 1.000 | 1.000 | 0.000 |" in table
+    assert "**shortcut task, normal slice**" in table and (tmp_path / "topr_verifier_shortcut.png").stat().st_size > 1000

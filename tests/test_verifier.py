@@ -98,6 +98,19 @@ def test_verifier_metrics_hand_computed():
     assert m["maj_invalid@1"] == 1 / 8
 
 
+
+def test_by_slice_gives_every_verifier_metric_per_slice():
+    """The shortcut task's slices: each key computed on that slice's problems alone, and nothing without slices."""
+    problems = [data.Problem("q1", "", "4", "conflict"), data.Problem("q2", "", "9", "normal"),
+                data.Problem("q3", "", "2", "conflict")]
+    texts = [[" #### 4", " #### 5"], [" #### 9", " #### 8"], [" #### 1", " #### 2"]]
+    p_yes = [[0.9, 0.3], [0.45, 0.8], [0.2, 0.6]]
+    res = ev.by_slice(ev.verifier_metrics, problems, texts, p_yes)
+    conflict = ev.verifier_metrics([problems[0], problems[2]], [texts[0], texts[2]], [p_yes[0], p_yes[2]])
+    assert {k[len("conflict_"):]: v for k, v in res.items() if k.startswith("conflict_")} == conflict
+    assert res["normal_verifier_acc"] == 0.0 and res["conflict_verifier_acc"] == 1.0 and res["normal_n"] == 1
+    assert ev.by_slice(ev.verifier_metrics, [data.Problem("q", "", "1")], [[" #### 1"]], [[0.5]]) == {}
+
 def test_ece_is_zero_when_calibrated():
     problems = [data.Problem("q", "", "1")]
     texts = [[" #### 1"] * 3 + [" #### 2"] * 7 + [" #### 1"] * 1 + [" #### 2"] * 9]
