@@ -219,11 +219,16 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test (no real numbers)")
     args = parser.parse_args(argv)
     benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn}
+    cuda = common.get_device(args.device).type == "cuda"
     for what in (list(benches) if args.what == "all" else [args.what]):
         for t in args.threads:
             torch.set_num_threads(t)
             print(f"===== {what}, {t} thread(s) =====", flush=True)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             benches[what](t, args)
+            if cuda:  # what a real run of this size needs on the GPU
+                print(f"peak GPU memory ({what}): {torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB", flush=True)
 
 if __name__ == "__main__":
     main()
