@@ -658,7 +658,7 @@ def run_curve(a):
                 if len(r) > 1:  # the reference rows (real training images, independent pixels), once
                     with open(refs, "w") as f:
                         json.dump(r[1:], f)
-                rows.append(dict(model=name, seed=seed, units=u, steps=steps, cpu_s=round(cpu, 1),
+                rows.append(dict(model=name, seed=seed, units=u, steps=steps, cpu_s=round(cpu, 3),
                                  **{k: r[0][k] for k in ("ll", "se", "sigma", "ll_fixed", "se_fixed")}))
                 with open(point, "w") as f:
                     json.dump(rows[-1], f)
