@@ -369,25 +369,32 @@ def exp_gradnoise(args):
 
 
 def exp_errors(args):
-    """What the shortcut base answers on conflict problems: right, the cue's operation (the shortcut),
-    another number, or invalid; 300 conflict test problems x 8 samples."""
-    policy, tok, _ = evaluate.load_gpt(os.path.join(args.out, "exp_onpolicy", "base_shortcut", "ckpt.pt"), "cpu")
-    problems = [p for p in data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
-                if p.slice == "conflict"][:300]
-    texts, _ = evaluate.sample_answers(policy.eval(), tok, problems, 8, 1.0, 48, torch.Generator().manual_seed(0))
-    counts = {"right": 0, "shortcut": 0, "other": 0, "invalid": 0}
-    for p, ts in zip(problems, texts):
-        a, op, b = re.match(r"(\d+)([+-])(\d+)=", p.solution).groups()
-        shortcut = str(int(a) - int(b) if op == "+" else int(a) + int(b))  # the cue's operation
-        for t in ts:
-            answer = data.extract_answer(t)
-            counts["invalid" if answer is None else "right" if answer == p.answer
-                   else "shortcut" if answer == shortcut else "other"] += 1
-    n = sum(counts.values())
+    """What a shortcut-task policy answers, per slice: right, the other operation (on a conflict problem the
+    cue's: the shortcut; on a normal problem the opposite of both cue and verb), another number, or invalid;
+    300 test problems of each slice x 8 samples. The base, then each finished `stability` run of --seed."""
+    problems = data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
+    policies = [("base", os.path.join(args.out, "exp_onpolicy", "base_shortcut"))] + [
+        (f"{loss} (stability, seed {args.seed})", d) for loss in OFF_LOSSES
+        if os.path.exists(os.path.join(d := os.path.join(args.out, "exp_stability", f"shortcut_{loss}_s{args.seed}"), "ckpt.pt"))]
+    lines = ["| policy | slice | right | other operation | other number | invalid |", "|---|---|---|---|---|---|"]
+    for name, d in policies:
+        policy, tok, _ = evaluate.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
+        for sl in ("conflict", "normal"):
+            chosen = [p for p in problems if p.slice == sl][:300]
+            texts, _ = evaluate.sample_answers(policy.eval(), tok, chosen, 8, 1.0, 48, torch.Generator().manual_seed(0))
+            counts = {"right": 0, "swap": 0, "other": 0, "invalid": 0}
+            for p, ts in zip(chosen, texts):
+                a, op, b = re.match(r"(\d+)([+-])(\d+)=", p.solution).groups()
+                swap = str(int(a) - int(b) if op == "+" else int(a) + int(b))  # the other operation
+                for t in ts:
+                    answer = data.extract_answer(t)
+                    counts["invalid" if answer is None else "right" if answer == p.answer
+                           else "swap" if answer == swap else "other"] += 1
+            n = sum(counts.values())
+            lines.append(f"| {name} | {sl} | " + " | ".join(f"{v / n:.3f}" for v in counts.values()) + " |")
     out = os.path.join(args.out, "exp_onpolicy", "errors")
     os.makedirs(out, exist_ok=True)
-    write_table(out, ["| answer on conflict problems | fraction |", "|---|---|"] +
-                [f"| {k} | {v / n:.3f} |" for k, v in counts.items()] + [f"\n{n} samples"])
+    write_table(out, lines + [f"\n{len(policies)} policies x 300 problems per slice x 8 samples"])
 
 
 
