@@ -36,6 +36,7 @@ import eval as evaluate
 import topr
 import train
 from common import UserError
+from model import pack, sequence_logprobs
 
 
 def run_train(argv):
@@ -577,6 +578,56 @@ def exp_composition(args):
     write_table(out, lines)
 
 
+def exp_credit(args):
+    """Where a sequence-level push lands, token by token. Teacher-forced on 300 test problems per slice:
+    conflict problems with the shortcut completion "a<cue's op>b=<that result>. #### <that result>" (the
+    base's usual negative; only where that result is >= 0: the task never shows a negative number) and
+    normal problems with the right completion. Mean log pi per token group:
+    the operator, the operands (copies of the question's numbers), the result after '=' and the final
+    answer after '####'; the base and each finished `stability` run of --seed."""
+    problems = data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
+    policies = [("base", os.path.join(args.out, "exp_onpolicy", "base_shortcut"))] + [
+        (loss, d) for loss in OFF_LOSSES
+        if os.path.exists(os.path.join(d := os.path.join(args.out, "exp_stability", f"shortcut_{loss}_s{args.seed}"), "ckpt.pt"))]
+    groups = ["operator", "operands", "result", "final answer"]
+    examples = []  # (slice, prompt text, completion text, the group of each completion character)
+    for sl in ("conflict", "normal"):
+        for p in [p for p in problems if p.slice == sl][:300]:
+            a, op, b = re.match(r"(\d+)([+-])(\d+)=", p.solution).groups()
+            if sl == "conflict":  # the shortcut: the other operation, and its (correct) arithmetic
+                op = "-" if op == "+" else "+"
+            x = str(int(a) + int(b) if op == "+" else int(a) - int(b))
+            if int(x) < 0:
+                continue
+            text = f" {a}{op}{b}={x}. #### {x}"
+            kinds = ["format"] + ["operands"] * len(a) + ["operator"] + ["operands"] * len(b) + ["format"] + \
+                    ["result"] * len(x) + ["format"] * 7 + ["final answer"] * len(x)  # ". #### "
+            examples.append((sl, data.format_prompt(p.question), text, kinds))
+    lines = ["| policy | " + " | ".join(f"{sl}: {g}" for sl in ("conflict (shortcut completion)", "normal (right completion)")
+                                        for g in groups) + " |", "|---|" + "---|" * 2 * len(groups)]
+    for name, d in policies:
+        policy, tok, _ = evaluate.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
+        sums = {}
+        for s in range(0, len(examples), 100):
+            chunk = examples[s:s + 100]
+            tokens, pad_mask, compl = pack([tok.encode(e[1]) for e in chunk], [tok.encode(e[2]) for e in chunk], tok.pad_id)
+            with torch.no_grad():
+                lp = sequence_logprobs(policy.eval(), tokens, pad_mask, compl)
+            for row, (sl, _, text, kinds) in zip(range(len(chunk)), chunk):
+                vals = lp[row][compl[row]].tolist()  # the byte tokenizer: one token per character
+                assert len(vals) == len(kinds) == len(text), "one token per character"
+                for v, k in zip(vals, kinds):
+                    acc = sums.setdefault((sl, k), [0.0, 0])
+                    acc[0], acc[1] = acc[0] + v, acc[1] + 1
+        lines.append(f"| {name} | " + " | ".join(f"{sums[sl, g][0] / sums[sl, g][1]:.2f}" for sl in ("conflict", "normal")
+                                                 for g in groups) + " |")
+    out = os.path.join(args.out, "exp_stability", "credit")
+    os.makedirs(out, exist_ok=True)
+    n = {sl: sum(e[0] == sl for e in examples) for sl in ("conflict", "normal")}
+    write_table(out, lines + [f"\nmean log pi per token (the byte tokenizer: one token per character), teacher-forced "
+                              f"on {n['conflict']} conflict and {n['normal']} normal test problems"])
+
+
 def task_flags(task):
     """The task flags of ONPOLICY_BASES parsed by the CLI's own declaration (eval.add_task_args)."""
     p = argparse.ArgumentParser()
@@ -586,7 +637,7 @@ def task_flags(task):
 
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
                "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors,
-               "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition}
+               "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition, "credit": exp_credit}
 
 
 @common.cli

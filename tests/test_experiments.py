@@ -3,11 +3,13 @@ figure, from metrics.jsonl files written here (the runs themselves take CPU-hour
 import json
 import math
 import os
+import shutil
 import types
 
 import data
 import eval as ev
 import experiments
+import train
 
 
 def test_onpolicy_report_table_and_figure(tmp_path):
@@ -121,3 +123,27 @@ def test_verifier_experiment_reports_each_slice(tmp_path, monkeypatch):
     assert "**shortcut task, conflict slice** (2 problems x 16 candidates)" in table
     assert "| untrained | 1.000 | 0.175 | 0.033 | 0.900 / 0.200 | 0.000 | 1.000 | 1.000 | 0.000 |" in table
     assert "**shortcut task, normal slice**" in table and (tmp_path / "topr_verifier_shortcut.png").stat().st_size > 1000
+
+
+def test_errors_and_credit_on_a_tiny_policy(tmp_path, capsys):
+    """experiments.py errors and credit read real checkpoints: a 20-step SFT model stands in for the shortcut
+    base and one stability run. Every answer falls in exactly one class (the fractions sum to 1), and every
+    completion character gets one token group (credit asserts it) with a log-probability <= 0."""
+    base = tmp_path / "runs" / "exp_onpolicy" / "base_shortcut"
+    train.main(["sft", "--shortcut", "--out", str(base), "--max-iters", "20", "--n-layer", "1", "--n-head", "2",
+                "--n-embd", "32", "--batch-size", "16", "--sft-examples", "200", "--val-examples", "16",
+                "--eval-problems", "4", "--eval-k", "2", "--warmup", "5", "--max-new-tokens", "8", "--eval-interval", "20"])
+    run = tmp_path / "runs" / "exp_stability" / "shortcut_topr_s0"
+    run.mkdir(parents=True)
+    shutil.copy(base / "ckpt.pt", run / "ckpt.pt")
+    experiments.main(["errors", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path)])
+    rows = [l for l in (tmp_path / "runs" / "exp_onpolicy" / "errors" / "table.md").read_text().splitlines()
+            if l.startswith("| base") or l.startswith("| topr")]
+    assert len(rows) == 4  # 2 policies x 2 slices
+    for r in rows:
+        assert abs(sum(float(x) for x in r.split("|")[3:7]) - 1) < 0.003
+    experiments.main(["credit", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path)])
+    rows = [l for l in (tmp_path / "runs" / "exp_stability" / "credit" / "table.md").read_text().splitlines()
+            if l.startswith("| base") or l.startswith("| topr")]
+    assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:]  # the same weights, the same numbers
+    assert all(float(x) <= 0 for x in rows[0].split("|")[2:-1])
