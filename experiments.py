@@ -8,16 +8,22 @@ experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed se
                                          on worked solutions for the same number of optimizer samples
   python experiments.py baseline     (c) topr with a constant baseline c: accuracy against the effective
                                          positive fraction p_eff = p(1-c) / (1+c(1-2p))
-  python experiments.py verifier     the SFT model trained as a generative verifier (topr vs reinforce vs
-                                         sft_pos); majority vs verifier-weighted majority vs best-of-k
+  python experiments.py verifier     (e) the SFT model trained as a generative verifier (topr vs reinforce vs
+                                         sft_pos); majority vs verifier-weighted majority vs best-of-k;
+                                         --tasks shortcut: where majority voting is systematically wrong
   python experiments.py onpolicy     (f) on-policy, shortcut task vs default task: reinforce (= topr), sft_pos,
                                          neg_only, group baseline, continued SFT; 3 seeds (trains both bases)
   python experiments.py gradnoise    (f) the noise of each on-policy estimator on one rollout of each base
-  python experiments.py errors       (f) what the shortcut base answers on conflict problems
+  python experiments.py errors       (f, g) what the shortcut base (and each stability run) answers, per slice
+  python experiments.py stability    (g) off-policy on both tasks: ONE dataset, 8 epochs, topr, reinforce, tis,
+                                         ppo, sft_pos, neg_only (c = 0); seeds --seeds
+  python experiments.py credit       (g) where the push lands: log pi per token group (operator, operands, result)
+  python experiments.py reuse        (h) sample reuse at equal samples generated: E = 1, 2, 4, 8 epochs per dataset
+  python experiments.py composition  (i) TOPR's p_eff by the baseline c and by curation, on (g)'s dataset
 
 (a)-(e) start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
-`python train.py sft --out runs/sft`). Each run is a plain `train.py rl` call (printed before it
-runs); results go under runs/exp_<name>/, the figure to figures/, and a markdown table to stdout
+`python train.py sft --out runs/sft`); (f)-(i) and the shortcut verifier from the two bases of (f).
+Each run is a plain `train.py rl` call (printed before it runs); results go under runs/exp_<name>/, the figure to figures/, and a markdown table to stdout
 and runs/exp_<name>/table.md.
 """
 import argparse
