@@ -234,7 +234,7 @@ def verifier_task(args, task, solver, out, n_eval, figure):
                 lines.append(f"| {name} | {vote} | " + " | ".join(f"{f[name][f'{vote}@{k}']:.3f}" for k in ks) + " |")
     panels = [(sl, vote, title) for sl in (slices(task) if task == "shortcut" else [""])
               for vote, title in (("weighted_maj", "verifier-weighted majority"), ("best_of", "best-of-k by P(Yes)"))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=task != "shortcut")  # slices differ
     for ax, (sl, vote, title) in zip(axes, panels):
         ax.plot(ks, [finals["untrained"][f"test_{sl}maj@{k}"] for k in ks], "k--", marker="o", ms=3, label="majority (no verifier)")
         for name in ["untrained"] + losses:
@@ -245,7 +245,7 @@ def verifier_task(args, task, solver, out, n_eval, figure):
         ax.set_xlabel("k candidates per problem")
         ax.set_title(f"{sl.replace('_', ' ')}{title}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"held-out accuracy ({finals['untrained']['test_n']} problems)")
+    axes[0].set_ylabel(f"held-out accuracy ({finals['untrained'][f'test_{panels[0][0]}n']} problems)")
     axes[-1].legend(fontsize=7)
     fig.suptitle(f"{task} task, generative verifier: 8 iterations x 128 prompts x 8 candidates (balanced unless "
                  f"'uncurated'), group baseline, seed {args.seed}", fontsize=10)
