@@ -74,6 +74,11 @@ def write_table(out, lines):
         f.write(text + "\n")
 
 
+def slices(task):
+    """The metric-key prefixes of a task's slices: the shortcut task's two, or the whole test set."""
+    return ["conflict_", "normal_"] if task == "shortcut" else [""]
+
+
 def exp_offpolicy(args):
     out = os.path.join(args.out, "exp_offpolicy")
     losses = ["topr", "reinforce", "tis", "ppo", "sft_pos"]
@@ -211,7 +216,7 @@ def verifier_task(args, task, solver, out, n_eval, figure):
         finals["untrained"], finals[name] = ev[0], ev[-1]  # iteration 0 = the SFT model, the same for every run
     ks = [k for k in (1, 2, 4, 8, 16) if f"test_maj@{k}" in finals["untrained"]]
     lines = []
-    for sl in slices(task) if task == "shortcut" else [""]:
+    for sl in slices(task):
         u = {key[len(f"test_{sl}"):]: v for key, v in finals["untrained"].items() if key.startswith(f"test_{sl}")}
         f = {name: {key[len(f"test_{sl}"):]: v for key, v in finals[name].items() if key.startswith(f"test_{sl}")}
              for name in ["untrained"] + losses}
@@ -232,7 +237,7 @@ def verifier_task(args, task, solver, out, n_eval, figure):
         for name in ["untrained"] + losses:
             for vote in ["weighted_maj", "best_of"]:
                 lines.append(f"| {name} | {vote} | " + " | ".join(f"{f[name][f'{vote}@{k}']:.3f}" for k in ks) + " |")
-    panels = [(sl, vote, title) for sl in (slices(task) if task == "shortcut" else [""])
+    panels = [(sl, vote, title) for sl in slices(task)
               for vote, title in (("weighted_maj", "verifier-weighted majority"), ("best_of", "best-of-k by P(Yes)"))]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=task != "shortcut")  # slices differ
     for ax, (sl, vote, title) in zip(axes, panels):
@@ -279,11 +284,8 @@ def exp_onpolicy(args):
     I, P, K = args.iterations, 32, 8
     runs = {}
     for task in args.tasks:
-        task_flags, base_flags = ONPOLICY_BASES[task]
-        common_flags = [*task_flags, "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8"]
-        base = os.path.join(out, f"base_{task}")
-        if not (args.skip_done and os.path.exists(os.path.join(base, "ckpt.pt"))):
-            run_train(["sft", "--out", base, *common_flags, *base_flags])
+        common_flags = [*ONPOLICY_BASES[task][0], "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8"]
+        base = os.path.dirname(base_ckpt(args, task, retrain=not args.skip_done))
         for seed in args.seeds:
             for method, flags in ONPOLICY_METHODS.items():
                 d = os.path.join(out, f"{task}_{method}_s{seed}")
@@ -309,8 +311,7 @@ def onpolicy_report(args, runs):
     methods = list(ONPOLICY_METHODS) + ["sft_more"]
     lines = []
     for task in args.tasks:
-        slices = ["normal_", "conflict_"] if task == "shortcut" else [""]
-        cols = [f"{s}{m}" for s in slices for m in ("pass@1", "greedy", "pass@8")]
+        cols = [f"{s}{m}" for s in slices(task)[::-1] for m in ("pass@1", "greedy", "pass@8")]  # normal slice first
         lines += [f"\n**{task} task** ({args.iterations} on-policy steps of 256 samples, lr {args.lr}, seeds "
                   f"{' '.join(map(str, args.seeds))}; start -> end, mean +- s.e.)\n",
                   "| method | " + " | ".join(cols) + " | entropy (end) |", "|---|" + "---|" * (len(cols) + 1)]
@@ -328,7 +329,7 @@ def onpolicy_report(args, runs):
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {entropy} |")
     write_table(os.path.join(args.out, "exp_onpolicy"), lines)
     plt = pyplot()
-    panels = [(t, s) for t in args.tasks for s in (["conflict_", "normal_"] if t == "shortcut" else [""])]
+    panels = [(t, s) for t in args.tasks for s in slices(t)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (task, sl) in zip(axes[0], panels):
         for m in methods:
@@ -375,24 +376,37 @@ def exp_gradnoise(args):
     write_table(out, lines)
 
 
+def shortcut_policies(args):
+    """[(name, run folder)]: the shortcut base, then each finished `stability` run of --seed (name: its loss)."""
+    runs = [(loss, os.path.join(args.out, "exp_stability", f"shortcut_{loss}_s{args.seed}")) for loss in OFF_LOSSES]
+    return [("base", os.path.join(args.out, "exp_onpolicy", "base_shortcut"))] + [
+        (loss, d) for loss, d in runs if os.path.exists(os.path.join(d, "ckpt.pt"))]
+
+
+def one_step(problem, swap=False):
+    """(a, op, b, result) as strings, of a one-step solution "a+b=x"; with the other operation if swap."""
+    a, op, b = re.match(r"(\d+)([+-])(\d+)=", problem.solution).groups()
+    if swap:
+        op = "-" if op == "+" else "+"
+    return a, op, b, str(int(a) + int(b) if op == "+" else int(a) - int(b))
+
+
 def exp_errors(args):
     """What a shortcut-task policy answers, per slice: right, the other operation (on a conflict problem the
     cue's: the shortcut; on a normal problem the opposite of both cue and verb), another number, or invalid;
     300 test problems of each slice x 8 samples. The base, then each finished `stability` run of --seed."""
     problems = data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
-    policies = [("base", os.path.join(args.out, "exp_onpolicy", "base_shortcut"))] + [
-        (f"{loss} (stability, seed {args.seed})", d) for loss in OFF_LOSSES
-        if os.path.exists(os.path.join(d := os.path.join(args.out, "exp_stability", f"shortcut_{loss}_s{args.seed}"), "ckpt.pt"))]
+    policies = shortcut_policies(args)
     lines = ["| policy | slice | right | other operation | other number | invalid |", "|---|---|---|---|---|---|"]
     for name, d in policies:
         policy, tok, _ = evaluate.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
+        name = name if name == "base" else f"{name} (stability, seed {args.seed})"
         for sl in ("conflict", "normal"):
             chosen = [p for p in problems if p.slice == sl][:300]
             texts, _ = evaluate.sample_answers(policy.eval(), tok, chosen, 8, 1.0, 48, torch.Generator().manual_seed(0))
             counts = {"right": 0, "swap": 0, "other": 0, "invalid": 0}
             for p, ts in zip(chosen, texts):
-                a, op, b = re.match(r"(\d+)([+-])(\d+)=", p.solution).groups()
-                swap = str(int(a) - int(b) if op == "+" else int(a) + int(b))  # the other operation
+                swap = one_step(p, swap=True)[3]  # the other operation's result
                 for t in ts:
                     answer = data.extract_answer(t)
                     counts["invalid" if answer is None else "right" if answer == p.answer
@@ -416,11 +430,11 @@ OFF_COMMON = ["--k", "8", "--batch-size", "64", "--micro-batch", "64", "--lr", "
               "--eval-k", "4"]
 
 
-def base_ckpt(args, task):
-    """The SFT base of `task` (trained first if missing, as in `experiments.py onpolicy`)."""
+def base_ckpt(args, task, retrain=False):
+    """The SFT base of `task` (of `experiments.py onpolicy`): trained if missing, or if retrain."""
     task_flags_, base_flags = ONPOLICY_BASES[task]
     base = os.path.join(args.out, "exp_onpolicy", f"base_{task}")
-    if not os.path.exists(os.path.join(base, "ckpt.pt")):
+    if retrain or not os.path.exists(os.path.join(base, "ckpt.pt")):
         run_train(["sft", "--out", base, *task_flags_, "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8", *base_flags])
     return os.path.join(base, "ckpt.pt")
 
@@ -430,10 +444,6 @@ def rl_run(args, d, task, flags):
     if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
         run_train(["rl", "--init", base_ckpt(args, task), "--out", d, *ONPOLICY_BASES[task][0], *OFF_COMMON, *flags])
     return evaluate.read_metrics(d)
-
-
-def slices(task):
-    return ["conflict_", "normal_"] if task == "shortcut" else [""]
 
 
 def exp_stability(args):
@@ -544,7 +554,8 @@ def exp_composition(args):
     out = os.path.join(args.out, "exp_composition")
     plt = pyplot()
     lines = []
-    fig, axes = plt.subplots(1, sum(len(slices(t)) for t in args.tasks), figsize=(4.5 * 3, 3.4), squeeze=False)
+    n_panels = sum(len(slices(t)) for t in args.tasks)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 3.4), squeeze=False)
     axes = iter(axes[0])
     for task in args.tasks:
         ref = os.path.join(args.out, "exp_stability", f"{task}_topr_s{args.seed}")
@@ -592,17 +603,12 @@ def exp_credit(args):
     the operator, the operands (copies of the question's numbers), the result after '=' and the final
     answer after '####'; the base and each finished `stability` run of --seed."""
     problems = data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
-    policies = [("base", os.path.join(args.out, "exp_onpolicy", "base_shortcut"))] + [
-        (loss, d) for loss in OFF_LOSSES
-        if os.path.exists(os.path.join(d := os.path.join(args.out, "exp_stability", f"shortcut_{loss}_s{args.seed}"), "ckpt.pt"))]
+    policies = shortcut_policies(args)
     groups = ["operator", "operands", "result", "final answer"]
     examples = []  # (slice, prompt text, completion text, the group of each completion character)
     for sl in ("conflict", "normal"):
         for p in [p for p in problems if p.slice == sl][:300]:
-            a, op, b = re.match(r"(\d+)([+-])(\d+)=", p.solution).groups()
-            if sl == "conflict":  # the shortcut: the other operation, and its (correct) arithmetic
-                op = "-" if op == "+" else "+"
-            x = str(int(a) + int(b) if op == "+" else int(a) - int(b))
+            a, op, b, x = one_step(p, swap=sl == "conflict")  # conflict: the shortcut, with correct arithmetic
             if int(x) < 0:
                 continue
             text = f" {a}{op}{b}={x}. #### {x}"
