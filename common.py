@@ -171,6 +171,19 @@ def distributed(run, *args, device="auto"):
     return out
 
 
+def check_pending(pending, first_step, world=1, device=None):
+    """check_finite on the losses kept on the device since the last check (steps first_step, first_step + 1,
+    ...), in one transfer; empties `pending` and returns them as floats. The trainers call it at each log
+    line and before every checkpoint, not every step (a read on the host waits for the GPU): the weights
+    may be non-finite for up to a log interval of steps, and no checkpoint is ever written from them."""
+    if not pending:
+        return []
+    losses = torch.stack(pending).cpu()
+    pending.clear()
+    check_finite(losses, first_step, world, device)
+    return losses.tolist()
+
+
 def agree(flag, world, device):
     """True in every process if `flag` is True in any (Ctrl-C or a bad loss seen by one rank stops all).
     Alone (world 1) no device work at all: the loops call this every step."""

@@ -375,16 +375,8 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
                                 "rng": common.rng_state(), "step": step, "metrics_rows": metrics.rows}, ckpt_path)
 
     losses, unchecked = [], []  # unchecked: the losses since the last check, still on the device
-
-    def check_losses():
-        """Move the losses since the last call to `losses` in one transfer; NonFiniteLoss if one is nan/inf.
-        Called at every log line and before every checkpoint, not every step (a read on the host waits for
-        the GPU): a nan/inf may go unreported for up to a log interval of steps, never into a checkpoint."""
-        if unchecked:
-            vals = torch.stack(unchecked).cpu()
-            common.check_finite(vals, step - len(unchecked), world, dev)  # 0-based step numbers, as before
-            losses.extend(vals.tolist())
-            unchecked.clear()
+    # to `losses` at each check (common.check_pending); 0-based step numbers, as before
+    check_losses = lambda: losses.extend(common.check_pending(unchecked, step - len(unchecked), world, dev))
 
     t0, last_t, last_step = time.time(), time.time(), step
     stop = common.StopFlag()  # Ctrl-C: finish the step, save, stop

@@ -136,14 +136,8 @@ def sft(rank, world, device, args):
         return tot / max(n, 1)
 
     unchecked = []  # the losses of the steps since the last finiteness check, on the device
-
-    def check_losses():
-        """NonFiniteLoss if a loss since the last check was nan/inf. Called at every log line and before
-        every checkpoint, not every step (reading a flag on the host waits for the GPU): the weights may be
-        non-finite for up to a log interval of steps, and no checkpoint is ever written from them."""
-        if unchecked:
-            common.check_finite(torch.stack(unchecked), it - len(unchecked) + 1, world)  # 1-based, like "iter N"
-            unchecked.clear()
+    # 1-based step numbers, like the "iter N" log lines
+    check_losses = lambda: common.check_pending(unchecked, it - len(unchecked) + 1, world, device)
 
     t0, tokens, start_it = time.time(), 0, it
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
