@@ -67,10 +67,10 @@ def pyplot():
     return plt
 
 
-def write_table(out, lines):
+def write_table(out, lines, name="table.md"):
     text = "\n".join(lines)
     print("\n" + text)
-    with open(os.path.join(out, "table.md"), "w") as f:
+    with open(os.path.join(out, name), "w") as f:
         f.write(text + "\n")
 
 
@@ -276,25 +276,43 @@ ONPOLICY_METHODS = {
     "neg_only": ["--loss", "neg_only"],                       # c = +1: the negatives only
     "group": ["--loss", "reinforce", "--baseline", "group"],  # c = the prompt's mean reward
 }
+ONPOLICY_METHODS_ALL = list(ONPOLICY_METHODS) + ["sft_more"]
 ONPOLICY_EVAL = {"default": "1000", "shortcut": "2000"}      # held-out problems (shortcut: half per slice)
 
 
+def variant(args):
+    """The folder suffix of a run whose --length-norm or --optimizer is not the default ('' if both are)."""
+    return "".join(f"_{v}" for v, default in ((args.length_norm, "sequence"), (args.optimizer, "adamw")) if v != default)
+
+
+def rl_variant_flags(args):
+    """--length-norm and --optimizer as train.py rl flags; SGD without gradient clipping (see exp_onpolicy)."""
+    flags = ["--length-norm", args.length_norm, "--optimizer", args.optimizer]
+    return flags + (["--grad-clip", "1e9"] if args.optimizer == "sgd" else [])
+
+
 def exp_onpolicy(args):
+    """(f) On-policy: every method of --methods from the base of each task, seeds --seeds. With --optimizer sgd
+    the gradient is not clipped: clipping rescales a noisy gradient as Adam does, which is what SGD is here
+    to rule out."""
     out = os.path.join(args.out, "exp_onpolicy")
     I, P, K = args.iterations, 32, 8
+    methods = [m for m in list(ONPOLICY_METHODS) + ["sft_more"] if m in (args.methods or ONPOLICY_METHODS_ALL)]
     runs = {}
     for task in args.tasks:
         common_flags = [*ONPOLICY_BASES[task][0], "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8"]
         base = os.path.dirname(base_ckpt(args, task, retrain=not args.skip_done))
         for seed in args.seeds:
-            for method, flags in ONPOLICY_METHODS.items():
-                d = os.path.join(out, f"{task}_{method}_s{seed}")
+            for method in [m for m in methods if m != "sft_more"]:
+                d = os.path.join(out, f"{task}_{method}_s{seed}{variant(args)}")
                 if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
                     run_train(["rl", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
-                               *common_flags, *flags, "--iterations", str(I), "--prompts", str(P), "--k", str(K),
-                               "--epochs", "1", "--batch-size", str(P * K), "--lr", str(args.lr),
-                               "--eval-every", str(I)])  # held-out evaluations at the start and the end
+                               *common_flags, *ONPOLICY_METHODS[method], "--iterations", str(I), "--prompts", str(P),
+                               "--k", str(K), "--epochs", "1", "--batch-size", str(P * K), "--lr", str(args.lr),
+                               *rl_variant_flags(args), "--eval-every", str(I)])  # evaluated at the start and the end
                 runs[task, method, seed] = evals(d)
+            if "sft_more" not in methods:
+                continue
             d = os.path.join(out, f"{task}_sft_more_s{seed}")
             if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
                 run_train(["sft", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
@@ -302,17 +320,20 @@ def exp_onpolicy(args):
                            "--max-iters", str(I * P * K // 32), "--batch-size", "32", "--lr", str(args.lr),
                            "--min-lr", str(args.lr), "--warmup", "0", "--eval-interval", str(I * P * K // 32)])
             final = evals(d)[-1]
-            runs[task, "sft_more", seed] = [runs[task, "reinforce", seed][0], {**final, "samples": I * P * K}]
-    onpolicy_report(args, runs)
+            start = evals(os.path.join(out, f"{task}_{methods[0]}_s{seed}{variant(args)}"))[0]
+            runs[task, "sft_more", seed] = [start, {**final, "samples": I * P * K}]
+    onpolicy_report(args, runs, methods)
 
 
-def onpolicy_report(args, runs):
-    """Table (start -> end, mean +- s.e. over seeds, per slice) and figure (pass@1 against samples seen)."""
-    methods = list(ONPOLICY_METHODS) + ["sft_more"]
+def onpolicy_report(args, runs, methods):
+    """Table (start -> end, mean +- s.e. over seeds, per slice; the completions' mean length and invalid
+    rate at the end) and figure (pass@1 against samples seen)."""
     lines = []
     for task in args.tasks:
         cols = [f"{s}{m}" for s in slices(task)[::-1] for m in ("pass@1", "greedy", "pass@8")]  # normal slice first
-        lines += [f"\n**{task} task** ({args.iterations} on-policy steps of 256 samples, lr {args.lr}, seeds "
+        cols += ["mean_len", "invalid"]  # over both slices: tokens per sampled completion, no '#### N'
+        lines += [f"\n**{task} task** ({args.iterations} on-policy steps of 256 samples, lr {args.lr}, "
+                  f"{args.optimizer}, length norm {args.length_norm}, seeds "
                   f"{' '.join(map(str, args.seeds))}; start -> end, mean +- s.e.)\n",
                   "| method | " + " | ".join(cols) + " | entropy (end) |", "|---|" + "---|" * (len(cols) + 1)]
         for m in methods:
@@ -323,11 +344,12 @@ def onpolicy_report(args, runs):
                 cells.append(f"{start:.3f} -> {end:.3f} +- {se:.3f}")
             entropy = "-"  # sft_more logs no entropy; RL: the last update's, averaged over seeds
             if m != "sft_more":
-                last = [[r for r in evaluate.read_metrics(os.path.join(args.out, "exp_onpolicy", f"{task}_{m}_s{s}"))
+                last = [[r for r in evaluate.read_metrics(os.path.join(args.out, "exp_onpolicy",
+                                                                       f"{task}_{m}_s{s}{variant(args)}"))
                          if "entropy" in r][-1]["entropy"] for s in args.seeds]
                 entropy = f"{statistics.fmean(last):.3f}"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {entropy} |")
-    write_table(os.path.join(args.out, "exp_onpolicy"), lines)
+    write_table(os.path.join(args.out, "exp_onpolicy"), lines, f"table{variant(args)}.md")
     plt = pyplot()
     panels = [(t, s) for t in args.tasks for s in slices(t)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
@@ -342,7 +364,7 @@ def onpolicy_report(args, runs):
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.figures, "topr_onpolicy.png"), dpi=80)
+    fig.savefig(os.path.join(args.figures, f"topr_onpolicy{variant(args)}.png"), dpi=80)
 
 
 def exp_gradnoise(args):
@@ -450,20 +472,23 @@ def exp_stability(args):
     """(g) Strongly off-policy: ONE dataset of 64 prompts x 8 samples from the base, 8 epochs over it
     (64 optimizer steps of 64), every loss; evaluated after every epoch."""
     out = os.path.join(args.out, "exp_stability")
-    runs = {(t, l, s): rl_run(args, os.path.join(out, f"{t}_{l}_s{s}"), t,
-                              [*f, "--seed", str(s), "--iterations", "1", "--prompts", "64", "--epochs", "8", "--eval-each-epoch"])
-            for t in args.tasks for s in args.seeds for l, f in OFF_LOSSES.items()}
+    losses = [l for l in OFF_LOSSES if l in (args.methods or OFF_LOSSES)]
+    runs = {(t, l, s): rl_run(args, os.path.join(out, f"{t}_{l}_s{s}{variant(args)}"), t,
+                              [*OFF_LOSSES[l], *rl_variant_flags(args), "--seed", str(s), "--iterations", "1",
+                               "--prompts", "64", "--epochs", "8", "--eval-each-epoch"])
+            for t in args.tasks for s in args.seeds for l in losses}
     plt = pyplot()
     lines = []
     for task in args.tasks:
         ev = {k: [r for r in v if "test_pass@1" in r] for k, v in runs.items() if k[0] == task}
         st = {k: [r for r in v if "logp_reward_neg" in r] for k, v in runs.items() if k[0] == task}
-        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
-        lines += [f"\n**{task} task** (one dataset of 64 prompts x 8 samples, 8 epochs, lr 1e-4, seeds "
+        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid", "mean_len"]
+        lines += [f"\n**{task} task** (one dataset of 64 prompts x 8 samples, 8 epochs, lr 1e-4, length norm "
+                  f"{args.length_norm}, seeds "
                   f"{' '.join(map(str, args.seeds))}; start -> after epoch 2 -> after epoch 8, mean +- s.e.)\n",
                   "| loss | " + " | ".join(cols) + " | log pi positives / negatives (end) | negatives with ratio < 1 (last epoch) |",
                   "|---|" + "---|" * (len(cols) + 2)]
-        for loss in OFF_LOSSES:
+        for loss in losses:
             cells = []
             for c in cols:
                 at = [mean_se([ev[task, loss, s][i][f"test_{c}"] for s in args.seeds]) for i in (0, 2, -1)]
@@ -476,7 +501,7 @@ def exp_stability(args):
             ("test_invalid", "invalid rate"), ("logp_reward_pos", "mean log pi, positives"),
             ("logp_reward_neg", "mean log pi, negatives"), ("frac_neg_ratio_lt1", "negatives with ratio < 1")]
         fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2))
-        for loss in OFF_LOSSES:
+        for loss in losses:
             color = None
             for ax, (key, _) in zip(axes, panels):
                 rows = ev if key.startswith("test_") else st
@@ -493,8 +518,8 @@ def exp_stability(args):
         fig.suptitle(f"{task} task: one dataset (64 prompts x 8), 8 epochs, c = 0; mean of seeds "
                      f"{' '.join(map(str, args.seeds))}", fontsize=10)
         fig.tight_layout()
-        fig.savefig(os.path.join(args.figures, f"topr_stability_{task}.png"), dpi=70)
-    write_table(out, lines)
+        fig.savefig(os.path.join(args.figures, f"topr_stability_{task}{variant(args)}.png"), dpi=70)
+    write_table(out, lines, f"table{variant(args)}.md")
 
 
 REUSE_E = [1, 2, 4, 8]
@@ -664,11 +689,24 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="+", choices=list(ONPOLICY_BASES), default=list(ONPOLICY_BASES),
                    help="onpolicy, stability, reuse, composition, verifier: the tasks (each has its own SFT base)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="onpolicy, stability, reuse: RL seeds")
-    p.add_argument("--iterations", type=common.positive, default=40, help="onpolicy: on-policy steps per run")
+    p.add_argument("--iterations", type=common.positive, default=20, help="onpolicy: on-policy steps per run (RESULTS (f): 20)")
     p.add_argument("--lr", type=common.positive_float, default=1e-4, help="onpolicy: learning rate (RL and sft_more)")
+    p.add_argument("--methods", nargs="+", choices=sorted(set(ONPOLICY_METHODS_ALL) | set(OFF_LOSSES)), default=None,
+                   help="onpolicy, stability: only these methods (default: all of the experiment's)")
+    p.add_argument("--length-norm", choices=topr.LENGTH_NORMS, default="sequence",
+                   help="onpolicy, stability: train.py rl --length-norm (not 'sequence': run folders get a suffix)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                   help="onpolicy, stability: train.py rl --optimizer (sgd: no gradient clipping; folders get a suffix)")
     args = p.parse_args(argv)
     if (args.name in ("offpolicy", "iterated", "baseline") or args.name == "verifier" and "default" in args.tasks) and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
+    allowed = {"onpolicy": ONPOLICY_METHODS_ALL, "stability": list(OFF_LOSSES)}.get(args.name)
+    if allowed is None and (args.methods or args.length_norm != "sequence" or args.optimizer != "adamw"):
+        raise UserError(f"--methods, --length-norm and --optimizer apply to onpolicy and stability, not {args.name}")
+    if args.methods and not set(args.methods) <= set(allowed):
+        raise UserError(f"{args.name} --methods must be among {', '.join(allowed)}; got {' '.join(args.methods)}")
+    if args.name == "onpolicy" and args.methods == ["sft_more"]:
+        raise UserError("onpolicy --methods needs an RL method next to sft_more (its start row comes from one)")
     os.makedirs(args.figures, exist_ok=True)
     t0 = time.process_time()
     EXPERIMENTS[args.name](args)

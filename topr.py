@@ -29,11 +29,18 @@ PRESETS = {
     "sft_pos":   dict(pos_limits=(1.0, 1.0), neg_limits=(1.0, 1.0), baseline=-1.0),  # c=-1: SFT on positives
     "neg_only":  dict(pos_limits=(1.0, 1.0), neg_limits=(0.0, 1.0), baseline=1.0),   # c=+1: negatives only (A=-2),
 }                                                                                    # tapered like topr's
-# On-policy (rho = 1) with R = +-1, every constant baseline gives the SAME expected gradient, because
-# E_pi[grad log pi] = 0:  E[(R - c) grad log pi] = E[R grad log pi]  for any c.  So sft_pos (c = -1),
-# reinforce (c = 0) and neg_only (c = +1) differ only in variance -- and, off-policy, in how the ratio
-# treats reused data (tests/test_topr.py computes these expectations exactly; exercise 14).
+# On-policy (rho = 1) with R = +-1, E_pi[grad log pi] = 0, so for a constant c and a normaliser L that is
+# the same for every sequence ("constant", "none"):  E[(R - c) grad log pi / L] = E[R grad log pi / L].
+# sft_pos (c = -1), reinforce (c = 0) and neg_only (c = +1) then differ only in variance and, off-policy,
+# in how the ratio treats reused data. Dividing each sequence by ITS OWN length L(y) ("sequence") breaks
+# this: E_pi[grad log pi(y) / L(y)] = sum_y grad pi(y) / L(y) = grad E_pi[1/L], so
+#     E[(R - c) grad log pi / L] = E[R grad log pi / L] - c grad E_pi[1/L]:
+# a baseline c > 0 also pushes toward LONGER completions, c < 0 toward shorter ones.
+# tests/test_topr.py computes these expectations exactly; exercise 14.
 LOSSES = list(PRESETS) + ["ppo"]
+# The normaliser L_i of each sequence's term: its own length (the paper's), one number for every
+# sequence (e.g. the longest allowed completion), or none (summed log-probs).
+LENGTH_NORMS = ["sequence", "constant", "none"]
 
 
 # -----------------------------------------------------------------------------
@@ -46,7 +53,7 @@ def sequence_logp(token_logp, mask):
     return torch.where(mask, token_logp, torch.zeros_like(token_logp)).sum(-1)
 
 
-def _check(logp, logp_behavior, reward, baseline, lengths, length_normalize):
+def _check(logp, logp_behavior, reward, baseline, lengths, length_norm, max_len):
     """Validate shapes; return detached advantage A = R - c and the per-sample normaliser L."""
     if logp.dim() != 1 or logp_behavior.shape != logp.shape or reward.shape != logp.shape:
         raise ValueError(f"logp, logp_behavior, reward must all be (B,); got {tuple(logp.shape)}, "
@@ -55,14 +62,19 @@ def _check(logp, logp_behavior, reward, baseline, lengths, length_normalize):
         raise ValueError(f"baseline must be a float or a (B,) tensor; got shape {tuple(baseline.shape)}")
     c = baseline.detach().to(logp.dtype) if torch.is_tensor(baseline) else float(baseline)
     A = reward.detach().to(logp.dtype) - c                          # A = R - c
-    if length_normalize:
-        if lengths is None:
-            raise ValueError("length_normalize=True needs lengths (B,); pass lengths or length_normalize=False")
-        if lengths.shape != logp.shape:
-            raise ValueError(f"lengths must be (B,); got shape {tuple(lengths.shape)}")
-        L = lengths.detach().to(logp.dtype).clamp(min=1)            # paper: divide by length (>= 1 token)
+    if length_norm == "sequence":
+        if lengths is None or lengths.shape != logp.shape:
+            raise ValueError(f"length_norm='sequence' needs lengths of shape (B,); got "
+                             f"{None if lengths is None else tuple(lengths.shape)}")
+        L = lengths.detach().to(logp.dtype).clamp(min=1)            # L_i = |y_i| (>= 1 token)
+    elif length_norm == "constant":
+        if max_len is None or not max_len > 0:
+            raise ValueError(f"length_norm='constant' needs max_len > 0 (e.g. max_new_tokens); got {max_len}")
+        L = torch.full_like(A, float(max_len))                      # L_i = max_len for every i
+    elif length_norm == "none":
+        L = torch.ones_like(A)                                      # L_i = 1: summed log-probs
     else:
-        L = torch.ones_like(A)                                      # L_i = 1
+        raise ValueError(f"unknown length_norm {length_norm!r}; choose from {', '.join(LENGTH_NORMS)}")
     return A, L
 
 
@@ -113,10 +125,11 @@ def _stats(loss, logp, reward, A, ratio, alpha, clipped, objective):
 # 1. the truncated importance-sampling family (TOPR and friends)
 
 def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg_limits=(0.0, 1.0),
-                      baseline=0.0, lengths=None, length_normalize=True):
+                      baseline=0.0, lengths=None, length_norm="sequence", max_len=None):
     """loss = - mean_i sg(alpha_i) * A_i * logp_i / L_i, alpha_i = clip(rho_i, a, b) by sign of A_i.
-    d loss / d logp_i = - alpha_i * A_i / (B * L_i). Returns (loss, stats)."""
-    A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_normalize)
+    d loss / d logp_i = - alpha_i * A_i / (B * L_i); L_i by length_norm (LENGTH_NORMS: lengths_i,
+    max_len, or 1). Returns (loss, stats)."""
+    A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_norm, max_len)
     a_pos, b_pos = _check_limits(pos_limits, "pos_limits")
     a_neg, b_neg = _check_limits(neg_limits, "neg_limits")
     pos = A >= 0                                                    # positive iff A >= 0
@@ -136,28 +149,29 @@ def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg
     return loss, stats
 
 
-def topr_loss(logp, logp_behavior, reward, name="topr", baseline=0.0, lengths=None, length_normalize=True,
-              ppo_eps=0.2):
+def topr_loss(logp, logp_behavior, reward, name="topr", baseline=0.0, lengths=None, length_norm="sequence",
+              max_len=None, ppo_eps=0.2):
     """Dispatch by name: a PRESETS entry or "ppo" (clip range ppo_eps). sft_pos ignores `baseline` (it is c = -1)."""
     if name == "ppo":
         return ppo_loss(logp, logp_behavior, reward, baseline=baseline, eps=ppo_eps, lengths=lengths,
-                        length_normalize=length_normalize)
+                        length_norm=length_norm, max_len=max_len)
     if name not in PRESETS:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
     preset = dict(PRESETS[name])
     baseline = preset.pop("baseline", baseline)                     # preset override (sft_pos: c = -1)
     return truncated_is_loss(logp, logp_behavior, reward, baseline=baseline, lengths=lengths,
-                             length_normalize=length_normalize, **preset)
+                             length_norm=length_norm, max_len=max_len, **preset)
 
 
 # -----------------------------------------------------------------------------
 # 2. PPO: clipped sequence-level ratio
 
-def ppo_loss(logp, logp_behavior, reward, baseline=0.0, eps=0.2, lengths=None, length_normalize=True):
+def ppo_loss(logp, logp_behavior, reward, baseline=0.0, eps=0.2, lengths=None, length_norm="sequence",
+             max_len=None):
     """loss = - mean_i min(rho_i A_i, clip(rho_i, 1-eps, 1+eps) A_i) / L_i, rho with gradient.
-    Each sequence's term is divided by its length L_i, as in the family above, so inside the band
+    Each sequence's term is divided by L_i, as in the family above, so inside the band
     d loss / d logp_i = - rho_i * A_i / (B * L_i), and 0 where the clip is active."""
-    A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_normalize)
+    A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_norm, max_len)
     ratio = torch.exp(logp.double() - logp_behavior.detach().double())  # rho (float64), grad through pi only
     A64 = A.double()
     unclipped = ratio * A64

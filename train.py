@@ -241,6 +241,7 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
     so the dataset does not depend on how many processes share the work (see in_chunks)."""
     prompts = [tok.encode(data.format_prompt(p.question)) for p in problems]
     ev.check_fits(policy, prompts, max_new_tokens)  # in every process, before the chunks' all_gather
+    was_training = policy.training
     policy.eval()
 
     def work(c, s, e):
@@ -260,7 +261,7 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
         return rows
 
     rows = in_chunks(len(problems), batch_prompts, rank, world, work)
-    policy.train()
+    policy.train(was_training)
     prompt, completion, text, logp_b, reward, invalid = zip(*rows)
     return Rollout(list(prompt), list(completion), list(text), torch.tensor(logp_b), torch.tensor(reward),
                    torch.tensor(invalid))
@@ -296,6 +297,7 @@ def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, ra
     group = [problems[i // k] for i in range(len(cands))]
     prompts = [tok.encode(data.format_verify_prompt(p.question, t)) for p, t in zip(group, cands.text)]
     ev.check_fits(verifier, prompts, 1, "a verification prompt")  # + 1: the verdict
+    was_training = verifier.training
     verifier.eval()
 
     def work(c, s, e):
@@ -306,7 +308,7 @@ def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, ra
                  data.verify_reward(data.VERDICTS[vi], cands.text[i], group[i].answer)) for i, vi in zip(range(s, e), v)]
 
     verdict, logp_b, reward = zip(*in_chunks(len(cands), batch, rank, world, work))
-    verifier.train()
+    verifier.train(was_training)
     return Rollout(prompts, [[yes_no[data.VERDICTS.index(v)]] for v in verdict], list(verdict), torch.tensor(logp_b),
                    torch.tensor(reward), cands.invalid, candidate_reward=cands.reward)
 
@@ -327,7 +329,13 @@ def rl(rank, world, device, args):
     torch.manual_seed(args.seed)
     ckpt_path = os.path.join(args.out, "ckpt.pt")
     policy, tok, ckpt = ev.load_gpt(ckpt_path if args.resume else args.init, device)
-    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    # The policy stays in eval mode throughout (dropout off): the samples come from it, and log mu and the
+    # updates' log pi must be the same function of the weights, or on-policy rho != 1.
+    policy.eval()
+    if args.optimizer == "sgd":
+        opt = torch.optim.SGD(policy.parameters(), lr=args.lr)
+    else:
+        opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     itr, step, samples = 0, 0, 0
     if args.resume:
         if ckpt.get("kind") != "rl":
@@ -342,6 +350,7 @@ def rl(rank, world, device, args):
     task = ev.task_kwargs(args, args.rl_conflict_frac)  # the RL prompts (test: ev.task_kwargs(args))
     test = data.problems(args.eval_problems, args.seed, "test", **ev.task_kwargs(args))
     gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
+    max_len = args.max_new_tokens if args.task == "solve" else 1  # --length-norm constant: L = the longest action
     # What is sampled, how log pi is computed and how the policy is evaluated: chosen once, here.
     if args.task == "solve":
         sample = lambda problems, seed: sample_solutions(policy, tok, problems, seed=seed, **gen_args)
@@ -424,7 +433,7 @@ def rl(rank, world, device, args):
                             lp, lengths, ent = log_pi(model, tok, micro, device)  # log pi(y|x), summed
                         loss, _ = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
                                                  name=args.loss, baseline=micro.baseline.to(device), lengths=lengths,
-                                                 length_normalize=not args.no_length_norm, ppo_eps=args.ppo_eps)
+                                                 length_norm=args.length_norm, max_len=max_len, ppo_eps=args.ppo_eps)
                         # the loss is a mean over the micro-batch: weight it by its share of the minibatch
                         # (times world: DDP averages the processes' gradients)
                         (loss * len(micro) / n * world).backward()
@@ -446,7 +455,7 @@ def rl(rank, world, device, args):
                 logp, entropy, n_tokens = gather_stats(logp, entropy, n_tokens, world)
                 _, stats = topr.topr_loss(logp, mb.logp_behavior, mb.reward, name=args.loss, baseline=mb.baseline,
                                           lengths=torch.tensor([float(len(c)) for c in mb.completion]),
-                                          length_normalize=not args.no_length_norm, ppo_eps=args.ppo_eps)
+                                          length_norm=args.length_norm, max_len=max_len, ppo_eps=args.ppo_eps)
                 metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats,
                             entropy=entropy / n_tokens, grad_norm=grad_norm.item(),
                             length=sum(len(c) for c in mb.completion) / n, invalid=mb.invalid.sum().item() / n)
@@ -569,7 +578,13 @@ def main(argv=None):
     p.add_argument("--lr", type=posf, default=3e-5, help="learning rate (constant)")
     p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
     p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")
-    p.add_argument("--no-length-norm", action="store_true", help="sum log-probs instead of dividing by length")
+    p.add_argument("--length-norm", choices=topr.LENGTH_NORMS, default="sequence",
+                   help="divide each sequence's term by its own length (the TOPR paper's, and every run in RESULTS.md "
+                        "unless it says otherwise), by --max-new-tokens for every sequence (constant: keeps the "
+                        "on-policy equivalence of baselines exact, README), or not at all (none)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                   help="adamw (betas 0.9, 0.95) or plain SGD (no momentum): Adam rescales each step by the "
+                        "gradient's RMS, SGD does not")
     p.add_argument("--ppo-eps", type=posf, default=0.2, help="ppo: clip range of the ratio")
     p.add_argument("--grad-clip", type=posf, default=1.0, help="max global gradient norm")
     p.add_argument("--eval-every", type=pos, default=1, help="iterations between evaluations")

@@ -182,7 +182,7 @@ def test_ex03_loss_and_gradient_match_topr(ex03, name, baseline, normalize):
                                  pos_limits=lim["pos_limits"], neg_limits=lim["neg_limits"])
     (g_got,) = torch.autograd.grad(got, logp)
     ref, _ = topr.topr_loss(logp, logp_b, reward, name=name, baseline=baseline, lengths=lengths,
-                            length_normalize=normalize)
+                            length_norm="sequence" if normalize else "none")
     (g_ref,) = torch.autograd.grad(ref, logp)
     torch.testing.assert_close(got.detach(), ref.detach())
     torch.testing.assert_close(g_got, g_ref)
@@ -442,7 +442,7 @@ def test_ex14_matches_the_gradient_of_topr_losses(ex14):
             for y in range(M):
                 th = theta.clone().requires_grad_()
                 logp = torch.log_softmax(th, 0)[[y]]
-                loss, _ = topr.topr_loss(logp, logp.detach(), reward[[y]], name, baseline=c, length_normalize=False)
+                loss, _ = topr.topr_loss(logp, logp.detach(), reward[[y]], name, baseline=c, length_norm="none")
                 rows.append(-torch.autograd.grad(loss, th)[0])
             G = torch.stack(rows)
             mean, var = ex14.exact_moments(pi, reward, c)
@@ -463,4 +463,32 @@ def test_ex14_predictions(ex14):
             assert v_neg * 100 < v_pos  # (b) negatives only
         else:
             assert v_pos * 4 < v_neg    # (c) positives only
+
+
+def test_ex14_length_bias(ex14):
+    """(d) Divided by each completion's own length, the baselines no longer agree: E[g_c] = E[g_0] - c grad E[1/L],
+    with grad_theta E_pi[1/L] computed here by autograd on pi = softmax(theta), independently of ex14; and
+    the gradient of topr.topr_loss with length_norm='sequence', outcome by outcome, has the same moments."""
+    theta = torch.tensor([0.3, -0.2, 0.5, 0.0], dtype=torch.float64)
+    reward = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    lengths = torch.tensor([2.0, 9.0, 4.0, 6.0], dtype=torch.float64)
+    th = theta.clone().requires_grad_()
+    (grad_inv_len,) = torch.autograd.grad(torch.softmax(th, 0) @ (1 / lengths), th)   # grad E_pi[1/L]
+    pi = torch.softmax(theta, 0)
+    m0, _ = ex14.exact_moments(pi, reward, 0.0, lengths)
+    for c in (-1.0, 0.5, 1.0):
+        m, _ = ex14.exact_moments(pi, reward, c, lengths)
+        torch.testing.assert_close(m, m0 - c * grad_inv_len)
+        rows = []
+        for y in range(4):
+            t = theta.clone().requires_grad_()
+            logp = torch.log_softmax(t, 0)[[y]]
+            loss, _ = topr.topr_loss(logp, logp.detach(), reward[[y]], "reinforce", baseline=c, lengths=lengths[[y]],
+                                     length_norm="sequence")
+            rows.append(-torch.autograd.grad(loss, t)[0])
+        torch.testing.assert_close(m, pi @ torch.stack(rows))
+    # neg_only (c = +1) steps along -grad E[1/L] more than reinforce does: toward a smaller E[1/L], longer outputs
+    m_neg, _ = ex14.exact_moments(pi, reward, 1.0, lengths)
+    assert (m_neg - m0) @ grad_inv_len < 0
+    torch.testing.assert_close(ex14.exact_moments(pi, reward, 1.0)[0], ex14.exact_moments(pi, reward, 0.0)[0])
 

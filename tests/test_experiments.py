@@ -16,7 +16,7 @@ def test_onpolicy_report_table_and_figure(tmp_path):
     out, figures = tmp_path / "runs", tmp_path / "figures"
     figures.mkdir()
     args = types.SimpleNamespace(out=str(out), figures=str(figures), tasks=["default", "shortcut"], seeds=[0, 1, 2],
-                                 iterations=4, lr=1e-4)
+                                 iterations=4, lr=1e-4, length_norm="sequence", optimizer="adamw")
     runs = {}
     methods = list(experiments.ONPOLICY_METHODS) + ["sft_more"]
     for task in args.tasks:
@@ -25,18 +25,20 @@ def test_onpolicy_report_table_and_figure(tmp_path):
                 folder = out / "exp_onpolicy" / f"{task}_{m}_s{s}"
                 folder.mkdir(parents=True)
                 rows = [{"samples": n, **{f"test_{sl}{k}": 0.1 * s + 0.01 * i for k in ("pass@1", "greedy", "pass@8")
-                                          for sl in ("", "normal_", "conflict_")}} for i, n in enumerate((0, 512, 1024))]
+                                          for sl in ("", "normal_", "conflict_")},
+                         "test_mean_len": 10.0 + s, "test_invalid": 0.01 * s} for i, n in enumerate((0, 512, 1024))]
                 rows.insert(1, {"step": 1, "entropy": 0.5 + s})
                 (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
                 runs[task, m, s] = experiments.evals(str(folder))
-    experiments.onpolicy_report(args, runs)
+    experiments.onpolicy_report(args, runs, methods)
     table = (out / "exp_onpolicy" / "table.md").read_text()
     # end values 0.02, 0.12, 0.22 over seeds: mean 0.12, s.e. 0.1 / sqrt(3); start 0.1 on average
     se = 0.1 / math.sqrt(3)
     assert f"0.100 -> 0.120 +- {se:.3f}" in table
-    assert "| method | pass@1 | greedy | pass@8 | entropy (end) |" in table  # the default task: no slices
+    assert "| method | pass@1 | greedy | pass@8 | mean_len | invalid | entropy (end) |" in table  # default: no slices
     assert "| method | normal_pass@1 | normal_greedy | normal_pass@8 | conflict_pass@1 |" in table
     assert "| reinforce |" in table and "| sft_more |" in table and "| 1.500 |" in table  # entropy: mean of 0.5, 1.5, 2.5
+    assert f"11.000 -> 11.000 +- {1 / math.sqrt(3):.3f}" in table  # mean length 10, 11, 12 over the seeds
     assert (figures / "topr_onpolicy.png").stat().st_size > 1000
 
 
@@ -55,7 +57,7 @@ def fake_rl(calls):
                 rows.append({"step": 8 * i, "samples": 512 * i, "logp_reward_pos": -0.5, "logp_reward_neg": -1.0 - i,
                              "frac_neg_ratio_lt1": 0.5})
             rows.append({"iteration": i if "--eval-each-epoch" not in argv else 0, "step": 8 * i, "samples": 512 * i,
-                         "test_invalid": 0.0, **{f"test_{sl}pass@1": 0.1 * seed + 0.01 * i for sl in ("", "normal_", "conflict_")}})
+                         "test_invalid": 0.0, "test_mean_len": 12.0, **{f"test_{sl}pass@1": 0.1 * seed + 0.01 * i for sl in ("", "normal_", "conflict_")}})
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "metrics.jsonl"), "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
@@ -78,7 +80,15 @@ def test_offpolicy_experiments_commands_tables_and_figures(tmp_path, monkeypatch
     table = (tmp_path / "runs" / "exp_stability" / "table.md").read_text()
     # seeds 0 and 1 end at 0.08 and 0.18 (8 epochs): mean 0.13, s.e. 0.05; after epoch 2: 0.02 and 0.12
     assert "| topr | 0.050 -> 0.070 -> 0.130 +- 0.050 | 0.050 -> 0.070 -> 0.130 +- 0.050 |" in table
-    assert "| reinforce | 0.050 -> 0.070 -> 0.130 +- 0.050 | 0.000 -> 0.000 -> 0.000 +- 0.000 | -0.50 / -9.00 | 0.50 |" in table
+    assert ("| reinforce | 0.050 -> 0.070 -> 0.130 +- 0.050 | 0.000 -> 0.000 -> 0.000 +- 0.000 | "
+            "12.000 -> 12.000 -> 12.000 +- 0.000 | -0.50 / -9.00 | 0.50 |") in table
+    assert all(c[c.index("--length-norm") + 1] == "sequence" for c in calls)
+    n = len(calls)  # one loss under another normaliser: its own folders, table and figure
+    experiments.main(["stability", *common[:-1], "--seeds", "0", "--methods", "neg_only", "--length-norm", "constant"])
+    assert [c[c.index("--out") + 1].endswith("shortcut_neg_only_s0_constant") for c in calls[n:]] == [True]
+    assert (tmp_path / "runs" / "exp_stability" / "table_constant.md").read_text().count("| neg_only |") == 1
+    assert (tmp_path / "figures" / "topr_stability_shortcut_constant.png").exists()
+    del calls[n:]
     experiments.main(["composition", *common, "--seed", "0"])
     comp = calls[24:]
     assert len(comp) == 2 * 2 * len(experiments.COMPOSITION_P_EFF)

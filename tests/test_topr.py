@@ -37,13 +37,21 @@ def baselines(reward, seed=0):
             "per_sample": (2 * torch.rand(reward.shape, generator=g, dtype=reward.dtype) - 1)}
 
 
-def hand_grad(logp, logp_behavior, reward, baseline, lengths, length_normalize, pos_limits, neg_limits):
+MAX_LEN = 48  # the constant normaliser of the tests
+
+
+def normaliser(lengths, length_norm, dtype):
+    """L_i by hand: the sequence's own length, one constant for all, or 1."""
+    return {"sequence": lengths.to(dtype), "constant": torch.full(lengths.shape, MAX_LEN, dtype=dtype),
+            "none": torch.ones(lengths.shape, dtype=dtype)}[length_norm]
+
+
+def hand_grad(logp, logp_behavior, reward, baseline, lengths, length_norm, pos_limits, neg_limits):
     """By hand: d loss / d logp_i = - alpha_i A_i / (B L_i), alpha_i a constant."""
     A = reward - baseline
     rho = torch.exp(logp.detach() - logp_behavior)
     alpha = torch.where(A >= 0, rho.clamp(*pos_limits), rho.clamp(*neg_limits))
-    L = lengths.to(A.dtype) if length_normalize else torch.ones_like(A)
-    return -alpha * A / (len(A) * L)
+    return -alpha * A / (len(A) * normaliser(lengths, length_norm, A.dtype))
 
 
 def grad_of(loss, x):
@@ -55,16 +63,16 @@ def grad_of(loss, x):
 # gradients equal the hand-derived formula
 
 @pytest.mark.parametrize("name", list(topr.PRESETS))
-@pytest.mark.parametrize("length_normalize", [True, False])
+@pytest.mark.parametrize("length_norm", topr.LENGTH_NORMS)
 @pytest.mark.parametrize("seed,bname", list(enumerate(["zero", "const+", "const-", "group", "per_sample"])))
-def test_preset_gradient_matches_formula(name, length_normalize, seed, bname):
+def test_preset_gradient_matches_formula(name, length_norm, seed, bname):
     logp, logp_behavior, reward, lengths = make_batch(seed=100 + seed)
     baseline = baselines(reward)[bname]
     loss, stats = topr.topr_loss(logp, logp_behavior, reward, name=name, baseline=baseline,
-                                 lengths=lengths, length_normalize=length_normalize)
+                                 lengths=lengths, length_norm=length_norm, max_len=MAX_LEN)
     preset = topr.PRESETS[name]
     c = preset.get("baseline", baseline)  # sft_pos overrides the baseline with c = -1
-    want = hand_grad(logp, logp_behavior, reward, c, lengths, length_normalize,
+    want = hand_grad(logp, logp_behavior, reward, c, lengths, length_norm,
                      preset["pos_limits"], preset["neg_limits"])
     torch.testing.assert_close(grad_of(loss, logp), want, rtol=1e-10, atol=1e-12)
     # the loss value is the surrogate -mean alpha A logp / L
@@ -76,7 +84,7 @@ def test_custom_limits_gradient_matches_formula():
     for pos_limits, neg_limits in [((0.5, 2.0), (0.2, 1.5)), ((0.0, math.inf), (1.0, 1.0)), ((1.0, 3.0), (0.0, 0.5))]:
         loss, _ = topr.truncated_is_loss(logp, logp_behavior, reward, pos_limits=pos_limits,
                                          neg_limits=neg_limits, baseline=0.1, lengths=lengths)
-        want = hand_grad(logp, logp_behavior, reward, 0.1, lengths, True, pos_limits, neg_limits)
+        want = hand_grad(logp, logp_behavior, reward, 0.1, lengths, "sequence", pos_limits, neg_limits)
         torch.testing.assert_close(grad_of(loss, logp), want)
 
 
@@ -98,7 +106,7 @@ def test_explicit_weights_per_loss(name):
     logp = torch.zeros(4, dtype=torch.float64, requires_grad=True)
     rho = torch.tensor([0.5, 3.0, 0.5, 3.0], dtype=torch.float64)
     reward = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
-    loss, _ = topr.topr_loss(logp, logp.detach() - rho.log(), reward, name, length_normalize=False)
+    loss, _ = topr.topr_loss(logp, logp.detach() - rho.log(), reward, name, length_norm="none")
     w, A = (torch.tensor(v, dtype=torch.float64) for v in EXPLICIT[name])
     torch.testing.assert_close(grad_of(loss, logp), -w * A / 4)
 
@@ -129,12 +137,12 @@ def test_topr_explicit_weights():
     logp = torch.zeros(4, dtype=torch.float64, requires_grad=True)
     log_ratio = torch.tensor([math.log(0.5), math.log(3.0), math.log(0.5), math.log(3.0)], dtype=torch.float64)
     reward = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
-    loss, stats = topr.topr_loss(logp, logp - log_ratio.detach(), reward, length_normalize=False)
+    loss, stats = topr.topr_loss(logp, logp - log_ratio.detach(), reward, length_norm="none")
     torch.testing.assert_close(grad_of(loss, logp), -torch.tensor([1.0, 1.0, -0.5, -1.0], dtype=torch.float64) / 4)
     assert stats["n_pos"] == 2 and stats["n_neg"] == 2
     assert stats["frac_neg_alpha_lt1"] == 0.5
     assert stats["frac_neg_ratio_lt1"] == 0.5  # the same for any loss: sft_pos has no negatives by A
-    assert topr.topr_loss(logp, logp - log_ratio.detach(), reward, "sft_pos", length_normalize=False)[1]["frac_neg_ratio_lt1"] == 0.5
+    assert topr.topr_loss(logp, logp - log_ratio.detach(), reward, "sft_pos", length_norm="none")[1]["frac_neg_ratio_lt1"] == 0.5
     assert stats["mean_alpha"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
     assert stats["mean_ratio_neg"] == pytest.approx(1.75)
     assert stats["frac_clipped"] == pytest.approx(3 / 4)  # 0.5 and 3.0 truncated for positives, 3.0 for neg
@@ -174,7 +182,7 @@ def test_no_gradient_through_behavior_logp(name):
     if name != "ppo":  # alpha is a constant: gradient = -alpha A / (B L), not -(alpha + alpha logp) A / (B L)
         p = topr.PRESETS[name]
         want = hand_grad(logp, logp_behavior.detach(), reward, p.get("baseline", baseline.detach()), lengths,
-                         True, p["pos_limits"], p["neg_limits"])
+                         "sequence", p["pos_limits"], p["neg_limits"])
         torch.testing.assert_close(g_logp, want)
 
 
@@ -224,10 +232,11 @@ def test_ppo_clipping():
     lengths = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8])
     logp = torch.full((8,), -4.0, dtype=torch.float64, requires_grad=True)
     logp_behavior = logp.detach() - rho.log()
-    for ln in (True, False):
-        loss, stats = topr.ppo_loss(logp, logp_behavior, reward, eps=eps, lengths=lengths, length_normalize=ln)
+    for ln in topr.LENGTH_NORMS:
+        loss, stats = topr.ppo_loss(logp, logp_behavior, reward, eps=eps, lengths=lengths, length_norm=ln,
+                                    max_len=MAX_LEN)
         g = grad_of(loss, logp)
-        L = lengths.double() if ln else torch.ones(8, dtype=torch.float64)
+        L = normaliser(lengths, ln, torch.float64)
         unclipped = -rho * reward / (8 * L)             # d/dlogp of -rho A / (B L): rho carries the gradient
         active = torch.tensor([0, 0, 0, 1, 1, 0, 0, 0], dtype=torch.bool)  # A>0 & rho>1+eps; A<0 & rho<1-eps
         assert torch.all(g[active] == 0)
@@ -236,7 +245,7 @@ def test_ppo_clipping():
         assert loss.item() == pytest.approx(-obj.mean().item())
         assert stats["frac_clipped"] == pytest.approx(2 / 8)
     # the baseline shifts A for ppo too
-    loss, _ = topr.ppo_loss(logp, logp_behavior, reward, baseline=0.5, lengths=lengths, length_normalize=False)
+    loss, _ = topr.ppo_loss(logp, logp_behavior, reward, baseline=0.5, lengths=lengths, length_norm="none")
     g = grad_of(loss, logp)
     assert g[1].item() == pytest.approx(-0.9 * 0.5 / 8)
 
@@ -288,14 +297,14 @@ def test_huge_log_ratios_stay_finite():
     log_ratio = torch.tensor([200.0, -200.0, 200.0, -200.0])  # e^200 overflows float32
     reward = torch.tensor([1.0, 1.0, -1.0, -1.0])
     for name in ["topr", "reinforce", "tis", "sft_pos"]:
-        loss, stats = topr.topr_loss(logp, logp.detach() - log_ratio, reward, name, length_normalize=False)
+        loss, stats = topr.topr_loss(logp, logp.detach() - log_ratio, reward, name, length_norm="none")
         g = grad_of(loss, logp)
         assert torch.isfinite(loss) and torch.all(torch.isfinite(g)) and math.isfinite(stats["objective"])
-    loss, _ = topr.topr_loss(logp, logp.detach() - log_ratio, reward, "topr", length_normalize=False)
+    loss, _ = topr.topr_loss(logp, logp.detach() - log_ratio, reward, "topr", length_norm="none")
     torch.testing.assert_close(grad_of(loss, logp), torch.tensor([-1.0, -1.0, 1.0, 0.0]) / 4)
     # ppo: clipped branches (A>0 & rho huge, A<0 & rho tiny) give exactly 0, not 0 * inf = nan; A<0 with
     # rho = e^200 is PPO's unbounded negative weight (rho A): +inf in float32, inherent, not a bug here
-    loss, _ = topr.ppo_loss(logp, logp.detach() - log_ratio, reward, length_normalize=False)
+    loss, _ = topr.ppo_loss(logp, logp.detach() - log_ratio, reward, length_norm="none")
     g = grad_of(loss, logp)
     assert g[0] == 0 and g[3] == 0 and torch.isfinite(g[1]) and g[2] > 0
 
@@ -380,6 +389,10 @@ def test_bad_inputs():
     logp, logp_behavior, reward, lengths = make_batch()
     with pytest.raises(ValueError, match="needs lengths"):
         topr.topr_loss(logp, logp_behavior, reward)
+    with pytest.raises(ValueError, match="needs max_len"):
+        topr.topr_loss(logp, logp_behavior, reward, length_norm="constant")
+    with pytest.raises(ValueError, match="unknown length_norm"):
+        topr.topr_loss(logp, logp_behavior, reward, lengths=lengths, length_norm="per_token")
     with pytest.raises(ValueError, match="must all be"):
         topr.topr_loss(logp, logp_behavior[:-1], reward, lengths=lengths)
     with pytest.raises(ValueError, match="0 <= a <= b"):
@@ -419,7 +432,7 @@ def exact_moments(theta, reward, name, baseline=0.0, k=1):
         logp = torch.log_softmax(th, 0)[list(ys)]
         r = reward[list(ys)]
         c = topr.group_baseline(r, k) if baseline == "group" else baseline
-        loss, _ = topr.topr_loss(logp, logp.detach(), r, name, baseline=c, length_normalize=False)
+        loss, _ = topr.topr_loss(logp, logp.detach(), r, name, baseline=c, length_norm="none")
         g = -torch.autograd.grad(loss, th)[0]
         prob = torch.prod(pi[list(ys)]).item()
         mean += prob * g
@@ -452,6 +465,64 @@ def test_on_policy_expected_gradients_are_parallel(probs, reward):
         mean, _ = exact_moments(theta, reward, name, c, k)
         torch.testing.assert_close(mean, factor * policy_gradient, rtol=1e-10, atol=1e-12, msg=label)
     assert policy_gradient.norm() > 0.01
+
+
+# The same expectations for sequences of different lengths, under each --length-norm. A tabular
+# autoregressive policy over the tokens {a, b, EOS} with at most 3 tokens: each prefix has its own
+# logits, a completion ends at EOS (counted in its length, as in train.py) or after 3 tokens.
+# Enumerating every completion gives exact expectations: no sampling.
+
+def tabular_completions():
+    """[(tokens, prefix rows)]: every completion and, for each of its tokens, the row of its prefix."""
+    prefixes = [()] + [(t,) for t in (0, 1)] + [(t, u) for t in (0, 1) for u in (0, 1)]
+    row = {p: i for i, p in enumerate(prefixes)}
+    out = []
+    def walk(seq):
+        for t in (0, 1, 2):  # 2 = EOS
+            y = seq + (t,)
+            if t == 2 or len(y) == 3:
+                out.append((y, [row[y[:i]] for i in range(len(y))]))
+            else:
+                walk(y)
+    walk(())
+    return out, len(prefixes)
+
+
+def exact_mean_gradient(theta, completions, reward, name, c, length_norm):
+    """E_pi[g] over every completion y (one sample, rho = 1), g = -grad_theta topr_loss(y)."""
+    mean = torch.zeros_like(theta)
+    for (y, rows), r in zip(completions, reward):
+        th = theta.clone().requires_grad_()
+        logp = torch.log_softmax(th, 1)[rows, list(y)].sum().reshape(1)     # log pi(y) = sum_t log pi(y_t | y_<t)
+        loss, _ = topr.topr_loss(logp, logp.detach(), r.reshape(1), name, baseline=c,
+                                 lengths=torch.tensor([float(len(y))]), length_norm=length_norm, max_len=MAX_LEN)
+        mean += logp.exp().detach() * -torch.autograd.grad(loss, th)[0]
+    return mean
+
+
+@pytest.mark.parametrize("length_norm", topr.LENGTH_NORMS)
+def test_on_policy_baselines_and_length_normalisation(length_norm):
+    """sft_pos (c = -1), reinforce (c = 0, 0.5) and neg_only (c = +1) on sequences of 1 to 3 tokens.
+    'constant' and 'none': one expected gradient for every c. 'sequence' (divide by the sequence's own
+    length L): E[g_c] = E[g_0] - c grad E_pi[1/L], with grad E_pi[1/L] computed on its own, by autograd."""
+    completions, n_prefixes = tabular_completions()
+    theta = torch.randn(n_prefixes, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    reward = torch.tensor([1.0 if y[0] == 0 and len(y) < 3 else -1.0 for y, _ in completions], dtype=torch.float64)
+    th = theta.clone().requires_grad_()
+    probs = torch.stack([torch.log_softmax(th, 1)[rows, list(y)].sum() for y, rows in completions]).exp()
+    assert torch.isclose(probs.sum(), torch.tensor(1.0, dtype=torch.float64))  # every completion enumerated
+    inv_len = torch.tensor([1.0 / len(y) for y, _ in completions], dtype=torch.float64)
+    grad_inv_len = torch.autograd.grad(probs @ inv_len, th)[0]                  # grad E_pi[1/L]
+    assert grad_inv_len.norm() > 0.01                                           # lengths depend on theta
+    g0 = exact_mean_gradient(theta, completions, reward, "reinforce", 0.0, length_norm)
+    assert g0.norm() > 1e-3  # (constant: divided by MAX_LEN)
+    for name, c in (("sft_pos", -1.0), ("reinforce", 0.5), ("neg_only", 1.0)):
+        g = exact_mean_gradient(theta, completions, reward, name, c if name == "reinforce" else 0.0, length_norm)
+        if length_norm == "sequence":
+            torch.testing.assert_close(g, g0 - c * grad_inv_len, rtol=1e-10, atol=1e-12, msg=name)
+            assert (g - g0).norm() > 0.01 * abs(c)                              # the bias is not negligible here
+        else:
+            torch.testing.assert_close(g, g0, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_on_policy_variance_ordering_flips_with_the_error_pattern():
