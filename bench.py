@@ -21,6 +21,7 @@ import eval as ev
 import gsn
 import topr
 import train
+from common import UserError
 from model import GPT, GPTConfig, completion_mask
 
 
@@ -208,6 +209,20 @@ def bench_gsn(threads, args):
 
 # =============================================================================
 
+def check_device(name):
+    """The --device, if this machine has it: torch names any device, and only fails on its first use,
+    deep inside a benchmark, with a traceback."""
+    dev = common.get_device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is a CPU build" if torch.version.cuda is None else "no GPU is visible"
+        raise UserError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return dev
+
+
 @common.cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,7 +234,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test (no real numbers)")
     args = parser.parse_args(argv)
     benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn}
-    cuda = common.get_device(args.device).type == "cuda"
+    cuda = check_device(args.device).type == "cuda"
     for what in (list(benches) if args.what == "all" else [args.what]):
         for t in args.threads:
             torch.set_num_threads(t)

@@ -20,6 +20,7 @@ experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed se
   python experiments.py credit       (g) where the push lands: log pi per token group (operator, operands, result)
   python experiments.py reuse        (h) sample reuse at equal samples generated: E = 1, 2, 4, 8 epochs per dataset
   python experiments.py composition  (i) TOPR's p_eff by the baseline c and by curation, on (g)'s dataset
+  python experiments.py overlap      how often a held-out test problem's worked solution is a training problem's
 
 (a)-(e) start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
 `python train.py sft --out runs/sft`); (f)-(i) and the shortcut verifier from the two bases of (f).
@@ -665,6 +666,30 @@ def exp_credit(args):
                               f"on {n['conflict']} conflict and {n['normal']} normal test problems"])
 
 
+def exp_overlap(args):
+    """How often a held-out test problem's worked solution is also a training problem's. The splits' question
+    texts are disjoint (data._question_split), but a test question can be a training question with other names,
+    items, phrasings and pronouns, and the same numbers and operations: the same solution string. Training
+    problems: those of the task's SFT base (train.py sft: --sft-examples 20,000 of --seed, the base's conflict
+    fraction); test problems: its held-out evaluation's (ONPOLICY_EVAL of them, --seed). No model; seconds."""
+    out = os.path.join(args.out, "exp_overlap")
+    os.makedirs(out, exist_ok=True)
+    lines = ["| task | slice | test problems | solution also a training solution | distinct training solutions |",
+             "|---|---|---|---|---|"]
+    for task in args.tasks:
+        flags = task_flags(task)
+        sft_task = evaluate.task_kwargs(flags, float(SHORTCUT_SFT_CONFLICT))  # the shortcut base's conflict fraction
+        train_problems = data.problems(20000, args.seed, "train", **sft_task)
+        test = data.problems(int(ONPOLICY_EVAL[task]), args.seed, "test", **evaluate.task_kwargs(flags))
+        seen = {p.solution for p in train_problems}
+        for sl in (["normal", "conflict"] if task == "shortcut" else ["all"]):
+            chosen = [p for p in test if sl in ("all", p.slice)]
+            shared = sum(p.solution in seen for p in chosen)
+            lines.append(f"| {task} | {sl} | {len(chosen)} | {shared} ({shared / len(chosen):.1%}) | {len(seen)} |")
+    write_table(out, lines + [f"\n20,000 training problems (seed {args.seed}) vs the held-out test problems "
+                              f"(seed {args.seed}); `python experiments.py overlap`"])
+
+
 def task_flags(task):
     """The task flags of ONPOLICY_BASES parsed by the CLI's own declaration (eval.add_task_args)."""
     p = argparse.ArgumentParser()
@@ -674,7 +699,8 @@ def task_flags(task):
 
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
                "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors,
-               "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition, "credit": exp_credit}
+               "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition, "credit": exp_credit,
+               "overlap": exp_overlap}
 
 
 @common.cli

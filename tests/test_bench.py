@@ -1,6 +1,9 @@
 """bench.py runs: every subcommand on a tiny setting (--quick), and `bench.py rl --ckpt` on a trained
 checkpoint (the README's command). Speed targets are read from its output by a person, never asserted
 here: timings on a shared machine are noise."""
+import pytest
+import torch
+
 import bench
 import train
 
@@ -19,3 +22,12 @@ def test_bench_rl_on_a_checkpoint(tmp_path, capsys):
                 "--eval-k", "1", "--warmup", "1", "--max-new-tokens", "8"])
     bench.main(["rl", "--quick", "--threads", "1", "--reps", "1", "--ckpt", str(tmp_path / "ckpt.pt")])
     assert "time per iteration" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("what", ["gpt", "rl", "gsn", "all"])
+def test_cuda_without_cuda_is_a_one_line_error(what, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU-only machine, on any machine
+    with pytest.raises(SystemExit) as e:
+        bench.main([what, "--device", "cuda", "--quick", "--threads", "1", "--reps", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: --device cuda: CUDA is not available") and err.count("\n") == 1

@@ -1,6 +1,7 @@
 """Tests for the text half of data.py: tokenizer, word-problem generator, reward, GSM8K loader."""
 import json
 import os
+import random
 import re
 import sys
 
@@ -154,11 +155,94 @@ def test_knobs_respected(kw):
 
 
 def test_tiny_space_still_returns_n_and_bad_knobs_raise():
-    ps = data.make_problems(50, steps=1, max_num=1, ops="+")  # only "1+1" exists: repeats allowed
-    assert len(ps) == 50 and all(p.answer == "2" for p in ps)
+    ps = data.make_problems(50, steps=1, max_num=1, ops="+")  # only "1+1" exists, in 73,680 question texts
+    assert len({p.question for p in ps}) == 50 and all(p.answer == "2" for p in ps)
     for kw in [dict(split="val"), dict(ops="+^"), dict(ops=""), dict(steps=(0,)), dict(max_num=1, ops="*")]:
         with pytest.raises(UserError):
             data.make_problems(5, **kw)
+
+
+# -----------------------------------------------------------------------------
+# How many problems a split holds: exactly that many, then a one-line error (not a hang or a duplicate)
+
+@pytest.fixture
+def tiny_task(monkeypatch):
+    """Word lists small enough that a split runs out in milliseconds (steps 1-2, max_num=1: 274 questions),
+    with every rule of _problem_text still at work: two pronouns, 'and'-joins, the name again after {O},
+    connectors, slots a family does not use, "1 apple", the shortcut task's cue questions."""
+    monkeypatch.setattr(data, "NAMES", [("Ana", "she"), ("Ben", "he")])
+    monkeypatch.setattr(data, "ITEMS", ["apples", "pears"])
+    monkeypatch.setattr(data, "CONTAINERS", ["box"])
+    monkeypatch.setattr(data, "THINGS", ["hat", "pen"])
+    monkeypatch.setattr(data, "CONNECTORS", ["", "Then "])
+    monkeypatch.setattr(data, "FAMILIES", {
+        "person": dict(intro=["{N} has {a} {x}."],
+                       ops={"+": ["{s} buys {b} more", "{O} gives {obj} {b} more"],
+                            "-": ["{s} loses {b}", "{s} sells {b} and smiles"]},
+                       question=["How many {x} does {N} have now?", "How many {x} does {N} have?"]),
+        "money": dict(intro=["{N} has {a} dollars."],
+                      ops={"+": ["{pos} savings grow by {b} dollars"], "-": ["{s} pays {b} dollars for a {t}"]},
+                      question=["How much money does {N} have now?"])})
+    monkeypatch.setattr(data, "CUE_QUESTIONS", {
+        "person": {"-": "How many {x} does {N} have left?", "+": "How many {x} does {N} have now?"},
+        "money": {"-": "How much money does {N} have left?", "+": "How much money does {N} have now?"}})
+
+
+def _drawn_texts(draw_chain, cue_of=lambda op: None, draws=20_000):
+    """The question texts of many random draws: the generator's whole support, for a space this small."""
+    rng, texts = random.Random(0), set()
+    for _ in range(draws):
+        drawn = draw_chain(rng)
+        if drawn is not None:
+            texts.add(data._problem_text(rng, *drawn, cue_of(drawn[1][0][0])))
+    return texts
+
+
+def test_make_problems_fills_a_split_exactly_then_says_how_many_it_holds(tiny_task):
+    kw = dict(steps=(1, 2), max_num=1, ops="+-")
+    chains = [c for k in (1, 2) for c in data._chains(k, 1, "+-")]
+    every = {q for a, c in chains for q in data._question_texts(a, c)}
+    # the count is exact: every text it counts can be drawn, every text drawn is counted
+    assert _drawn_texts(lambda rng: data._problem_chain(rng, rng.choice((1, 2)), 1, "+-")) == every
+    for split in ("train", "test"):
+        held = {q for q in every if data._question_split(q) == split}
+        assert data._split_size(split, chains) == len(held) > 0
+        ps = data.make_problems(len(held), seed=1, split=split, **kw)  # exactly the limit: the whole split
+        assert {p.question for p in ps} == held and len(ps) == len(held)
+        with pytest.raises(UserError, match=rf"'{split}' split .* holds exactly {len(held)} distinct problems: "
+                                            rf"asked for {len(held) + 1}$"):
+            data.make_problems(len(held) + 1, seed=1, split=split, **kw)
+
+
+def test_make_problems_when_no_problem_exists_is_an_error_not_a_hang():
+    with pytest.raises(UserError, match="holds exactly 0 distinct problems: asked for 1"):
+        data.make_problems(1, steps=(2,), ops="/", max_num=2)  # 2/2=1, and 1 has no divisor in 2..2
+
+
+def test_shortcut_problems_fill_each_slice_exactly_then_say_how_many(tiny_task):
+    chains = list(data._chains(1, 2, "+-"))
+    for kind, cue_of in (("normal", lambda op: op), ("conflict", lambda op: "+-".replace(op, ""))):
+        every = {q for a, c in chains for q in data._question_texts(a, c, cue_of(c[0][0]))}
+        assert _drawn_texts(lambda rng: data._problem_chain(rng, 1, 2, "+-"), cue_of) == every
+    for split in ("train", "test"):
+        held = {k: data._split_size(split, chains, k) for k in ("conflict", "normal")}
+        n = held["conflict"] + held["normal"]
+        ps = data.make_shortcut_problems(n, 0, split, held["conflict"] / n, max_num=2)  # both slices full
+        assert len({p.question for p in ps}) == n and all(data._question_split(p.question) == split for p in ps)
+        assert sum(p.slice == "conflict" for p in ps) == held["conflict"]
+        with pytest.raises(UserError, match=rf"holds exactly {held['conflict']} conflict and {held['normal']} normal "
+                                            rf"problems: asked for 0 conflict and {held['normal'] + 1} normal$"):
+            data.make_shortcut_problems(held["normal"] + 1, 0, split, 0.0, max_num=2)
+
+
+def test_the_count_knows_every_question_the_real_word_lists_write():
+    """The real word lists: a drawn one-step question is among those counted for its chain."""
+    one_step = [(data.make_problems(1, seed=5, steps=1)[0], None)] + [
+        (p, "+-".replace(_operation(p), "") if p.slice == "conflict" else _operation(p))
+        for p in data.make_shortcut_problems(40, seed=5, conflict_frac=0.5)[:2]]
+    for p, cue in one_step:
+        a, op, b, x = EQ.match(p.solution).groups()
+        assert p.question in set(data._question_texts(int(a), [(op, int(b), int(x))], cue))
 
 
 # -----------------------------------------------------------------------------

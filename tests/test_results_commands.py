@@ -21,7 +21,7 @@ with open(os.path.join(ROOT, "RESULTS.md")) as f:
 RESULTS_FLAT = " ".join(RESULTS.split())  # phrases may wrap across lines
 
 # Experiments that only analyse existing checkpoints (they load real models and start no train.py run).
-ANALYSIS_ONLY = {"gradnoise", "errors", "credit"}
+ANALYSIS_ONLY = {"gradnoise", "errors", "credit", "overlap"}
 
 # command (as quoted, after `python experiments.py `) -> what its section states:
 #   phrases: text of RESULTS.md (whitespace-normalised) that states the settings below;
@@ -69,6 +69,30 @@ EXPECT = {
         rl=dict(iterations={20}, prompts={32}, k={8}, epochs={1}, batch_size={256}, lr={1e-4}, seed={0, 1, 2}, eval_every={20},
                 loss={"reinforce", "sft_pos", "neg_only"}, eval_problems={1000, 2000}, eval_k={8}),
         sft=dict(samples={5120}, lr={1e-4}, min_lr={1e-4}, seed={0, 1, 2})),
+    "onpolicy --tasks shortcut --methods reinforce sft_pos neg_only --skip-done": dict(
+        section="(f')", runs=9,
+        phrases=["Every run above divides each sequence's term by its own length (`--length-norm sequence`)"],
+        rl=dict(iterations={20}, prompts={32}, k={8}, epochs={1}, batch_size={256}, lr={1e-4}, seed={0, 1, 2},
+                length_norm={"sequence"}, optimizer={"adamw"}, loss={"reinforce", "sft_pos", "neg_only"},
+                eval_problems={2000}, eval_k={8})),
+    "onpolicy --tasks shortcut --methods reinforce sft_pos neg_only --length-norm constant --skip-done": dict(
+        section="(f')", runs=9,
+        phrases=["`--length-norm constant` divides every sequence by `--max-new-tokens` (48)"],
+        rl=dict(iterations={20}, prompts={32}, k={8}, epochs={1}, batch_size={256}, lr={1e-4}, seed={0, 1, 2},
+                length_norm={"constant"}, max_new_tokens={48}, optimizer={"adamw"}, grad_clip={1.0},
+                loss={"reinforce", "sft_pos", "neg_only"}, eval_problems={2000}, eval_k={8})),
+    "onpolicy --tasks shortcut --methods reinforce sft_pos neg_only group --length-norm constant --optimizer sgd --lr 0.4 "
+    "--skip-done": dict(
+        section="(f')", runs=12,
+        phrases=["with plain SGD (no momentum, no clipping", "so lr = 0.091 / 0.242 = 0.38, rounded to 0.4"],
+        rl=dict(iterations={20}, prompts={32}, k={8}, epochs={1}, batch_size={256}, lr={0.4}, seed={0, 1, 2},
+                length_norm={"constant"}, optimizer={"sgd"}, grad_clip={1e9}, loss={"reinforce", "sft_pos", "neg_only"},
+                baseline={0.0, "group"}, eval_problems={2000}, eval_k={8})),
+    "stability --tasks shortcut --methods neg_only --seeds 0 1 --length-norm constant --skip-done": dict(
+        section="(f')", runs=2,
+        phrases=["Off-policy (g) under `constant`: `neg_only`"],
+        rl=dict(iterations={1}, prompts={64}, k={8}, epochs={8}, batch_size={64}, lr={1e-4}, seed={0, 1},
+                length_norm={"constant"}, loss={"neg_only"}, eval_each_epoch={True}, eval_problems={400}, eval_k={4})),
     "stability --tasks shortcut default --seeds 0 1": dict(
         section="(g)", runs=24,
         phrases=["(one dataset of 64 prompts x 8 samples, 8 epochs, lr 1e-4, seeds 0 1;",

@@ -170,3 +170,38 @@ def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, 
     steps = train.minibatches(torch.arange(len(batch)), 16, 5, 0, 1)
     recomputed = train.behaviour_logp(policy, tok, batch, log_pi, steps, 1, torch.device("cpu"))
     assert (recomputed - batch.logp_behavior).abs().max() > 1e-3
+
+
+def test_on_policy_ratio_is_exactly_one_with_dropout(tmp_path):
+    """A policy trained with dropout: rl keeps it in eval mode for sampling, log mu and the updates alike
+    (one function of the weights), so the first, on-policy step has rho == 1 exactly, not a dropout draw."""
+    sft = tmp_path / "sft"
+    train.main(["sft", "--out", str(sft), "--max-iters", "10", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--dropout", "0.3", "--batch-size", "16", "--sft-examples", "200", "--val-examples", "16",
+                "--eval-problems", "2", "--eval-k", "1", "--warmup", "5", "--max-new-tokens", "8", "--eval-interval", "10"])
+    assert torch.load(sft / "ckpt.pt", weights_only=True)["model_config"]["dropout"] == 0.3
+    train.main(["rl", "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "16",
+                "--micro-batch", "8", "--iterations", "1", "--eval-problems", "2", "--eval-k", "1",
+                "--max-new-tokens", "8", "--loss", "topr", "--baseline", "0", "--out", str(tmp_path / "rl")])
+    first = [json.loads(l) for l in open(tmp_path / "rl" / "metrics.jsonl") if '"mean_ratio"' in l][0]
+    assert first["mean_ratio"] == 1.0 and first["frac_clipped"] == 0
+
+
+def test_several_epochs_use_the_frozen_behaviour_logp(tiny_sft, tmp_path):
+    """The whole update loop, strongly off-policy (one dataset, 4 epochs, lr 1e-2): after the first step the
+    ratio pi / mu moves away from 1, so some negatives have rho < 1, and TOPR (negatives weighted by
+    clip(rho, 0, 1)) and REINFORCE (weight 1) part ways. If the loss were handed the current policy's log-probs
+    where the frozen log mu belongs, rho would stay 1 and the two runs would be identical: this test fails then."""
+    rl = ["rl", "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "8", "--micro-batch", "8",
+          "--iterations", "1", "--epochs", "4", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8",
+          "--baseline", "0", "--lr", "1e-2"]
+    rows = {}
+    for loss in ("topr", "reinforce"):
+        train.main([*rl, "--loss", loss, "--out", str(tmp_path / loss)])
+        rows[loss] = [json.loads(l) for l in open(tmp_path / loss / "metrics.jsonl") if '"mean_ratio"' in l]
+    assert rows["topr"][0]["loss"] == rows["reinforce"][0]["loss"]        # step 1: on-policy, the same update
+    assert max(r["frac_neg_ratio_lt1"] for r in rows["topr"][1:] if r["frac_neg_ratio_lt1"] == r["frac_neg_ratio_lt1"]) > 0
+    assert any(r["mean_ratio"] != 1.0 for r in rows["topr"][1:])
+    wa = torch.load(tmp_path / "topr" / "ckpt.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "reinforce" / "ckpt.pt", weights_only=True)["model"]
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
