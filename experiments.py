@@ -261,9 +261,10 @@ def verifier_task(args, task, solver, out, n_eval, figure):
 
 
 # The on-policy experiment (issue: TOPR where it matters). One optimizer step per generated dataset, so
-# every update is on-policy (rho = 1) and topr = reinforce with c = 0. Every method below has the same
-# expected gradient up to a positive factor (README, "On-policy, one expected gradient"): they differ
-# in variance and prompt weighting only. "sft_more" continues SFT on worked solutions for the same
+# every update is on-policy (rho = 1) and topr = reinforce with c = 0. Under --length-norm constant every
+# method below has the same expected gradient up to a positive factor (README, "On-policy, one expected
+# gradient"): they differ in variance and prompt weighting only; under the default 'sequence' the baseline
+# c also adds -c grad E[1/L], a push on the completions' length. "sft_more" continues SFT on worked solutions for the same
 # number of optimizer samples: the baseline RL has to beat.
 SHORTCUT_SFT_CONFLICT = "0.03"  # the calibrated base: conflict problems among the worked solutions (RESULTS.md)
 ONPOLICY_BASES = {  # task -> the flags of its task, and of its SFT base (from scratch)
@@ -371,7 +372,8 @@ def onpolicy_report(args, runs, methods):
 def exp_gradnoise(args):
     """Why the on-policy methods moved at different speeds: the noise of each per-sample estimator
     g_i = A_i grad(log pi(y_i) / L_i) on one rollout of each base (32 prompts x 8 samples): the trace of
-    its covariance, E||g||^2 - ||E g||^2, per slice. Same expected gradient; Adam steps shorter when noisier."""
+    its covariance, E||g||^2 - ||E g||^2, per slice. The hypothesis it was written for: one expected gradient
+    (up to the length term of per-sequence normalisation), and Adam steps shorter when noisier (RESULTS (f'))."""
     lines = ["| task | prompts | " + " | ".join(f"noise {m}" for m in ONPOLICY_METHODS) + " | positive fraction |",
              "|---|---|" + "---|" * (len(ONPOLICY_METHODS) + 1)]
     for task in args.tasks:

@@ -417,6 +417,7 @@ def test_api_and_stats_keys():
 
 # -----------------------------------------------------------------------------
 # On-policy: one expected gradient for every constant baseline; the variance decides (exact, no sampling)
+# (no length normalisation here; under per-sequence length normalisation see the tabular tests below)
 #
 # A categorical policy pi = softmax(theta) over M "completions" with rewards +-1. For each method the
 # per-sample gradient estimator g is -grad_theta of topr_loss on the sampled batch (rho = 1: on-policy).
