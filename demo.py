@@ -8,7 +8,8 @@ demo.py -- the end-to-end demo (the README's first command), a few minutes on 2 
   3. GSN: train a small deep GSN on the procedural MNIST-like digits; chain and inpainting figures.
 
 Everything goes under --out (default runs/demo). Each stage is a plain call of the same CLI
-you would type yourself (printed before it runs).
+you would type yourself (printed before it runs). The top floor: it uses both towers, the GPT side
+(train, eval) and the GSN side (gsn_experiments.demo).
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ import time
 
 import common
 import eval as evaluate
-import gsn
+import gsn_experiments
 import train
 
 
@@ -72,7 +73,7 @@ def main(argv=None):
 
     # ---- 3. GSN
     print(f"\n[demo 3/3] GSN (elapsed {time.time() - t0:.0f}s)", flush=True)
-    summary["gsn"] = gsn.demo(gsn_dir, seed=args.seed, quick=q)
+    summary["gsn"] = gsn_experiments.demo(gsn_dir, seed=args.seed, quick=q)
 
     print(f"\n===== demo done in {time.time() - t0:.0f}s; everything is under {out}/ =====")
     print(json.dumps(summary, indent=1, default=str))

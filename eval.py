@@ -4,12 +4,11 @@ eval.py -- evaluation and figures.
   python eval.py gpt --ckpt runs/sft/ckpt.pt      GPT accuracy: pass@1, maj@k, pass@k, invalid rate, greedy
       [--verifier runs/verifier/ckpt.pt]          ... and verifier accuracy, calibration, weighted voting
   python eval.py compare runs/a runs/b ...        one figure comparing RL runs (metrics.jsonl)
-  python eval.py gsn --ckpt runs/gsn/ckpt.pt      GSN: Parzen log-likelihood, chain and inpainting figures
 
   1. Loading a GPT checkpoint, and the task flags shared with train.py
   2. Solver accuracy: greedy, pass@1, maj@k, pass@k
   3. The generative verifier: P(Yes), weighted voting, calibration
-  4. The command line (gpt, compare; gsn is gsn.py's report)
+  4. The command line (gpt, compare)
 """
 import argparse
 import collections
@@ -21,7 +20,6 @@ import torch.nn.functional as F
 
 import common
 import data
-import gsn
 from common import UserError
 from model import GPT, GPTConfig, completion_mask, pack
 
@@ -390,10 +388,6 @@ def main(argv=None):
     p.add_argument("--title", default=None)
     p.add_argument("--out", default="runs/compare.png", help="the figure")
     p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("gsn", help="GSN: Parzen log-likelihood, chain and inpainting figures")
-    gsn.add_report_args(p)
-    p.set_defaults(func=gsn.report_from_args)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -12,21 +12,33 @@ Training = denoising with *walkback*: start the chain at a corrupted training ex
 N steps, and ask every step to reconstruct the ORIGINAL clean example. The later steps visit the
 places the chain would wander to (spurious modes) and learn to pull back toward the data.
 Sampling = just run the chain. Inpainting = run the chain with the observed pixels clamped.
-Evaluation = Parzen-window log-likelihood of one long chain's means (report; `eval.py gsn`).
+Evaluation = Parzen-window log-likelihood of a chain's means (parzen_evaluate).
+
+This file is the paper's concept; the experiments that train and score several models (the Parzen
+report, the equal-compute comparison, the curve against budget) are gsn_experiments.py.
+
+  salt_and_pepper, GSN, build_model              the model: corruption, one chain step, the walkback loss
+  sample_chain, inpaint, right_half_mask         sampling and inpainting
+  parzen_log_likelihood, parzen_evaluate         Parzen-window log-likelihood, sigma chosen on validation
+  load_data, data_flag, one_per_class            the digits: training, held-out validation, test
+  tile, save_image, save_rows, chain_figure, inpaint_figure     the figures
+  GSNConfig, config_from_args                    a run's settings (the deep GSN's and the DAE's defaults)
+  train, load_model                              training (resume, torchrun) and its checkpoint
+  parse_args, main                               the command line: train one model
 
   python gsn.py                                   deep GSN (2 x 500 tanh), 3600 steps, ~8 CPU-minutes
   python gsn.py --model dae --hidden 1000         walkback DAE (1 sigmoid layer, 5 walkback steps)
   python gsn.py --model dae --walkbacks 1         ordinary DAE (no walkback)
   python gsn.py --data /path/to/mnist             real MNIST IDX files instead of procedural digits
-  python gsn.py --experiment                      deep GSN vs walkback DAE vs DAE, Parzen table (~30 min)
   python gsn.py --resume                          continue runs/gsn/ckpt.pt
+  torchrun --nproc_per_node=2 gsn.py ...          data parallel: each process takes a share of every minibatch
 """
 import argparse
-import json
+import functools
 import math
 import os
-import shutil
 import time
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -64,7 +76,7 @@ class GSN(nn.Module):
         h_0 = salt_and_pepper(Bernoulli(p), input_noise)          the corrupted sample fed back in
     """
 
-    def __init__(self, n_visible=784, hidden=(500, 500), act="tanh", input_noise=0.4, hidden_noise=2.0,
+    def __init__(self, n_visible=784, hidden=(500, 500), *, act="tanh", input_noise=0.4, hidden_noise=2.0,
                  noiseless_h1=True, input_sampling=True):
         super().__init__()
         sizes = [n_visible] + list(hidden)
@@ -122,14 +134,14 @@ class GSN(nn.Module):
 
 
 def build_model(cfg):
-    """GSN/DAE from a plain config dict (what the checkpoint stores)."""
-    return GSN(784, [cfg["hidden"]] * cfg["layers"], act=cfg["act"], input_noise=cfg["input_noise"],
-               hidden_noise=cfg["hidden_noise"])
+    """GSN/DAE from a GSNConfig."""
+    return GSN(784, [cfg.hidden] * cfg.layers, act=cfg.act, input_noise=cfg.input_noise, hidden_noise=cfg.hidden_noise)
 
 
 # -----------------------------------------------------------------------------
 # Sampling and inpainting ([C] sample_some_numbers, inpainting). Both draw from torch's global RNG:
-# a caller that wants a reproducible picture seeds it first (chain_figure, inpaint_figure, report).
+# a caller that wants a reproducible picture seeds it first (chain_figure, inpaint_figure,
+# gsn_experiments.report).
 
 @torch.no_grad()
 def sample_chain(model, n_chains, n_steps, start=None, noisy=True):
@@ -290,79 +302,123 @@ def inpaint_figure(model, digits, path, seed=0):
 
 
 # -----------------------------------------------------------------------------
+# A run's settings
+
+@dataclass
+class GSNConfig:
+    """A run's settings. The defaults are the deep GSN's, as [C]: tanh, hidden noise sigma 2, 4 walkback
+    steps, real-valued targets; GSNConfig.for_model states the DAE's and the original SGD's. Stored in
+    ckpt.pt as a plain dict (asdict: weights_only loading takes plain types only)."""
+    model: str = "gsn"                 # "gsn" (K tanh layers) or "dae" (one layer)
+    layers: int = 2                    # hidden layers K
+    hidden: int = 500                  # units per hidden layer (the paper: 1500)
+    act: str = "tanh"
+    walkbacks: int = 4                 # chain steps N unrolled in training (1 = no walkback)
+    input_noise: float = 0.4           # salt-and-pepper probability
+    hidden_noise: float = 2.0          # Gaussian sigma before and after each hidden activation
+    binarize: bool = False             # train on x > 0.5
+    optimizer: str = "adam"            # "adam" or [C]'s "sgd"
+    batch_size: int = 100
+    epochs: float | None = None        # the budget: epochs, steps and/or wall-clock minutes, whichever
+    max_steps: int | None = None       # comes first (train refuses a run with none)
+    minutes: float | None = None
+    data: str = "procedural"           # or a folder of MNIST IDX files
+    n_train: int | None = None         # only this many training images (quick runs); None = all
+    seed: int = 1
+    # Adam 1e-3 for short CPU budgets: an early prototype with the original SGD gave a blurry blob in 10 min
+    lr: float = 1e-3
+    momentum: float = 0.0              # SGD momentum, also its dampening ([C]: m = 0.5 m + 0.5 g)
+    lr_decay: float = 1.0              # lr x lr_decay per epoch
+
+    def __post_init__(self):
+        if self.model == "dae" and self.layers != 1:
+            raise UserError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
+
+    @classmethod
+    def for_model(cls, model="gsn", optimizer="adam", **settings):
+        """The defaults of `model` trained with `optimizer`, then `settings` (a None value = not given).
+        The DAE, as [C]'s run_dae_*.py: one sigmoid layer (1000 units here), no hidden noise, 5 walkback
+        steps, binarised targets (they train on MNIST_binary). [C]'s SGD: GSN lr 0.25, momentum 0.5,
+        lr x 0.995 per epoch; DAE lr 10, no momentum, no decay."""
+        defaults = {}
+        if model == "dae":
+            defaults.update(layers=1, hidden=1000, act="sigmoid", walkbacks=5, hidden_noise=0.0, binarize=True)
+        if optimizer == "sgd":
+            defaults.update(dict(lr=0.25, momentum=0.5, lr_decay=0.995) if model == "gsn" else dict(lr=10.0))
+        defaults.update({k: v for k, v in settings.items() if v is not None})
+        return cls(model=model, optimizer=optimizer, **defaults)
+
+
+def config_from_args(a):
+    """GSNConfig from parse_args' flags: the defaults of --model and --optimizer, then the flags given."""
+    flags = {f.name: getattr(a, f.name) for f in fields(GSNConfig) if hasattr(a, f.name)}
+    if flags["binarize"] is not None:
+        flags["binarize"] = bool(flags["binarize"])
+    return GSNConfig.for_model(**flags)
+
+
+def read_checkpoint(path):
+    """(checkpoint dict, its GSNConfig) from a ckpt.pt written by train()."""
+    state = common.load_checkpoint(path)
+    try:  # a GPT checkpoint has no config; another file's config has settings GSNConfig does not
+        return state, GSNConfig(**(state.get("config") if isinstance(state, dict) else None))
+    except TypeError:
+        raise UserError(f"{path} is not a gsn.py checkpoint") from None
+
+
+# -----------------------------------------------------------------------------
 # Training
 
-def make_config(a):
-    """The run's settings as a plain dict (stored in ckpt.pt; weights_only loading needs plain types).
-    Per-model defaults follow [C]: GSN = tanh, hidden sigma 2, walkback 4, real-valued targets;
-    DAE = sigmoid, no hidden noise, walkback 5, binarised (x > 0.5) targets (run_dae_*.py use MNIST_binary)."""
-    gsn = a.model == "gsn"
-    if not gsn and a.layers not in (None, 1):
-        raise UserError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
-    cfg = dict(model=a.model, layers=(a.layers or 2) if gsn else 1, hidden=a.hidden or (500 if gsn else 1000),
-               act="tanh" if gsn else "sigmoid", walkbacks=a.walkbacks or (4 if gsn else 5),
-               input_noise=a.input_noise, hidden_noise=(2.0 if gsn else 0.0) if a.hidden_noise is None else a.hidden_noise,
-               binarize=(not gsn) if a.binarize is None else bool(a.binarize),
-               optimizer=a.optimizer, batch_size=a.batch_size, epochs=a.epochs, max_steps=a.max_steps,
-               minutes=a.minutes, data=a.data, n_train=a.n_train, seed=a.seed)
-    # Adam 1e-3 for short CPU budgets (an early prototype: the original SGD gives a blurry blob in 10 min);
-    # sgd = [C]: GSN lr 0.25, momentum 0.5 (dampening 0.5: m = 0.5 m + 0.5 g), x0.995 per epoch;
-    #            DAE lr 10, no momentum, no decay.
-    if a.optimizer == "adam":
-        cfg.update(lr=a.lr or 1e-3, momentum=0.0, lr_decay=1.0)
-    else:
-        cfg.update(lr=a.lr or (0.25 if gsn else 10.0), momentum=0.5 if gsn else 0.0, lr_decay=0.995 if gsn else 1.0)
-    return cfg
+def train(cfg, out, *, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False, figures=True):
+    """Train a GSN/DAE (cfg: a GSNConfig) with walkback; writes out/ckpt.pt (atomic), out/metrics.jsonl,
+    figures. resume: continue out/ckpt.pt with its own settings, only the budget (epochs, max_steps,
+    minutes) taken from cfg. Returns (model, list of per-step total losses of this call). Under torchrun,
+    each process takes rows rank, rank + world, ... of every minibatch and DDP averages the gradients;
+    process 0 writes."""
+    run = functools.partial(_train, cfg=cfg, out=out, resume=resume, log_every=log_every, ckpt_every=ckpt_every,
+                            quiet=quiet, figures=figures)
+    return common.distributed(run, device=device or "auto")
 
 
-def train(cfg, out, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False, figures=True):
-    """Train a GSN/DAE with walkback; writes out/ckpt.pt (atomic), out/metrics.jsonl, figures.
-    Returns (model, list of per-step total losses of this call). Under torchrun, each process takes
-    rows rank, rank + world, ... of every minibatch and DDP averages the gradients; process 0 writes."""
-    return common.distributed(_train, cfg, out, resume, log_every, ckpt_every, quiet, figures,
-                              device=device or "auto")
-
-
-def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, figures):
+def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, figures):
     master = rank == 0
     quiet, figures = quiet or not master, figures and master
     common.make_out_dir(out)
     ckpt_path = os.path.join(out, "ckpt.pt")
     state = None
     if resume:
-        state = common.load_checkpoint(ckpt_path)
+        state, saved = read_checkpoint(ckpt_path)
         # keep the architecture and data of the run; allow extending its budget from the command line
-        cfg = {**state["config"], **{k: cfg.get(k) for k in ("epochs", "max_steps", "minutes")}}
-    torch.manual_seed(cfg["seed"])
-    Xtr, Xva, Xte, yte = load_data(cfg["data"], n_train=cfg.get("n_train"))
+        cfg = replace(saved, epochs=cfg.epochs, max_steps=cfg.max_steps, minutes=cfg.minutes)
+    torch.manual_seed(cfg.seed)
+    Xtr, Xva, Xte, yte = load_data(cfg.data, n_train=cfg.n_train)
     # [C]: shuffle the training set ONCE with a fixed seed, then sequential minibatches every epoch
-    Xtr = Xtr[np.random.RandomState(cfg["seed"]).permutation(len(Xtr))]
+    Xtr = Xtr[np.random.RandomState(cfg.seed).permutation(len(Xtr))]
     X = torch.from_numpy(Xtr).to(dev)
-    target_all = (X > 0.5).float() if cfg["binarize"] else X
+    target_all = (X > 0.5).float() if cfg.binarize else X
     model = build_model(cfg).to(dev)
-    if cfg["optimizer"] == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                              dampening=cfg["momentum"])
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.momentum)
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         common.set_rng_state(state["rng"])
         step = state["step"]
-    B = cfg["batch_size"]
+    B = cfg.batch_size
     if B % world:
         raise UserError(f"--batch-size {B} must be divisible by the number of processes ({world})")
     train_model = model
     if world > 1:
         # with fewer walkback steps than layers the top layers' biases never reach the loss: DDP must be told
         train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                          find_unused_parameters=cfg["walkbacks"] < cfg["layers"])
-        torch.manual_seed(cfg["seed"] * 1000 + rank + step)  # independent chain noise in each process
+                          find_unused_parameters=cfg.walkbacks < cfg.layers)
+        torch.manual_seed(cfg.seed * 1000 + rank + step)  # independent chain noise in each process
     per_epoch = len(X) // B
-    max_steps = cfg["max_steps"] or (int(cfg["epochs"] * per_epoch) if cfg["epochs"] else None)
-    deadline = time.time() + 60 * cfg["minutes"] if cfg["minutes"] else None
+    max_steps = cfg.max_steps or (int(cfg.epochs * per_epoch) if cfg.epochs else None)
+    deadline = time.time() + 60 * cfg.minutes if cfg.minutes else None
     if max_steps is None and deadline is None:
         raise UserError("give a budget: --epochs, --max-steps or --minutes")
     # the log is cut back to the rows the checkpoint had seen: a crash + --resume never repeats a row
@@ -371,8 +427,9 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
 
     def save():
         if master:
-            common.atomic_save({"config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                "rng": common.rng_state(), "step": step, "metrics_rows": metrics.rows}, ckpt_path)
+            common.atomic_save({"config": asdict(cfg), "model": model.state_dict(),
+                                "optimizer": opt.state_dict(), "rng": common.rng_state(), "step": step,
+                                "metrics_rows": metrics.rows}, ckpt_path)
 
     losses, unchecked = [], []  # unchecked: the losses since the last check, still on the device
     # to `losses` at each check (common.check_pending); 0-based step numbers, as before
@@ -382,9 +439,9 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
     stop = common.StopFlag()  # Ctrl-C: finish the step, save, stop
     if not quiet:
         n_par = sum(p.numel() for p in model.parameters())
-        print(f"{cfg['model']} K={cfg['layers']} hidden={cfg['hidden']} walkbacks={cfg['walkbacks']} "
+        print(f"{cfg.model} K={cfg.layers} hidden={cfg.hidden} walkbacks={cfg.walkbacks} "
               f"params={n_par/1e6:.2f}M train={len(X)} device={dev} steps={max_steps} "
-              f"minutes={cfg['minutes']} start_step={step}", flush=True)
+              f"minutes={cfg.minutes} start_step={step}", flush=True)
     try:
         stopped = False
         while max_steps is None or step < max_steps:
@@ -395,9 +452,9 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
                 break
             epoch, i = divmod(step, per_epoch)
             for g in opt.param_groups:  # [C]: lr x 0.995 per epoch (stateless, so --resume continues exactly)
-                g["lr"] = cfg["lr"] * cfg["lr_decay"] ** epoch
+                g["lr"] = cfg.lr * cfg.lr_decay ** epoch
             x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
-            loss, step_losses, _ = train_model(x, cfg["walkbacks"], target=tgt)
+            loss, step_losses, _ = train_model(x, cfg.walkbacks, target=tgt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # A step whose gradients are not finite (a nan/inf loss; under torchrun, in any process) is not
@@ -443,312 +500,48 @@ def _train(rank, world, dev, cfg, out, resume, log_every, ckpt_every, quiet, fig
 
 
 def load_model(path, device=None):
-    """(model in eval mode on device, config dict, training step) from a ckpt.pt written by train()."""
-    state = common.load_checkpoint(path)
-    if not isinstance(state.get("config"), dict) or "model" not in state:
+    """(model in eval mode on device, its GSNConfig, training step) from a ckpt.pt written by train()."""
+    state, cfg = read_checkpoint(path)
+    if "model" not in state:
         raise UserError(f"{path} is not a gsn.py checkpoint")
-    model = build_model(state["config"])
+    model = build_model(cfg)
     model.load_state_dict(state["model"])
-    return model.to(common.get_device(device or "auto")).eval(), state["config"], state["step"]
-
-
-def demo(out, seed=0, quick=False):
-    """The end-to-end demo's GSN stage: the default deep GSN for 800 steps (~1.5-2 CPU minutes; digits
-    already recognisable), then its chain and inpainting figures. quick=True: a seconds-long toy run.
-    Returns a small summary dict."""
-    argv = ["--out", out, "--seed", str(seed), "--max-steps", "800"]
-    if quick:
-        argv = ["--out", out, "--seed", str(seed), "--max-steps", "20", "--hidden", "32", "--n-train", "200"]
-    print(f"$ python gsn.py {' '.join(argv)}", flush=True)
-    a = parse_args(argv)
-    t0 = time.time()
-    _, losses = train(make_config(a), out, device=a.device)
-    return {"steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1],
-            "train_seconds": round(time.time() - t0, 1), "ckpt": os.path.join(out, "ckpt.pt"),
-            "samples": os.path.join(out, "samples.png"), "inpainting": os.path.join(out, "inpainting.png")}
-
-
-# -----------------------------------------------------------------------------
-# Evaluation (`eval.py gsn`, `gsn.py --experiment`)
-#
-# Protocol ([C]'s likelihood_estimation_parzen.py): for each model, ONE chain of n_samples (10,000)
-# consecutive steps started from the first held-out validation digit corrupted by salt-and-pepper noise (as [C], which
-# starts from test_X[0]; a validation digit keeps every test image out of the Parzen centres), all
-# training noise on, no burn-in, recording the means p(X|H). Parzen sigma is chosen on the 1000
-# held-out validation images (never trained on) from GSN_SIGMAS, as the GAN paper does; the test
-# log-likelihood +- standard error is reported at that sigma and at [C]'s fixed sigma = 0.2.
-# Reference rows (real training images, independent pixels) are scored the same way.
-
-GSN_SIGMAS = [float(s) for s in np.logspace(-1.3, -0.3, 21)]  # 0.05 .. 0.5, fine grid
-
-
-def report(runs, out, data_spec=None, seed=1, device=None, n_samples=10000, train_seconds=None,
-           references=True):
-    """Parzen table for runs = [(name, ckpt path), ...] plus the reference rows; per model the chain,
-    inpainting and 400-mean figures under out/. data_spec None: the first checkpoint's data. Writes
-    out/results.md and out/results.json, prints the table and one JSON line; returns the rows."""
-    models = [(name, *load_model(path, device)) for name, path in runs]  # a bad checkpoint fails first
-    data_spec = data_spec or models[0][2]["data"]
-    common.make_out_dir(out)
-    train_X, valid, test, test_y = load_data(data_spec)
-    protocol = (f"Parzen centres: one chain of {n_samples} consecutive means p(X|H) per model, started from the "
-                f"first held-out validation digit corrupted by salt-and-pepper noise, all noise on, no burn-in; "
-                f"sigma tuned on {len(valid)} held-out validation images over logspace(-1.3,-0.3,21), also sigma=0.2; "
-                f"{len(test)} test images, mean +- standard error")
-    print(protocol, flush=True)
-    rows = []
-
-    def score(name, samples, note, **extra):
-        t0 = time.time()
-        r = parzen_evaluate(torch.as_tensor(samples), valid, test, GSN_SIGMAS)
-        r.update(name=name, note=note, n_samples=len(samples), parzen_s=round(time.time() - t0, 1), **extra)
-        rows.append(r)
-        print(f"  {name}: log-lik {r['ll']:.1f} +- {r['se']:.1f} (sigma {r['sigma']:.3f}); "
-              f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} at sigma 0.2", flush=True)
-
-    for name, model, cfg, step in models:
-        print(f"[{name}] sampling a {n_samples}-step chain ...", flush=True)
-        t0 = time.time()
-        torch.manual_seed(seed)
-        s = sample_chain(model, 1, n_samples, start=torch.as_tensor(valid[:1]))[:, 0]    # (n_samples, 784)
-        t_chain = time.time() - t0
-        chain_figure(model, valid[:8], os.path.join(out, f"{name}-chains.png"), seed=seed)
-        inpaint_figure(model, one_per_class(test, test_y), os.path.join(out, f"{name}-inpainting.png"), seed=seed)
-        if len(s) >= 400:  # [C]'s figure: the first 400 consecutive means, 20 x 20
-            save_image(os.path.join(out, f"{name}-chain400.png"), tile(s[:400].numpy(), 20, 20))
-        desc = f"{cfg['model']} K={cfg['layers']} h={cfg['hidden']} walkbacks={cfg['walkbacks']} {cfg['optimizer']} steps={step}"
-        train_s = (train_seconds or {}).get(name)  # None (JSON null) when the report did not train it
-        score(name, s, desc, chain_s=round(t_chain, 1), step=step,
-              epochs=round(step * cfg["batch_size"] / len(train_X), 2),
-              train_s=None if train_s is None else round(train_s, 1))
-    if references:
-        rng = np.random.RandomState(seed)
-        real = train_X[:n_samples]
-        score("real training images", real, f"{len(real)} training images as centres (upper reference)")
-        score("independent pixels", (rng.rand(n_samples, 784) < train_X.mean(0)).astype(np.float32),
-              "Bernoulli(training pixel means) samples")
-    lines = ["| model | Parzen log-lik (tuned sigma) | sigma | log-lik at sigma=0.2 | training | setting |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        tr = "-"
-        if "step" in r:
-            took = "" if r["train_s"] is None else f", {r['train_s']:.0f} s"
-            tr = f"{r['step']} steps ({r['epochs']} ep{took})"
-        lines.append(f"| {r['name']} | {r['ll']:.1f} +- {r['se']:.1f} | {r['sigma']:.3f} | "
-                     f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {tr} | {r['note']} |")
-    table = "\n".join(lines)
-    print(table)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table + "\n\n" + protocol + "\n")
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"data": data_spec, "seed": seed, "protocol": protocol, "rows": rows}, f, indent=1)
-    print(json.dumps({"gsn_parzen": [{k: r[k] for k in ("name", "ll", "se", "sigma", "ll_fixed", "se_fixed")}
-                                     for r in rows]}))
-    return rows
-
-
-def add_report_args(p):
-    """The flags of `eval.py gsn` (report_from_args runs it)."""
-    p.add_argument("--ckpt", nargs="+", required=True, help="one or more gsn.py checkpoints (name=path allowed)")
-    p.add_argument("--dae-ckpt", default=None, help="a DAE trained without walkback, scored as a reference row")
-    p.add_argument("--data", type=data_flag, default=None, help="override the data the first checkpoint was trained on")
-    p.add_argument("--out", default=None, help="figures/results folder (default: the first ckpt's folder)")
-    p.add_argument("--n-samples", type=common.positive, default=10000, help="consecutive chain means used as Parzen centres")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-references", action="store_true", help="skip the real-images and pixel rows")
-
-
-def report_from_args(args):
-    """Run report() for flags declared by add_report_args. A run is named by `name=path` or its folder."""
-    runs = []
-    for c in args.ckpt + ([f"dae-no-walkback={args.dae_ckpt}"] if args.dae_ckpt else []):
-        name, _, path = c.rpartition("=")
-        runs.append((name or os.path.basename(os.path.dirname(os.path.abspath(path))), path))
-    return report(runs, args.out or os.path.dirname(os.path.abspath(runs[0][1])), data_spec=args.data,
-                  seed=args.seed, device=args.device, n_samples=args.n_samples, references=not args.no_references)
-
-
-# -----------------------------------------------------------------------------
-# The experiment: deep GSN vs walkback DAE vs DAE without walkback, equal CPU minutes each
-
-# name, flags on top of the defaults. Budgets are fixed step counts (reproducible, unlike wall time on a
-# shared machine) chosen for EQUAL matmul FLOPs, i.e. about equal CPU time (~8 one-core minutes each):
-# per step, GSN-2/500 x 4 walkbacks = 4 x 1.28M weights touched, DAE/1000 x 5 = 5 x 1.57M, x 1 = 1.57M.
-EXPERIMENT = [
-    ("gsn2-500", ["--model", "gsn", "--layers", "2", "--hidden", "500", "--max-steps", "3600"]),
-    ("dae-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "5", "--max-steps", "2360"]),
-    ("dae-no-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "1", "--max-steps", "11800"]),
-]
-
-
-def run_experiment(a):
-    """Train the three models (EXPERIMENT, steps x --budget-scale), then report() on them: writes
-    <out>/results.json, results.md and the figures."""
-    runs, seconds = [], {}
-    for name, flags in EXPERIMENT:
-        run_out = os.path.join(a.out, name)
-        ra = parse_args(flags + ["--data", a.data, "--seed", str(a.seed), "--out", run_out])
-        ra.max_steps = max(1, round(ra.max_steps * a.budget_scale))  # e.g. 0.1 for a quick look
-        print(f"=== experiment: training {name} ===", flush=True)
-        t0 = time.time()
-        train(make_config(ra), run_out, device=a.device)
-        runs.append((name, os.path.join(run_out, "ckpt.pt")))
-        seconds[name] = time.time() - t0
-    return report(runs, a.out, data_spec=a.data, seed=a.seed, device=a.device, n_samples=a.parzen_samples,
-                  train_seconds=seconds)
-
-
-
-# -----------------------------------------------------------------------------
-# The curve: Parzen log-likelihood against training budget. One point per model says little when
-# the models learn at different speeds: does the deep GSN lose, or only learn slower?
-
-# name, flags, steps per budget unit (1/8 of the model's --experiment budget, ~0.4 CPU-minutes), the
-# longest budget in units (64 = 8 times the --experiment budget); checkpoints at 1, 2, 4, ... units
-CURVE = [
-    ("gsn2-500", ["--model", "gsn"], 450, 64),
-    ("dae-walkback-1000", ["--model", "dae", "--hidden", "1000", "--walkbacks", "5"], 295, 64),
-    # [C]'s optimiser: SGD lr 0.25, momentum 0.5 (dampening 0.5), lr x 0.995 per epoch. Real-valued
-    # targets, tanh and hidden noise sigma 2 are already the GSN defaults; 1500 units would cost 4x.
-    ("gsn2-500-original", ["--model", "gsn", "--optimizer", "sgd"], 450, 16),
-]
-CURVE_SEED2_UNITS = 4  # the second seed stops here (the first three checkpoints)
-
-
-def run_curve(a):
-    """Train each CURVE model once, evaluating a copy of the checkpoint at 1, 2, 4, 8, ... budget units
-    (the run continues from that checkpoint: one run gives the curve). Seed a.seed goes to the model's
-    longest budget, seed a.seed + 1 to CURVE_SEED2_UNITS. Training CPU time (time.process_time) is summed up to each point. Finished
-    points are read back from <out>/<run>/point_<u>.json, so a stopped curve continues where it was."""
-    rows = []
-    for name, flags, unit, longest in CURVE:
-        for seed, last in ((a.seed, longest), (a.seed + 1, CURVE_SEED2_UNITS)):
-            units = [2 ** i for i in range(int(math.log2(last)) + 1)]
-            run_out = os.path.join(a.out, f"{name}-s{seed}")
-            cpu = 0.0
-            for u in units:
-                point = os.path.join(run_out, f"point_{u}.json")
-                if os.path.exists(point):
-                    with open(point) as f:
-                        rows.append(json.load(f))
-                    cpu = rows[-1]["cpu_s"]
-                    continue
-                steps = max(1, round(u * unit * a.budget_scale))
-                ra = parse_args(flags + ["--data", a.data, "--seed", str(seed), "--out", run_out,
-                                         "--max-steps", str(steps)] + (["--n-train", str(a.n_train)] if a.n_train else []))
-                t0 = time.process_time()
-                train(make_config(ra), run_out, resume=os.path.exists(os.path.join(run_out, "ckpt.pt")),
-                      device=a.device, quiet=True, figures=False)
-                cpu += time.process_time() - t0
-                ckpt = os.path.join(run_out, f"ckpt_{u}.pt")
-                os.replace(os.path.join(run_out, "ckpt.pt"), ckpt)  # the next point resumes from a copy
-                shutil.copy(ckpt, os.path.join(run_out, "ckpt.pt"))
-                refs = os.path.join(a.out, "references.json")
-                r = report([(f"{name}-s{seed}-{u}", ckpt)], os.path.join(run_out, f"report_{u}"), data_spec=a.data,
-                           seed=a.seed, device=a.device, n_samples=a.parzen_samples, references=not os.path.exists(refs))
-                if len(r) > 1:  # the reference rows (real training images, independent pixels), once
-                    with open(refs, "w") as f:
-                        json.dump(r[1:], f)
-                rows.append(dict(model=name, seed=seed, units=u, steps=steps, cpu_s=round(cpu, 3),
-                                 **{k: r[0][k] for k in ("ll", "se", "sigma", "ll_fixed", "se_fixed")}))
-                with open(point, "w") as f:
-                    json.dump(rows[-1], f)
-                print(f"[curve {time.strftime('%H:%M:%S')}] {name} seed {seed}: {u} units = {steps} steps, "
-                      f"{cpu / 60:.1f} CPU-min, Parzen {rows[-1]['ll']:.1f} +- {rows[-1]['se']:.1f}", flush=True)
-    with open(os.path.join(a.out, "references.json")) as f:
-        rows += [dict(r, reference=True) for r in json.load(f)]
-    with open(os.path.join(a.out, "curve.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    curve_report(rows, a.out)
-    return rows
-
-
-def curve_report(rows, out):
-    """Table and figure: Parzen (tuned sigma, and sigma = 0.2) against training CPU-minutes, mean over
-    the seeds at each budget; error bar = sqrt(seed variance / n + mean test-image variance / n)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    points = {}
-    for r in rows:
-        if "model" in r:
-            points.setdefault((r["model"], r["units"]), []).append(r)
-    lines = ["| model | units | steps | seeds | CPU-min (mean) | Parzen, tuned sigma | Parzen at sigma = 0.2 |",
-             "|---|---|---|---|---|---|---|"]
-    stats = {}
-    for (model, u), rs in points.items():
-        n = len(rs)
-        cell = {}
-        for key, se_key in (("ll", "se"), ("ll_fixed", "se_fixed")):
-            vals = [r[key] for r in rs]
-            var_seed = float(np.var(vals, ddof=1)) if n > 1 else 0.0
-            cell[key] = (float(np.mean(vals)), math.sqrt(var_seed / n + np.mean([r[se_key] ** 2 for r in rs]) / n))
-        stats[model, u] = (float(np.mean([r["cpu_s"] for r in rs])) / 60, cell)
-        lines.append(f"| {model} | {u} | {rs[0]['steps']} | {n} | {stats[model, u][0]:.1f} | "
-                     f"{cell['ll'][0]:.1f} +- {cell['ll'][1]:.1f} | {cell['ll_fixed'][0]:.1f} +- {cell['ll_fixed'][1]:.1f} |")
-    refs = [r for r in rows if r.get("reference")]
-    lines += [f"| *reference:* {r['name']} | | | | | {r['ll']:.1f} +- {r['se']:.1f} | {r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} |"
-              for r in refs]
-    table = "\n".join(lines)
-    print(table)
-    with open(os.path.join(out, "curve.md"), "w") as f:
-        f.write(table + "\n")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, title in zip(axes, ("ll", "ll_fixed"), ("sigma tuned on validation", "sigma = 0.2")):
-        for model in dict.fromkeys(m for m, _ in points):
-            us = sorted(u for m, u in points if m == model)
-            ax.errorbar([stats[model, u][0] for u in us], [stats[model, u][1][key][0] for u in us],
-                        yerr=[stats[model, u][1][key][1] for u in us], marker="o", ms=3, capsize=2, label=model)
-        for r, ls in zip(refs, ("--", ":")):
-            ax.axhline(r[key], color="gray", ls=ls, lw=1, label=r["name"])
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("training CPU-minutes (one core)")
-        ax.set_title(f"Parzen log-likelihood, {title}", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test log-likelihood (nats)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "curve.png"), dpi=80)
-    plt.close(fig)
+    return model.to(common.get_device(device or "auto")).eval(), cfg, state["step"]
 
 
 # -----------------------------------------------------------------------------
 # CLI
 
 def parse_args(argv=None):
-    pos, pos_float = common.positive, common.positive_float
+    """The flags of one training run. A flag left out is None where the default depends on --model or
+    --optimizer (GSNConfig.for_model fills it in), else GSNConfig's default."""
+    pos, pos_float, d = common.positive, common.positive_float, GSNConfig
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["gsn", "dae"], default="gsn", help="deep GSN or one-layer (walkback) DAE")
+    p.add_argument("--model", choices=["gsn", "dae"], default=d.model, help="deep GSN or one-layer (walkback) DAE")
     p.add_argument("--layers", type=pos, default=None, help="hidden layers K (gsn; default 2)")
     p.add_argument("--hidden", type=pos, default=None, help="units per hidden layer (default gsn 500, dae 1000; paper 1500/2000)")
     p.add_argument("--walkbacks", type=pos, default=None, help="unrolled chain steps N (default gsn 4, dae 5; 1 = no walkback)")
-    p.add_argument("--input-noise", type=common.flag(float, min=0.0, max=1.0, name="probability"), default=0.4,
+    p.add_argument("--input-noise", type=common.flag(float, min=0.0, max=1.0, name="probability"), default=d.input_noise,
                    help="salt-and-pepper probability")
     p.add_argument("--hidden-noise", type=common.flag(float, min=0.0), default=None,
                    help="Gaussian sigma pre/post activation (default gsn 2, dae 0)")
     p.add_argument("--binarize", type=int, choices=[0, 1], default=None, help="train on x > 0.5 (default: dae 1, gsn 0, as [C])")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="adam (short budgets) or the original sgd")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help="adam (short budgets) or the original sgd")
     p.add_argument("--lr", type=pos_float, default=None, help="default adam 1e-3; sgd gsn 0.25, dae 10")
     p.add_argument("--epochs", type=pos_float, default=None, help="training epochs")
     p.add_argument("--minutes", type=pos_float, default=None, help="wall-clock budget (stops early if reached)")
     p.add_argument("--max-steps", type=pos, default=None, help="number of minibatch updates (default 3600 if no other budget)")
-    p.add_argument("--batch-size", type=pos, default=100)
-    p.add_argument("--data", type=data_flag, default="procedural", help="'procedural' or a folder with MNIST IDX files")
+    p.add_argument("--batch-size", type=pos, default=d.batch_size)
+    p.add_argument("--data", type=data_flag, default=d.data, help="'procedural' or a folder with MNIST IDX files")
     p.add_argument("--n-train", type=pos, default=None, help="use only this many training images (quick runs)")
-    p.add_argument("--out", default=None, help="default runs/gsn (--experiment: runs/gsn-experiment)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="runs/gsn")
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
     p.add_argument("--device", default=None, help="cuda if available, else cpu")
     p.add_argument("--threads", type=pos, default=None, help="torch.set_num_threads")
-    p.add_argument("--experiment", action="store_true", help="train gsn vs walkback dae vs dae, then Parzen table")
-    p.add_argument("--curve", action="store_true", help="Parzen against training budget: gsn vs walkback dae vs gsn with sgd")
-    p.add_argument("--budget-scale", type=pos_float, default=1.0, help="--experiment/--curve: multiply every model's steps")
-    p.add_argument("--parzen-samples", type=pos, default=10000, help="--experiment/--curve: chain means used as Parzen centres")
     a = p.parse_args(argv)
     if a.epochs is None and a.minutes is None and a.max_steps is None:
         a.max_steps = 3600  # default budget (~6 epochs): ~8 minutes of one free CPU core for the default GSN
-    a.out = a.out or ("runs/gsn-experiment" if a.experiment else "runs/gsn-curve" if a.curve else "runs/gsn")
     return a
 
 
@@ -757,11 +550,7 @@ def main(argv=None):
     a = parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.experiment:
-        return run_experiment(a)
-    if a.curve:
-        return run_curve(a)
-    train(make_config(a), a.out, resume=a.resume, device=a.device)
+    train(config_from_args(a), a.out, resume=a.resume, device=a.device)
 
 
 if __name__ == "__main__":

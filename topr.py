@@ -8,10 +8,13 @@ Pure torch on (B,) tensors of sequence log-probs; imports nothing from this repo
   2. PPO's clipped ratio objective (sequence-level ratio), the common baseline.
   3. The tapered objective T(rho; a, b), whose gradient the TOPR loss follows (logged, not optimised).
   4. Baseline c and dataset composition: p_eff and its inverse; group-mean baseline; curation.
+Every loss returns (loss, rows): rows holds each sample's values (ratio, weight, ...), on the device;
+`summarize(rows)` turns them into the logged statistics in one transfer.
 
 Notation: completion y of prompt x, reward R in {+1, -1}; pi = current policy,
 mu = behaviour policy that sampled y; logp = sum_t log pi(y_t), logp_behavior = sum_t log mu(y_t);
-ratio rho = pi(y|x) / mu(y|x); advantage A = R - c; a sample is *positive* iff A >= 0.
+ratio rho = pi(y|x) / mu(y|x); advantage A = R - c; a sample is *positive* iff A >= 0; L = the normaliser
+of each sequence's term (LENGTH_NORMS).
 Sign convention: every function returns a LOSS to minimise (= minus the objective).
 """
 import math
@@ -90,32 +93,38 @@ def _log_ratio(logp, logp_behavior):
     return logp.detach().double() - logp_behavior.detach().double()
 
 
-def _masked_mean(x, m):
-    return x[m].mean().item() if m.any() else float("nan")
+def _rows(loss_terms, logp, reward, A, ratio, alpha, clipped, objective):
+    """What a step's statistics are made of: one detached (B,) tensor per quantity, per sample, left on the
+    device (no host read here: a training loop gathers them over its micro-batches, then calls summarize)."""
+    return {"loss": loss_terms.detach(), "objective": objective.detach(), "logp": logp.detach(),
+            "reward": reward.detach(), "advantage": A, "ratio": ratio, "alpha": alpha, "clipped": clipped}
 
 
-def _stats(loss, logp, reward, A, ratio, alpha, clipped, objective):
-    """Scalar python stats (json-ready; nan where a subset is empty). Positive/negative = sign of A,
-    *_reward_pos/neg = sign of the raw reward (differs under a group baseline: A=0 counts as pos)."""
-    pos, neg = A >= 0, A < 0
-    rpos = reward.detach() > 0
-    lp = logp.detach()
+def summarize(rows):
+    """rows (one dict of (B,) tensors from a loss, or several micro-batches' concatenated) -> json-ready
+    floats, in ONE transfer to the host; nan where a subset is empty. Positive/negative = sign of A,
+    *_reward_pos/neg = sign of the raw reward (they differ under a group baseline: A = 0 counts as positive)."""
+    names = list(rows)
+    table = dict(zip(names, torch.stack([rows[k].double() for k in names]).cpu()))
+    r = lambda k: table[k].to(rows[k].dtype)                         # each value in its own dtype
+    pos, neg, rpos = r("advantage") >= 0, r("advantage") < 0, r("reward") > 0
+    mean = lambda x, m: x[m].mean().item() if m.any() else float("nan")
     return {
-        "loss": loss.item(),
-        "objective": objective,                              # tapered T (family) or clipped (ppo)
-        "mean_alpha": alpha.mean().item(),
-        "mean_alpha_neg": _masked_mean(alpha, neg),
-        "frac_neg_alpha_lt1": _masked_mean((alpha < 1).double(), neg),
-        "frac_neg_ratio_lt1": _masked_mean((ratio < 1).double(), ~rpos),  # wrong samples pi now makes rarer than mu did
-        "frac_clipped": clipped.double().mean().item(),      # weight != rho (truncated / ppo-clipped)
-        "mean_ratio": ratio.mean().item(),
-        "mean_ratio_pos": _masked_mean(ratio, pos),
-        "mean_ratio_neg": _masked_mean(ratio, neg),
-        "mean_adv": A.mean().item(),
-        "logp_pos": _masked_mean(lp, pos),
-        "logp_neg": _masked_mean(lp, neg),
-        "logp_reward_pos": _masked_mean(lp, rpos),
-        "logp_reward_neg": _masked_mean(lp, ~rpos),
+        "loss": r("loss").mean().to(rows["logp"].dtype).item(),     # as the loss computes it
+        "objective": r("objective").mean().item(),           # tapered T (family) or clipped (ppo)
+        "mean_alpha": r("alpha").mean().item(),
+        "mean_alpha_neg": mean(r("alpha"), neg),
+        "frac_neg_alpha_lt1": mean((r("alpha") < 1).double(), neg),
+        "frac_neg_ratio_lt1": mean((r("ratio") < 1).double(), ~rpos),  # wrong samples pi now makes rarer than mu did
+        "frac_clipped": r("clipped").double().mean().item(), # weight != rho (truncated / ppo-clipped)
+        "mean_ratio": r("ratio").mean().item(),
+        "mean_ratio_pos": mean(r("ratio"), pos),
+        "mean_ratio_neg": mean(r("ratio"), neg),
+        "mean_adv": r("advantage").mean().item(),
+        "logp_pos": mean(r("logp"), pos),
+        "logp_neg": mean(r("logp"), neg),
+        "logp_reward_pos": mean(r("logp"), rpos),
+        "logp_reward_neg": mean(r("logp"), ~rpos),
         "n_pos": int(pos.sum().item()),
         "n_neg": int(neg.sum().item()),
     }
@@ -128,7 +137,7 @@ def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg
                       baseline=0.0, lengths=None, length_norm="sequence", max_len=None):
     """loss = - mean_i sg(alpha_i) * A_i * logp_i / L_i, alpha_i = clip(rho_i, a, b) by sign of A_i.
     d loss / d logp_i = - alpha_i * A_i / (B * L_i); L_i by length_norm (LENGTH_NORMS: lengths_i,
-    max_len, or 1). Returns (loss, stats)."""
+    max_len, or 1). Returns (loss, rows): rows = the per-sample values of its statistics (summarize)."""
     A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_norm, max_len)
     a_pos, b_pos = _check_limits(pos_limits, "pos_limits")
     a_neg, b_neg = _check_limits(neg_limits, "neg_limits")
@@ -137,21 +146,22 @@ def truncated_is_loss(logp, logp_behavior, reward, *, pos_limits=(1.0, 1.0), neg
     ratio = log_ratio.exp()                                         # rho = exp(logp - logp_behavior)
     alpha = torch.where(pos, ratio.clamp(a_pos, b_pos), ratio.clamp(a_neg, b_neg))  # alpha = clip(rho, a, b)
     alpha = alpha.to(logp.dtype)                                    # detached: sg(alpha)
-    loss = -(alpha * A * logp / L).mean()                           # Eq. 8 surrogate: -mean sg(alpha) A logp / L
+    terms = -alpha * A * logp / L                                   # Eq. 8 surrogate, per sample
+    loss = terms.mean()                                             # -mean sg(alpha) A logp / L
     with torch.no_grad():
         T = torch.where(pos, tapered(ratio, a_pos, b_pos, log_ratio),
                         tapered(ratio, a_neg, b_neg, log_ratio))    # tapered T(rho; a, b)
-        objective = (A.double() * T / L.double()).mean().item()     # J = mean A T(rho) / L
         lo = torch.where(pos, torch.full_like(ratio, a_pos), torch.full_like(ratio, a_neg))
         hi = torch.where(pos, torch.full_like(ratio, b_pos), torch.full_like(ratio, b_neg))
         clipped = (ratio < lo) | (ratio > hi)
-        stats = _stats(loss, logp, reward, A, ratio, alpha.double(), clipped, objective)
-    return loss, stats
+        rows = _rows(terms, logp, reward, A, ratio, alpha.double(), clipped, A.double() * T / L.double())  # J = A T / L
+    return loss, rows
 
 
 def topr_loss(logp, logp_behavior, reward, name="topr", baseline=0.0, lengths=None, length_norm="sequence",
               max_len=None, ppo_eps=0.2):
-    """Dispatch by name: a PRESETS entry or "ppo" (clip range ppo_eps). sft_pos ignores `baseline` (it is c = -1)."""
+    """Dispatch by name: a PRESETS entry or "ppo" (clip range ppo_eps). sft_pos ignores `baseline` (it is c = -1).
+    Returns (loss, rows); summarize(rows) gives the statistics."""
     if name == "ppo":
         return ppo_loss(logp, logp_behavior, reward, baseline=baseline, eps=ppo_eps, lengths=lengths,
                         length_norm=length_norm, max_len=max_len)
@@ -170,7 +180,7 @@ def ppo_loss(logp, logp_behavior, reward, baseline=0.0, eps=0.2, lengths=None, l
              max_len=None):
     """loss = - mean_i min(rho_i A_i, clip(rho_i, 1-eps, 1+eps) A_i) / L_i, rho with gradient.
     Each sequence's term is divided by L_i, as in the family above, so inside the band
-    d loss / d logp_i = - rho_i * A_i / (B * L_i), and 0 where the clip is active."""
+    d loss / d logp_i = - rho_i * A_i / (B * L_i), and 0 where the clip is active. Returns (loss, rows)."""
     A, L = _check(logp, logp_behavior, reward, baseline, lengths, length_norm, max_len)
     ratio = torch.exp(logp.double() - logp_behavior.detach().double())  # rho (float64), grad through pi only
     A64 = A.double()
@@ -182,8 +192,8 @@ def ppo_loss(logp, logp_behavior, reward, baseline=0.0, eps=0.2, lengths=None, l
         r = ratio.detach().double()
         clipped = ((A >= 0) & (r > 1 + eps)) | ((A < 0) & (r < 1 - eps))   # gradient is zero there
         weight = torch.where(clipped, torch.zeros_like(r), r)       # effective alpha: d obj/d logp = w A / L
-        stats = _stats(loss, logp, reward, A, r, weight, clipped, -loss.item())
-    return loss, stats
+        rows = _rows(-objective, logp, reward, A, r, weight, clipped, objective)
+    return loss, rows
 
 
 # -----------------------------------------------------------------------------

@@ -269,10 +269,10 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
 
 def solution_logp(model, tok, batch, device):
     """log pi(completion | prompt) summed over its tokens (B,), the completion lengths (B,), and the
-    summed per-token entropy of pi (for logging). One forward pass; gradients flow."""
+    entropy of pi summed over each completion's tokens (B,), for logging. One forward pass; gradients flow."""
     tokens, pad_mask, compl = (t.to(device) for t in pack(batch.prompt, batch.completion, tok.pad_id))
     tok_logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
-    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum()
+    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum(-1)
 
 
 # The verifier (--task verify; TOPR Sec. 5): the same loop with another action. Candidates come from
@@ -318,164 +318,8 @@ def verdict_policy_logp(model, tok, batch, device):
     yes_no = data.verdict_ids(tok)
     lp = ev.verdict_logp(model, batch.prompt, yes_no, tok.pad_id)
     chosen = torch.tensor([yes_no.index(c[0]) for c in batch.completion], device=device)
-    ent = -(lp.exp() * lp).sum().detach()
+    ent = -(lp.exp() * lp).sum(1).detach()
     return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(batch), device=device), ent
-
-
-def rl(rank, world, device, args):
-    """`train.py rl`: set-up, then per iteration (1) the frozen policy samples a Rollout, (2) baseline and
-    curation, (3) --epochs of minibatch updates with topr.topr_loss; evaluate, checkpoint, repeat."""
-    master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
-    torch.manual_seed(args.seed)
-    ckpt_path = os.path.join(args.out, "ckpt.pt")
-    policy, tok, ckpt = ev.load_gpt(ckpt_path if args.resume else args.init, device)
-    # The policy stays in eval mode throughout (dropout off): the samples come from it, and log mu and the
-    # updates' log pi must be the same function of the weights, or on-policy rho != 1.
-    policy.eval()
-    if args.optimizer == "sgd":
-        opt = torch.optim.SGD(policy.parameters(), lr=args.lr)
-    else:
-        opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    itr, step, samples = 0, 0, 0
-    if args.resume:
-        if ckpt.get("kind") != "rl":
-            raise UserError(f"{ckpt_path} is not an RL checkpoint")
-        opt.load_state_dict(ckpt["optimizer"])
-        itr, step, samples = ckpt["iteration"], ckpt["step"], ckpt["samples"]
-        common.set_rng_state(ckpt["rng"])
-        if master:
-            print(f"resumed from {ckpt_path} at iteration {itr}")
-    start_itr = itr
-    model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else policy
-    task = ev.task_kwargs(args, args.rl_conflict_frac)  # the RL prompts (test: ev.task_kwargs(args))
-    test = data.problems(args.eval_problems, args.seed, "test", **ev.task_kwargs(args))
-    gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
-    max_len = args.max_new_tokens if args.task == "solve" else 1  # --length-norm constant: L = the longest action
-    # What is sampled, how log pi is computed and how the policy is evaluated: chosen once, here.
-    if args.task == "solve":
-        sample = lambda problems, seed: sample_solutions(policy, tok, problems, seed=seed, **gen_args)
-        log_pi = solution_logp
-        evaluate = lambda: ev.evaluate_solver(policy, tok, test, args.eval_k, args.max_new_tokens, args.seed)
-    else:  # candidates come from a frozen solver; the held-out ones are sampled once
-        solver, solver_tok, _ = ev.load_gpt(args.candidates, device)
-        if solver_tok.name != tok.name:
-            raise UserError(f"--candidates uses tokenizer {solver_tok.name!r}, the verifier {tok.name!r}")
-        solver.requires_grad_(False)
-        sample = lambda problems, seed: sample_verdicts(policy, solver, tok, problems, seed=seed, **gen_args)
-        log_pi = verdict_policy_logp
-        test_texts = ev.sample_answers(solver, tok, test, args.eval_k, 1.0, args.max_new_tokens,
-                                       torch.Generator(device=device).manual_seed(args.seed))[0] if master else None
-        evaluate = lambda: ev.evaluate_verifier(policy, tok, test, test_texts, args.eval_k)
-    baseline_desc = "group mean" if args.baseline == "group" else f"c={args.baseline}"
-    if "baseline" in topr.PRESETS.get(args.loss, {}):  # sft_pos, neg_only: the preset fixes c
-        baseline_desc = f"c={topr.PRESETS[args.loss]['baseline']:+.0f} (the {args.loss} preset)"
-    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
-    stop = common.StopFlag()
-    if master:
-        print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
-              f"{args.k} samples, {args.epochs} epoch(s), baseline {baseline_desc}, lr {args.lr}, "
-              f"device {device} x {world}", flush=True)
-
-    def log_eval():
-        if master:
-            res, line = evaluate()
-            metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
-            print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
-
-    if itr == 0:
-        log_eval()  # the SFT start
-    t0 = time.time()
-    while itr < args.iterations and not common.agree(stop.stop, world, device):  # Ctrl-C in any process
-        # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
-        #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
-        t_roll = time.time()
-        problems = data.problems(args.prompts, args.seed * 1000 + itr + 1, "train", **task)
-        batch = sample(problems, args.seed * 1000 + itr)
-        t_roll = time.time() - t_roll
-
-        # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
-        #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
-        #    keep a fraction of correct candidates (verifier) and of positive samples.
-        if args.baseline == "group":
-            batch.baseline = topr.group_baseline(batch.reward, args.k)
-        else:
-            batch.baseline = torch.full_like(batch.reward, args.baseline)
-        if args.candidate_pos_frac is not None:  # verifier: e.g. 0.5 = as many right as wrong candidates
-            batch = curated(batch, batch.candidate_reward, args.candidate_pos_frac, args.seed + itr, master)
-        if args.target_pos_frac is not None:
-            batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, master)
-        frac = lambda mask: mask.sum().item() / len(batch)
-        p_pos = frac(batch.reward > 0)
-        metrics.log(iteration=itr, dataset_size=len(batch), dataset_pos_frac=p_pos, rollout_invalid=frac(batch.invalid),
-                    rollout_s=t_roll, **({} if batch.candidate_reward is None else
-                                         {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
-
-        # 3. --epochs passes of minibatch updates over the stored dataset. A minibatch is the same in
-        #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
-        #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
-        #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
-        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence).
-        t_upd = time.time()
-        order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
-        orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
-        split = lambda order: minibatches(order, args.batch_size, args.micro_batch, rank, world)
-        batch.logp_behavior = behaviour_logp(policy, tok, batch, log_pi, split(orders[0]), world, device)
-        for epoch, order in enumerate(orders):
-            for rows, micros in split(order):
-                mb, n = batch[rows], len(rows)
-                logp = torch.zeros(n)  # log pi of every sample before the step, for the statistics
-                reads = []  # per micro-batch, on the device: loss, entropy sum, tokens, log pi of each row
-                opt.zero_grad(set_to_none=True)
-                for j, idx in enumerate(micros):
-                    micro = mb[idx]
-                    with ddp_sync(model, world, last=j == len(micros) - 1):
-                        with common.autocast(device):
-                            lp, lengths, ent = log_pi(model, tok, micro, device)  # log pi(y|x), summed
-                        loss, _ = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
-                                                 name=args.loss, baseline=micro.baseline.to(device), lengths=lengths,
-                                                 length_norm=args.length_norm, max_len=max_len, ppo_eps=args.ppo_eps)
-                        # the loss is a mean over the micro-batch: weight it by its share of the minibatch
-                        # (times world: DDP averages the processes' gradients)
-                        (loss * len(micro) / n * world).backward()
-                    reads.append(torch.cat([v.detach().double().reshape(-1) for v in (loss, ent, lengths.sum(), lp)]))
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
-                # everything this step logs comes to the host in ONE transfer (a sync), not one .item() per
-                # number; the losses are checked before the optimizer step, so a nan/inf never reaches the weights
-                host = torch.cat(reads + [grad_norm.detach().double().reshape(1)]).cpu()
-                per_micro = host[:-1].split([3 + len(idx) for idx in micros])
-                common.check_finite(sum(r[0] for r in per_micro), step + 1, world, device)
-                entropy, n_tokens = 0.0, 0.0
-                for r, idx in zip(per_micro, micros):
-                    logp[idx] = r[3:].float()
-                    entropy, n_tokens = entropy + r[1].item(), n_tokens + r[2].item()
-                grad_norm = host[-1]
-                opt.step()
-                step += 1
-                samples += n  # samples seen by the optimizer (a reused sample counts again)
-                logp, entropy, n_tokens = gather_stats(logp, entropy, n_tokens, world)
-                _, stats = topr.topr_loss(logp, mb.logp_behavior, mb.reward, name=args.loss, baseline=mb.baseline,
-                                          lengths=torch.tensor([float(len(c)) for c in mb.completion]),
-                                          length_norm=args.length_norm, max_len=max_len, ppo_eps=args.ppo_eps)
-                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats,
-                            entropy=entropy / n_tokens, grad_norm=grad_norm.item(),
-                            length=sum(len(c) for c in mb.completion) / n, invalid=mb.invalid.sum().item() / n)
-            if args.eval_each_epoch and epoch + 1 < args.epochs:
-                log_eval()
-        itr += 1
-        if master:
-            el = time.time() - t0
-            print(f"iter {itr:3d} | pos frac {p_pos:.3f} | loss {stats['loss']:.4f} | mean alpha {stats['mean_alpha']:.3f} | "
-                  f"logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s "
-                  f"update {time.time() - t_upd:.1f}s | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s",
-                  flush=True)
-        if itr % args.eval_every == 0 or itr == args.iterations:
-            log_eval()
-        if master:
-            common.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
-                                    optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
-                                    tokenizer=tok.name, args=plain_args(args), metrics_rows=metrics.rows,
-                                    rng=common.rng_state()), ckpt_path)
-    return None
 
 
 def curated(batch, values, frac, seed, master):
@@ -513,13 +357,164 @@ def behaviour_logp(policy, tok, batch, log_pi, steps, world, device):
     return logp.float()
 
 
-def gather_stats(logp, entropy, n_tokens, world):
-    """Each process computed log pi of its own rows (zeros elsewhere) and its entropy sums: add them up."""
+def rl_task(args, policy, tok, device, rank, world, master):
+    """What is sampled, how log pi is computed and how the policy is evaluated, for --task solve or verify:
+    (sample(problems, seed) -> Rollout, log_pi(model, tok, batch, device), evaluate() -> (metrics, line))."""
+    test = data.problems(args.eval_problems, args.seed, "test", **ev.task_kwargs(args))
+    gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
+    if args.task == "solve":
+        sample = lambda problems, seed: sample_solutions(policy, tok, problems, seed=seed, **gen_args)
+        evaluate = lambda: ev.evaluate_solver(policy, tok, test, args.eval_k, args.max_new_tokens, args.seed)
+        return sample, solution_logp, evaluate
+    solver, solver_tok, _ = ev.load_gpt(args.candidates, device)  # candidates come from a frozen solver
+    if solver_tok.name != tok.name:
+        raise UserError(f"--candidates uses tokenizer {solver_tok.name!r}, the verifier {tok.name!r}")
+    solver.requires_grad_(False)
+    sample = lambda problems, seed: sample_verdicts(policy, solver, tok, problems, seed=seed, **gen_args)
+    test_texts = ev.sample_answers(solver, tok, test, args.eval_k, 1.0, args.max_new_tokens,  # sampled once
+                                   torch.Generator(device=device).manual_seed(args.seed))[0] if master else None
+    return sample, verdict_policy_logp, lambda: ev.evaluate_verifier(policy, tok, test, test_texts, args.eval_k)
+
+
+def step_stats(parts, n, grad_norm, step, world, device):
+    """The statistics of one optimizer step, from what its micro-batches computed: parts = [(positions in the
+    minibatch, the loss, {name: (b,) per-sample tensor})] (topr.py's rows, entropy, length). Each value goes
+    to its position in the minibatch (zeros elsewhere; under DDP summed over the processes, each of which
+    filled its own rows), so any micro-batch size and process count give the same numbers. ONE transfer to
+    the host, and a nan/inf loss (the ones backpropagated) stops every process here, before the optimizer step."""
+    names, dtypes = list(parts[0][2]), {k: v.dtype for k, v in parts[0][2].items()}
+    full = torch.zeros(len(names), n, dtype=torch.float64, device=device)
+    for idx, _, values in parts:
+        full[:, torch.tensor(idx, device=device)] = torch.stack([values[k].double() for k in names])
     if world > 1:
-        stats = torch.cat([logp.double(), torch.tensor([entropy, n_tokens], dtype=torch.float64)])
-        torch.distributed.all_reduce(stats)
-        logp, entropy, n_tokens = stats[:-2].float(), stats[-2].item(), stats[-1].item()
-    return logp, entropy, n_tokens
+        torch.distributed.all_reduce(full)
+    losses = torch.stack([loss.detach().double() for _, loss, _ in parts]).sum()  # this process's
+    host = torch.cat([full.flatten(), grad_norm.detach().double().reshape(1), losses.reshape(1)]).cpu()
+    common.check_finite(host[-1], step, world, device)
+    rows = {k: row.to(dtypes[k]) for k, row in zip(names, host[:-2].view(len(names), n))}
+    stats = topr.summarize(rows)
+    entropy = rows.pop("entropy").double().sum().item() / rows["length"].sum().item()  # per completion token
+    return {**stats, "entropy": entropy, "grad_norm": host[-2].item(), "length": rows["length"].double().mean().item()}
+
+
+def rl(rank, world, device, args):
+    """`train.py rl`: set-up, then per iteration (1) the frozen policy samples a Rollout, (2) baseline and
+    curation, (3) --epochs of minibatch updates with topr.topr_loss; evaluate, checkpoint, repeat."""
+    master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
+    torch.manual_seed(args.seed)
+    ckpt_path = os.path.join(args.out, "ckpt.pt")
+    policy, tok, ckpt = ev.load_gpt(ckpt_path if args.resume else args.init, device)
+    # The policy stays in eval mode throughout (dropout off): the samples come from it, and log mu and the
+    # updates' log pi must be the same function of the weights, or on-policy rho != 1.
+    policy.eval()
+    if args.optimizer == "sgd":
+        opt = torch.optim.SGD(policy.parameters(), lr=args.lr)
+    else:
+        opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    itr, step, samples = 0, 0, 0
+    if args.resume:
+        if ckpt.get("kind") != "rl":
+            raise UserError(f"{ckpt_path} is not an RL checkpoint")
+        opt.load_state_dict(ckpt["optimizer"])
+        itr, step, samples = ckpt["iteration"], ckpt["step"], ckpt["samples"]
+        common.set_rng_state(ckpt["rng"])
+        if master:
+            print(f"resumed from {ckpt_path} at iteration {itr}")
+    start_itr = itr
+    model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else policy
+    task = ev.task_kwargs(args, args.rl_conflict_frac)  # the RL prompts (test: ev.task_kwargs(args))
+    sample, log_pi, evaluate = rl_task(args, policy, tok, device, rank, world, master)
+    # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
+    loss_kw = dict(name=args.loss, length_norm=args.length_norm, ppo_eps=args.ppo_eps,
+                   max_len=args.max_new_tokens if args.task == "solve" else 1)
+    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
+    stop = common.StopFlag()
+    if master:
+        c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
+        print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
+              f"{args.k} samples, {args.epochs} epoch(s), baseline {'group mean' if c == 'group' else f'c={c:+g}'}, "
+              f"lr {args.lr}, device {device} x {world}", flush=True)
+
+    def log_eval():
+        if master:
+            res, line = evaluate()
+            metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
+            print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
+
+    if itr == 0:
+        log_eval()  # the SFT start
+    t0 = time.time()
+    while itr < args.iterations and not common.agree(stop.stop, world, device):  # Ctrl-C in any process
+        # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
+        #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
+        t_roll = time.time()
+        batch = sample(data.problems(args.prompts, args.seed * 1000 + itr + 1, "train", **task), args.seed * 1000 + itr)
+        t_roll = time.time() - t_roll
+
+        # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
+        #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
+        #    keep a fraction of correct candidates (verifier) and of positive samples.
+        if args.baseline == "group":
+            batch.baseline = topr.group_baseline(batch.reward, args.k)
+        else:
+            batch.baseline = torch.full_like(batch.reward, args.baseline)
+        if args.candidate_pos_frac is not None:  # verifier: e.g. 0.5 = as many right as wrong candidates
+            batch = curated(batch, batch.candidate_reward, args.candidate_pos_frac, args.seed + itr, master)
+        if args.target_pos_frac is not None:
+            batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, master)
+        frac = lambda mask: mask.sum().item() / len(batch)
+        p_pos = frac(batch.reward > 0)
+        metrics.log(iteration=itr, dataset_size=len(batch), dataset_pos_frac=p_pos, rollout_invalid=frac(batch.invalid),
+                    rollout_s=t_roll, **({} if batch.candidate_reward is None else
+                                         {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
+
+        # 3. --epochs passes of minibatch updates over the stored dataset. A minibatch is the same in
+        #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
+        #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
+        #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
+        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence).
+        t_upd = time.time()
+        order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
+        orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
+        split = lambda order: minibatches(order, args.batch_size, args.micro_batch, rank, world)
+        batch.logp_behavior = behaviour_logp(policy, tok, batch, log_pi, split(orders[0]), world, device)
+        for epoch, order in enumerate(orders):
+            for rows, micros in split(order):
+                mb = batch[rows]
+                opt.zero_grad(set_to_none=True)
+                parts = []  # per micro-batch: its positions in mb, its loss, its per-sample values (on the device)
+                for j, idx in enumerate(micros):
+                    micro = mb[idx]
+                    with ddp_sync(model, world, last=j == len(micros) - 1):  # DDP: all-reduce on the last one
+                        with common.autocast(device):
+                            lp, lengths, ent = log_pi(model, tok, micro, device)  # log pi(y|x), summed over y
+                        loss, values = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
+                                                      baseline=micro.baseline.to(device), lengths=lengths, **loss_kw)
+                        (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
+                    parts.append((idx, loss, {**values, "entropy": ent, "length": lengths}))
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+                stats = step_stats(parts, len(rows), grad_norm, step + 1, world, device)  # stops on nan/inf
+                opt.step()
+                step, samples = step + 1, samples + len(rows)  # samples seen by the optimizer (reuse counts again)
+                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats,
+                            invalid=mb.invalid.sum().item() / len(rows))
+            if args.eval_each_epoch and epoch + 1 < args.epochs:
+                log_eval()
+        itr += 1
+        if master:
+            el = time.time() - t0
+            print(f"iter {itr:3d} | pos frac {p_pos:.3f} | loss {stats['loss']:.4f} | mean alpha {stats['mean_alpha']:.3f} | "
+                  f"logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s "
+                  f"update {time.time() - t_upd:.1f}s | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s",
+                  flush=True)
+        if itr % args.eval_every == 0 or itr == args.iterations:
+            log_eval()
+        if master:
+            common.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
+                                    optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
+                                    tokenizer=tok.name, args=plain_args(args), metrics_rows=metrics.rows,
+                                    rng=common.rng_state()), ckpt_path)
+    return None
 
 
 # -----------------------------------------------------------------------------

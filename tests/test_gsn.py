@@ -1,5 +1,7 @@
-"""gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, training, resume and the report."""
+"""gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, its config, training and resume;
+gsn_experiments.py: the report, the experiment and the curve."""
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -15,7 +17,9 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import common  # noqa: E402
+import eval as evaluate  # noqa: E402
 import gsn  # noqa: E402
+import gsn_experiments  # noqa: E402
 import images  # noqa: E402
 from test_images import write_fake_mnist  # noqa: E402
 
@@ -122,22 +126,50 @@ def test_tiny_training_reduces_reconstruction_loss():
 
 
 def _cfg(folder, **kw):
-    a = gsn.parse_args(["--data", folder, "--hidden", "16", "--batch-size", "50"] + sum(([f"--{k}", str(v)] for k, v in kw.items()), []))
-    return gsn.make_config(a)
+    return gsn.GSNConfig(data=folder, hidden=16, batch_size=50, **kw)
+
+
+def _flags(*argv):
+    return gsn.config_from_args(gsn.parse_args(list(argv)))
+
+
+def test_config_defaults_per_model_and_optimizer():
+    """The deep GSN's defaults are GSNConfig's; --model dae and --optimizer sgd bring [C]'s; a flag given wins."""
+    assert _flags() == gsn.GSNConfig(max_steps=3600)  # the default budget when none is given
+    dae = gsn.GSNConfig(model="dae", layers=1, hidden=1000, act="sigmoid", walkbacks=5, hidden_noise=0.0,
+                        binarize=True, max_steps=3600)
+    assert _flags("--model", "dae") == gsn.GSNConfig.for_model("dae", max_steps=3600) == dae
+    assert _flags("--optimizer", "sgd") == gsn.GSNConfig(optimizer="sgd", lr=0.25, momentum=0.5, lr_decay=0.995,
+                                                         max_steps=3600)
+    assert _flags("--model", "dae", "--optimizer", "sgd") == dataclasses.replace(dae, optimizer="sgd", lr=10.0)
+    c = _flags("--model", "dae", "--binarize", "0", "--hidden-noise", "0", "--lr", "0.5", "--epochs", "2")
+    assert (c.binarize, c.hidden_noise, c.lr, c.epochs, c.max_steps) == (False, 0.0, 0.5, 2.0, None)
+    assert _flags("--hidden-noise", "0").hidden_noise == 0.0  # 0 is a value, not "not given"
+    assert gsn.GSNConfig(**dataclasses.asdict(c)) == c  # what the checkpoint stores reads back
+    with pytest.raises(common.UserError, match="exactly one hidden layer"):
+        gsn.GSNConfig.for_model("dae", layers=2)
+
+
+def test_a_checkpoint_that_is_not_a_gsn_one_is_a_user_error(tmp_path):
+    for i, state in enumerate([{"model": {}}, {"config": {"model": "gsn", "n_embd": 8}, "model": {}}]):
+        path = str(tmp_path / f"{i}.pt")
+        torch.save(state, path)
+        with pytest.raises(common.UserError, match="not a gsn.py checkpoint"):
+            gsn.load_model(path)
 
 
 def test_train_resume_is_exact(tmp_path):
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)  # 100 train + 1000 held-out validation
-    full, _ = gsn.train(_cfg(folder, **{"max-steps": 6}), str(tmp_path / "a"), quiet=True, figures=False, log_every=1)
-    _, l1 = gsn.train(_cfg(folder, **{"max-steps": 3}), str(tmp_path / "b"), quiet=True, figures=False, log_every=1)
-    half, l2 = gsn.train(_cfg(folder, **{"max-steps": 6}), str(tmp_path / "b"), resume=True, quiet=True, figures=False, log_every=1)
-    _, la = gsn.train(_cfg(folder, **{"max-steps": 6}), str(tmp_path / "c"), quiet=True, figures=True, log_every=1)
+    full, _ = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "a"), quiet=True, figures=False, log_every=1)
+    _, l1 = gsn.train(_cfg(folder, **{"max_steps": 3}), str(tmp_path / "b"), quiet=True, figures=False, log_every=1)
+    half, l2 = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "b"), resume=True, quiet=True, figures=False, log_every=1)
+    _, la = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "c"), quiet=True, figures=True, log_every=1)
     assert la == l1 + l2  # identical losses, step for step
     for p, q in zip(full.parameters(), half.parameters()):
         assert torch.equal(p, q)
     ck = common.load_checkpoint(str(tmp_path / "b" / "ckpt.pt"))
-    assert ck["step"] == 6 and ck["config"]["hidden"] == 16
+    assert ck["step"] == 6 and ck["config"] == dataclasses.asdict(_cfg(folder, max_steps=6))
     assert len(open(tmp_path / "b" / "metrics.jsonl").read().splitlines()) == 6
     assert os.path.isfile(tmp_path / "c" / "samples.png") and os.path.isfile(tmp_path / "c" / "inpainting.png")
 
@@ -146,7 +178,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)
     out = str(tmp_path / "run")
-    gsn.train(_cfg(folder, **{"max-steps": 2}), out, quiet=True, figures=False)
+    gsn.train(_cfg(folder, **{"max_steps": 2}), out, quiet=True, figures=False)
     before = common.load_checkpoint(os.path.join(out, "ckpt.pt"))
     orig = gsn.GSN.forward
 
@@ -155,7 +187,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
         return loss * float("nan"), sl, lg
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
     with pytest.raises(common.NonFiniteLoss, match="step 2"):
-        gsn.train(_cfg(folder, **{"max-steps": 4}), out, resume=True, quiet=True, figures=False)
+        gsn.train(_cfg(folder, **{"max_steps": 4}), out, resume=True, quiet=True, figures=False)
     after = common.load_checkpoint(os.path.join(out, "ckpt.pt"))
     assert after["step"] == 2 and torch.equal(after["model"]["W.0"], before["model"]["W.0"])
 
@@ -177,7 +209,7 @@ def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, mo
     check = common.check_finite
     monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))
     with pytest.raises(common.NonFiniteLoss, match="step 4"):
-        gsn.train(_cfg(folder, **{"max-steps": 12}), str(out), quiet=True, figures=False, log_every=4, ckpt_every=6)
+        gsn.train(_cfg(folder, **{"max_steps": 12}), str(out), quiet=True, figures=False, log_every=4, ckpt_every=6)
     assert not (out / "ckpt.pt").exists()
     assert [json.loads(l)["step"] for l in open(out / "metrics.jsonl")] == [4]
     assert len(calls) == 6 and len(checks) == 2  # two steps ran past the NaN; one host read per check
@@ -189,11 +221,11 @@ def test_resume_after_a_crash_does_not_repeat_metrics_rows(tmp_path):
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)
     out = tmp_path / "run"
-    gsn.train(_cfg(folder, **{"max-steps": 3}), str(out), quiet=True, figures=False, log_every=1)
+    gsn.train(_cfg(folder, **{"max_steps": 3}), str(out), quiet=True, figures=False, log_every=1)
     assert common.load_checkpoint(str(out / "ckpt.pt"))["metrics_rows"] == 3
     with open(out / "metrics.jsonl", "a") as f:  # steps 4 and 5 were logged, then the process died
         f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + json.dumps({"step": 5, "loss": 1.0}) + "\n")
-    _, losses = gsn.train(_cfg(folder, **{"max-steps": 6}), str(out), resume=True, quiet=True, figures=False, log_every=1)
+    _, losses = gsn.train(_cfg(folder, **{"max_steps": 6}), str(out), resume=True, quiet=True, figures=False, log_every=1)
     rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in rows[3:]] == losses  # the resumed run's own rows, not the crashed ones
@@ -204,6 +236,7 @@ def test_resume_after_a_crash_does_not_repeat_metrics_rows(tmp_path):
     (["--data", "/nonexistent/mnist"], "not found"),
     (["--input-noise", "1.5"], "argument --input-noise"),
     (["--lr", "nan"], "argument --lr"),
+    (["--experiment"], "unrecognized arguments: --experiment"),  # moved: gsn_experiments.py experiment
 ])
 def test_cli_bad_flag_is_an_argparse_error(argv, msg):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "gsn.py")] + argv, capture_output=True, text=True, cwd=ROOT)
@@ -228,16 +261,16 @@ def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gsn_report")
     folder = str(tmp / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=30)
-    gsn.train(_cfg(folder, **{"max-steps": 2}), str(tmp / "run"), quiet=True, figures=False)
+    gsn.train(_cfg(folder, **{"max_steps": 2}), str(tmp / "run"), quiet=True, figures=False)
     return tmp, str(tmp / "run" / "ckpt.pt")
 
 
 def test_report_writes_table_json_and_figures(tiny_run, tmp_path, capsys):
     _, ckpt = tiny_run
     out = tmp_path / "rep"
-    rows = gsn.report([("tiny", ckpt)], str(out), n_samples=40, seed=3)  # data: the checkpoint's own
+    rows = gsn_experiments.report([("tiny", ckpt)], str(out), n_samples=40, seed=3)  # data: the checkpoint's own
     assert [r["name"] for r in rows] == ["tiny", "real training images", "independent pixels"]
-    assert rows[0]["step"] == 2 and rows[0]["n_samples"] == 40 and rows[0]["sigma"] in gsn.GSN_SIGMAS
+    assert rows[0]["step"] == 2 and rows[0]["n_samples"] == 40 and rows[0]["sigma"] in gsn_experiments.GSN_SIGMAS
     assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
     assert rows[1]["n_samples"] == rows[2]["n_samples"] == 40  # as many reference centres as chain means
     saved = json.loads((out / "results.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
@@ -250,25 +283,25 @@ def test_report_writes_table_json_and_figures(tiny_run, tmp_path, capsys):
         assert os.path.isfile(out / f)
     assert not os.path.exists(out / "tiny-chain400.png")  # only with 400+ chain means
     # the same seed gives the same chain, hence the same numbers
-    again = gsn.report([("tiny", ckpt)], str(tmp_path / "rep2"), n_samples=40, seed=3, references=False)
+    again = gsn_experiments.report([("tiny", ckpt)], str(tmp_path / "rep2"), n_samples=40, seed=3, references=False)
     assert again[0]["ll"] == rows[0]["ll"]
 
 
-def test_eval_gsn_end_to_end(tiny_run, tmp_path, capsys):
-    """`eval.py gsn`'s flags (add_report_args) and their run (report_from_args)."""
+def test_report_command_end_to_end(tiny_run, tmp_path, capsys):
+    """`gsn_experiments.py report`: its flags (add_report_args) and their run (report_from_args)."""
     tmp, ckpt = tiny_run
-    p = argparse.ArgumentParser()
-    gsn.add_report_args(p)
-    gsn.report_from_args(p.parse_args(["--ckpt", ckpt, "--dae-ckpt", ckpt, "--n-samples", "50",
-                                       "--data", str(tmp / "mnist"), "--out", str(tmp_path / "ev")]))
+    gsn_experiments.main(["report", "--ckpt", ckpt, "--dae-ckpt", ckpt, "--n-samples", "50",
+                          "--data", str(tmp / "mnist"), "--out", str(tmp_path / "ev")])
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")][-1]
     rows = json.loads(line)["gsn_parzen"]
     assert [r["name"] for r in rows] == ["run", "dae-no-walkback", "real training images", "independent pixels"]
     assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
     for f in ("run-chains.png", "run-inpainting.png", "results.md", "results.json"):
         assert os.path.isfile(tmp_path / "ev" / f)
+    p = argparse.ArgumentParser()
+    gsn_experiments.add_report_args(p)
     with pytest.raises(common.UserError, match="checkpoint not found"):
-        gsn.report_from_args(p.parse_args(["--ckpt", str(tmp_path / "missing.pt")]))
+        gsn_experiments.report_from_args(p.parse_args(["--ckpt", str(tmp_path / "missing.pt")]))
     for bad in (["--n-samples", "0"], ["--data", str(tmp_path / "nope")]):
         with pytest.raises(SystemExit) as e:
             p.parse_args(["--ckpt", ckpt] + bad)
@@ -276,16 +309,16 @@ def test_eval_gsn_end_to_end(tiny_run, tmp_path, capsys):
 
 
 def test_curve_gives_one_point_per_budget_and_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
-    """gsn.py --curve: checkpoints at 1, 2, 4 units (seed 2: 1, 2), Parzen at each, CPU time summed;
+    """gsn_experiments.py curve: checkpoints at 1, 2, 4 units (seed 2: 1, 2), Parzen at each, CPU time summed;
     a curve stopped before its last point recomputes exactly that point and reads back the others."""
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)
-    monkeypatch.setattr(gsn, "CURVE", [("deep", ["--model", "gsn", "--hidden", "16"], 2, 4),
-                                       ("dae", ["--model", "dae", "--hidden", "16"], 1, 2)])
-    monkeypatch.setattr(gsn, "CURVE_SEED2_UNITS", 2)
-    argv = ["--curve", "--data", folder, "--n-train", "100", "--batch-size", "50", "--parzen-samples", "30",
+    monkeypatch.setattr(gsn_experiments, "CURVE", [("deep", dict(model="gsn", hidden=16), 2, 4),
+                                                   ("dae", dict(model="dae", hidden=16), 1, 2)])
+    monkeypatch.setattr(gsn_experiments, "CURVE_SEED2_UNITS", 2)
+    argv = ["curve", "--data", folder, "--n-train", "100", "--parzen-samples", "30",
             "--out", str(tmp_path / "c")]
-    rows = gsn.main(argv)
+    rows = gsn_experiments.main(argv)
     points = [(r["model"], r["seed"], r["units"], r["steps"]) for r in rows if "model" in r]
     assert points == [("deep", 1, 1, 2), ("deep", 1, 2, 4), ("deep", 1, 4, 8), ("deep", 2, 1, 2), ("deep", 2, 2, 4),
                       ("dae", 1, 1, 1), ("dae", 1, 2, 2), ("dae", 2, 1, 1), ("dae", 2, 2, 2)]
@@ -300,6 +333,41 @@ def test_curve_gives_one_point_per_budget_and_continues_where_it_stopped(tmp_pat
     os.remove(run / "ckpt_4.pt")
     shutil.copy(run / "ckpt_2.pt", run / "ckpt.pt")
     capsys.readouterr()
-    again = gsn.main(argv)
+    again = gsn_experiments.main(argv)
     assert capsys.readouterr().out.count("[curve") == 1  # only the dropped point ran again
     assert [r["ll"] for r in again if "model" in r] == [r["ll"] for r in rows if "model" in r]
+
+
+def test_experiment_trains_each_model_then_reports(tmp_path, monkeypatch):
+    """gsn_experiments.py experiment: each EXPERIMENT model with its settings, steps x --budget-scale, the
+    --seed and --data of the command, then one table with the reference rows."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    monkeypatch.setattr(gsn_experiments, "EXPERIMENT", [("deep", dict(model="gsn", hidden=16, max_steps=4)),
+                                                        ("dae", dict(model="dae", hidden=16, walkbacks=1, max_steps=6))])
+    out = tmp_path / "e"
+    rows = gsn_experiments.main(["experiment", "--data", folder, "--seed", "3", "--budget-scale", "0.5",
+                                 "--parzen-samples", "30", "--out", str(out)])
+    assert [r["name"] for r in rows] == ["deep", "dae", "real training images", "independent pixels"]
+    assert [r["step"] for r in rows[:2]] == [2, 3] and all(r["train_s"] is not None for r in rows[:2])
+    _, cfg, _ = gsn.load_model(str(out / "dae" / "ckpt.pt"))
+    assert cfg == gsn.GSNConfig.for_model("dae", hidden=16, walkbacks=1, max_steps=3, data=folder, seed=3)
+    assert json.loads((out / "results.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("argv,code,msg", [
+    (["report", "--ckpt", "/nonexistent/ckpt.pt"], 1, "error: checkpoint not found"),
+    (["curve", "--budget-scale", "0"], 2, "argument --budget-scale"),
+    (["experiment", "--data", "/nonexistent/mnist"], 2, "not found"),
+])
+def test_experiments_cli_bad_input_is_one_line(argv, code, msg):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "gsn_experiments.py")] + argv, capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == code and msg in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+
+
+def test_eval_has_no_gsn_command():
+    """The GSN report moved to gsn_experiments.py: eval.py is the GPT tower's and knows nothing of it."""
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["gsn", "--ckpt", "x.pt"])
+    assert e.value.code == 2

@@ -1,7 +1,10 @@
 """The layers of the repository, pinned: every file imports only from the layers below it, every import is
 at the top of its file (matplotlib and PIL aside: plotting imports them when it draws), and the two
-papers' core files need nothing but torch. Read with `ast`, never by importing."""
+papers' core files need nothing but torch. The house has two towers on one ground floor: the GPT side
+and the GSN side share only common.py, and only the top floor (demo, bench) uses both. Read with `ast`,
+never by importing."""
 import ast
+import itertools
 import os
 import sys
 
@@ -11,18 +14,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # bottom to top; a file may import the files of LOWER layers only (none of its own layer)
 LAYERS = [
-    ["topr", "model"],               # the papers' core: torch only
-    ["common"],                      # plumbing: device, DDP, checkpoints, metrics log, UserError, CLI
-    ["data", "images"],              # the text task; the digit images
-    ["gsn"],                         # GSN: model, training, sampling, Parzen report
-    ["eval"],                        # GPT evaluation (and the eval.py CLI, which calls gsn's report)
-    ["train"],                       # SFT and RL
-    ["experiments", "bench", "demo"],
+    ["topr", "model"],                   # the papers' core: torch only
+    ["common"],                          # plumbing: device, DDP, checkpoints, metrics log, UserError, CLI
+    ["data", "images"],                  # the text task; the digit images
+    ["gsn"],                             # GSN: model, training, sampling, Parzen estimate
+    ["eval"],                            # GPT evaluation
+    ["train"],                           # SFT and RL
+    ["experiments", "gsn_experiments"],  # each tower's experiments
+    ["bench", "demo"],                   # the top floor
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 LOCAL = set(LAYER)
 LAZY_OK = {"matplotlib", "PIL"}      # may be imported inside a function
 THIRD_PARTY = {"torch", "numpy", "tiktoken", "matplotlib", "PIL"}
+
+# The two towers. A file of one never imports a file of the other: `python train.py` and `python eval.py`
+# never load the GSN code, `python gsn.py` never loads the GPT's.
+GROUND = {"common"}
+TOWERS = {
+    "gpt": {"topr", "model", "data", "eval", "train", "experiments"},
+    "gsn": {"images", "gsn", "gsn_experiments"},
+}
+TOP = {"bench", "demo"}              # may import both towers
+# (importer, imported) never allowed, whatever the layers say: every pair across the towers, and the
+# text task apart from the network it trains (data is tokens, problems and rewards; a GPT is model's)
+FORBIDDEN = ({(a, b) for t, u in itertools.permutations(TOWERS, 2) for a in TOWERS[t] for b in TOWERS[u]}
+             | {("data", "model")})
 
 
 def imports(path):
@@ -38,22 +55,67 @@ def imports(path):
     return out
 
 
+def violations(name, path):
+    """Every broken rule of file `path`, read as the repo's file `name`: one message each."""
+    out = []
+    for mod, line, at_top in imports(path):
+        where = f"{name}.py:{line} imports {mod}"
+        if mod == ".":
+            out.append(f"{where}: relative import")
+        elif not at_top and mod not in LAZY_OK:
+            out.append(f"{where} inside a function or block: move it to the top of the file")
+        elif mod in LOCAL and LAYER[mod] >= LAYER[name]:
+            out.append(f"{where}: {mod} is not in a lower layer than {name} (see LAYERS)")
+        elif (name, mod) in FORBIDDEN:
+            out.append(f"{where}: forbidden, {name} and {mod} do not meet (see TOWERS and FORBIDDEN)")
+        elif mod not in LOCAL and mod not in THIRD_PARTY and mod not in sys.stdlib_module_names:
+            out.append(f"{where}: not a declared dependency")
+    return out
+
+
+def closure(name):
+    """Every repo file that loading `name` loads, itself included (its imports, theirs, ...)."""
+    seen, todo = set(), [name]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo += [mod for mod, _, _ in imports(os.path.join(ROOT, n + ".py")) if mod in LOCAL]
+    return seen
+
+
 def test_every_top_level_file_has_a_layer():
     files = {f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")}
     assert files == LOCAL, f"place new files in LAYERS: {sorted(files ^ LOCAL)}"
 
 
+def test_every_file_is_on_the_ground_floor_in_one_tower_or_on_the_top_floor():
+    parts = [GROUND, TOP, *TOWERS.values()]
+    assert set().union(*parts) == LOCAL and sum(map(len, parts)) == len(LOCAL)
+
+
+def test_the_forbidden_pairs():
+    """The pairs the towers forbid, spelled out (FORBIDDEN holds them all: every pair across the towers)."""
+    for pair in [("gsn", "model"), ("gsn", "data"), ("eval", "gsn"), ("data", "model"), ("train", "gsn"),
+                 ("experiments", "gsn_experiments"), ("gsn_experiments", "eval"), ("images", "data")]:
+        assert pair in FORBIDDEN
+    for a in TOWERS["gpt"]:
+        assert {b for b in LOCAL if (a, b) in FORBIDDEN} >= {"images", "gsn", "gsn_experiments"}
+    for a in TOWERS["gsn"]:
+        assert {b for b in LOCAL if (a, b) in FORBIDDEN} == {"data", "model", "topr", "eval", "train", "experiments"}
+    assert not {a for a, b in FORBIDDEN} & (GROUND | TOP)  # the top floor may use both towers
+
+
 @pytest.mark.parametrize("name", sorted(LOCAL))
 def test_imports_point_down_and_sit_at_the_top(name):
-    path = os.path.join(ROOT, name + ".py")
-    for mod, line, at_top in imports(path):
-        where = f"{name}.py:{line} imports {mod}"
-        assert mod != ".", f"{where}: relative import"
-        assert at_top or mod in LAZY_OK, f"{where} inside a function or block: move it to the top of the file"
-        if mod in LOCAL:
-            assert LAYER[mod] < LAYER[name], f"{where}: {mod} is not in a lower layer than {name} (see LAYERS)"
-        else:
-            assert mod in THIRD_PARTY or mod in sys.stdlib_module_names, f"{where}: not a declared dependency"
+    assert violations(name, os.path.join(ROOT, name + ".py")) == []
+
+
+@pytest.mark.parametrize("name", ["train", "eval", "experiments", "gsn", "gsn_experiments"])
+def test_a_tower_loads_nothing_of_the_other(name):
+    """What `python X.py` loads, through every import: only its own tower and the ground floor."""
+    tower = next(t for t in TOWERS.values() if name in t)
+    assert closure(name) <= tower | GROUND, f"{name}.py loads {sorted(closure(name) - tower - GROUND)}"
 
 
 @pytest.mark.parametrize("name", ["topr", "model"])
@@ -63,10 +125,24 @@ def test_the_papers_core_files_import_only_torch(name):
 
 
 def test_the_check_catches_what_it_should(tmp_path):
-    """The rules fail on an upward import, an import inside a function, and an unknown package."""
+    """The rules fail on an upward import, an import inside a function, a relative import and an unknown package."""
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nimport train\n\ndef f():\n    import json\n\nfrom . import x\nimport scipy\n")
     found = imports(str(bad))
     assert ("train", 2, True) in found and ("json", 5, False) in found and (".", 7, True) in found
     assert ("scipy", 8, True) in found and "scipy" not in THIRD_PARTY and "scipy" not in sys.stdlib_module_names
-    assert LAYER["train"] > LAYER["data"]  # data importing train would fail the layer assertion
+    msgs = sorted(violations("data", str(bad)), key=lambda m: int(m.split(":")[1].split()[0]))  # by line
+    assert len(msgs) == 4 and "data.py:2 imports train: train is not in a lower layer" in msgs[0]
+    assert "5 imports json inside a function" in msgs[1] and "relative import" in msgs[2]
+    assert "8 imports scipy: not a declared dependency" in msgs[3]
+
+
+@pytest.mark.parametrize("importer,imported", sorted(FORBIDDEN))
+def test_the_check_catches_each_forbidden_pair(tmp_path, importer, imported):
+    """A file that imports across the towers fails, even where LAYERS alone would let it (gsn < eval)."""
+    bad = tmp_path / f"{importer}.py"
+    bad.write_text(f"import {imported}\n")
+    msgs = violations(importer, str(bad))
+    assert len(msgs) == 1 and f"{importer}.py:1 imports {imported}" in msgs[0]
+    if LAYER[imported] < LAYER[importer]:
+        assert "forbidden" in msgs[0]

@@ -8,7 +8,8 @@ import shlex
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBCOMMANDS = {"train": True, "eval": True, "experiments": True, "bench": True, "gsn": False, "demo": False}
+SUBCOMMANDS = {"train": True, "eval": True, "experiments": True, "bench": True, "gsn": False, "gsn_experiments": True,
+               "demo": False}
 
 
 def readme_commands():

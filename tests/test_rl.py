@@ -123,12 +123,11 @@ def test_rl_nan_loss_stops_before_the_update_and_any_checkpoint(tiny_sft, tmp_pa
     real, calls, checks = topr.topr_loss, [], []
 
     def poisoned(logp, *a, **kw):
-        loss, stats = real(logp, *a, **kw)
-        if logp.requires_grad:  # the update's loss, not the statistics recomputed after it
-            calls.append(1)
-            if len(calls) == 4:
-                loss = loss * float("nan")
-        return loss, stats
+        loss, rows = real(logp, *a, **kw)
+        calls.append(1)
+        if len(calls) == 4:
+            loss = loss * float("nan")
+        return loss, rows
     monkeypatch.setattr(topr, "topr_loss", poisoned)
     check = common.check_finite
     monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))

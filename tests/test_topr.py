@@ -68,8 +68,9 @@ def grad_of(loss, x):
 def test_preset_gradient_matches_formula(name, length_norm, seed, bname):
     logp, logp_behavior, reward, lengths = make_batch(seed=100 + seed)
     baseline = baselines(reward)[bname]
-    loss, stats = topr.topr_loss(logp, logp_behavior, reward, name=name, baseline=baseline,
+    loss, rows = topr.topr_loss(logp, logp_behavior, reward, name=name, baseline=baseline,
                                  lengths=lengths, length_norm=length_norm, max_len=MAX_LEN)
+    stats = topr.summarize(rows)
     preset = topr.PRESETS[name]
     c = preset.get("baseline", baseline)  # sft_pos overrides the baseline with c = -1
     want = hand_grad(logp, logp_behavior, reward, c, lengths, length_norm,
@@ -125,7 +126,8 @@ def test_zero_advantage_counts_as_positive():
     logp, logp_behavior, reward, lengths = make_batch(seed=1)
     reward[:4] = -1.0
     baseline = topr.group_baseline(reward, 4)
-    loss, stats = topr.topr_loss(logp, logp_behavior, reward, "topr", baseline, lengths)
+    loss, rows = topr.topr_loss(logp, logp_behavior, reward, "topr", baseline, lengths)
+    stats = topr.summarize(rows)
     A = reward - baseline
     assert stats["n_pos"] == int((A >= 0).sum()) and stats["n_neg"] == int((A < 0).sum())
     assert torch.all(grad_of(loss, logp)[:4] == 0)
@@ -137,12 +139,14 @@ def test_topr_explicit_weights():
     logp = torch.zeros(4, dtype=torch.float64, requires_grad=True)
     log_ratio = torch.tensor([math.log(0.5), math.log(3.0), math.log(0.5), math.log(3.0)], dtype=torch.float64)
     reward = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
-    loss, stats = topr.topr_loss(logp, logp - log_ratio.detach(), reward, length_norm="none")
+    loss, rows = topr.topr_loss(logp, logp - log_ratio.detach(), reward, length_norm="none")
+    stats = topr.summarize(rows)
     torch.testing.assert_close(grad_of(loss, logp), -torch.tensor([1.0, 1.0, -0.5, -1.0], dtype=torch.float64) / 4)
     assert stats["n_pos"] == 2 and stats["n_neg"] == 2
     assert stats["frac_neg_alpha_lt1"] == 0.5
     assert stats["frac_neg_ratio_lt1"] == 0.5  # the same for any loss: sft_pos has no negatives by A
-    assert topr.topr_loss(logp, logp - log_ratio.detach(), reward, "sft_pos", length_norm="none")[1]["frac_neg_ratio_lt1"] == 0.5
+    sft_pos = topr.topr_loss(logp, logp - log_ratio.detach(), reward, "sft_pos", length_norm="none")[1]
+    assert topr.summarize(sft_pos)["frac_neg_ratio_lt1"] == 0.5
     assert stats["mean_alpha"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
     assert stats["mean_ratio_neg"] == pytest.approx(1.75)
     assert stats["frac_clipped"] == pytest.approx(3 / 4)  # 0.5 and 3.0 truncated for positives, 3.0 for neg
@@ -233,8 +237,9 @@ def test_ppo_clipping():
     logp = torch.full((8,), -4.0, dtype=torch.float64, requires_grad=True)
     logp_behavior = logp.detach() - rho.log()
     for ln in topr.LENGTH_NORMS:
-        loss, stats = topr.ppo_loss(logp, logp_behavior, reward, eps=eps, lengths=lengths, length_norm=ln,
+        loss, rows = topr.ppo_loss(logp, logp_behavior, reward, eps=eps, lengths=lengths, length_norm=ln,
                                     max_len=MAX_LEN)
+        stats = topr.summarize(rows)
         g = grad_of(loss, logp)
         L = normaliser(lengths, ln, torch.float64)
         unclipped = -rho * reward / (8 * L)             # d/dlogp of -rho A / (B L): rho carries the gradient
@@ -282,7 +287,8 @@ def test_tapered_special_cases():
 def test_tapered_objective_gradient_equals_loss_gradient(name):
     logp, logp_behavior, reward, lengths = make_batch(seed=13)
     baseline = topr.group_baseline(reward, 4)
-    loss, stats = topr.topr_loss(logp, logp_behavior, reward, name, baseline=baseline, lengths=lengths)
+    loss, rows = topr.topr_loss(logp, logp_behavior, reward, name, baseline=baseline, lengths=lengths)
+    stats = topr.summarize(rows)
     p = topr.PRESETS[name]
     A = reward - p.get("baseline", baseline)
     rho = torch.exp(logp - logp_behavior)  # with gradient this time
@@ -297,7 +303,8 @@ def test_huge_log_ratios_stay_finite():
     log_ratio = torch.tensor([200.0, -200.0, 200.0, -200.0])  # e^200 overflows float32
     reward = torch.tensor([1.0, 1.0, -1.0, -1.0])
     for name in ["topr", "reinforce", "tis", "sft_pos"]:
-        loss, stats = topr.topr_loss(logp, logp.detach() - log_ratio, reward, name, length_norm="none")
+        loss, rows = topr.topr_loss(logp, logp.detach() - log_ratio, reward, name, length_norm="none")
+        stats = topr.summarize(rows)
         g = grad_of(loss, logp)
         assert torch.isfinite(loss) and torch.all(torch.isfinite(g)) and math.isfinite(stats["objective"])
     loss, _ = topr.topr_loss(logp, logp.detach() - log_ratio, reward, "topr", length_norm="none")
@@ -405,7 +412,8 @@ def test_api_and_stats_keys():
     logp, logp_behavior, reward, lengths = make_batch()
     keys = None
     for name in topr.LOSSES:
-        _, stats = topr.topr_loss(logp, logp_behavior, reward, name, lengths=lengths)
+        _, rows = topr.topr_loss(logp, logp_behavior, reward, name, lengths=lengths)
+        stats = topr.summarize(rows)
         json.dumps(stats)
         assert all(isinstance(v, (int, float)) for v in stats.values())
         keys = keys or set(stats)
