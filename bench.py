@@ -6,8 +6,15 @@ interleaved repetitions (the machine is shared and noisy; absolute numbers drift
   python bench.py rl      RL rollout and update tokens/s, and where the time goes
   python bench.py gsn     GSN training images/s and matmul FLOP/s vs this machine's matmul peak
   python bench.py all
-Each section runs at 1 and at 2 threads (--threads 1 2); --device cuda times a GPU (synchronising around
-each timed call: CUDA kernels run asynchronously).
+Each section runs at 1 and at 2 threads (--threads 1 2), on --device (auto: cuda if available, else mps,
+else cpu); on a GPU it synchronises around each timed call (CUDA kernels run asynchronously) and reports
+the peak GPU memory.
+
+  timed, median_time                              wall time of one call / the median of several
+  _bench_model, recompute_generate, bench_gpt     bench.py gpt
+  bench_rl                                        bench.py rl
+  gsn_train_flops, bench_gsn                      bench.py gsn
+  main                                            the command line
 """
 import argparse
 import statistics
@@ -21,7 +28,6 @@ import eval as ev
 import gsn
 import topr
 import train
-from common import UserError
 from model import GPT, GPTConfig, completion_mask
 
 
@@ -209,20 +215,6 @@ def bench_gsn(threads, args):
 
 # =============================================================================
 
-def check_device(name):
-    """The --device, if this machine has it: torch names any device, and only fails on its first use,
-    deep inside a benchmark, with a traceback."""
-    dev = common.get_device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        why = "this torch is a CPU build" if torch.version.cuda is None else "no GPU is visible"
-        raise UserError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-    return dev
-
-
 @common.cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,11 +222,11 @@ def main(argv=None):
     parser.add_argument("--threads", type=common.positive, nargs="+", default=[1, 2], help="torch threads, one run each")
     parser.add_argument("--reps", type=common.positive, default=5, help="interleaved repetitions (medians)")
     parser.add_argument("--ckpt", default=None, help="bench rl: a trained policy (e.g. runs/sft/ckpt.pt)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ... or auto")
+    common.add_device_arg(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test (no real numbers)")
     args = parser.parse_args(argv)
     benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn}
-    cuda = check_device(args.device).type == "cuda"
+    cuda = common.get_device(args.device).type == "cuda"  # a device this machine lacks: a one-line error
     for what in (list(benches) if args.what == "all" else [args.what]):
         for t in args.threads:
             torch.set_num_threads(t)

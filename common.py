@@ -1,16 +1,35 @@
 """
-common.py -- the plumbing every script shares, and nothing else (like nanochat's common.py).
+common.py -- the plumbing every script shares, and nothing else (like nanochat's common.py). ONE way each.
 
-  UserError            the one exception for bad input: the CLI prints it as one line and exits 1
-  @cli                 a script's main: only UserError becomes `error: ...`; a bug keeps its traceback
-  flag(kind, ...)      argparse types that reject bad numbers where they enter (`--lr nan`, `--n -3`)
-  get_device, autocast device choice and bf16 autocast on CUDA
-  ddp_setup/ddp_cleanup, shard, all_gather_rows     torchrun: join/leave the process group, split work
-  StopFlag             Ctrl-C: save a checkpoint at the next step and stop
-  atomic_save, load_checkpoint, rng_state, set_rng_state     checkpoints that survive a crash
-  Metrics              the JSONL metrics log (on resume, rows past the checkpoint are dropped)
+  UserError, NonFiniteLoss          bad input (a flag, a file) / a nan-inf loss: printed as one line, exit 1
+  @cli                              a script's main: only UserError becomes `error: ...`; a bug keeps its traceback
+  flag(kind, ...), positive, positive_float, fraction     argparse types that reject bad numbers where they
+                                    enter (`--lr nan`, `--n -3`)
+  get_device, add_device_arg, autocast      the --device flag ("auto": cuda, else mps, else cpu; a named
+                                    device is checked at once) and bf16 autocast on CUDA
+  ddp_setup, ddp_cleanup, distributed, ddp_wrap, agree, all_gather_rows     torchrun: join/leave the
+                                    process group, wrap the model in DDP, agree on a flag, gather rows
+  check_finite, check_pending       stop every process on a nan/inf loss, naming its step (1-based, below)
+  StopFlag                          Ctrl-C: save a checkpoint at the next step and stop
+  atomic_write, atomic_save         every file a run writes (tables, JSON, figures; checkpoints), whole or not at all
+  CHECKPOINT_KINDS, load_checkpoint     the checkpoint schema and its one loader
+  make_out_dir                      the run folder, created (or a one-line error) before any work
+  rng_state, set_rng_state          every global RNG, saved in and restored from a checkpoint
+  Metrics                           the JSONL metrics log (on resume, rows past the checkpoint are dropped)
+  pyplot                            matplotlib.pyplot on the Agg backend (imported when first drawn)
 
-Imports torch and numpy only.
+Step numbers are 1-based in every trainer, as in their log lines: the run's n-th optimizer step is step n
+(the step counter's value once that step is done). A nan/inf error names the first bad step that way:
+check_finite(loss of step n, n); check_pending(pending, step - len(pending) + 1) after `step += 1`.
+
+A checkpoint (one dict, written by atomic_save, read by load_checkpoint) holds "model" (the state_dict),
+the model's settings under the key that tells its kind (CHECKPOINT_KINDS: "model_config" for a train.py
+GPT, "config" for a gsn.py GSNConfig), "optimizer", "rng" (rng_state()), "metrics_rows" (Metrics.rows)
+and the run's position (sft: iter, best_val; rl: iteration, step, samples, and kind="rl", the stage its --resume checks;
+gsn: step):
+tensors and plain values only (weights_only loading).
+
+Imports torch and numpy only (matplotlib inside pyplot()).
 """
 import argparse
 import contextlib
@@ -26,6 +45,7 @@ import tempfile
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 class UserError(ValueError):
@@ -34,22 +54,6 @@ class UserError(ValueError):
 
 class NonFiniteLoss(UserError):
     """A loss became nan/inf (lr too high?). Raised by every trainer; the last good checkpoint is kept."""
-
-
-def check_finite(loss, step, world=1, device=None):
-    """Raise NonFiniteLoss in EVERY process if a loss is nan/inf in any of them (a process that stopped
-    alone would leave the others waiting in the next collective until the timeout). loss: the loss of
-    step `step`, or a 1-D tensor of the losses of steps step, step + 1, ... -- the trainers check a log
-    interval's losses at once: reading a flag on the host waits for the GPU, once per step is a stall.
-    device: where processes agree (the training device; default: the loss's)."""
-    loss = loss.detach().reshape(-1)
-    bad = ~torch.isfinite(loss)
-    if agree(bool(bad.any()), world, device or loss.device):
-        if bad.any():
-            i = int(bad.int().argmax())  # the first one
-            raise NonFiniteLoss(f"loss is {loss[i].item()} at step {step + i}; stopped (last good checkpoint kept)")
-        raise NonFiniteLoss(f"loss is nan/inf in another process by step {step + len(loss) - 1}; "
-                            f"stopped (last good checkpoint kept)")
 
 
 def cli(main):
@@ -105,17 +109,34 @@ fraction = flag(float, above=0, below=1, name="fraction")
 # Device and precision
 
 def get_device(name="auto"):
-    """cuda if available, else mps, else cpu (or the device named)."""
-    if name != "auto":
-        try:
-            return torch.device(name)
-        except RuntimeError as e:
-            raise UserError(f"--device: {e}") from None
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The torch device of --device. "auto": cuda if available, else mps if available, else cpu. A named
+    device (cpu, cuda, cuda:1, mps) is checked here: one this machine lacks is a one-line UserError now,
+    not a traceback at its first use deep inside a run."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is a CPU build" if torch.version.cuda is None else "no GPU is visible"
+        raise UserError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return dev
+
+
+def add_device_arg(parser):
+    """The one --device flag of every script (get_device reads it)."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (default): cuda if available, else mps, else cpu; or a torch device name "
+                             "(cpu, cuda, cuda:1, mps), checked at start: one this machine lacks is a one-line error")
 
 
 def autocast(device):
@@ -171,17 +192,15 @@ def distributed(run, *args, device="auto"):
     return out
 
 
-def check_pending(pending, first_step, world=1, device=None):
-    """check_finite on the losses kept on the device since the last check (steps first_step, first_step + 1,
-    ...), in one transfer; empties `pending` and returns them as floats. The trainers call it at each log
-    line and before every checkpoint, not every step (a read on the host waits for the GPU): the weights
-    may be non-finite for up to a log interval of steps, and no checkpoint is ever written from them."""
-    if not pending:
-        return []
-    losses = torch.stack(pending).cpu()
-    pending.clear()
-    check_finite(losses, first_step, world, device)
-    return losses.tolist()
+def ddp_wrap(model, device, world, find_unused_parameters=False):
+    """The module a trainer calls in its steps: the model itself alone (world 1), else the model wrapped in
+    DistributedDataParallel (one GPU per process on CUDA), which averages the gradients over the processes
+    in backward. find_unused_parameters: some parameters may get no gradient in a step (gsn.py with fewer
+    walkback steps than layers). Keep the model itself for state_dict, evaluation and checkpoints."""
+    if world == 1:
+        return model
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+               find_unused_parameters=find_unused_parameters)
 
 
 def agree(flag, world, device):
@@ -204,6 +223,40 @@ def all_gather_rows(rows, world):
 
 
 # -----------------------------------------------------------------------------
+# nan/inf losses. Step numbers are 1-based, as in the log lines (see the module docstring).
+
+def check_finite(loss, step, world=1, device=None):
+    """Raise NonFiniteLoss in EVERY process if a loss is nan/inf in any of them (a process that stopped
+    alone would leave the others waiting in the next collective until the timeout). loss: the loss of
+    step `step` (1-based: the run's n-th optimizer step is step n), or a 1-D tensor of the losses of steps
+    step, step + 1, ... -- the trainers check a log interval's losses at once: reading a flag on the host
+    waits for the GPU, once per step is a stall. device: where processes agree (the training device;
+    default: the loss's)."""
+    loss = loss.detach().reshape(-1)
+    bad = ~torch.isfinite(loss)
+    if agree(bool(bad.any()), world, device or loss.device):
+        if bad.any():
+            i = int(bad.int().argmax())  # the first one
+            raise NonFiniteLoss(f"loss is {loss[i].item()} at step {step + i}; stopped (last good checkpoint kept)")
+        raise NonFiniteLoss(f"loss is nan/inf in another process by step {step + len(loss) - 1}; "
+                            f"stopped (last good checkpoint kept)")
+
+
+def check_pending(pending, first_step, world=1, device=None):
+    """check_finite on the losses kept on the device since the last check, in one transfer; empties `pending`
+    and returns them as floats. They are the losses of steps first_step, first_step + 1, ...: a trainer
+    passes first_step = step - len(pending) + 1 (step: its counter, just incremented). The trainers call it at each log
+    line and before every checkpoint, not every step (a read on the host waits for the GPU): the weights
+    may be non-finite for up to a log interval of steps, and no checkpoint is ever written from them."""
+    if not pending:
+        return []
+    losses = torch.stack(pending).cpu()
+    pending.clear()
+    check_finite(losses, first_step, world, device)
+    return losses.tolist()
+
+
+# -----------------------------------------------------------------------------
 # Ctrl-C
 
 class StopFlag:
@@ -221,20 +274,28 @@ class StopFlag:
 
 
 # -----------------------------------------------------------------------------
-# Checkpoints and random state
+# Files a run writes, and checkpoints
 
-def atomic_save(obj, path):
-    """torch.save to a temp file in the same folder, flush + fsync, then rename: a crash
-    mid-write never leaves a truncated checkpoint behind (rename is atomic on POSIX)."""
+def atomic_write(path, content, binary=False):
+    """Write a file whole or not at all: into a temp file in the same folder, flush + fsync, then rename it
+    over `path` (atomic on POSIX), so a crash mid-write leaves the old file (or none), never half of one.
+    content: the text to write, or a function that writes into the open temp file (binary=True opens it
+    "wb": torch.save, savefig, PIL). Creates the folder."""
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private (0600): give it an ordinary file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -242,14 +303,33 @@ def atomic_save(obj, path):
         raise
 
 
-def load_checkpoint(path):
-    """Load a checkpoint written by atomic_save, with weights_only=True (no pickled code)."""
+def atomic_save(obj, path):
+    """torch.save(obj) to path with atomic_write: a crash mid-write never leaves a truncated checkpoint."""
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+
+
+# a checkpoint's kind: the key that holds its model's settings, and the script that writes it
+CHECKPOINT_KINDS = {"gpt": ("model_config", "train.py"), "gsn": ("config", "gsn.py")}
+
+
+def load_checkpoint(path, kind=None):
+    """The checkpoint dict at path (the schema: the module docstring), on the CPU, loaded with
+    weights_only=True (no pickled code). kind "gpt" or "gsn": it must be of that kind (else any of them).
+    A missing file, a corrupt one, or one that is not a checkpoint of this repo or of that kind is a
+    one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    found = next((k for k, (key, _) in CHECKPOINT_KINDS.items() if isinstance(ckpt, dict) and "model" in ckpt
+                  and key in ckpt), None)
+    if found is None or kind not in (None, found):
+        wanted = f"a {CHECKPOINT_KINDS[kind][1]}" if kind else "a train.py or gsn.py"
+        it_is = f" (it is a {CHECKPOINT_KINDS[found][1]} one)" if found else ""
+        raise UserError(f"{path} is not {wanted} checkpoint{it_is}")
+    return ckpt
 
 
 def make_out_dir(path):
@@ -298,8 +378,7 @@ class Metrics:
         if resume and os.path.isfile(path):
             with open(path) as f:
                 keep = [line for line in f if line.strip()][:rows]  # rows=None: keep them all
-            with open(path, "w") as f:
-                f.writelines(keep)
+            atomic_write(path, "".join(keep))
             self.rows = len(keep)
         self.f = open(path, "a" if resume else "w")
 
@@ -312,3 +391,15 @@ class Metrics:
     def close(self):
         if self.f is not None:
             self.f.close()
+
+
+# -----------------------------------------------------------------------------
+# Figures
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display: figures go to files), imported here, when a
+    figure is first drawn: a script that draws nothing never loads matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt

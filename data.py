@@ -5,7 +5,8 @@ data.py -- the text task: what the GPT reads, and how its answers are scored.
   2. The task: procedural GSM8K-style word problems with worked solutions, and the reward.
   3. Verification: a problem + a candidate solution -> "Yes"/"No" (the generative verifier).
   4. GSM8K: the real data set's jsonl files.
-  5. problems(...): the ONE function every script calls to get problems of a split.
+  5. Task: the task's flags and defaults, its slices, its problems; problems(...): the ONE function that
+     draws the problems of a split; parse_step: the first "a+b=x" of a worked solution.
 
 Imports common.py only (for UserError).
 """
@@ -552,6 +553,48 @@ def _gsm8k_is_val(question):
     """5% of a GSM8K training file, by a stable hash of the question, is the validation split:
     disjoint from the training problems whatever the seed."""
     return int.from_bytes(hashlib.sha1(question.encode()).digest()[:8], "big") % 20 == 0
+
+
+SLICES = ["conflict", "normal"]  # the shortcut task's slices, reported apart; every other task has one, "all"
+CALIBRATED_SFT_CONFLICT_FRAC = 0.03  # the shortcut base of RESULTS.md (f)-(j): conflict problems among its SFT data
+
+
+@dataclass(frozen=True)
+class Task:
+    """The task in one place: its flags with their defaults (train.py, eval.py, experiments.py and demo.py
+    read them from here), its slices, and the problems of each use. `--shortcut` sets how many conflict
+    problems each set holds: few among the worked solutions, half of the RL prompts and of the test sets."""
+    steps: tuple = (1, 2)            # operations per problem
+    max_num: int = 10                # largest number in a question
+    ops: str = "+-"                  # subset of +-*/
+    gsm8k: str = None                # train on a GSM8K jsonl file instead of the procedural task
+    gsm8k_test: str = None           # its test jsonl (required with gsm8k)
+    shortcut: bool = False           # the shortcut task (make_shortcut_problems)
+    sft_conflict_frac: float = 0.05  # shortcut: conflict problems among the worked solutions
+    rl_conflict_frac: float = 0.5    # shortcut: among the RL prompts
+    test_conflict_frac: float = 0.5  # shortcut: among the held-out problems (as many as normal ones)
+
+    @classmethod
+    def from_args(cls, args):
+        """The Task of parsed CLI flags (the fields a parser defines; the others keep their defaults)."""
+        given = {k: getattr(args, k) for k in cls.__dataclass_fields__ if getattr(args, k, None) is not None}
+        return cls(**{**given, **({"steps": tuple(given["steps"])} if "steps" in given else {})})
+
+    @property
+    def slices(self):
+        return SLICES if self.shortcut else ["all"]
+
+    def problems(self, n, seed, split, use="test"):
+        """n problems of the split for `use` ("sft", "rl" or "test": which conflict fraction they hold)."""
+        frac = {"sft": self.sft_conflict_frac, "rl": self.rl_conflict_frac, "test": self.test_conflict_frac}[use]
+        return problems(n, seed, split, steps=tuple(self.steps), max_num=self.max_num, ops=self.ops, gsm8k=self.gsm8k,
+                        gsm8k_test=self.gsm8k_test, shortcut=self.shortcut, conflict_frac=frac)
+
+
+def parse_step(solution):
+    """(a, op, b, result) as strings of the first step "a<op>b=x" of a worked solution, or None."""
+    m = re.search(r"(\d+)([-+*/])(\d+)=(\d+)", solution)
+    return m.groups() if m else None
 
 
 def problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-", gsm8k=None, gsm8k_test=None,

@@ -10,6 +10,9 @@ demo.py -- the end-to-end demo (the README's first command), a few minutes on 2 
 Everything goes under --out (default runs/demo). Each stage is a plain call of the same CLI
 you would type yourself (printed before it runs). The top floor: it uses both towers, the GPT side
 (train, eval) and the GSN side (gsn_experiments.demo).
+
+  run     print a stage's command line, then run that script's main on it
+  main    the three stages, and a JSON summary
 """
 import argparse
 import json
@@ -19,6 +22,7 @@ import sys
 import time
 
 import common
+import data
 import eval as evaluate
 import gsn_experiments
 import train
@@ -52,7 +56,8 @@ def main(argv=None):
                      "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2", "--warmup", "5",
                      "--max-new-tokens", "12", "--eval-interval", "30"]
     else:  # the default budget (1.5 minutes on 2 idle cores): right on normal problems, wrong on conflict ones
-        sft_args += ["--eval-problems", "256", "--eval-k", "4", "--sft-conflict-frac", "0.03"]
+        sft_args += ["--eval-problems", "256", "--eval-k", "4",
+                     "--sft-conflict-frac", str(data.CALIBRATED_SFT_CONFLICT_FRAC)]
     summary["sft"] = run(train, sft_args)
 
     # ---- 2. RL, strongly off-policy: ONE dataset sampled from the SFT policy, several epochs over it,

@@ -16,12 +16,11 @@ import json
 import os
 
 import torch
-import torch.nn.functional as F
 
 import common
 import data
 from common import UserError
-from model import GPT, GPTConfig, completion_mask, pack
+from model import GPT, GPTConfig, completion_mask, verdict_logp
 
 
 # -----------------------------------------------------------------------------
@@ -29,9 +28,7 @@ from model import GPT, GPTConfig, completion_mask, pack
 
 def load_gpt(path, device):
     """(model, tokenizer, checkpoint dict) from a checkpoint written by train.py."""
-    ckpt = common.load_checkpoint(path)
-    if "model_config" not in ckpt:
-        raise UserError(f"{path} is not a GPT checkpoint of this repo (no model_config)")
+    ckpt = common.load_checkpoint(path, kind="gpt")
     model = GPT(GPTConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
@@ -46,25 +43,17 @@ def check_fits(model, prompts, max_new_tokens, what="a prompt"):
                         f"context ({model.config.block_size}); lower --max-new-tokens")
 
 
-TEST_CONFLICT_FRAC = 0.5  # the shortcut task's held-out sets: as many conflict as normal problems
-
-
 def add_task_args(p):
-    """The task's flags, the same for train.py sft / rl and eval.py gpt."""
-    p.add_argument("--steps", type=common.positive, nargs="+", default=[1, 2], help="operations per problem")
-    p.add_argument("--max-num", type=common.positive, default=10, help="largest number in a question")
-    p.add_argument("--ops", default="+-", help="subset of +-*/")
+    """The task's flags (defaults: data.Task), the same for train.py sft / rl and eval.py gpt."""
+    t = data.Task()
+    p.add_argument("--steps", type=common.positive, nargs="+", default=list(t.steps), help="operations per problem")
+    p.add_argument("--max-num", type=common.positive, default=t.max_num, help="largest number in a question")
+    p.add_argument("--ops", default=t.ops, help="subset of +-*/")
     p.add_argument("--gsm8k", default=None, help="train on a GSM8K jsonl file instead of the procedural task")
     p.add_argument("--gsm8k-test", default=None, help="GSM8K test jsonl (required with --gsm8k)")
     p.add_argument("--shortcut", action="store_true",
                    help="the shortcut task: one-step problems whose question cue ('left' / 'now') gives the "
                         "operation away, except in conflict problems (test sets: half of each slice)")
-
-
-def task_kwargs(args, conflict_frac=TEST_CONFLICT_FRAC):
-    """The task flags as keyword arguments of data.problems (conflict_frac: the shortcut task only)."""
-    return dict(steps=tuple(args.steps), max_num=args.max_num, ops=args.ops, gsm8k=args.gsm8k,
-                gsm8k_test=args.gsm8k_test, shortcut=args.shortcut, conflict_frac=conflict_frac)
 
 
 # -----------------------------------------------------------------------------
@@ -189,19 +178,6 @@ def best_of(answers, weights):
     return answers[max(range(len(answers)), key=lambda i: weights[i])]
 
 
-def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
-    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
-    pass; gradients flow. restricted=False: the unrestricted next-token log-probs of the two tokens."""
-    device = next(model.parameters()).device
-    tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
-    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
-    logits, _ = model(tokens.to(device), logits_at=last)  # the LM head at each prompt's last token only
-    logits = logits[:, 0].float()  # (B, vocab): next-token logits
-    if restricted:
-        return F.log_softmax(logits[:, list(yes_no)], dim=-1)
-    return F.log_softmax(logits, dim=-1)[:, list(yes_no)]
-
-
 @torch.no_grad()
 def score_candidates(verifier, tok, problems, texts, batch=128):
     """P(Yes) of the verifier (restricted to Yes/No) for texts[problem][candidate]: same nesting."""
@@ -276,7 +252,7 @@ def evaluate_verifier(verifier, tok, problems, texts, k):
 def cmd_gpt(args):
     device = common.get_device(args.device)
     model, tok, ckpt = load_gpt(args.ckpt, device)
-    problems = data.problems(args.n, args.seed, "test", **task_kwargs(args))
+    problems = data.Task.from_args(args).problems(args.n, args.seed, "test")
     res, texts = evaluate_gpt(model, tok, problems, k=args.k, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens, seed=args.seed, return_samples=True)
     if args.verifier:  # score the same k samples with the verifier
@@ -318,9 +294,7 @@ def read_metrics(folder):
 def cmd_compare(args):
     """One figure: held-out pass@1 (per slice on the shortcut task), invalid rate, and mean log pi of
     positive / negative samples, against samples seen, one line per run (label = folder name, or --labels)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
     labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(labels) != len(args.runs):
         raise UserError(f"{len(args.labels)} labels for {len(args.runs)} runs")
@@ -356,7 +330,8 @@ def cmd_compare(args):
         fig.suptitle(args.title, fontsize=11)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fig.savefig(args.out, dpi=80)
+    common.atomic_write(args.out, lambda f: fig.savefig(f, format=os.path.splitext(args.out)[1][1:] or "png", dpi=80),
+                        binary=True)
     print(f"wrote {args.out}")
     keys = [k for k in summary[0] if k != "run"]
     print(f"{'run':<16}" + "".join(f"{k:>22}" for k in keys))
@@ -378,7 +353,7 @@ def main(argv=None):
     p.add_argument("--temperature", type=common.flag(float, min=0.0), default=1.0, help="0 = greedy")
     p.add_argument("--max-new-tokens", type=common.positive, default=48, help="longest completion")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device name")
+    common.add_device_arg(p)
     add_task_args(p)
     p.set_defaults(func=cmd_gpt)
 

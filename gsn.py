@@ -20,10 +20,10 @@ report, the equal-compute comparison, the curve against budget) are gsn_experime
   salt_and_pepper, GSN, build_model              the model: corruption, one chain step, the walkback loss
   sample_chain, inpaint, right_half_mask         sampling and inpainting
   parzen_log_likelihood, parzen_evaluate         Parzen-window log-likelihood, sigma chosen on validation
-  load_data, data_flag, one_per_class            the digits: training, held-out validation, test
-  tile, save_image, save_rows, chain_figure, inpaint_figure     the figures
+  N_VALID, load_data, data_flag, one_per_class   the digits: training, held-out validation, test
+  tile, save_image, save_rows, chain_figure, INPAINT_SHOWN, inpaint_figure     the figures (PNG)
   GSNConfig, config_from_args                    a run's settings (the deep GSN's and the DAE's defaults)
-  train, load_model                              training (resume, torchrun) and its checkpoint
+  train, read_checkpoint, load_model             training (resume, torchrun) and its checkpoint
   parse_args, main                               the command line: train one model
 
   python gsn.py                                   deep GSN (2 x 500 tanh), 3600 steps, ~8 CPU-minutes
@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from common import UserError
@@ -270,10 +269,11 @@ def tile(frames, rows, cols, pad=1):
 
 
 def save_image(path, img):
-    """Grey-level 8-bit PNG (4x smaller than matplotlib's RGBA imsave; Pillow comes with matplotlib)."""
+    """Grey-level 8-bit PNG (4x smaller than matplotlib's RGBA imsave; Pillow comes with matplotlib),
+    written whole or not at all (common.atomic_write)."""
     from PIL import Image
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(path, optimize=True)
+    png = Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
+    common.atomic_write(path, lambda f: png.save(f, format="PNG", optimize=True), binary=True)
 
 
 def save_rows(path, frames):
@@ -358,12 +358,12 @@ def config_from_args(a):
 
 
 def read_checkpoint(path):
-    """(checkpoint dict, its GSNConfig) from a ckpt.pt written by train()."""
-    state = common.load_checkpoint(path)
-    try:  # a GPT checkpoint has no config; another file's config has settings GSNConfig does not
-        return state, GSNConfig(**(state.get("config") if isinstance(state, dict) else None))
-    except TypeError:
-        raise UserError(f"{path} is not a gsn.py checkpoint") from None
+    """(checkpoint dict, its GSNConfig) from a ckpt.pt written by train() (common.load_checkpoint, kind "gsn")."""
+    state = common.load_checkpoint(path, kind="gsn")
+    try:
+        return state, GSNConfig(**state["config"])
+    except TypeError:  # another file's config: settings GSNConfig does not have
+        raise UserError(f"{path} is not a gsn.py checkpoint (its config is not a GSNConfig)") from None
 
 
 # -----------------------------------------------------------------------------
@@ -410,11 +410,9 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
     B = cfg.batch_size
     if B % world:
         raise UserError(f"--batch-size {B} must be divisible by the number of processes ({world})")
-    train_model = model
+    # with fewer walkback steps than layers the top layers' biases never reach the loss: DDP must be told
+    train_model = common.ddp_wrap(model, dev, world, find_unused_parameters=cfg.walkbacks < cfg.layers)
     if world > 1:
-        # with fewer walkback steps than layers the top layers' biases never reach the loss: DDP must be told
-        train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                          find_unused_parameters=cfg.walkbacks < cfg.layers)
         torch.manual_seed(cfg.seed * 1000 + rank + step)  # independent chain noise in each process
     per_epoch = len(X) // B
     max_steps = cfg.max_steps or (int(cfg.epochs * per_epoch) if cfg.epochs else None)
@@ -432,8 +430,8 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
                                 "metrics_rows": metrics.rows}, ckpt_path)
 
     losses, unchecked = [], []  # unchecked: the losses since the last check, still on the device
-    # to `losses` at each check (common.check_pending); 0-based step numbers, as before
-    check_losses = lambda: losses.extend(common.check_pending(unchecked, step - len(unchecked), world, dev))
+    # to `losses` at each check (common.check_pending); 1-based step numbers, like the "step N" log lines
+    check_losses = lambda: losses.extend(common.check_pending(unchecked, step - len(unchecked) + 1, world, dev))
 
     t0, last_t, last_step = time.time(), time.time(), step
     stop = common.StopFlag()  # Ctrl-C: finish the step, save, stop
@@ -500,13 +498,12 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
 
 
 def load_model(path, device=None):
-    """(model in eval mode on device, its GSNConfig, training step) from a ckpt.pt written by train()."""
-    state, cfg = read_checkpoint(path)
-    if "model" not in state:
-        raise UserError(f"{path} is not a gsn.py checkpoint")
+    """(model in eval mode on device, its GSNConfig, the checkpoint dict) from a ckpt.pt written by train():
+    the shape of eval.load_gpt's (model, tokenizer, checkpoint dict). The training step: ckpt["step"]."""
+    ckpt, cfg = read_checkpoint(path)
     model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    return model.to(common.get_device(device or "auto")).eval(), cfg, state["step"]
+    model.load_state_dict(ckpt["model"])
+    return model.to(common.get_device(device or "auto")).eval(), cfg, ckpt
 
 
 # -----------------------------------------------------------------------------
@@ -537,7 +534,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/gsn")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
-    p.add_argument("--device", default=None, help="cuda if available, else cpu")
+    common.add_device_arg(p)
     p.add_argument("--threads", type=pos, default=None, help="torch.set_num_threads")
     a = p.parse_args(argv)
     if a.epochs is None and a.minutes is None and a.max_steps is None:

@@ -68,7 +68,8 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
         print(f"  {name}: log-lik {r['ll']:.1f} +- {r['se']:.1f} (sigma {r['sigma']:.3f}); "
               f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} at sigma 0.2", flush=True)
 
-    for name, model, cfg, step in models:
+    for name, model, cfg, ckpt in models:
+        step = ckpt["step"]
         print(f"[{name}] sampling a {n_samples}-step chain ...", flush=True)
         t0 = time.time()
         torch.manual_seed(seed)
@@ -100,10 +101,9 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
                      f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {tr} | {r['note']} |")
     table = "\n".join(lines)
     print(table)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table + "\n\n" + protocol + "\n")
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"data": data_spec, "seed": seed, "protocol": protocol, "rows": rows}, f, indent=1)
+    common.atomic_write(os.path.join(out, "results.md"), table + "\n\n" + protocol + "\n")
+    common.atomic_write(os.path.join(out, "results.json"),
+                        json.dumps({"data": data_spec, "seed": seed, "protocol": protocol, "rows": rows}, indent=1))
     print(json.dumps({"gsn_parzen": [{k: r[k] for k in ("name", "ll", "se", "sigma", "ll_fixed", "se_fixed")}
                                      for r in rows]}))
     return rows
@@ -117,7 +117,7 @@ def add_report_args(p):
     p.add_argument("--out", default=None, help="figures/results folder (default: the first ckpt's folder)")
     p.add_argument("--n-samples", type=common.positive, default=10000, help="consecutive chain means used as Parzen centres")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--device", default=None)
+    common.add_device_arg(p)
     p.add_argument("--threads", type=common.positive, default=None, help="torch.set_num_threads")
     p.add_argument("--no-references", action="store_true", help="skip the real-images and pixel rows")
 
@@ -206,23 +206,21 @@ def run_curve(a):
                 cpu += time.process_time() - t0
                 ckpt = os.path.join(run_out, f"ckpt_{u}.pt")
                 os.replace(os.path.join(run_out, "ckpt.pt"), ckpt)  # the next point resumes from a copy
-                shutil.copy(ckpt, os.path.join(run_out, "ckpt.pt"))
+                with open(ckpt, "rb") as src:
+                    common.atomic_write(os.path.join(run_out, "ckpt.pt"), lambda f: shutil.copyfileobj(src, f), binary=True)
                 refs = os.path.join(a.out, "references.json")
                 r = report([(f"{name}-s{seed}-{u}", ckpt)], os.path.join(run_out, f"report_{u}"), data_spec=a.data,
                            seed=a.seed, device=a.device, n_samples=a.parzen_samples, references=not os.path.exists(refs))
                 if len(r) > 1:  # the reference rows (real training images, independent pixels), once
-                    with open(refs, "w") as f:
-                        json.dump(r[1:], f)
+                    common.atomic_write(refs, json.dumps(r[1:]))
                 rows.append(dict(model=name, seed=seed, units=u, steps=steps, cpu_s=round(cpu, 3),
                                  **{k: r[0][k] for k in ("ll", "se", "sigma", "ll_fixed", "se_fixed")}))
-                with open(point, "w") as f:
-                    json.dump(rows[-1], f)
+                common.atomic_write(point, json.dumps(rows[-1]))  # whole or absent: a stopped curve reads it back
                 print(f"[curve {time.strftime('%H:%M:%S')}] {name} seed {seed}: {u} units = {steps} steps, "
                       f"{cpu / 60:.1f} CPU-min, Parzen {rows[-1]['ll']:.1f} +- {rows[-1]['se']:.1f}", flush=True)
     with open(os.path.join(a.out, "references.json")) as f:
         rows += [dict(r, reference=True) for r in json.load(f)]
-    with open(os.path.join(a.out, "curve.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    common.atomic_write(os.path.join(a.out, "curve.json"), json.dumps(rows, indent=1))
     curve_report(rows, a.out)
     return rows
 
@@ -230,9 +228,7 @@ def run_curve(a):
 def curve_report(rows, out):
     """Table and figure: Parzen (tuned sigma, and sigma = 0.2) against training CPU-minutes, mean over
     the seeds at each budget; error bar = sqrt(seed variance / n + mean test-image variance / n)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
     points = {}
     for r in rows:
         if "model" in r:
@@ -255,8 +251,7 @@ def curve_report(rows, out):
               for r in refs]
     table = "\n".join(lines)
     print(table)
-    with open(os.path.join(out, "curve.md"), "w") as f:
-        f.write(table + "\n")
+    common.atomic_write(os.path.join(out, "curve.md"), table + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, title in zip(axes, ("ll", "ll_fixed"), ("sigma tuned on validation", "sigma = 0.2")):
         for model in dict.fromkeys(m for m, _ in points):
@@ -272,7 +267,7 @@ def curve_report(rows, out):
     axes[0].set_ylabel("test log-likelihood (nats)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "curve.png"), dpi=80)
+    common.atomic_write(os.path.join(out, "curve.png"), lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
     plt.close(fig)
 
 
@@ -303,7 +298,7 @@ def add_run_args(p, out):
     p.add_argument("--data", type=gsn.data_flag, default=gsn.GSNConfig.data, help="'procedural' or a folder with MNIST IDX files")
     p.add_argument("--seed", type=int, default=gsn.GSNConfig.seed, help="every model's training seed (curve: and seed + 1)")
     p.add_argument("--out", default=out)
-    p.add_argument("--device", default=None, help="cuda if available, else cpu")
+    common.add_device_arg(p)
     p.add_argument("--threads", type=common.positive, default=None, help="torch.set_num_threads")
     p.add_argument("--budget-scale", type=common.positive_float, default=1.0, help="multiply every model's steps")
     p.add_argument("--parzen-samples", type=common.positive, default=10000, help="chain means used as Parzen centres")

@@ -14,11 +14,11 @@ Imports common.py only.
 import gzip
 import os
 import struct
-import tempfile
 
 import numpy as np
 import torch
 
+import common
 from common import UserError
 
 # -----------------------------------------------------------------------------
@@ -239,11 +239,9 @@ def load_digits(split="train", n=None, seed=0, cache_dir=None):
             pass  # a damaged cache file is simply regenerated
     # SeedSequence([seed, split]) gives independent streams: train and test never share an image
     X, y = make_digits(n, np.random.SeedSequence([seed, _SPLIT_IDS[split]]))
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(f, X=np.round(X * 255).astype(np.uint8), y=y.astype(np.uint8))
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    # atomic: a concurrent reader (or a run after a crash) never sees half a file
+    common.atomic_write(path, lambda f: np.savez_compressed(f, X=np.round(X * 255).astype(np.uint8),
+                                                            y=y.astype(np.uint8)), binary=True)
     return X, y
 
 

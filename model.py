@@ -2,15 +2,21 @@
 model.py -- a nanoGPT-compatible GPT with KV-cached sampling, in the shape of nanochat's gpt.py:
 ONE forward pass serves training, prefill and decode (an edit to MLP or attention reaches all three).
 
-Read in this order:
-  1. GPTConfig, the Block modules and GPT.forward  -- nanoGPT's model, same parameter names, so a
-     nanoGPT state_dict loads with strict=True. forward takes an optional KV cache.
+Read in this order (the file's order):
+  1. GPTConfig                                      -- the model's size.
   2. KVCache                                        -- per-layer K and V tensors, preallocated.
-  3. GPT.generate                                   -- prefill the prompts once (forward with a cache),
-     copy the cache to num_samples rows, then decode one token at a time: the same forward, one token
-     per row, reading K/V of the past from the cache.
-  4. sequence_logprobs                              -- the same per-token log-probs in one forward
-     pass (what the RL loss differentiates).
+  3. LayerNorm, _dropout, CausalSelfAttention, MLP, Block  -- nanoGPT's modules, same parameter names,
+     so a nanoGPT state_dict loads with strict=True; attention reads and writes the optional KV cache.
+  4. GPT: forward, new_cache, generate              -- ONE forward for training, prefill and decode;
+     generate prefills the prompts once (forward with a cache), copies the cache to num_samples rows,
+     then decodes one token at a time: the same forward, one token per row, reading K/V of the past
+     from the cache (DONE_CHECK_EVERY: how often it asks whether every row is done).
+  5. the helpers of forward and generate:
+     left_pad, completion_mask, attention_mask      padding and masks
+     _filter_logits, exponential_race, sample_next  top-k / top-p truncation and drawing the next token
+  6. pack, sequence_logprobs, verdict_logp, entropy -- the same per-token log-probs of given completions
+     in one forward pass (what the RL loss differentiates), the verifier's log pi(Yes | x), log pi(No | x),
+     and the policy's entropy.
 
 Padding convention: prompts of different lengths are LEFT-padded (right-aligned), so that every
 row writes its next token into the same cache slot. A boolean `pad_mask` (True = real token) tells
@@ -37,6 +43,42 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # bias in Linears and LayerNorms, like GPT-2
 
+
+# -----------------------------------------------------------------------------
+# The KV cache: explicit, preallocated, written in place (no per-step torch.cat).
+
+class KVCache:
+    """K and V of every layer for B rows and up to T_max positions.
+
+    kv: (n_layer, 2, B, n_head, T_max, head_dim); `pos` = number of filled positions, the same for
+    every row (prompts are left-padded). key_mask: (B, T_max) bool, False on padding."""
+
+    def __init__(self, n_layer, B, n_head, T_max, head_dim, device, dtype):
+        # K and V side by side: kv[layer, 0] = K, kv[layer, 1] = V, so one copy writes both
+        self.kv = torch.zeros(n_layer, 2, B, n_head, T_max, head_dim, device=device, dtype=dtype)
+        self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
+        self.padded = False  # any padding written? If not, forward builds no mask (the decode hot path)
+        self.pos = 0
+        self.T_max = T_max
+
+    def write(self, layer, kv):
+        """Store this call's keys/values kv (2, B, nh, T, hs) at [pos, pos+T); return views (K, V) of
+        every position so far, each (B, nh, pos+T, hs)."""
+        kv_layer = self.kv[layer]  # narrow = a view along time in one call (cheaper than a 5-index slice)
+        kv_layer.narrow(3, self.pos, kv.size(3)).copy_(kv)
+        return kv_layer.narrow(3, 0, self.pos + kv.size(3)).unbind(0)
+
+    def advance(self, T):
+        self.pos += T  # called once per forward, after every layer has written
+
+    def repeat_rows(self, n):
+        """Each row becomes n consecutive rows: prefill a prompt once, then sample n completions from it."""
+        self.kv = self.kv.repeat_interleave(n, dim=2)
+        self.key_mask = self.key_mask.repeat_interleave(n, dim=0)
+
+
+# -----------------------------------------------------------------------------
+# The modules of a GPT (nanoGPT's, same parameter names)
 
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1; kept for nanoGPT's keys)."""
@@ -114,108 +156,7 @@ class Block(nn.Module):
 
 
 # -----------------------------------------------------------------------------
-# The KV cache: explicit, preallocated, written in place (no per-step torch.cat).
-
-class KVCache:
-    """K and V of every layer for B rows and up to T_max positions.
-
-    kv: (n_layer, 2, B, n_head, T_max, head_dim); `pos` = number of filled positions, the same for
-    every row (prompts are left-padded). key_mask: (B, T_max) bool, False on padding."""
-
-    def __init__(self, n_layer, B, n_head, T_max, head_dim, device, dtype):
-        # K and V side by side: kv[layer, 0] = K, kv[layer, 1] = V, so one copy writes both
-        self.kv = torch.zeros(n_layer, 2, B, n_head, T_max, head_dim, device=device, dtype=dtype)
-        self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
-        self.padded = False  # any padding written? If not, forward builds no mask (the decode hot path)
-        self.pos = 0
-        self.T_max = T_max
-
-    def write(self, layer, kv):
-        """Store this call's keys/values kv (2, B, nh, T, hs) at [pos, pos+T); return views (K, V) of
-        every position so far, each (B, nh, pos+T, hs)."""
-        kv_layer = self.kv[layer]  # narrow = a view along time in one call (cheaper than a 5-index slice)
-        kv_layer.narrow(3, self.pos, kv.size(3)).copy_(kv)
-        return kv_layer.narrow(3, 0, self.pos + kv.size(3)).unbind(0)
-
-    def advance(self, T):
-        self.pos += T  # called once per forward, after every layer has written
-
-    def repeat_rows(self, n):
-        """Each row becomes n consecutive rows: prefill a prompt once, then sample n completions from it."""
-        self.kv = self.kv.repeat_interleave(n, dim=2)
-        self.key_mask = self.key_mask.repeat_interleave(n, dim=0)
-
-
-# -----------------------------------------------------------------------------
-
-def left_pad(prompts, pad_id):
-    """List of token lists -> (idx (B, T) long, pad_mask (B, T) bool), right-aligned."""
-    T = max(len(p) for p in prompts)
-    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
-    pad_mask = torch.zeros(len(prompts), T, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError(f"prompt {i} is empty")
-        idx[i, T - len(p):] = torch.tensor(p, dtype=torch.long)
-        pad_mask[i, T - len(p):] = True
-    return idx, pad_mask
-
-
-def completion_mask(tokens, eos_id):
-    """(B, T) bool: True up to and including the first eos_id of each row (all True if eos_id is None)."""
-    if eos_id is None:
-        return torch.ones_like(tokens, dtype=torch.bool)
-    is_eos = (tokens == eos_id).long()
-    before = torch.cumsum(is_eos, dim=1) - is_eos  # number of EOS strictly before t
-    return before == 0
-
-
-def _filter_logits(logits, top_k, top_p):
-    """Top-k then nucleus (top-p) truncation: excluded tokens get -inf."""
-    if top_k is not None:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
-        probs = F.softmax(sorted_logits, dim=-1)
-        # drop a token if the tokens strictly more likely than it already hold >= top_p of the mass;
-        # the most likely token is always kept.
-        drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= top_p
-        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
-def exponential_race(probs, generator=None):
-    """One draw per row of probs (N, V) from that categorical distribution, as (N, 1), without a host
-    sync: with E_v ~ Exp(1) independent, E_v / probs_v ~ Exp(rate probs_v), and the smallest of
-    independent exponentials is v with probability probs_v / sum(probs) -- so argmax(probs / E) is an
-    exact categorical draw (the Gumbel-max trick: -log E is Gumbel). A zero-probability outcome scores
-    0 and is never drawn."""
-    e = torch.empty_like(probs).exponential_(generator=generator)
-    return torch.argmax(probs / e, dim=-1, keepdim=True)
-
-
-def sample_next(probs, generator=None):
-    """The next token of each row, (N, 1), drawn from probs (N, V) with `generator` (on probs' device).
-    CUDA: the exponential race, because torch.multinomial first checks its input with host syncs (.item())
-    on every call, which stalls each decode step. CPU: torch.multinomial, with which every sample behind
-    the numbers in RESULTS.md was drawn (on CPU there is no device to wait for). For one sample PyTorch's
-    multinomial is this same race after its checks, so both draw the same tokens from the same generator."""
-    if probs.device.type == "cuda":
-        return exponential_race(probs, generator)
-    return torch.multinomial(probs, 1, generator=generator)
-
-
-def attention_mask(keys, T):
-    """keys: (B, T_k) bool, True = real token, over every key of this call; the last T are the queries.
-    Returns (B, 1, T, T_k) bool, True = may attend: causal (query t sits at key T_k - T + t) and never to
-    a pad. A pad query would then see no key at all and SDPA would give NaN, so it sees every earlier
-    key instead (its output is never used)."""
-    T_k = keys.size(1)
-    causal = torch.ones(T, T_k, dtype=torch.bool, device=keys.device).tril(diagonal=T_k - T)
-    return (causal & (keys[:, None, :] | ~keys[:, T_k - T:, None]))[:, None]  # broadcast over heads
-
+# The GPT: one forward for training, prefill and decode; generate on top of it
 
 # Decode asks whether every row is done (a read on the host: the CPU waits for the GPU to finish the
 # step) only every DONE_CHECK_EVERY steps on a GPU, so the GPU can run ahead; the few steps taken after
@@ -382,6 +323,78 @@ class GPT(nn.Module):
 
 
 # -----------------------------------------------------------------------------
+# Helpers of forward and generate: padding, masks, sampling
+
+def left_pad(prompts, pad_id):
+    """List of token lists -> (idx (B, T) long, pad_mask (B, T) bool), right-aligned."""
+    T = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    pad_mask = torch.zeros(len(prompts), T, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        idx[i, T - len(p):] = torch.tensor(p, dtype=torch.long)
+        pad_mask[i, T - len(p):] = True
+    return idx, pad_mask
+
+
+def completion_mask(tokens, eos_id):
+    """(B, T) bool: True up to and including the first eos_id of each row (all True if eos_id is None)."""
+    if eos_id is None:
+        return torch.ones_like(tokens, dtype=torch.bool)
+    is_eos = (tokens == eos_id).long()
+    before = torch.cumsum(is_eos, dim=1) - is_eos  # number of EOS strictly before t
+    return before == 0
+
+
+def attention_mask(keys, T):
+    """keys: (B, T_k) bool, True = real token, over every key of this call; the last T are the queries.
+    Returns (B, 1, T, T_k) bool, True = may attend: causal (query t sits at key T_k - T + t) and never to
+    a pad. A pad query would then see no key at all and SDPA would give NaN, so it sees every earlier
+    key instead (its output is never used)."""
+    T_k = keys.size(1)
+    causal = torch.ones(T, T_k, dtype=torch.bool, device=keys.device).tril(diagonal=T_k - T)
+    return (causal & (keys[:, None, :] | ~keys[:, T_k - T:, None]))[:, None]  # broadcast over heads
+
+
+def _filter_logits(logits, top_k, top_p):
+    """Top-k then nucleus (top-p) truncation: excluded tokens get -inf."""
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token if the tokens strictly more likely than it already hold >= top_p of the mass;
+        # the most likely token is always kept.
+        drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def exponential_race(probs, generator=None):
+    """One draw per row of probs (N, V) from that categorical distribution, as (N, 1), without a host
+    sync: with E_v ~ Exp(1) independent, E_v / probs_v ~ Exp(rate probs_v), and the smallest of
+    independent exponentials is v with probability probs_v / sum(probs) -- so argmax(probs / E) is an
+    exact categorical draw (the Gumbel-max trick: -log E is Gumbel). A zero-probability outcome scores
+    0 and is never drawn."""
+    e = torch.empty_like(probs).exponential_(generator=generator)
+    return torch.argmax(probs / e, dim=-1, keepdim=True)
+
+
+def sample_next(probs, generator=None):
+    """The next token of each row, (N, 1), drawn from probs (N, V) with `generator` (on probs' device).
+    CUDA: the exponential race, because torch.multinomial first checks its input with host syncs (.item())
+    on every call, which stalls each decode step. CPU: torch.multinomial, with which every sample behind
+    the numbers in RESULTS.md was drawn (on CPU there is no device to wait for). For one sample PyTorch's
+    multinomial is this same race after its checks, so both draw the same tokens from the same generator."""
+    if probs.device.type == "cuda":
+        return exponential_race(probs, generator)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+# -----------------------------------------------------------------------------
 # Log-probs of given completions in one forward pass (what the RL loss differentiates).
 
 def pack(prompts, completions, pad_id):
@@ -425,6 +438,19 @@ def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False,
         ent = torch.cat([entropy(logits[i:i + chunk]) for i in range(0, len(logits), chunk)])
     ent = torch.cat([torch.zeros_like(ent[:, :1]), ent], dim=1)
     return logp, torch.where(compl_mask, ent, torch.zeros_like(ent))
+
+
+def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
+    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
+    pass; gradients flow: the generative verifier's log pi, on the RL gradient path like sequence_logprobs. restricted=False: the unrestricted next-token log-probs of the two tokens."""
+    device = next(model.parameters()).device
+    tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
+    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
+    logits, _ = model(tokens.to(device), logits_at=last)  # the LM head at each prompt's last token only
+    logits = logits[:, 0].float()  # (B, vocab): next-token logits
+    if restricted:
+        return F.log_softmax(logits[:, list(yes_no)], dim=-1)
+    return F.log_softmax(logits, dim=-1)[:, list(yes_no)]
 
 
 def entropy(logits):

@@ -17,14 +17,13 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 import data
 import eval as ev
 import topr
 from common import UserError
-from model import GPT, GPTConfig, completion_mask, pack, sequence_logprobs
+from model import GPT, GPTConfig, completion_mask, pack, sequence_logprobs, verdict_logp
 
 # -----------------------------------------------------------------------------
 # SFT: next-token prediction on worked solutions
@@ -67,20 +66,20 @@ def sft(rank, world, device, args):
     cosine lr, gradient clipping); val loss + checkpoint every --eval-interval; held-out accuracy at the end."""
     master = rank == 0  # only rank 0 logs, evaluates and writes checkpoints
     torch.manual_seed(args.seed)
-    task = ev.task_kwargs(args, args.sft_conflict_frac)  # the training problems (test: ev.task_kwargs(args))
+    task = data.Task.from_args(args)
     tok = data.get_tokenizer(args.tokenizer)
-    train_problems = data.problems(args.sft_examples, args.seed, "train", **task)
+    train_problems = task.problems(args.sft_examples, args.seed, "train", use="sft")
     seen = {p.question for p in train_problems}
     train = [data.encode_example(tok, p) for p in train_problems]
-    val = [data.encode_example(tok, p) for p in data.problems(args.val_examples, args.seed, "val", **task)
+    val = [data.encode_example(tok, p) for p in task.problems(args.val_examples, args.seed, "val", use="sft")
            if p.question not in seen]  # the validation loss is measured on problems never trained on
-    test = data.problems(args.eval_problems, args.seed, "test", **ev.task_kwargs(args))
+    test = task.problems(args.eval_problems, args.seed, "test")
     if args.batch_size > len(train):
         raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
-        init = common.load_checkpoint(args.init)
+        init = common.load_checkpoint(args.init, kind="gpt")
         cfg = GPTConfig(**init["model_config"])
     else:
         if args.n_embd % args.n_head:
@@ -99,7 +98,7 @@ def sft(rank, world, device, args):
     ckpt_path = os.path.join(args.out, "ckpt.pt")
     ckpt = {}
     if args.resume:
-        ckpt = common.load_checkpoint(ckpt_path)
+        ckpt = common.load_checkpoint(ckpt_path, kind="gpt")
         if ckpt.get("model_config") != asdict(cfg):
             raise UserError(f"{ckpt_path} was trained with a different model config: {ckpt.get('model_config')}")
         model.load_state_dict(ckpt["model"])
@@ -110,7 +109,7 @@ def sft(rank, world, device, args):
         print(f"resumed from {ckpt_path} at iter {it}")
     metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
     stop = common.StopFlag()
-    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    train_model = common.ddp_wrap(model, device, world)
     if master:
         print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device} x {world}, "
               f"{args.max_iters} iters of batch {args.batch_size}", flush=True)
@@ -278,7 +277,7 @@ def solution_logp(model, tok, batch, device):
 # The verifier (--task verify; TOPR Sec. 5): the same loop with another action. Candidates come from
 # a frozen solver checkpoint (correct and wrong ones, at the rate it makes them); the verifier's
 # action is ONE token, "Yes" or "No", after the verification prompt (data.format_verify_prompt),
-# sampled from its next-token distribution restricted to those two tokens (ev.verdict_logp):
+# sampled from its next-token distribution restricted to those two tokens (verdict_logp):
 #
 #     pi(v | x) = softmax([logit_Yes(x), logit_No(x)])[v]      reward = +1 if v is right, else -1
 #
@@ -301,7 +300,7 @@ def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, ra
     verifier.eval()
 
     def work(c, s, e):
-        lp = ev.verdict_logp(verifier, prompts[s:e], yes_no, tok.pad_id).cpu()
+        lp = verdict_logp(verifier, prompts[s:e], yes_no, tok.pad_id).cpu()
         gen = torch.Generator().manual_seed(seed * 100_003 + 50_000 + c)
         v = torch.multinomial(lp.exp(), 1, generator=gen).squeeze(1).tolist()  # 0 = Yes, 1 = No
         return [(data.VERDICTS[vi], lp[i - s, vi].item(),
@@ -316,7 +315,7 @@ def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, ra
 def verdict_policy_logp(model, tok, batch, device):
     """Like solution_logp for the verifier's one-token action: log pi(verdict | x), pi restricted to {Yes, No}."""
     yes_no = data.verdict_ids(tok)
-    lp = ev.verdict_logp(model, batch.prompt, yes_no, tok.pad_id)
+    lp = verdict_logp(model, batch.prompt, yes_no, tok.pad_id)
     chosen = torch.tensor([yes_no.index(c[0]) for c in batch.completion], device=device)
     ent = -(lp.exp() * lp).sum(1).detach()
     return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(batch), device=device), ent
@@ -360,7 +359,7 @@ def behaviour_logp(policy, tok, batch, log_pi, steps, world, device):
 def rl_task(args, policy, tok, device, rank, world, master):
     """What is sampled, how log pi is computed and how the policy is evaluated, for --task solve or verify:
     (sample(problems, seed) -> Rollout, log_pi(model, tok, batch, device), evaluate() -> (metrics, line))."""
-    test = data.problems(args.eval_problems, args.seed, "test", **ev.task_kwargs(args))
+    test = data.Task.from_args(args).problems(args.eval_problems, args.seed, "test")
     gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
     if args.task == "solve":
         sample = lambda problems, seed: sample_solutions(policy, tok, problems, seed=seed, **gen_args)
@@ -421,8 +420,8 @@ def rl(rank, world, device, args):
         if master:
             print(f"resumed from {ckpt_path} at iteration {itr}")
     start_itr = itr
-    model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else policy
-    task = ev.task_kwargs(args, args.rl_conflict_frac)  # the RL prompts (test: ev.task_kwargs(args))
+    model = common.ddp_wrap(policy, device, world)
+    task = data.Task.from_args(args)
     sample, log_pi, evaluate = rl_task(args, policy, tok, device, rank, world, master)
     # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
     loss_kw = dict(name=args.loss, length_norm=args.length_norm, ppo_eps=args.ppo_eps,
@@ -448,7 +447,7 @@ def rl(rank, world, device, args):
         # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
         #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
         t_roll = time.time()
-        batch = sample(data.problems(args.prompts, args.seed * 1000 + itr + 1, "train", **task), args.seed * 1000 + itr)
+        batch = sample(task.problems(args.prompts, args.seed * 1000 + itr + 1, "train", use="rl"), args.seed * 1000 + itr)
         t_roll = time.time() - t_roll
 
         # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
@@ -598,7 +597,7 @@ def add_run_args(p):
     p.add_argument("--eval-k", type=common.positive, default=8, help="samples per test problem for pass@1/maj@k")
     p.add_argument("--max-new-tokens", type=common.positive, default=48, help="longest completion")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device name")
+    common.add_device_arg(p)
     p.add_argument("--out", required=True, help="run folder: ckpt.pt and metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
 
@@ -611,11 +610,11 @@ def baseline_flag(s):
 
 def check_args(args):
     """Flag combinations that argparse alone cannot check; the shortcut task's defaults."""
-    for flag, default in (("sft_conflict_frac", 0.05), ("rl_conflict_frac", 0.5)):
+    for flag in ("sft_conflict_frac", "rl_conflict_frac"):
         if getattr(args, flag, None) is not None and not args.shortcut:
             raise UserError(f"--{flag.replace('_', '-')} only applies to the shortcut task (--shortcut)")
         if hasattr(args, flag) and getattr(args, flag) is None:
-            setattr(args, flag, default)
+            setattr(args, flag, getattr(data.Task, flag))  # the default: data.Task's
     if args.func is rl:
         if not args.resume and not args.init:
             raise UserError("rl needs --init <sft ckpt.pt> (or --resume)")

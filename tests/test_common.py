@@ -1,6 +1,8 @@
-"""common.py: flag validation, the metrics log on resume, RNG state across machines, one-process agreement."""
+"""common.py: flag validation, the metrics log on resume, RNG state across machines, one-process agreement;
+the --device flag, the DDP wrap, atomic writes, the checkpoint loader, pyplot; its docstring's list."""
 import argparse
 import json
+import os
 
 import pytest
 import torch
@@ -58,3 +60,89 @@ def test_one_process_agrees_with_itself():
     with pytest.raises(common.NonFiniteLoss, match="loss is inf at step 12"):
         common.check_finite(torch.tensor([1.0, 2.0, float("inf"), float("nan")]), 10)
     common.check_finite(torch.tensor([1.0, 2.0]), 10)
+
+
+def test_the_docstring_lists_exactly_what_common_defines():
+    """Every public name of common.py is in its docstring's list, and every name listed there exists."""
+    import ast
+    import re
+    tree = ast.parse(open(common.__file__).read())
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    public = {n for n in defined if not n.startswith("_")}
+    doc = common.__doc__.split("\n\n")[1]  # the list: "  names   what they are"
+    listed = set()
+    for line in doc.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            names = re.split(r"\s{2,}", line.strip())[0]
+            listed |= {re.sub(r"\(.*", "", n).strip("@ ") for n in names.split(", ")}
+    listed.discard("...)")
+    assert listed == public, (sorted(listed - public), sorted(public - listed))
+
+
+def test_device_flag_auto_and_a_named_device_checked(monkeypatch):
+    p = argparse.ArgumentParser()
+    common.add_device_arg(p)
+    assert p.parse_args([]).device == "auto"
+    assert "cuda if available, else mps, else cpu" in p.format_help().replace("\n", " ").replace("  ", " ")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert common.get_device("auto") == torch.device("cpu") and common.get_device("cpu") == torch.device("cpu")
+    for name, msg in (("cuda", "--device cuda: CUDA is not available"), ("cuda:1", "--device cuda:1: CUDA"),
+                      ("mps", "--device mps: MPS is not available"), ("gpu", "--device gpu: ")):
+        with pytest.raises(common.UserError, match=msg.replace("(", r"\(")) as e:
+            common.get_device(name)
+        assert "\n" not in str(e.value)
+
+
+def test_ddp_wrap_alone_is_the_model_itself():
+    m = torch.nn.Linear(2, 2)
+    assert common.ddp_wrap(m, torch.device("cpu"), 1) is m
+
+
+def test_atomic_write_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "sub" / "table.md"
+    common.atomic_write(str(path), "old\n")  # text; creates the folder
+    assert path.read_text() == "old\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file's mode, not mkstemp's 0600
+
+    def crash(f):
+        f.write(b"half of a fi")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        common.atomic_write(str(path), crash, binary=True)
+    assert path.read_text() == "old\n" and os.listdir(tmp_path / "sub") == ["table.md"]  # no temp file left
+    common.atomic_write(str(path), lambda f: f.write(b"new\n"), binary=True)
+    assert path.read_text() == "new\n"
+
+
+def test_load_checkpoint_one_shape_one_line_errors(tmp_path):
+    gpt, gsn_ckpt = str(tmp_path / "gpt.pt"), str(tmp_path / "gsn.pt")
+    common.atomic_save({"model_config": {"n_layer": 1}, "model": {"w": torch.ones(2)}}, gpt)
+    common.atomic_save({"config": {"model": "gsn"}, "model": {}, "step": 3}, gsn_ckpt)
+    assert common.load_checkpoint(gpt)["model"]["w"].tolist() == [1.0, 1.0]
+    assert common.load_checkpoint(gpt, kind="gpt")["model_config"] == {"n_layer": 1}  # the same dict either way
+    assert common.load_checkpoint(gsn_ckpt, kind="gsn")["step"] == 3
+    (tmp_path / "bad.pt").write_bytes(open(gpt, "rb").read()[:40])  # truncated
+    torch.save({"weights": {}}, tmp_path / "other.pt")
+    for path, kind, msg in ((str(tmp_path / "none.pt"), None, "checkpoint not found"),
+                            (str(tmp_path / "bad.pt"), None, "corrupt or unreadable checkpoint"),
+                            (str(tmp_path / "other.pt"), None, "is not a train.py or gsn.py checkpoint"),
+                            (gsn_ckpt, "gpt", "is not a train.py checkpoint (it is a gsn.py one)"),
+                            (gpt, "gsn", "is not a gsn.py checkpoint (it is a train.py one)")):
+        with pytest.raises(common.UserError, match=msg.replace("(", r"\(").replace(")", r"\)")) as e:
+            common.load_checkpoint(path, kind=kind)
+        assert "\n" not in str(e.value)
+
+
+def test_pyplot_draws_without_a_display(tmp_path):
+    plt = common.pyplot()
+    import matplotlib
+    assert matplotlib.get_backend().lower() == "agg"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    common.atomic_write(str(tmp_path / "f.png"), lambda f: fig.savefig(f, format="png"), binary=True)
+    plt.close(fig)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

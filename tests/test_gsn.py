@@ -151,11 +151,14 @@ def test_config_defaults_per_model_and_optimizer():
 
 
 def test_a_checkpoint_that_is_not_a_gsn_one_is_a_user_error(tmp_path):
-    for i, state in enumerate([{"model": {}}, {"config": {"model": "gsn", "n_embd": 8}, "model": {}}]):
+    for i, state in enumerate([{"model": {}}, {"config": {"model": "gsn", "n_embd": 8}, "model": {}},
+                               {"model_config": {}, "model": {}}, [1, 2]]):
         path = str(tmp_path / f"{i}.pt")
         torch.save(state, path)
-        with pytest.raises(common.UserError, match="not a gsn.py checkpoint"):
+        with pytest.raises(common.UserError, match="not a gsn.py checkpoint") as e:
             gsn.load_model(path)
+        assert "\n" not in str(e.value)
+        assert ("it is a train.py one" in str(e.value)) == (i == 2)  # a GPT checkpoint is named as one
 
 
 def test_train_resume_is_exact(tmp_path):
@@ -186,7 +189,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
         loss, sl, lg = orig(self, *a, **k)
         return loss * float("nan"), sl, lg
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
-    with pytest.raises(common.NonFiniteLoss, match="step 2"):
+    with pytest.raises(common.NonFiniteLoss, match="at step 3;"):  # 1-based: the first step after step 2
         gsn.train(_cfg(folder, **{"max_steps": 4}), out, resume=True, quiet=True, figures=False)
     after = common.load_checkpoint(os.path.join(out, "ckpt.pt"))
     assert after["step"] == 2 and torch.equal(after["model"]["W.0"], before["model"]["W.0"])
@@ -194,8 +197,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
 def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, monkeypatch):
     """Losses are checked at log lines (every 4 steps) and before checkpoints (every 6), not every step: a
-    NaN at step 4 (0-based) stops the run at the check of step 6, before its checkpoint, naming step 4;
-    the NaN update is not applied meanwhile (NaN weights would make torch.bernoulli fail first)."""
+    NaN at step 5 (1-based, as the log lines) stops the run at the check of step 6, before its checkpoint,
+    naming step 5; the NaN update is not applied meanwhile (NaN weights would make torch.bernoulli fail first)."""
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)
     out = tmp_path / "run"
@@ -208,7 +211,7 @@ def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, mo
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
     check = common.check_finite
     monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))
-    with pytest.raises(common.NonFiniteLoss, match="step 4"):
+    with pytest.raises(common.NonFiniteLoss, match="at step 5;"):
         gsn.train(_cfg(folder, **{"max_steps": 12}), str(out), quiet=True, figures=False, log_every=4, ckpt_every=6)
     assert not (out / "ckpt.pt").exists()
     assert [json.loads(l)["step"] for l in open(out / "metrics.jsonl")] == [4]
@@ -325,7 +328,7 @@ def test_curve_gives_one_point_per_budget_and_continues_where_it_stopped(tmp_pat
     assert [r["name"] for r in rows if r.get("reference")] == ["real training images", "independent pixels"]
     deep = [r for r in rows if r.get("model") == "deep" and r["seed"] == 1]
     assert 0 < deep[0]["cpu_s"] <= deep[1]["cpu_s"] <= deep[2]["cpu_s"]
-    assert gsn.load_model(str(tmp_path / "c" / "deep-s1" / "ckpt_4.pt"))[2] == 8
+    assert gsn.load_model(str(tmp_path / "c" / "deep-s1" / "ckpt_4.pt"))[2]["step"] == 8
     assert os.path.isfile(tmp_path / "c" / "curve.png") and os.path.isfile(tmp_path / "c" / "curve.md")
     # stop "before" the last point: drop it and go back to the 2-unit checkpoint
     run = tmp_path / "c" / "deep-s1"

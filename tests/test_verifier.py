@@ -10,7 +10,7 @@ import common
 import data
 import eval as ev
 import train
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, verdict_logp
 
 
 # -----------------------------------------------------------------------------
@@ -131,10 +131,10 @@ def test_p_yes_from_logits_is_the_probability_of_generating_yes():
     yes, no, pad = 3, 5, 7
     prompts = [[1, 2, 4, 6, 2], [2, 2], [6, 1, 4]]  # several lengths in one batch: padding must not leak
     with torch.no_grad():
-        raw = ev.verdict_logp(model, prompts, (yes, no), pad, restricted=False)
-        restricted = ev.verdict_logp(model, prompts, (yes, no), pad)
+        raw = verdict_logp(model, prompts, (yes, no), pad, restricted=False)
+        restricted = verdict_logp(model, prompts, (yes, no), pad)
         for i, p in enumerate(prompts):
-            alone = ev.verdict_logp(model, [p], (yes, no), pad, restricted=False)
+            alone = verdict_logp(model, [p], (yes, no), pad, restricted=False)
             assert torch.allclose(alone[0], raw[i], atol=1e-5)
             # generate() samples the next token from the same distribution: its log-prob of a sampled
             # Yes equals log P(Yes), and Yes comes out at the rate P(Yes)
@@ -153,7 +153,7 @@ def test_p_yes_from_logits_is_the_probability_of_generating_yes():
 
 def test_verdict_logp_has_gradients():
     model = _tiny_gpt(1).train()
-    lp = ev.verdict_logp(model, [[1, 2, 3], [4]], (3, 5), 7)
+    lp = verdict_logp(model, [[1, 2, 3], [4]], (3, 5), 7)
     lp[:, 0].sum().backward()
     assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
 
@@ -181,7 +181,7 @@ def test_verify_rollout_rows(tiny_sft):
     cands = train.sample_solutions(solver, tok, problems, 3, 12, seed=0)  # the same candidates
     yes_no = data.verdict_ids(tok)
     assert len(rows) == 15
-    lp = ev.verdict_logp(verifier.eval(), rows.prompt, yes_no, tok.pad_id).detach()
+    lp = verdict_logp(verifier.eval(), rows.prompt, yes_no, tok.pad_id).detach()
     for i in range(15):
         p = problems[i // 3]  # k = 3 consecutive rows per problem
         assert tok.decode(rows.prompt[i]) == data.format_verify_prompt(p.question, cands.text[i])
