@@ -23,7 +23,7 @@ import time
 
 import common
 import data
-import eval as evaluate
+import eval as ev
 import gsn_experiments
 import train
 
@@ -73,7 +73,7 @@ def main(argv=None):
                       "--lr", "1e-4", "--eval-problems", "256", "--eval-k", "4", "--eval-each-epoch"]
     for name, d in zip(losses, rl_dirs):
         run(train, rl_common + ["--loss", name, "--out", d])
-    summary["rl"] = run(evaluate, ["compare", *rl_dirs, "--labels", *losses, "--out", os.path.join(out, "rl.png"),
+    summary["rl"] = run(ev, ["compare", *rl_dirs, "--labels", *losses, "--out", os.path.join(out, "rl.png"),
                                    "--title", "shortcut task, strongly off-policy: one dataset, several epochs"])
 
     # ---- 3. GSN

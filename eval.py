@@ -70,6 +70,21 @@ def decode_completions(tok, tokens):
     return texts, lengths
 
 
+def sample_completions(model, tok, prompts, k, max_new_tokens, temperature, generator):
+    """The one sample-and-decode core (evaluation here, rollouts in train.py): k completions of each prompt
+    (token lists), prompt-major -> rows of (completion ids up to and with EOS, its text without EOS, its
+    summed log-prob under the untempered model: log mu)."""
+    tokens, logp = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
+                                  num_samples=k, generator=generator, pad_id=tok.pad_id)
+    mask = completion_mask(tokens, tok.eos_id)
+    tokens, logp, mask = tokens.cpu(), logp.cpu(), mask.cpu()
+    rows = []
+    for r in range(tokens.size(0)):
+        ids = tokens[r][mask[r]].tolist()
+        rows.append((ids, tok.decode([t for t in ids if t != tok.eos_id]), logp[r][mask[r]].sum().item()))
+    return rows
+
+
 def is_right(answer, problem):
     """Is an extracted answer (a number string, or None = invalid) the problem's answer?"""
     return answer is not None and data.reward(f"#### {answer}", problem.answer) > 0
@@ -92,11 +107,9 @@ def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generat
     check_fits(model, encoded, max_new_tokens)
     for s in range(0, len(problems), batch_prompts):
         chunk, prompts = problems[s:s + batch_prompts], encoded[s:s + batch_prompts]
-        tokens, _ = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
-                                   num_samples=k, generator=generator, pad_id=tok.pad_id)
-        t, n = decode_completions(tok, tokens.cpu())
-        texts += [t[i * k:(i + 1) * k] for i in range(len(chunk))]
-        lengths += [n[i * k:(i + 1) * k] for i in range(len(chunk))]
+        rows = sample_completions(model, tok, prompts, k, max_new_tokens, temperature, generator)
+        texts += [[text for _, text, _ in rows[i * k:(i + 1) * k]] for i in range(len(chunk))]
+        lengths += [[len(ids) for ids, _, _ in rows[i * k:(i + 1) * k]] for i in range(len(chunk))]
     return texts, lengths
 
 

@@ -10,10 +10,10 @@ experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed se
                                          positive fraction p_eff = p(1-c) / (1+c(1-2p))
   python experiments.py verifier     (e) the SFT model trained as a generative verifier (topr vs reinforce vs
                                          sft_pos); majority vs verifier-weighted majority vs best-of-k;
-                                         --tasks shortcut: where majority voting is systematically wrong
+                                         (j) --tasks shortcut: where majority voting is systematically wrong
   python experiments.py onpolicy     (f) on-policy, shortcut task vs default task: reinforce (= topr), sft_pos,
                                          neg_only, group baseline, continued SFT; 3 seeds (trains both bases)
-  python experiments.py gradnoise    (f) the noise of each on-policy estimator on one rollout of each base
+  python experiments.py gradnoise    (f') the noise of each on-policy estimator on one rollout of each base
   python experiments.py errors       (f, g) what the shortcut base (and each stability run) answers, per slice
   python experiments.py stability    (g) off-policy on both tasks: ONE dataset, 8 epochs, topr, reinforce, tis,
                                          ppo, sft_pos, neg_only (c = 0); seeds --seeds
@@ -23,14 +23,22 @@ experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed se
   python experiments.py overlap      how often a held-out test problem's worked solution is a training problem's
 
 (a)-(e) start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
-`python train.py sft --out runs/sft`); (f)-(i) and the shortcut verifier from the two bases of (f).
-Each run is a plain `train.py rl` call (printed before it runs); results go under runs/exp_<name>/, the figure to figures/, and a markdown table to stdout
-and runs/exp_<name>/table.md.
+`python train.py sft --out runs/sft`); (f)-(j) from the two bases of (f), which `onpolicy` trains (and any
+other command that needs a missing one). Each run is a plain `train.py` call, printed before it runs; results
+go under runs/exp_<name>/, the figure to figures/, and a markdown table to stdout and runs/exp_<name>/table.md.
+
+The file, top to bottom:
+  the experiments as data   the train.py flags that define each experiment (losses, settings, seeds, budgets),
+                            one block per RESULTS.md section, like nanoGPT's config files
+  helpers                   run_unless_done (one train.py run, skipped with --skip-done if finished),
+                            eval_rows (a run's held-out evaluation rows), the task of a name, tables, figures
+  the experiments           exp_<name>(args) for each command above: runs, then table and figure
+  main                      the command line (EXPERIMENTS: command name -> function)
 """
 import argparse
+import dataclasses
 import math
 import os
-import re
 import shlex
 import statistics
 import time
@@ -39,20 +47,123 @@ import torch
 
 import common
 import data
-import eval as evaluate
+import eval as ev
 import topr
 import train
 from common import UserError
 from model import pack, sequence_logprobs
 
+# -------------------------------------------------------------------------------------------------------------
+# The experiments as data: the flags of their train.py runs, in the order the commands print them. Numbers
+# that go to train.py are strings, as typed on its command line. Each run adds its own --init, --out, --seed
+# and the flags that vary across the experiment's runs (the loss, the baseline c, the epochs E, ...).
+
+SFT = "runs/sft/ckpt.pt"  # (a)-(e): the start, `python train.py sft --out runs/sft` (--sft)
+SEEDS = [0, 1, 2]         # (f)-(h): the RL seeds (--seeds)
+SFT_EVAL = ["--eval-problems", "256", "--eval-k", "4"]  # (a)-(d): held-out metrics, 256 test problems x 4 samples
+
+# (a) Strongly off-policy: ONE dataset of 64 prompts x 8 samples from the SFT policy, 6 epochs over it, c = 0
+OFFPOLICY_LOSSES = ["topr", "reinforce", "tis", "ppo", "sft_pos"]
+OFFPOLICY = ["--iterations", "1", "--epochs", "6", "--prompts", "64", "--k", "8", "--batch-size", "32",
+             "--micro-batch", "32", "--lr", "3e-5", "--baseline", "0", *SFT_EVAL, "--eval-each-epoch"]
+
+# (b, d) Several iterations of sample-then-train: 3 x (32 prompts x 16 samples), one step on all 512, group mean
+ITERATED_LOSSES = ["topr", "sft_pos", "reinforce"]
+ITERATED_SEEDS = [0, 1, 2]
+ITERATED = ["--iterations", "3", "--epochs", "1", "--prompts", "32", "--k", "16", "--batch-size", "512",
+            "--micro-batch", "128", "--lr", "3e-5", "--baseline", "group", *SFT_EVAL]
+# (b, d) "continue SFT" on worked solutions for as many optimizer samples (48 x 32 = 3 x 512), same lr and
+# optimizer: does RL beat simply training longer on the data SFT already had?
+ITERATED_SFT_MORE = ["--max-iters", "48", "--batch-size", "32", "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
+                     *SFT_EVAL, "--eval-interval", "48"]
+ITERATED_SFT_MORE_SAMPLES = 48 * 32
+
+# (c) The baseline sets the dataset composition: topr with a constant c, 2 iterations of 32 prompts x 16
+BASELINE_LOSS = "topr"
+BASELINE_CS = [-0.9, -0.6, -0.3, 0.0, 0.3]
+BASELINE = ["--iterations", "2", "--epochs", "1", "--prompts", "32", "--k", "16", "--batch-size", "128",
+            "--micro-batch", "128", "--lr", "3e-5"]  # then --baseline c, SFT_EVAL
+
+# (f) On-policy, shortcut task next to default task (issue: TOPR where it matters). One optimizer step per
+# generated dataset, so every update is on-policy (rho = 1) and topr = reinforce with c = 0. Under --length-norm
+# constant every method below has the same expected gradient up to a positive factor (README, "On-policy, one
+# expected gradient"): they differ in variance and prompt weighting only; under the default 'sequence' the
+# baseline c also adds -c grad E[1/L], a push on the completions' length. "sft_more" continues SFT on worked
+# solutions for the same number of optimizer samples: the baseline RL has to beat.
+SHORTCUT_SFT_CONFLICT = str(data.CALIBRATED_SFT_CONFLICT_FRAC)  # the calibrated base's SFT data (RESULTS.md)
+ONPOLICY_SFT_DATA = {"default": [], "shortcut": ["--sft-conflict-frac", SHORTCUT_SFT_CONFLICT]}  # its worked solutions
+ONPOLICY_BASES = {  # task -> the flags of its task, and of its SFT base (from scratch)
+    "default": ([], []),
+    "shortcut": (["--shortcut"], [*ONPOLICY_SFT_DATA["shortcut"], "--max-iters", "1200", "--batch-size", "32"]),
+}
+ONPOLICY_EVAL = {"default": "1000", "shortcut": "2000"}  # held-out problems (shortcut: half per slice)
+ONPOLICY_EVAL_K = "8"                                    # samples per held-out problem
+ONPOLICY_METHODS = {
+    "reinforce": ["--loss", "reinforce", "--baseline", "0"],  # = topr on-policy
+    "sft_pos": ["--loss", "sft_pos"],                         # c = -1: the positives only
+    "neg_only": ["--loss", "neg_only"],                       # c = +1: the negatives only
+    "group": ["--loss", "reinforce", "--baseline", "group"],  # c = the prompt's mean reward
+}
+ONPOLICY_METHODS_ALL = list(ONPOLICY_METHODS) + ["sft_more"]
+ONPOLICY_PROMPTS, ONPOLICY_K = 32, 8            # each step: 32 prompts x 8 samples, one optimizer step on all
+ONPOLICY_ITERATIONS, ONPOLICY_LR = 20, 1e-4     # --iterations and --lr defaults: 20 steps, lr 1e-4
+ONPOLICY_SFT_MORE_BATCH = 32                    # sft_more: batches of 32 worked solutions, constant lr
+
+# (e) and (j) The SFT model (or the shortcut base) as a generative verifier of its own candidates.
+# name -> (loss, curation): balanced candidates (half right, half wrong) for the three losses, and topr on the
+# candidates as the solver makes them, where "always No" may already be mostly right
+VERIFIER_RUNS = {"topr": ("topr", "0.5"), "reinforce": ("reinforce", "0.5"), "sft_pos": ("sft_pos", "0.5"),
+                 "topr_uncurated": ("topr", None)}
+VERIFIER = ["--iterations", "8", "--epochs", "1", "--prompts", "128", "--k", "8", "--batch-size", "64",
+            "--micro-batch", "64", "--lr", "3e-4", "--baseline", "group"]
+VERIFIER_K = 16  # held-out candidates per test problem; (e): 256 test problems, (j): 400 (200 per slice)
+VERIFIER_EVAL = {task: ["--eval-problems", n, "--eval-k", str(VERIFIER_K), "--eval-every", "4"]
+                 for task, n in (("default", "256"), ("shortcut", "400"))}
+
+# (g, h, i) Off-policy on both tasks (issue: off-policy TOPR on the shortcut task). Every run starts from the
+# base of its task (the bases of (f)) and trains on ONE dataset sampled from it, or on a few.
+OFF_LOSSES = {  # name -> flags: c = 0 wherever the loss has a baseline (the paper's off-policy setting)
+    "topr": ["--loss", "topr", "--baseline", "0"], "reinforce": ["--loss", "reinforce", "--baseline", "0"],
+    "tis": ["--loss", "tis", "--baseline", "0"], "ppo": ["--loss", "ppo", "--baseline", "0"],
+    "sft_pos": ["--loss", "sft_pos"], "neg_only": ["--loss", "neg_only"],
+}
+OFF_COMMON = ["--k", "8", "--batch-size", "64", "--micro-batch", "64", "--lr", "1e-4", "--eval-problems", "400",
+              "--eval-k", "4"]
+# (g) Strongly off-policy: one dataset of 64 prompts x 8 samples, 8 epochs (64 steps of 64), every loss
+STABILITY = ["--iterations", "1", "--prompts", "64", "--epochs", "8", "--eval-each-epoch"]
+# (h) Sample reuse: 4 datasets of 32 prompts x 8 samples (1024 generated), each used for E epochs
+REUSE_LOSSES = ["topr", "reinforce", "sft_pos"]
+REUSE = ["--iterations", "4", "--prompts", "32"]  # then --epochs E
+REUSE_E = [1, 2, 4, 8]
+# (i) Dataset composition: TOPR on (g)'s dataset, 4 epochs, with the c that gives each p_eff, or curated to it
+COMPOSITION_LOSS = "topr"
+COMPOSITION = ["--iterations", "1", "--prompts", "64", "--epochs", "4"]  # then --baseline c [--target-pos-frac]
+COMPOSITION_P_EFF = [0.05, 0.1, 0.2, 0.5, 0.9]
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Helpers
 
 def run_train(argv):
     print(f"\n[{time.strftime('%H:%M:%S')}] $ python train.py {shlex.join(argv)}", flush=True)
     train.main(argv)
 
 
-def evals(folder):
-    return [r for r in evaluate.read_metrics(folder) if "test_pass@1" in r]
+def run_unless_done(args, folder, argv):
+    """`python train.py` with argv and `--out folder` (after `--init CKPT`, or after the subcommand if argv has
+    no --init), unless --skip-done and folder holds a finished run (its ckpt.pt); -> folder's metrics rows.
+    argv may be a function that returns the list: called only if the run runs (rl_run: a missing base is
+    trained only when a run needs it)."""
+    if not (args.skip_done and os.path.exists(os.path.join(folder, "ckpt.pt"))):
+        argv = argv() if callable(argv) else argv
+        at = argv.index("--init") + 2 if "--init" in argv else 1
+        run_train([*argv[:at], "--out", folder, *argv[at:]])
+    return ev.read_metrics(folder)
+
+
+def eval_rows(folder):
+    """The held-out evaluation rows of a run folder's metrics (the rows with test_* keys; the start first)."""
+    return [r for r in ev.read_metrics(folder) if "test_pass@1" in r]
 
 
 def mean_se(xs):
@@ -61,78 +172,107 @@ def mean_se(xs):
     return m, se
 
 
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # no display needed: figures go to files
-    import matplotlib.pyplot as plt
-    return plt
+def savefig(fig, path, dpi):
+    """A figure as a PNG, written atomically (common.atomic_write)."""
+    common.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi), binary=True)
 
 
 def write_table(out, lines, name="table.md"):
     text = "\n".join(lines)
     print("\n" + text)
-    with open(os.path.join(out, name), "w") as f:
-        f.write(text + "\n")
+    common.atomic_write(os.path.join(out, name), text + "\n")
+
+
+def task_flags(task):
+    """The data.Task of ONPOLICY_BASES' task flags, parsed by the CLI's own declaration (eval.add_task_args)."""
+    p = argparse.ArgumentParser()
+    ev.add_task_args(p)
+    return data.Task.from_args(p.parse_args(ONPOLICY_BASES[task][0]))
 
 
 def slices(task):
-    """The metric-key prefixes of a task's slices: the shortcut task's two, or the whole test set."""
-    return ["conflict_", "normal_"] if task == "shortcut" else [""]
+    """The metric-key prefixes of a task's slices (data.Task.slices): the shortcut task's two, or "" (all)."""
+    return [f"{s}_" for s in task_flags(task).slices if s != "all"] or [""]
 
+
+def variant(args):
+    """The folder suffix of a run whose --length-norm or --optimizer is not the default ('' if both are)."""
+    return "".join(f"_{v}" for v, default in ((args.length_norm, "sequence"), (args.optimizer, "adamw"))
+                   if v != default)
+
+
+def rl_variant_flags(args):
+    """--length-norm and --optimizer as train.py rl flags; SGD without gradient clipping (see exp_onpolicy)."""
+    flags = ["--length-norm", args.length_norm, "--optimizer", args.optimizer]
+    return flags + (["--grad-clip", "1e9"] if args.optimizer == "sgd" else [])
+
+
+def base_ckpt(args, task, retrain=False):
+    """The SFT base of `task` (of `experiments.py onpolicy`): trained if missing, or if retrain."""
+    task_args, base_args = ONPOLICY_BASES[task]
+    base = os.path.join(args.out, "exp_onpolicy", f"base_{task}")
+    if retrain or not os.path.exists(os.path.join(base, "ckpt.pt")):  # not --skip-done's rule: see exp_onpolicy
+        run_train(["sft", "--out", base, *task_args, "--eval-problems", ONPOLICY_EVAL[task],
+                   "--eval-k", ONPOLICY_EVAL_K, *base_args])
+    return os.path.join(base, "ckpt.pt")
+
+
+def rl_run(args, folder, task, flags):
+    """One off-policy `train.py rl` (OFF_COMMON) from the task's base into folder; its metrics rows."""
+    return run_unless_done(args, folder, lambda: ["rl", "--init", base_ckpt(args, task), *ONPOLICY_BASES[task][0],
+                                                  *OFF_COMMON, *flags])
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The experiments
 
 def exp_offpolicy(args):
+    """(a) Strongly off-policy: ONE dataset of 64 prompts x 8 samples from the SFT policy, 6 epochs over it,
+    each loss of OFFPOLICY_LOSSES at c = 0; evaluated after every epoch."""
     out = os.path.join(args.out, "exp_offpolicy")
-    losses = ["topr", "reinforce", "tis", "ppo", "sft_pos"]
-    runs = []
-    for loss in losses:
-        d = os.path.join(out, loss)
-        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-            run_train(["rl", "--init", args.sft, "--out", d, "--loss", loss, "--seed", str(args.seed),
-                       "--iterations", "1", "--epochs", "6", "--prompts", "64", "--k", "8", "--batch-size", "32",
-                       "--micro-batch", "32", "--lr", "3e-5", "--baseline", "0", "--eval-problems", "256",
-                       "--eval-k", "4", "--eval-each-epoch"])
-        runs.append(d)
-    evaluate.main(["compare", *runs, "--labels", *losses, "--out", os.path.join(args.figures, "topr_offpolicy.png"),
-                   "--title", "strongly off-policy: one dataset of 64 prompts x 8 samples, 6 epochs, c = 0"])
-    lines = ["| loss | pass@1 start | pass@1 after 6 epochs | greedy | invalid | mean log pi negatives (start -> end) |",
+    runs = [os.path.join(out, loss) for loss in OFFPOLICY_LOSSES]
+    stats = {}
+    for loss, d in zip(OFFPOLICY_LOSSES, runs):
+        rows = run_unless_done(args, d, ["rl", "--init", args.sft, "--loss", loss, "--seed", str(args.seed),
+                                         *OFFPOLICY])
+        stats[loss] = [r for r in rows if "logp_reward_neg" in r]
+    ev.main(["compare", *runs, "--labels", *OFFPOLICY_LOSSES,
+             "--out", os.path.join(args.figures, "topr_offpolicy.png"),
+             "--title", "strongly off-policy: one dataset of 64 prompts x 8 samples, 6 epochs, c = 0"])
+    lines = ["| loss | pass@1 start | pass@1 after 6 epochs | greedy | invalid "
+             "| mean log pi negatives (start -> end) |",
              "|---|---|---|---|---|---|"]
-    for loss, d in zip(losses, runs):
-        ev = evals(d)
-        st = [r for r in evaluate.read_metrics(d) if "logp_reward_neg" in r]
-        lines.append(f"| {loss} | {ev[0]['test_pass@1']:.3f} | {ev[-1]['test_pass@1']:.3f} | {ev[-1]['test_greedy']:.3f} "
-                     f"| {ev[-1]['test_invalid']:.3f} | {st[0]['logp_reward_neg']:.1f} -> {st[-1]['logp_reward_neg']:.1f} |")
+    for loss, d in zip(OFFPOLICY_LOSSES, runs):
+        held, st = eval_rows(d), stats[loss]
+        lines.append(f"| {loss} | {held[0]['test_pass@1']:.3f} | {held[-1]['test_pass@1']:.3f} "
+                     f"| {held[-1]['test_greedy']:.3f} | {held[-1]['test_invalid']:.3f} "
+                     f"| {st[0]['logp_reward_neg']:.1f} -> {st[-1]['logp_reward_neg']:.1f} |")
     write_table(out, lines)
 
 
 def exp_iterated(args):
+    """(b, d) 3 iterations of sample-then-train from the SFT model, each loss of ITERATED_LOSSES, seeds
+    ITERATED_SEEDS; and "continue SFT" (sft_more) for the same number of optimizer samples."""
     out = os.path.join(args.out, "exp_iterated")
-    losses = ["topr", "sft_pos", "reinforce"]
-    seeds = [0, 1, 2]
-    common = ["--iterations", "3", "--epochs", "1", "--prompts", "32", "--k", "16", "--batch-size", "512",
-              "--micro-batch", "128", "--lr", "3e-5", "--baseline", "group", "--eval-problems", "256", "--eval-k", "4"]
     results = {}
-    for loss in losses:
-        for seed in seeds:
+    for loss in ITERATED_LOSSES:
+        for seed in ITERATED_SEEDS:
             d = os.path.join(out, f"{loss}_s{seed}")
-            if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-                run_train(["rl", "--init", args.sft, "--out", d, "--loss", loss, "--seed", str(seed), *common])
-            results[(loss, seed)] = evals(d)
-    # "continue SFT" on worked solutions for the same number of optimizer samples (3 x 512 sequences),
-    # same lr and optimizer: does RL beat simply training longer on the data SFT already had?
-    for seed in seeds:
+            run_unless_done(args, d, ["rl", "--init", args.sft, "--loss", loss, "--seed", str(seed), *ITERATED])
+            results[(loss, seed)] = eval_rows(d)
+    for seed in ITERATED_SEEDS:
         d = os.path.join(out, f"sft_more_s{seed}")
-        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-            run_train(["sft", "--init", args.sft, "--out", d, "--seed", str(seed), "--max-iters", "48",
-                       "--batch-size", "32", "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
-                       "--eval-problems", "256", "--eval-k", "4", "--eval-interval", "48"])
-        final = [r for r in evaluate.read_metrics(d) if "test_pass@1" in r][-1]
-        results[("sft_more", seed)] = [results[("topr", seed)][0], {**final, "samples": 48 * 32}]
-    evaluate.main(["compare", *[os.path.join(out, f"{l}_s0") for l in losses], "--labels", *losses,
-                   "--out", os.path.join(args.figures, "topr_iterated.png"),
-                   "--title", "3 iterations x (32 prompts x 16 samples), group baseline, seed 0"])
-    lines = ["| method | pass@1 start | pass@1 after 3 iterations (mean +- s.e. over seeds 0,1,2) | change (paired) | greedy | invalid |",
+        run_unless_done(args, d, ["sft", "--init", args.sft, "--seed", str(seed), *ITERATED_SFT_MORE])
+        final = eval_rows(d)[-1]  # its start is the SFT model: the RL runs' start row
+        results[("sft_more", seed)] = [results[("topr", seed)][0], {**final, "samples": ITERATED_SFT_MORE_SAMPLES}]
+    ev.main(["compare", *[os.path.join(out, f"{loss}_s0") for loss in ITERATED_LOSSES], "--labels", *ITERATED_LOSSES,
+             "--out", os.path.join(args.figures, "topr_iterated.png"),
+             "--title", "3 iterations x (32 prompts x 16 samples), group baseline, seed 0"])
+    lines = ["| method | pass@1 start | pass@1 after 3 iterations (mean +- s.e. over seeds 0,1,2) | change (paired) "
+             "| greedy | invalid |",
              "|---|---|---|---|---|---|"]
-    for m in losses + ["sft_more"]:
+    seeds = ITERATED_SEEDS
+    for m in ITERATED_LOSSES + ["sft_more"]:
         start = [results[(m, s)][0]["test_pass@1"] for s in seeds]
         end = [results[(m, s)][-1]["test_pass@1"] for s in seeds]
         delta = [e - s for s, e in zip(start, end)]
@@ -147,38 +287,36 @@ def exp_iterated(args):
 
 
 def exp_baseline(args):
-    plt = pyplot()
+    """(c) TOPR with each constant baseline c of BASELINE_CS from the SFT model: held-out pass@1 against the
+    effective positive fraction p_eff of its datasets."""
+    plt = common.pyplot()
     out = os.path.join(args.out, "exp_baseline")
-    cs = [-0.9, -0.6, -0.3, 0.0, 0.3]
-    rows = []
-    for c in cs:
+    points = []
+    for c in BASELINE_CS:
         d = os.path.join(out, f"c{c:+.1f}")
-        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-            run_train(["rl", "--init", args.sft, "--out", d, "--loss", "topr", "--seed", str(args.seed),
-                       "--iterations", "2", "--epochs", "1", "--prompts", "32", "--k", "16", "--batch-size", "128",
-                       "--micro-batch", "128", "--lr", "3e-5", "--baseline", str(c), "--eval-problems", "256",
-                       "--eval-k", "4"])
-        m = evaluate.read_metrics(d)
-        p = statistics.fmean(r["dataset_pos_frac"] for r in m if "dataset_pos_frac" in r)
-        ev = [r for r in m if "test_pass@1" in r]
-        rows.append(dict(c=c, p=p, p_eff=topr.effective_pos_fraction(p, c), start=ev[0]["test_pass@1"],
-                         end=ev[-1]["test_pass@1"], invalid=ev[-1]["test_invalid"]))
+        rows = run_unless_done(args, d, ["rl", "--init", args.sft, "--loss", BASELINE_LOSS, "--seed", str(args.seed),
+                                         *BASELINE, "--baseline", str(c), *SFT_EVAL])
+        p = statistics.fmean(r["dataset_pos_frac"] for r in rows if "dataset_pos_frac" in r)
+        held = eval_rows(d)
+        points.append(dict(c=c, p=p, p_eff=topr.effective_pos_fraction(p, c), start=held[0]["test_pass@1"],
+                           end=held[-1]["test_pass@1"], invalid=held[-1]["test_invalid"]))
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([r["p_eff"] for r in rows], [r["end"] for r in rows], marker="o")
-    ax.axhline(rows[0]["start"], color="gray", ls="--", label="SFT start")
-    for r in rows:
+    ax.plot([r["p_eff"] for r in points], [r["end"] for r in points], marker="o")
+    ax.axhline(points[0]["start"], color="gray", ls="--", label="SFT start")
+    for r in points:
         ax.annotate(f"c={r['c']:+.1f}", (r["p_eff"], r["end"]), fontsize=7)
     ax.set_xlabel("effective positive fraction p_eff")
     ax.set_ylabel("held-out pass@1")
-    ax.set_ylim(rows[0]["start"] - 0.06, rows[0]["start"] + 0.06)  # +-3 s.e.: do not magnify noise
+    ax.set_ylim(points[0]["start"] - 0.06, points[0]["start"] + 0.06)  # +-3 s.e.: do not magnify noise
     ax.set_title("TOPR, constant baseline sweep (2 iterations; s.e. ~0.02)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.figures, "topr_baseline.png"), dpi=80)
-    lines = ["| baseline c | positive fraction p | p_eff | pass@1 start | pass@1 end | invalid end |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['c']:+.1f} | {r['p']:.3f} | {r['p_eff']:.3f} | {r['start']:.3f} | {r['end']:.3f} | {r['invalid']:.3f} |"
-              for r in rows]
+    savefig(fig, os.path.join(args.figures, "topr_baseline.png"), 80)
+    lines = ["| baseline c | positive fraction p | p_eff | pass@1 start | pass@1 end | invalid end |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['c']:+.1f} | {r['p']:.3f} | {r['p_eff']:.3f} | {r['start']:.3f} | {r['end']:.3f} "
+              f"| {r['invalid']:.3f} |" for r in points]
     write_table(out, lines)
 
 
@@ -187,63 +325,61 @@ def exp_verifier(args):
     8 iterations of 128 prompts), with topr vs reinforce vs sft_pos on balanced candidates, and topr on
     uncurated ones; then majority, verifier-weighted majority and best-of-k on 16 held-out candidates
     per test problem, against k. Default task: from --sft (section e). Shortcut task: from its base,
-    every number per slice (on the conflict slice majority voting is systematically wrong)."""
+    every number per slice (on the conflict slice majority voting is systematically wrong; section j)."""
     for task in args.tasks:
         if task == "default":
-            verifier_task(args, task, args.sft, os.path.join(args.out, "exp_verifier"), "256", "topr_verifier.png")
+            verifier_task(args, task, args.sft, os.path.join(args.out, "exp_verifier"), "topr_verifier.png")
         else:
-            verifier_task(args, task, base_ckpt(args, task), os.path.join(args.out, f"exp_verifier_{task}"), "400",
+            verifier_task(args, task, base_ckpt(args, task), os.path.join(args.out, f"exp_verifier_{task}"),
                           f"topr_verifier_{task}.png")
 
 
-def verifier_task(args, task, solver, out, n_eval, figure):
-    plt = pyplot()
-    # name -> (loss, curation): balanced candidates (half right, half wrong) for the three losses, and
-    # topr on the candidates as the solver makes them, where "always No" may already be mostly right
-    runs = {"topr": ("topr", "0.5"), "reinforce": ("reinforce", "0.5"), "sft_pos": ("sft_pos", "0.5"),
-            "topr_uncurated": ("topr", None)}
-    losses = list(runs)
-    K = 16
+def verifier_task(args, task, solver, out, figure):
+    plt = common.pyplot()
+    names = list(VERIFIER_RUNS)
+    K = VERIFIER_K
     finals = {}
-    for name, (loss, frac) in runs.items():
+    for name, (loss, frac) in VERIFIER_RUNS.items():
         d = os.path.join(out, name)
-        if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-            run_train(["rl", "--task", "verify", "--init", solver, "--out", d, "--loss", loss, "--seed", str(args.seed),
-                       *ONPOLICY_BASES[task][0], "--iterations", "8", "--epochs", "1", "--prompts", "128", "--k", "8",
-                       "--batch-size", "64", "--micro-batch", "64", "--lr", "3e-4", "--baseline", "group",
-                       "--eval-problems", n_eval, "--eval-k", str(K), "--eval-every", "4",
-                       *(["--candidate-pos-frac", frac] if frac else [])])
-        ev = [r for r in evaluate.read_metrics(d) if "test_verifier_acc" in r]
-        finals["untrained"], finals[name] = ev[0], ev[-1]  # iteration 0 = the SFT model, the same for every run
+        run_unless_done(args, d, ["rl", "--task", "verify", "--init", solver, "--loss", loss, "--seed", str(args.seed),
+                                  *ONPOLICY_BASES[task][0], *VERIFIER, *VERIFIER_EVAL[task],
+                                  *(["--candidate-pos-frac", frac] if frac else [])])
+        held = eval_rows(d)  # a verify run's evaluations: eval.verifier_metrics, pass@1 included
+        finals["untrained"], finals[name] = held[0], held[-1]  # iteration 0 = the SFT model, the same for every run
     ks = [k for k in (1, 2, 4, 8, 16) if f"test_maj@{k}" in finals["untrained"]]
     lines = []
     for sl in slices(task):
         u = {key[len(f"test_{sl}"):]: v for key, v in finals["untrained"].items() if key.startswith(f"test_{sl}")}
         f = {name: {key[len(f"test_{sl}"):]: v for key, v in finals[name].items() if key.startswith(f"test_{sl}")}
-             for name in ["untrained"] + losses}
+             for name in ["untrained"] + names}
         lines += [f"\n**{task} task{', ' + sl[:-1] + ' slice' if sl else ''}** ({u['n']} problems x {K} candidates)\n",
                   f"| verifier | accuracy (always No: {1 - u['candidates_correct']:.3f}) | ECE | Brier "
                   f"| mean P(Yes) right / wrong | majority@{K} | weighted@{K} | best-of-{K} | best-of-{K} invalid |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for name in ["untrained"] + losses:
+        for name in ["untrained"] + names:
             r = f[name]
             lines.append(f"| {name} | {r['verifier_acc']:.3f} | {r['ece']:.3f} | {r['brier']:.3f} "
                          f"| {r['p_yes_correct']:.3f} / {r['p_yes_wrong']:.3f} | {r[f'maj@{K}']:.3f} "
-                         f"| {r[f'weighted_maj@{K}']:.3f} | {r[f'best_of@{K}']:.3f} | {r[f'best_of_invalid@{K}']:.3f} |")
-        lines.append(f"\nAccuracy against k (s.e. of one accuracy ~ {0.5 / math.sqrt(u['n']):.3f} at most, {u['n']} problems):\n")
+                         f"| {r[f'weighted_maj@{K}']:.3f} | {r[f'best_of@{K}']:.3f} "
+                         f"| {r[f'best_of_invalid@{K}']:.3f} |")
+        lines.append(f"\nAccuracy against k (s.e. of one accuracy ~ {0.5 / math.sqrt(u['n']):.3f} at most, "
+                     f"{u['n']} problems):\n")
         lines.append("| verifier | vote | " + " | ".join(f"k={k}" for k in ks) + " |")
         lines.append("|---|---|" + "---|" * len(ks))
-        lines.append("| - | pass@k (any right: the ceiling) | " + " | ".join(f"{u[f'pass@{k}']:.3f}" for k in ks) + " |")
+        lines.append("| - | pass@k (any right: the ceiling) | "
+                     + " | ".join(f"{u[f'pass@{k}']:.3f}" for k in ks) + " |")
         lines.append("| - | majority | " + " | ".join(f"{u[f'maj@{k}']:.3f}" for k in ks) + " |")
-        for name in ["untrained"] + losses:
+        for name in ["untrained"] + names:
             for vote in ["weighted_maj", "best_of"]:
                 lines.append(f"| {name} | {vote} | " + " | ".join(f"{f[name][f'{vote}@{k}']:.3f}" for k in ks) + " |")
     panels = [(sl, vote, title) for sl in slices(task)
               for vote, title in (("weighted_maj", "verifier-weighted majority"), ("best_of", "best-of-k by P(Yes)"))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=task != "shortcut")  # slices differ
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6),
+                             sharey=task != "shortcut")  # the slices' accuracies differ
     for ax, (sl, vote, title) in zip(axes, panels):
-        ax.plot(ks, [finals["untrained"][f"test_{sl}maj@{k}"] for k in ks], "k--", marker="o", ms=3, label="majority (no verifier)")
-        for name in ["untrained"] + losses:
+        ax.plot(ks, [finals["untrained"][f"test_{sl}maj@{k}"] for k in ks], "k--", marker="o", ms=3,
+                label="majority (no verifier)")
+        for name in ["untrained"] + names:
             ax.plot(ks, [finals[name][f"test_{sl}{vote}@{k}"] for k in ks], marker="o", ms=3,
                     label=f"verifier: {name if name != 'untrained' else 'SFT, untrained'}")
         ax.set_xscale("log", base=2)
@@ -256,73 +392,40 @@ def verifier_task(args, task, solver, out, n_eval, figure):
     fig.suptitle(f"{task} task, generative verifier: 8 iterations x 128 prompts x 8 candidates (balanced unless "
                  f"'uncurated'), group baseline, seed {args.seed}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.figures, figure), dpi=80)
+    savefig(fig, os.path.join(args.figures, figure), 80)
     write_table(out, lines)
-
-
-# The on-policy experiment (issue: TOPR where it matters). One optimizer step per generated dataset, so
-# every update is on-policy (rho = 1) and topr = reinforce with c = 0. Under --length-norm constant every
-# method below has the same expected gradient up to a positive factor (README, "On-policy, one expected
-# gradient"): they differ in variance and prompt weighting only; under the default 'sequence' the baseline
-# c also adds -c grad E[1/L], a push on the completions' length. "sft_more" continues SFT on worked solutions for the same
-# number of optimizer samples: the baseline RL has to beat.
-SHORTCUT_SFT_CONFLICT = "0.03"  # the calibrated base: conflict problems among the worked solutions (RESULTS.md)
-ONPOLICY_BASES = {  # task -> the flags of its task, and of its SFT base (from scratch)
-    "default": ([], []),
-    "shortcut": (["--shortcut"], ["--sft-conflict-frac", SHORTCUT_SFT_CONFLICT, "--max-iters", "1200",
-                                  "--batch-size", "32"]),
-}
-ONPOLICY_METHODS = {
-    "reinforce": ["--loss", "reinforce", "--baseline", "0"],  # = topr on-policy
-    "sft_pos": ["--loss", "sft_pos"],                         # c = -1: the positives only
-    "neg_only": ["--loss", "neg_only"],                       # c = +1: the negatives only
-    "group": ["--loss", "reinforce", "--baseline", "group"],  # c = the prompt's mean reward
-}
-ONPOLICY_METHODS_ALL = list(ONPOLICY_METHODS) + ["sft_more"]
-ONPOLICY_EVAL = {"default": "1000", "shortcut": "2000"}      # held-out problems (shortcut: half per slice)
-
-
-def variant(args):
-    """The folder suffix of a run whose --length-norm or --optimizer is not the default ('' if both are)."""
-    return "".join(f"_{v}" for v, default in ((args.length_norm, "sequence"), (args.optimizer, "adamw")) if v != default)
-
-
-def rl_variant_flags(args):
-    """--length-norm and --optimizer as train.py rl flags; SGD without gradient clipping (see exp_onpolicy)."""
-    flags = ["--length-norm", args.length_norm, "--optimizer", args.optimizer]
-    return flags + (["--grad-clip", "1e9"] if args.optimizer == "sgd" else [])
 
 
 def exp_onpolicy(args):
     """(f) On-policy: every method of --methods from the base of each task, seeds --seeds. With --optimizer sgd
     the gradient is not clipped: clipping rescales a noisy gradient as Adam does, which is what SGD is here
-    to rule out."""
+    to rule out. Without --skip-done the bases are trained again too."""
     out = os.path.join(args.out, "exp_onpolicy")
-    I, P, K = args.iterations, 32, 8
-    methods = [m for m in list(ONPOLICY_METHODS) + ["sft_more"] if m in (args.methods or ONPOLICY_METHODS_ALL)]
+    I, P, K = args.iterations, ONPOLICY_PROMPTS, ONPOLICY_K
+    sft_iters = I * P * K // ONPOLICY_SFT_MORE_BATCH  # sft_more: as many optimizer samples as an RL run
+    methods = [m for m in ONPOLICY_METHODS_ALL if m in (args.methods or ONPOLICY_METHODS_ALL)]
     runs = {}
     for task in args.tasks:
-        common_flags = [*ONPOLICY_BASES[task][0], "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8"]
-        base = os.path.dirname(base_ckpt(args, task, retrain=not args.skip_done))
+        task_eval = [*ONPOLICY_BASES[task][0], "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", ONPOLICY_EVAL_K]
+        base = base_ckpt(args, task, retrain=not args.skip_done)
         for seed in args.seeds:
             for method in [m for m in methods if m != "sft_more"]:
                 d = os.path.join(out, f"{task}_{method}_s{seed}{variant(args)}")
-                if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-                    run_train(["rl", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
-                               *common_flags, *ONPOLICY_METHODS[method], "--iterations", str(I), "--prompts", str(P),
-                               "--k", str(K), "--epochs", "1", "--batch-size", str(P * K), "--lr", str(args.lr),
-                               *rl_variant_flags(args), "--eval-every", str(I)])  # evaluated at the start and the end
-                runs[task, method, seed] = evals(d)
+                run_unless_done(args, d, ["rl", "--init", base, "--seed", str(seed), *task_eval,
+                                          *ONPOLICY_METHODS[method], "--iterations", str(I), "--prompts", str(P),
+                                          "--k", str(K), "--epochs", "1", "--batch-size", str(P * K),
+                                          "--lr", str(args.lr), *rl_variant_flags(args),
+                                          "--eval-every", str(I)])  # evaluated at the start and the end
+                runs[task, method, seed] = eval_rows(d)
             if "sft_more" not in methods:
                 continue
             d = os.path.join(out, f"{task}_sft_more_s{seed}")
-            if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-                run_train(["sft", "--init", os.path.join(base, "ckpt.pt"), "--out", d, "--seed", str(seed),
-                           *common_flags, *(["--sft-conflict-frac", SHORTCUT_SFT_CONFLICT] if task == "shortcut" else []),
-                           "--max-iters", str(I * P * K // 32), "--batch-size", "32", "--lr", str(args.lr),
-                           "--min-lr", str(args.lr), "--warmup", "0", "--eval-interval", str(I * P * K // 32)])
-            final = evals(d)[-1]
-            start = evals(os.path.join(out, f"{task}_{methods[0]}_s{seed}{variant(args)}"))[0]
+            run_unless_done(args, d, ["sft", "--init", base, "--seed", str(seed), *task_eval, *ONPOLICY_SFT_DATA[task],
+                                      "--max-iters", str(sft_iters), "--batch-size", str(ONPOLICY_SFT_MORE_BATCH),
+                                      "--lr", str(args.lr), "--min-lr", str(args.lr), "--warmup", "0",
+                                      "--eval-interval", str(sft_iters)])
+            final = eval_rows(d)[-1]
+            start = eval_rows(os.path.join(out, f"{task}_{methods[0]}_s{seed}{variant(args)}"))[0]
             runs[task, "sft_more", seed] = [start, {**final, "samples": I * P * K}]
     onpolicy_report(args, runs, methods)
 
@@ -346,27 +449,182 @@ def onpolicy_report(args, runs, methods):
                 cells.append(f"{start:.3f} -> {end:.3f} +- {se:.3f}")
             entropy = "-"  # sft_more logs no entropy; RL: the last update's, averaged over seeds
             if m != "sft_more":
-                last = [[r for r in evaluate.read_metrics(os.path.join(args.out, "exp_onpolicy",
-                                                                       f"{task}_{m}_s{s}{variant(args)}"))
+                last = [[r for r in ev.read_metrics(os.path.join(args.out, "exp_onpolicy",
+                                                                 f"{task}_{m}_s{s}{variant(args)}"))
                          if "entropy" in r][-1]["entropy"] for s in args.seeds]
                 entropy = f"{statistics.fmean(last):.3f}"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {entropy} |")
     write_table(os.path.join(args.out, "exp_onpolicy"), lines, f"table{variant(args)}.md")
-    plt = pyplot()
+    plt = common.pyplot()
     panels = [(t, s) for t in args.tasks for s in slices(t)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (task, sl) in zip(axes[0], panels):
         for m in methods:
             n_points = min(len(runs[task, m, s]) for s in args.seeds)
             x = [runs[task, m, args.seeds[0]][i]["samples"] for i in range(n_points)]
-            stats = [mean_se([runs[task, m, s][i][f"test_{sl}pass@1"] for s in args.seeds]) for i in range(n_points)]
-            ax.errorbar(x, [a for a, _ in stats], yerr=[b for _, b in stats], marker="o", ms=3, capsize=2, label=m)
+            at = [mean_se([runs[task, m, s][i][f"test_{sl}pass@1"] for s in args.seeds]) for i in range(n_points)]
+            ax.errorbar(x, [a for a, _ in at], yerr=[b for _, b in at], marker="o", ms=3, capsize=2, label=m)
         ax.set_title(f"{task} task{', ' + sl[:-1] + ' slice' if sl else ''}: pass@1", fontsize=10)
         ax.set_xlabel("samples seen")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.figures, f"topr_onpolicy{variant(args)}.png"), dpi=80)
+    savefig(fig, os.path.join(args.figures, f"topr_onpolicy{variant(args)}.png"), 80)
+
+
+def exp_stability(args):
+    """(g) Strongly off-policy: ONE dataset of 64 prompts x 8 samples from the base, 8 epochs over it
+    (64 optimizer steps of 64), every loss; evaluated after every epoch."""
+    out = os.path.join(args.out, "exp_stability")
+    losses = [loss for loss in OFF_LOSSES if loss in (args.methods or OFF_LOSSES)]
+    folders = {(t, loss, s): os.path.join(out, f"{t}_{loss}_s{s}{variant(args)}")
+               for t in args.tasks for s in args.seeds for loss in losses}
+    runs = {(t, loss, s): rl_run(args, d, t, [*OFF_LOSSES[loss], *rl_variant_flags(args), "--seed", str(s), *STABILITY])
+            for (t, loss, s), d in folders.items()}
+    plt = common.pyplot()
+    lines = []
+    for task in args.tasks:
+        held = {k: eval_rows(d) for k, d in folders.items() if k[0] == task}
+        st = {k: [r for r in v if "logp_reward_neg" in r] for k, v in runs.items() if k[0] == task}
+        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid", "mean_len"]
+        lines += [f"\n**{task} task** (one dataset of 64 prompts x 8 samples, 8 epochs, lr 1e-4, length norm "
+                  f"{args.length_norm}, seeds "
+                  f"{' '.join(map(str, args.seeds))}; start -> after epoch 2 -> after epoch 8, mean +- s.e.)\n",
+                  "| loss | " + " | ".join(cols) + " | log pi positives / negatives (end) "
+                  "| negatives with ratio < 1 (last epoch) |",
+                  "|---|" + "---|" * (len(cols) + 2)]
+        for loss in losses:
+            cells = []
+            for c in cols:
+                at = [mean_se([held[task, loss, s][i][f"test_{c}"] for s in args.seeds]) for i in (0, 2, -1)]
+                cells.append(" -> ".join(f"{m:.3f}" for m, _ in at[:2]) + f" -> {at[2][0]:.3f} +- {at[2][1]:.3f}")
+            last = [st[task, loss, s][-1] for s in args.seeds]
+            lp = "{:.2f} / {:.2f}".format(*(statistics.fmean(r[k] for r in last)
+                                            for k in ("logp_reward_pos", "logp_reward_neg")))
+            fr = statistics.fmean(statistics.fmean(r["frac_neg_ratio_lt1"] for r in st[task, loss, s][-8:])
+                                  for s in args.seeds)
+            lines.append(f"| {loss} | " + " | ".join(cells) + f" | {lp} | {fr:.2f} |")
+        panels = [(f"test_{sl}pass@1", f"{sl.replace('_', ' ')}pass@1") for sl in slices(task)] + [
+            ("test_invalid", "invalid rate"), ("logp_reward_pos", "mean log pi, positives"),
+            ("logp_reward_neg", "mean log pi, negatives"), ("frac_neg_ratio_lt1", "negatives with ratio < 1")]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2))
+        for loss in losses:
+            color = None
+            for ax, (key, _) in zip(axes, panels):
+                rows = held if key.startswith("test_") else st
+                n = min(len(rows[task, loss, s]) for s in args.seeds)
+                x = [rows[task, loss, args.seeds[0]][i]["samples"] for i in range(n)]
+                y = [statistics.fmean(rows[task, loss, s][i][key] for s in args.seeds) for i in range(n)]
+                (line,) = ax.plot(x, y, marker="o" if rows is held else None, ms=3, color=color, label=loss)
+                color = line.get_color()
+        for ax, (_, title) in zip(axes, panels):
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("samples seen")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{task} task: one dataset (64 prompts x 8), 8 epochs, c = 0; mean of seeds "
+                     f"{' '.join(map(str, args.seeds))}", fontsize=10)
+        fig.tight_layout()
+        savefig(fig, os.path.join(args.figures, f"topr_stability_{task}{variant(args)}.png"), 70)
+    write_table(out, lines, f"table{variant(args)}.md")
+
+
+def exp_reuse(args):
+    """(h) Sample reuse at equal sample budget: 4 datasets of 32 prompts x 8 samples (1024 samples generated),
+    each used for E epochs before the next is sampled; topr vs reinforce (c = 0) vs sft_pos."""
+    out = os.path.join(args.out, "exp_reuse")
+    runs = {}
+    for t in args.tasks:
+        for s in args.seeds:
+            for loss in REUSE_LOSSES:
+                for E in REUSE_E:
+                    d = os.path.join(out, f"{t}_{loss}_E{E}_s{s}")
+                    rl_run(args, d, t, [*OFF_LOSSES[loss], "--seed", str(s), *REUSE, "--epochs", str(E)])
+                    runs[t, loss, E, s] = eval_rows(d)
+    plt = common.pyplot()
+    lines = []
+    for task in args.tasks:
+        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
+        lines += [f"\n**{task} task** (4 datasets x 256 samples = 1024 generated; E epochs each; batch 64; seeds "
+                  f"{' '.join(map(str, args.seeds))}; start -> end)\n",
+                  "| loss | E | optimizer steps | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+        for loss in REUSE_LOSSES:
+            for E in REUSE_E:
+                rs = [runs[task, loss, E, s] for s in args.seeds]
+                cells = []
+                for c in cols:
+                    m, se = mean_se([r[-1][f"test_{c}"] for r in rs])
+                    cells.append(f"{rs[0][0][f'test_{c}']:.3f} -> {m:.3f}" + (f" +- {se:.3f}" if len(rs) > 1 else ""))
+                lines.append(f"| {loss} | {E} | {rs[0][-1]['step']} | " + " | ".join(cells) + " |")
+        fig, axes = plt.subplots(len(slices(task)), 2, figsize=(8, 3.2 * len(slices(task))), squeeze=False)
+        for row, sl in zip(axes, slices(task)):
+            for ax, (xkey, xlabel) in zip(row, [("generated", "samples generated"), ("step", "optimizer steps")]):
+                for li, loss in enumerate(REUSE_LOSSES):
+                    for ei, E in enumerate(REUSE_E):
+                        r = runs[task, loss, E, args.seeds[0]]
+                        x = [p["iteration"] * 256 if xkey == "generated" else p["step"] for p in r]
+                        y = [statistics.fmean(runs[task, loss, E, s][i][f"test_{sl}pass@1"] for s in args.seeds)
+                             for i in range(len(r))]
+                        ax.plot(x, y, color=f"C{li}", alpha=0.35 + 0.65 * ei / (len(REUSE_E) - 1), marker="o", ms=2,
+                                label=f"{loss} E={E}")
+                ax.set_xlabel(xlabel)
+                ax.set_title(f"{task}: {sl.replace('_', ' ')}pass@1", fontsize=9)
+                ax.grid(alpha=0.3)
+        axes[0][1].legend(fontsize=6, ncol=3)
+        fig.tight_layout()
+        savefig(fig, os.path.join(args.figures, f"topr_reuse_{task}.png"), 70)
+    write_table(out, lines)
+
+
+def exp_composition(args):
+    """(i) Dataset composition off-policy: TOPR on the one dataset of `stability` (seed args.seed), 4 epochs,
+    with the constant baseline c that gives each p_eff on it, and with curation (--target-pos-frac) to the
+    same fractions at c = 0."""
+    out = os.path.join(args.out, "exp_composition")
+    plt = common.pyplot()
+    lines = []
+    n_panels = sum(len(slices(t)) for t in args.tasks)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 3.4), squeeze=False)
+    axes = iter(axes[0])
+    for task in args.tasks:
+        ref = os.path.join(args.out, "exp_stability", f"{task}_topr_s{args.seed}")
+        if not os.path.exists(os.path.join(ref, "metrics.jsonl")):
+            raise UserError(f"run `experiments.py stability --tasks {task} --seeds {args.seed}` first ({ref})")
+        p = [r for r in ev.read_metrics(ref) if "dataset_pos_frac" in r][0]["dataset_pos_frac"]
+        run_flags = ["--loss", COMPOSITION_LOSS, "--seed", str(args.seed), *COMPOSITION]
+        held = {}  # (how, p_eff) -> the run's held-out evaluations
+        for f in COMPOSITION_P_EFF:
+            c = topr.baseline_for_pos_fraction(p, f)
+            d = os.path.join(out, f"{task}_c_peff{f}")
+            rl_run(args, d, task, [*run_flags, "--baseline", f"{c:.4f}"])
+            held["baseline", f] = eval_rows(d)
+            d = os.path.join(out, f"{task}_curate{f}")
+            rl_run(args, d, task, [*run_flags, "--baseline", "0", "--target-pos-frac", str(f)])
+            held["curation", f] = eval_rows(d)
+        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
+        lines += [f"\n**{task} task** (dataset positive fraction p = {p:.3f}; TOPR, 4 epochs, seed {args.seed}; "
+                  "start -> end)\n",
+                  "| how | p_eff | c | samples | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+        for how in ("baseline", "curation"):
+            for f in COMPOSITION_P_EFF:
+                h = held[how, f]
+                c = f"{topr.baseline_for_pos_fraction(p, f):+.3f}" if how == "baseline" else "0"
+                lines.append(f"| {how} | {f} | {c} | {h[-1]['samples']} | "
+                             + " | ".join(f"{h[0][f'test_{k}']:.3f} -> {h[-1][f'test_{k}']:.3f}" for k in cols) + " |")
+        for sl in slices(task):
+            ax = next(axes)
+            for how, marker in (("baseline", "o"), ("curation", "s")):
+                ax.plot(COMPOSITION_P_EFF, [held[how, f][-1][f"test_{sl}pass@1"] for f in COMPOSITION_P_EFF],
+                        marker=marker, label=f"TOPR, {how}")
+            ax.axhline(held["baseline", 0.5][0][f"test_{sl}pass@1"], color="gray", ls="--", label="base")
+            ax.set_xscale("log")
+            ax.set_xlabel("effective positive fraction p_eff")
+            ax.set_title(f"{task}: {sl.replace('_', ' ')}pass@1", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    savefig(fig, os.path.join(args.figures, "topr_composition.png"), 70)
+    write_table(out, lines)
 
 
 def exp_gradnoise(args):
@@ -377,8 +635,8 @@ def exp_gradnoise(args):
     lines = ["| task | prompts | " + " | ".join(f"noise {m}" for m in ONPOLICY_METHODS) + " | positive fraction |",
              "|---|---|" + "---|" * (len(ONPOLICY_METHODS) + 1)]
     for task in args.tasks:
-        policy, tok, _ = evaluate.load_gpt(os.path.join(args.out, "exp_onpolicy", f"base_{task}", "ckpt.pt"), "cpu")
-        problems = data.problems(32, 1, "train", **evaluate.task_kwargs(task_flags(task), 0.5))
+        policy, tok, _ = ev.load_gpt(os.path.join(args.out, "exp_onpolicy", f"base_{task}", "ckpt.pt"), "cpu")
+        problems = task_flags(task).problems(32, 1, "train", use="rl")
         batch = train.sample_solutions(policy, tok, problems, 8, 48, seed=0)
         params = [p for p in policy.parameters() if p.requires_grad]
         G = []
@@ -409,8 +667,9 @@ def shortcut_policies(args):
 
 
 def one_step(problem, swap=False):
-    """(a, op, b, result) as strings, of a one-step solution "a+b=x"; with the other operation if swap."""
-    a, op, b = re.match(r"(\d+)([+-])(\d+)=", problem.solution).groups()
+    """(a, op, b, result) as strings, of a one-step solution "a+b=x" (data.parse_step); with the other
+    operation if swap."""
+    a, op, b, _ = data.parse_step(problem.solution)
     if swap:
         op = "-" if op == "+" else "+"
     return a, op, b, str(int(a) + int(b) if op == "+" else int(a) - int(b))
@@ -420,15 +679,16 @@ def exp_errors(args):
     """What a shortcut-task policy answers, per slice: right, the other operation (on a conflict problem the
     cue's: the shortcut; on a normal problem the opposite of both cue and verb), another number, or invalid;
     300 test problems of each slice x 8 samples. The base, then each finished `stability` run of --seed."""
-    problems = data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
+    problems = task_flags("shortcut").problems(1000, 0, "test")
     policies = shortcut_policies(args)
     lines = ["| policy | slice | right | other operation | other number | invalid |", "|---|---|---|---|---|---|"]
     for name, d in policies:
-        policy, tok, _ = evaluate.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
+        policy, tok, _ = ev.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
         name = name if name == "base" else f"{name} (stability, seed {args.seed})"
         for sl in ("conflict", "normal"):
             chosen = [p for p in problems if p.slice == sl][:300]
-            texts, _ = evaluate.sample_answers(policy.eval(), tok, chosen, 8, 1.0, 48, torch.Generator().manual_seed(0))
+            texts, _ = ev.sample_answers(policy.eval(), tok, chosen, 8, 1.0, 48,
+                                         torch.Generator().manual_seed(0))
             counts = {"right": 0, "swap": 0, "other": 0, "invalid": 0}
             for p, ts in zip(chosen, texts):
                 swap = one_step(p, swap=True)[3]  # the other operation's result
@@ -444,185 +704,6 @@ def exp_errors(args):
 
 
 
-# Off-policy on both tasks (issue: off-policy TOPR on the shortcut task). Every run starts from the base of
-# its task (the bases of the on-policy experiment) and trains on ONE dataset sampled from it, or on a few.
-OFF_LOSSES = {  # name -> flags: c = 0 wherever the loss has a baseline (the paper's off-policy setting)
-    "topr": ["--loss", "topr", "--baseline", "0"], "reinforce": ["--loss", "reinforce", "--baseline", "0"],
-    "tis": ["--loss", "tis", "--baseline", "0"], "ppo": ["--loss", "ppo", "--baseline", "0"],
-    "sft_pos": ["--loss", "sft_pos"], "neg_only": ["--loss", "neg_only"],
-}
-OFF_COMMON = ["--k", "8", "--batch-size", "64", "--micro-batch", "64", "--lr", "1e-4", "--eval-problems", "400",
-              "--eval-k", "4"]
-
-
-def base_ckpt(args, task, retrain=False):
-    """The SFT base of `task` (of `experiments.py onpolicy`): trained if missing, or if retrain."""
-    task_flags_, base_flags = ONPOLICY_BASES[task]
-    base = os.path.join(args.out, "exp_onpolicy", f"base_{task}")
-    if retrain or not os.path.exists(os.path.join(base, "ckpt.pt")):
-        run_train(["sft", "--out", base, *task_flags_, "--eval-problems", ONPOLICY_EVAL[task], "--eval-k", "8", *base_flags])
-    return os.path.join(base, "ckpt.pt")
-
-
-def rl_run(args, d, task, flags):
-    """One `train.py rl` from the task's base into d (skipped with --skip-done if finished); its metrics rows."""
-    if not (args.skip_done and os.path.exists(os.path.join(d, "ckpt.pt"))):
-        run_train(["rl", "--init", base_ckpt(args, task), "--out", d, *ONPOLICY_BASES[task][0], *OFF_COMMON, *flags])
-    return evaluate.read_metrics(d)
-
-
-def exp_stability(args):
-    """(g) Strongly off-policy: ONE dataset of 64 prompts x 8 samples from the base, 8 epochs over it
-    (64 optimizer steps of 64), every loss; evaluated after every epoch."""
-    out = os.path.join(args.out, "exp_stability")
-    losses = [l for l in OFF_LOSSES if l in (args.methods or OFF_LOSSES)]
-    runs = {(t, l, s): rl_run(args, os.path.join(out, f"{t}_{l}_s{s}{variant(args)}"), t,
-                              [*OFF_LOSSES[l], *rl_variant_flags(args), "--seed", str(s), "--iterations", "1",
-                               "--prompts", "64", "--epochs", "8", "--eval-each-epoch"])
-            for t in args.tasks for s in args.seeds for l in losses}
-    plt = pyplot()
-    lines = []
-    for task in args.tasks:
-        ev = {k: [r for r in v if "test_pass@1" in r] for k, v in runs.items() if k[0] == task}
-        st = {k: [r for r in v if "logp_reward_neg" in r] for k, v in runs.items() if k[0] == task}
-        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid", "mean_len"]
-        lines += [f"\n**{task} task** (one dataset of 64 prompts x 8 samples, 8 epochs, lr 1e-4, length norm "
-                  f"{args.length_norm}, seeds "
-                  f"{' '.join(map(str, args.seeds))}; start -> after epoch 2 -> after epoch 8, mean +- s.e.)\n",
-                  "| loss | " + " | ".join(cols) + " | log pi positives / negatives (end) | negatives with ratio < 1 (last epoch) |",
-                  "|---|" + "---|" * (len(cols) + 2)]
-        for loss in losses:
-            cells = []
-            for c in cols:
-                at = [mean_se([ev[task, loss, s][i][f"test_{c}"] for s in args.seeds]) for i in (0, 2, -1)]
-                cells.append(" -> ".join(f"{m:.3f}" for m, _ in at[:2]) + f" -> {at[2][0]:.3f} +- {at[2][1]:.3f}")
-            last = [st[task, loss, s][-1] for s in args.seeds]
-            lp = "{:.2f} / {:.2f}".format(*(statistics.fmean(r[k] for r in last) for k in ("logp_reward_pos", "logp_reward_neg")))
-            fr = statistics.fmean(statistics.fmean(r["frac_neg_ratio_lt1"] for r in st[task, loss, s][-8:]) for s in args.seeds)
-            lines.append(f"| {loss} | " + " | ".join(cells) + f" | {lp} | {fr:.2f} |")
-        panels = [(f"test_{sl}pass@1", f"{sl.replace('_', ' ')}pass@1") for sl in slices(task)] + [
-            ("test_invalid", "invalid rate"), ("logp_reward_pos", "mean log pi, positives"),
-            ("logp_reward_neg", "mean log pi, negatives"), ("frac_neg_ratio_lt1", "negatives with ratio < 1")]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2))
-        for loss in losses:
-            color = None
-            for ax, (key, _) in zip(axes, panels):
-                rows = ev if key.startswith("test_") else st
-                n = min(len(rows[task, loss, s]) for s in args.seeds)
-                x = [rows[task, loss, args.seeds[0]][i]["samples"] for i in range(n)]
-                y = [statistics.fmean(rows[task, loss, s][i][key] for s in args.seeds) for i in range(n)]
-                (line,) = ax.plot(x, y, marker="o" if rows is ev else None, ms=3, color=color, label=loss)
-                color = line.get_color()
-        for ax, (_, title) in zip(axes, panels):
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("samples seen")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"{task} task: one dataset (64 prompts x 8), 8 epochs, c = 0; mean of seeds "
-                     f"{' '.join(map(str, args.seeds))}", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.figures, f"topr_stability_{task}{variant(args)}.png"), dpi=70)
-    write_table(out, lines, f"table{variant(args)}.md")
-
-
-REUSE_E = [1, 2, 4, 8]
-
-
-def exp_reuse(args):
-    """(h) Sample reuse at equal sample budget: 4 datasets of 32 prompts x 8 samples (1024 samples generated),
-    each used for E epochs before the next is sampled; topr vs reinforce (c = 0) vs sft_pos."""
-    out = os.path.join(args.out, "exp_reuse")
-    losses = ["topr", "reinforce", "sft_pos"]
-    runs = {(t, l, E, s): [r for r in rl_run(args, os.path.join(out, f"{t}_{l}_E{E}_s{s}"), t,
-                                             [*OFF_LOSSES[l], "--seed", str(s), "--iterations", "4", "--prompts", "32",
-                                              "--epochs", str(E)]) if "test_pass@1" in r]
-            for t in args.tasks for s in args.seeds for l in losses for E in REUSE_E}
-    plt = pyplot()
-    lines = []
-    for task in args.tasks:
-        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
-        lines += [f"\n**{task} task** (4 datasets x 256 samples = 1024 generated; E epochs each; batch 64; seeds "
-                  f"{' '.join(map(str, args.seeds))}; start -> end)\n",
-                  "| loss | E | optimizer steps | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
-        for loss in losses:
-            for E in REUSE_E:
-                rs = [runs[task, loss, E, s] for s in args.seeds]
-                cells = []
-                for c in cols:
-                    m, se = mean_se([r[-1][f"test_{c}"] for r in rs])
-                    cells.append(f"{rs[0][0][f'test_{c}']:.3f} -> {m:.3f}" + (f" +- {se:.3f}" if len(rs) > 1 else ""))
-                lines.append(f"| {loss} | {E} | {rs[0][-1]['step']} | " + " | ".join(cells) + " |")
-        fig, axes = plt.subplots(len(slices(task)), 2, figsize=(8, 3.2 * len(slices(task))), squeeze=False)
-        for row, sl in zip(axes, slices(task)):
-            for ax, (xkey, xlabel) in zip(row, [("generated", "samples generated"), ("step", "optimizer steps")]):
-                for li, loss in enumerate(losses):
-                    for ei, E in enumerate(REUSE_E):
-                        r = runs[task, loss, E, args.seeds[0]]
-                        x = [p["iteration"] * 256 if xkey == "generated" else p["step"] for p in r]
-                        y = [statistics.fmean(runs[task, loss, E, s][i][f"test_{sl}pass@1"] for s in args.seeds)
-                             for i in range(len(r))]
-                        ax.plot(x, y, color=f"C{li}", alpha=0.35 + 0.65 * ei / (len(REUSE_E) - 1), marker="o", ms=2,
-                                label=f"{loss} E={E}")
-                ax.set_xlabel(xlabel)
-                ax.set_title(f"{task}: {sl.replace('_', ' ')}pass@1", fontsize=9)
-                ax.grid(alpha=0.3)
-        axes[0][1].legend(fontsize=6, ncol=3)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.figures, f"topr_reuse_{task}.png"), dpi=70)
-    write_table(out, lines)
-
-
-COMPOSITION_P_EFF = [0.05, 0.1, 0.2, 0.5, 0.9]
-
-
-def exp_composition(args):
-    """(i) Dataset composition off-policy: TOPR on the one dataset of `stability` (seed args.seed), 4 epochs,
-    with the constant baseline c that gives each p_eff on it, and with curation (--target-pos-frac) to the
-    same fractions at c = 0."""
-    out = os.path.join(args.out, "exp_composition")
-    plt = pyplot()
-    lines = []
-    n_panels = sum(len(slices(t)) for t in args.tasks)
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 3.4), squeeze=False)
-    axes = iter(axes[0])
-    for task in args.tasks:
-        ref = os.path.join(args.out, "exp_stability", f"{task}_topr_s{args.seed}")
-        if not os.path.exists(os.path.join(ref, "metrics.jsonl")):
-            raise UserError(f"run `experiments.py stability --tasks {task} --seeds {args.seed}` first ({ref})")
-        p = [r for r in evaluate.read_metrics(ref) if "dataset_pos_frac" in r][0]["dataset_pos_frac"]
-        common_flags = ["--loss", "topr", "--seed", str(args.seed), "--iterations", "1", "--prompts", "64", "--epochs", "4"]
-        res = {}
-        for f in COMPOSITION_P_EFF:
-            c = topr.baseline_for_pos_fraction(p, f)
-            res["baseline", f] = rl_run(args, os.path.join(out, f"{task}_c_peff{f}"), task, [*common_flags, "--baseline", f"{c:.4f}"])
-            res["curation", f] = rl_run(args, os.path.join(out, f"{task}_curate{f}"), task,
-                                        [*common_flags, "--baseline", "0", "--target-pos-frac", str(f)])
-        cols = [f"{sl}pass@1" for sl in slices(task)] + ["invalid"]
-        lines += [f"\n**{task} task** (dataset positive fraction p = {p:.3f}; TOPR, 4 epochs, seed {args.seed}; start -> end)\n",
-                  "| how | p_eff | c | samples | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
-        for how in ("baseline", "curation"):
-            for f in COMPOSITION_P_EFF:
-                ev = [r for r in res[how, f] if "test_pass@1" in r]
-                c = f"{topr.baseline_for_pos_fraction(p, f):+.3f}" if how == "baseline" else "0"
-                lines.append(f"| {how} | {f} | {c} | {ev[-1]['samples']} | "
-                             + " | ".join(f"{ev[0][f'test_{k}']:.3f} -> {ev[-1][f'test_{k}']:.3f}" for k in cols) + " |")
-        for sl in slices(task):
-            ax = next(axes)
-            for how, marker in (("baseline", "o"), ("curation", "s")):
-                ax.plot(COMPOSITION_P_EFF, [[r for r in res[how, f] if "test_pass@1" in r][-1][f"test_{sl}pass@1"]
-                                            for f in COMPOSITION_P_EFF], marker=marker, label=f"TOPR, {how}")
-            ax.axhline([r for r in res["baseline", 0.5] if "test_pass@1" in r][0][f"test_{sl}pass@1"], color="gray",
-                       ls="--", label="base")
-            ax.set_xscale("log")
-            ax.set_xlabel("effective positive fraction p_eff")
-            ax.set_title(f"{task}: {sl.replace('_', ' ')}pass@1", fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.figures, "topr_composition.png"), dpi=70)
-    write_table(out, lines)
-
-
 def exp_credit(args):
     """Where a sequence-level push lands, token by token. Teacher-forced on 300 test problems per slice:
     conflict problems with the shortcut completion "a<cue's op>b=<that result>. #### <that result>" (the
@@ -630,7 +711,7 @@ def exp_credit(args):
     normal problems with the right completion. Mean log pi per token group:
     the operator, the operands (copies of the question's numbers), the result after '=' and the final
     answer after '####'; the base and each finished `stability` run of --seed."""
-    problems = data.problems(1000, 0, "test", **evaluate.task_kwargs(task_flags("shortcut")))
+    problems = task_flags("shortcut").problems(1000, 0, "test")
     policies = shortcut_policies(args)
     groups = ["operator", "operands", "result", "final answer"]
     examples = []  # (slice, prompt text, completion text, the group of each completion character)
@@ -643,14 +724,16 @@ def exp_credit(args):
             kinds = ["format"] + ["operands"] * len(a) + ["operator"] + ["operands"] * len(b) + ["format"] + \
                     ["result"] * len(x) + ["format"] * 7 + ["final answer"] * len(x)  # ". #### "
             examples.append((sl, data.format_prompt(p.question), text, kinds))
-    lines = ["| policy | " + " | ".join(f"{sl}: {g}" for sl in ("conflict (shortcut completion)", "normal (right completion)")
-                                        for g in groups) + " |", "|---|" + "---|" * 2 * len(groups)]
+    lines = ["| policy | " + " | ".join(f"{sl}: {g}" for sl in ("conflict (shortcut completion)",
+                                                                 "normal (right completion)") for g in groups) + " |",
+             "|---|" + "---|" * 2 * len(groups)]
     for name, d in policies:
-        policy, tok, _ = evaluate.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
+        policy, tok, _ = ev.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
         sums = {}
         for s in range(0, len(examples), 100):
             chunk = examples[s:s + 100]
-            tokens, pad_mask, compl = pack([tok.encode(e[1]) for e in chunk], [tok.encode(e[2]) for e in chunk], tok.pad_id)
+            tokens, pad_mask, compl = pack([tok.encode(e[1]) for e in chunk], [tok.encode(e[2]) for e in chunk],
+                                           tok.pad_id)
             with torch.no_grad():
                 lp = sequence_logprobs(policy.eval(), tokens, pad_mask, compl)
             for row, (sl, _, text, kinds) in zip(range(len(chunk)), chunk):
@@ -659,8 +742,8 @@ def exp_credit(args):
                 for v, k in zip(vals, kinds):
                     acc = sums.setdefault((sl, k), [0.0, 0])
                     acc[0], acc[1] = acc[0] + v, acc[1] + 1
-        lines.append(f"| {name} | " + " | ".join(f"{sums[sl, g][0] / sums[sl, g][1]:.2f}" for sl in ("conflict", "normal")
-                                                 for g in groups) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{sums[sl, g][0] / sums[sl, g][1]:.2f}"
+                                                 for sl in ("conflict", "normal") for g in groups) + " |")
     out = os.path.join(args.out, "exp_stability", "credit")
     os.makedirs(out, exist_ok=True)
     n = {sl: sum(e[0] == sl for e in examples) for sl in ("conflict", "normal")}
@@ -680,9 +763,9 @@ def exp_overlap(args):
              "|---|---|---|---|---|"]
     for task in args.tasks:
         flags = task_flags(task)
-        sft_task = evaluate.task_kwargs(flags, float(SHORTCUT_SFT_CONFLICT))  # the shortcut base's conflict fraction
-        train_problems = data.problems(20000, args.seed, "train", **sft_task)
-        test = data.problems(int(ONPOLICY_EVAL[task]), args.seed, "test", **evaluate.task_kwargs(flags))
+        sft_task = dataclasses.replace(flags, sft_conflict_frac=data.CALIBRATED_SFT_CONFLICT_FRAC)  # the base's
+        train_problems = sft_task.problems(20000, args.seed, "train", use="sft")
+        test = flags.problems(int(ONPOLICY_EVAL[task]), args.seed, "test")
         seen = {p.solution for p in train_problems}
         for sl in (["normal", "conflict"] if task == "shortcut" else ["all"]):
             chosen = [p for p in test if sl in ("all", p.slice)]
@@ -692,15 +775,11 @@ def exp_overlap(args):
                               f"(seed {args.seed}); `python experiments.py overlap`"])
 
 
-def task_flags(task):
-    """The task flags of ONPOLICY_BASES parsed by the CLI's own declaration (eval.add_task_args)."""
-    p = argparse.ArgumentParser()
-    evaluate.add_task_args(p)
-    return p.parse_args(ONPOLICY_BASES[task][0])
+# -------------------------------------------------------------------------------------------------------------
+# Command line
 
-
-EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline, "verifier": exp_verifier,
-               "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors,
+EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline,
+               "verifier": exp_verifier, "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors,
                "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition, "credit": exp_credit,
                "overlap": exp_overlap}
 
@@ -709,24 +788,29 @@ EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline":
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=list(EXPERIMENTS))
-    p.add_argument("--sft", default="runs/sft/ckpt.pt", help="the SFT start (python train.py sft --out runs/sft)")
+    p.add_argument("--sft", default=SFT, help="the SFT start (python train.py sft --out runs/sft)")
     p.add_argument("--out", default="runs")
     p.add_argument("--figures", default="figures")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-done", action="store_true", help="reuse finished runs under --out")
     p.add_argument("--tasks", nargs="+", choices=list(ONPOLICY_BASES), default=list(ONPOLICY_BASES),
                    help="onpolicy, stability, reuse, composition, verifier: the tasks (each has its own SFT base)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="onpolicy, stability, reuse: RL seeds")
-    p.add_argument("--iterations", type=common.positive, default=20, help="onpolicy: on-policy steps per run (RESULTS (f): 20)")
-    p.add_argument("--lr", type=common.positive_float, default=1e-4, help="onpolicy: learning rate (RL and sft_more)")
+    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="onpolicy, stability, reuse: RL seeds")
+    p.add_argument("--iterations", type=common.positive, default=ONPOLICY_ITERATIONS,
+                   help="onpolicy: on-policy steps per run (RESULTS (f): 20)")
+    p.add_argument("--lr", type=common.positive_float, default=ONPOLICY_LR,
+                   help="onpolicy: learning rate (RL and sft_more)")
     p.add_argument("--methods", nargs="+", choices=sorted(set(ONPOLICY_METHODS_ALL) | set(OFF_LOSSES)), default=None,
                    help="onpolicy, stability: only these methods (default: all of the experiment's)")
     p.add_argument("--length-norm", choices=topr.LENGTH_NORMS, default="sequence",
                    help="onpolicy, stability: train.py rl --length-norm (not 'sequence': run folders get a suffix)")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
-                   help="onpolicy, stability: train.py rl --optimizer (sgd: no gradient clipping; folders get a suffix)")
+                   help="onpolicy, stability: train.py rl --optimizer (sgd: no gradient clipping; "
+                        "folders get a suffix)")
     args = p.parse_args(argv)
-    if (args.name in ("offpolicy", "iterated", "baseline") or args.name == "verifier" and "default" in args.tasks) and not os.path.isfile(args.sft):
+    needs_sft = args.name in ("offpolicy", "iterated", "baseline") or (args.name == "verifier"
+                                                                       and "default" in args.tasks)
+    if needs_sft and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
     allowed = {"onpolicy": ONPOLICY_METHODS_ALL, "stability": list(OFF_LOSSES)}.get(args.name)
     if allowed is None and (args.methods or args.length_norm != "sequence" or args.optimizer != "adamw"):
@@ -739,6 +823,7 @@ def main(argv=None):
     t0 = time.process_time()
     EXPERIMENTS[args.name](args)
     print(f"experiments.py {args.name}: {(time.process_time() - t0) / 60:.1f} CPU-minutes", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ import data
 import eval as ev
 import topr
 from common import UserError
-from model import GPT, GPTConfig, completion_mask, pack, sequence_logprobs, verdict_logp
+from model import GPT, GPTConfig, pack, sequence_logprobs, verdict_logp
 
 # -----------------------------------------------------------------------------
 # SFT: next-token prediction on worked solutions
@@ -246,18 +246,9 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
     def work(c, s, e):
         chunk = problems[s:e]
         gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
-        tokens, logp = policy.generate(prompts[s:e], max_new_tokens, temperature=1.0, eos_id=tok.eos_id,
-                                       num_samples=k, generator=gen, pad_id=tok.pad_id)
-        mask = completion_mask(tokens, tok.eos_id)
-        tokens, logp, mask = tokens.cpu(), logp.cpu(), mask.cpu()
-        rows = []
-        for r in range(tokens.size(0)):
-            comp = tokens[r][mask[r]].tolist()
-            text = tok.decode([t for t in comp if t != tok.eos_id])
-            answer = chunk[r // k].answer
-            rows.append((prompts[s + r // k], comp, text, logp[r][mask[r]].sum().item(),
-                         data.reward(text, answer), data.is_invalid(text)))
-        return rows
+        rows = ev.sample_completions(policy, tok, prompts[s:e], k, max_new_tokens, 1.0, gen)
+        return [(prompts[s + r // k], comp, text, logp, data.reward(text, chunk[r // k].answer), data.is_invalid(text))
+                for r, (comp, text, logp) in enumerate(rows)]
 
     rows = in_chunks(len(problems), batch_prompts, rank, world, work)
     policy.train(was_training)

@@ -3,9 +3,11 @@ figure, from metrics.jsonl files written here (the runs themselves take CPU-hour
 import json
 import math
 import os
+import shlex
 import shutil
 import types
 
+import common
 import data
 import eval as ev
 import experiments
@@ -29,7 +31,7 @@ def test_onpolicy_report_table_and_figure(tmp_path):
                          "test_mean_len": 10.0 + s, "test_invalid": 0.01 * s} for i, n in enumerate((0, 512, 1024))]
                 rows.insert(1, {"step": 1, "entropy": 0.5 + s})
                 (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-                runs[task, m, s] = experiments.evals(str(folder))
+                runs[task, m, s] = experiments.eval_rows(str(folder))
     experiments.onpolicy_report(args, runs, methods)
     table = (out / "exp_onpolicy" / "table.md").read_text()
     # end values 0.02, 0.12, 0.22 over seeds: mean 0.12, s.e. 0.1 / sqrt(3); start 0.1 on average
@@ -42,26 +44,42 @@ def test_onpolicy_report_table_and_figure(tmp_path):
     assert (figures / "topr_onpolicy.png").stat().st_size > 1000
 
 
-def fake_rl(calls):
-    """Stands in for train.py rl: records the argv and writes the metrics rows such a run writes (seeded
-    values: pass@1 at evaluation i of a run with --seed s is 0.1 * s + 0.01 * i on every slice)."""
+def train_parser(monkeypatch):
+    """argv -> the args that train.py's own parser makes of it: train.main up to the point where it would train
+    (common.distributed records the args instead), so a renamed or removed flag fails the test that runs it."""
+    parsed = []
+    monkeypatch.setattr(common, "distributed", lambda run, args, **kw: parsed.append(args))
+
+    def parse(argv):
+        n = len(parsed)
+        train.main(argv)  # argparse: SystemExit 2 on an unknown flag; train.check_args: its own checks
+        assert len(parsed) == n + 1, f"train.py {shlex.join(argv)} did not reach the point where it trains"
+        return parsed[-1]
+    return parse
+
+
+def fake_rl(calls, monkeypatch):
+    """Stands in for train.py rl: records the argv, parses it with train.py's parser and writes the metrics rows
+    such a run writes (seeded values: pass@1 at evaluation i of a run with --seed s is 0.1 * s + 0.01 * i on
+    every slice)."""
+    parse = train_parser(monkeypatch)
+
     def run_train(argv):
         calls.append(argv)
-        flag = lambda name, default=None: argv[argv.index(name) + 1] if name in argv else default
-        out, seed = flag("--out"), int(flag("--seed"))
-        iters, epochs = int(flag("--iterations")), int(flag("--epochs"))
-        n_evals = 1 + (iters * epochs if "--eval-each-epoch" in argv else iters)
+        args = parse(argv)
+        assert args.cmd == "rl", "the bases exist: only train.py rl runs here"
+        n_evals = 1 + (args.iterations * args.epochs if args.eval_each_epoch else args.iterations)
         rows = [{"iteration": 0, "dataset_size": 512, "dataset_pos_frac": 0.25}]
         for i in range(n_evals):
             if i:
                 rows.append({"step": 8 * i, "samples": 512 * i, "logp_reward_pos": -0.5, "logp_reward_neg": -1.0 - i,
                              "frac_neg_ratio_lt1": 0.5})
-            rows.append({"iteration": i if "--eval-each-epoch" not in argv else 0, "step": 8 * i, "samples": 512 * i,
-                         "test_invalid": 0.0, "test_mean_len": 12.0, **{f"test_{sl}pass@1": 0.1 * seed + 0.01 * i for sl in ("", "normal_", "conflict_")}})
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+            rows.append({"iteration": 0 if args.eval_each_epoch else i, "step": 8 * i, "samples": 512 * i,
+                         "test_invalid": 0.0, "test_mean_len": 12.0,
+                         **{f"test_{sl}pass@1": 0.1 * args.seed + 0.01 * i for sl in ("", "normal_", "conflict_")}})
+        with open(os.path.join(args.out, "metrics.jsonl"), "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
-        open(os.path.join(out, "ckpt.pt"), "w").close()
+        open(os.path.join(args.out, "ckpt.pt"), "w").close()
     return run_train
 
 
@@ -69,12 +87,12 @@ def test_offpolicy_experiments_commands_tables_and_figures(tmp_path, monkeypatch
     """stability, reuse and composition: the train.py commands they run (flags, seeds, the baseline c that
     gives each p_eff), the tables' means and standard errors, the figures; run outputs faked."""
     calls = []
-    monkeypatch.setattr(experiments, "run_train", fake_rl(calls))
+    monkeypatch.setattr(experiments, "run_train", fake_rl(calls, monkeypatch))
     for task in ("shortcut", "default"):  # the bases exist
         os.makedirs(tmp_path / "runs" / "exp_onpolicy" / f"base_{task}")
         open(tmp_path / "runs" / "exp_onpolicy" / f"base_{task}" / "ckpt.pt", "w").close()
-    common = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"), "--tasks", "shortcut", "default"]
-    experiments.main(["stability", *common, "--seeds", "0", "1"])
+    where = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"), "--tasks", "shortcut", "default"]
+    experiments.main(["stability", *where, "--seeds", "0", "1"])
     assert len(calls) == 2 * 2 * len(experiments.OFF_LOSSES)
     assert all("--shortcut" in c for c in calls[:12]) and not any("--shortcut" in c for c in calls[12:])
     table = (tmp_path / "runs" / "exp_stability" / "table.md").read_text()
@@ -84,12 +102,12 @@ def test_offpolicy_experiments_commands_tables_and_figures(tmp_path, monkeypatch
             "12.000 -> 12.000 -> 12.000 +- 0.000 | -0.50 / -9.00 | 0.50 |") in table
     assert all(c[c.index("--length-norm") + 1] == "sequence" for c in calls)
     n = len(calls)  # one loss under another normaliser: its own folders, table and figure
-    experiments.main(["stability", *common[:-1], "--seeds", "0", "--methods", "neg_only", "--length-norm", "constant"])
+    experiments.main(["stability", *where[:-1], "--seeds", "0", "--methods", "neg_only", "--length-norm", "constant"])
     assert [c[c.index("--out") + 1].endswith("shortcut_neg_only_s0_constant") for c in calls[n:]] == [True]
     assert (tmp_path / "runs" / "exp_stability" / "table_constant.md").read_text().count("| neg_only |") == 1
     assert (tmp_path / "figures" / "topr_stability_shortcut_constant.png").exists()
     del calls[n:]
-    experiments.main(["composition", *common, "--seed", "0"])
+    experiments.main(["composition", *where, "--seed", "0"])
     comp = calls[24:]
     assert len(comp) == 2 * 2 * len(experiments.COMPOSITION_P_EFF)
     cs = [float(c[c.index("--baseline") + 1]) for c in comp if "--target-pos-frac" not in c][:5]
@@ -97,7 +115,7 @@ def test_offpolicy_experiments_commands_tables_and_figures(tmp_path, monkeypatch
         assert abs(experiments.topr.effective_pos_fraction(0.25, c) - f) < 1e-3
     assert [c[c.index("--target-pos-frac") + 1] for c in comp if "--target-pos-frac" in c][:5] == ["0.05", "0.1", "0.2", "0.5", "0.9"]
     assert "p = 0.250" in (tmp_path / "runs" / "exp_composition" / "table.md").read_text()
-    experiments.main(["reuse", *common, "--seeds", "0"])
+    experiments.main(["reuse", *where, "--seeds", "0"])
     reuse = calls[44:]
     assert [c[c.index("--epochs") + 1] for c in reuse[:4]] == ["1", "2", "4", "8"]
     assert all(c[c.index("--iterations") + 1] == "4" and c[c.index("--prompts") + 1] == "32" for c in reuse)
@@ -114,11 +132,11 @@ def test_verifier_experiment_reports_each_slice(tmp_path, monkeypatch):
     p_yes = [[0.9] * 4 + [0.2] * 12 if p.slice == "conflict" else [0.7] * 16 for p in problems]
     res = {**ev.verifier_metrics(problems, texts, p_yes), **ev.by_slice(ev.verifier_metrics, problems, texts, p_yes)}
     calls = []
+    parse = train_parser(monkeypatch)
 
     def run_train(argv):
         calls.append(argv)
-        out = argv[argv.index("--out") + 1]
-        os.makedirs(out)
+        out = parse(argv).out  # train.main made the folder
         with open(os.path.join(out, "metrics.jsonl"), "w") as f:
             f.write(json.dumps({"iteration": 0, **{f"test_{k}": v for k, v in res.items()}}) + "\n")
         open(os.path.join(out, "ckpt.pt"), "w").close()

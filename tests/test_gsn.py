@@ -17,7 +17,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import common  # noqa: E402
-import eval as evaluate  # noqa: E402
+import eval as ev  # noqa: E402
 import gsn  # noqa: E402
 import gsn_experiments  # noqa: E402
 import images  # noqa: E402
@@ -372,5 +372,5 @@ def test_experiments_cli_bad_input_is_one_line(argv, code, msg):
 def test_eval_has_no_gsn_command():
     """The GSN report moved to gsn_experiments.py: eval.py is the GPT tower's and knows nothing of it."""
     with pytest.raises(SystemExit) as e:
-        evaluate.main(["gsn", "--ckpt", "x.pt"])
+        ev.main(["gsn", "--ckpt", "x.pt"])
     assert e.value.code == 2

@@ -174,7 +174,7 @@ def dry_run(command, tmp_path, monkeypatch):
         for name in ("ckpt.pt", "metrics.jsonl"):  # what later existence checks look for
             open(os.path.join(runs[-1].out, name), "w").close()
     monkeypatch.setattr(experiments, "run_train", run_train)
-    monkeypatch.setattr(experiments.evaluate, "read_metrics", lambda folder: rows)
+    monkeypatch.setattr(experiments.ev, "read_metrics", lambda folder: rows)
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda *a, **kw: None)  # figures: not checked here, slow
     sft = tmp_path / "sft_ckpt.pt"
     sft.touch()
