@@ -1,14 +1,15 @@
 """
-eval.py -- evaluation and figures.
+eval.py -- GPT evaluation and the figure that compares RL runs (the GPT tower; GSN: gsn_experiments.py).
 
   python eval.py gpt --ckpt runs/sft/ckpt.pt      GPT accuracy: pass@1, maj@k, pass@k, invalid rate, greedy
       [--verifier runs/verifier/ckpt.pt]          ... and verifier accuracy, calibration, weighted voting
   python eval.py compare runs/a runs/b ...        one figure comparing RL runs (metrics.jsonl)
 
-  1. Loading a GPT checkpoint, and the task flags shared with train.py
-  2. Solver accuracy: greedy, pass@1, maj@k, pass@k
-  3. The generative verifier: P(Yes), weighted voting, calibration
-  4. The command line (gpt, compare)
+  1. load_gpt, check_fits, add_task_args (the task flags of train.py and eval.py; defaults: data.Task)
+  2. Solver accuracy: sample_completions (the one sample-and-decode core, also train.py's rollouts),
+     decode_completions, sample_answers, evaluate_gpt, accuracy, by_slice, majority_vote, evaluate_solver
+  3. The generative verifier: score_candidates (P(Yes)), weighted_majority_vote, best_of, verifier_metrics
+  4. The command line: gpt, compare (read_metrics, verifier_table)
 """
 import argparse
 import collections

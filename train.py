@@ -6,7 +6,12 @@ train.py -- GPT training on the word-problem task.
 
 Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under --out, continue from
 there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
-Read `sft` and `rl` top to bottom: each is the whole algorithm in one function.
+Read `sft` and `rl` top to bottom: each is the whole algorithm in one function, its helpers above it.
+
+  1. SFT: sft_batch, lr_at, ddp_sync, sft
+  2. RL: Rollout, sample_solutions / solution_logp (solve), sample_verdicts / verdict_policy_logp (verify),
+     curated, minibatches, behaviour_logp (log mu), rl_task, step_stats, rl
+  3. The command line: main, add_run_args, check_args
 """
 import argparse
 import contextlib
@@ -259,10 +264,10 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
 
 def solution_logp(model, tok, batch, device):
     """log pi(completion | prompt) summed over its tokens (B,), the completion lengths (B,), and the
-    entropy of pi summed over each completion's tokens (B,), for logging. One forward pass; gradients flow."""
+    entropy of pi summed over all the completion tokens (for logging). One forward pass; gradients flow."""
     tokens, pad_mask, compl = (t.to(device) for t in pack(batch.prompt, batch.completion, tok.pad_id))
     tok_logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
-    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum(-1)
+    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum()
 
 
 # The verifier (--task verify; TOPR Sec. 5): the same loop with another action. Candidates come from
@@ -308,7 +313,7 @@ def verdict_policy_logp(model, tok, batch, device):
     yes_no = data.verdict_ids(tok)
     lp = verdict_logp(model, batch.prompt, yes_no, tok.pad_id)
     chosen = torch.tensor([yes_no.index(c[0]) for c in batch.completion], device=device)
-    ent = -(lp.exp() * lp).sum(1).detach()
+    ent = -(lp.exp() * lp).sum().detach()
     return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(batch), device=device), ent
 
 
@@ -368,23 +373,26 @@ def rl_task(args, policy, tok, device, rank, world, master):
 
 def step_stats(parts, n, grad_norm, step, world, device):
     """The statistics of one optimizer step, from what its micro-batches computed: parts = [(positions in the
-    minibatch, the loss, {name: (b,) per-sample tensor})] (topr.py's rows, entropy, length). Each value goes
-    to its position in the minibatch (zeros elsewhere; under DDP summed over the processes, each of which
-    filled its own rows), so any micro-batch size and process count give the same numbers. ONE transfer to
-    the host, and a nan/inf loss (the ones backpropagated) stops every process here, before the optimizer step."""
-    names, dtypes = list(parts[0][2]), {k: v.dtype for k, v in parts[0][2].items()}
-    full = torch.zeros(len(names), n, dtype=torch.float64, device=device)
-    for idx, _, values in parts:
-        full[:, torch.tensor(idx, device=device)] = torch.stack([values[k].double() for k in names])
+    minibatch, the loss, the summed entropy of its tokens, {name: (b,) per-sample tensor})] (topr.py's rows
+    and the lengths). Each value goes to its position in the minibatch (zeros elsewhere; under DDP summed
+    over the processes, each of which filled its own rows), so any micro-batch size and process count give
+    the same numbers. ONE transfer to the host, and a nan/inf loss (the ones backpropagated) stops every
+    process here, before the optimizer step."""
+    names, dtypes = list(parts[0][3]), {k: v.dtype for k, v in parts[0][3].items()}
+    full = torch.zeros(len(names) * n + 1, dtype=torch.float64, device=device)  # the rows, then the entropy
+    table = full[:-1].view(len(names), n)
+    for idx, _, _, values in parts:
+        table[:, torch.tensor(idx, device=device)] = torch.stack([values[k].double() for k in names])
+    for _, _, entropy, _ in parts:
+        full[-1] += entropy.double()
     if world > 1:
         torch.distributed.all_reduce(full)
-    losses = torch.stack([loss.detach().double() for _, loss, _ in parts]).sum()  # this process's
-    host = torch.cat([full.flatten(), grad_norm.detach().double().reshape(1), losses.reshape(1)]).cpu()
+    losses = torch.stack([loss.detach().double() for _, loss, _, _ in parts]).sum()  # this process's
+    host = torch.cat([full, grad_norm.detach().double().reshape(1), losses.reshape(1)]).cpu()
     common.check_finite(host[-1], step, world, device)
-    rows = {k: row.to(dtypes[k]) for k, row in zip(names, host[:-2].view(len(names), n))}
-    stats = topr.summarize(rows)
-    entropy = rows.pop("entropy").double().sum().item() / rows["length"].sum().item()  # per completion token
-    return {**stats, "entropy": entropy, "grad_norm": host[-2].item(), "length": rows["length"].double().mean().item()}
+    rows = {k: row.to(dtypes[k]) for k, row in zip(names, host[:-3].view(len(names), n))}
+    return {**topr.summarize(rows), "entropy": host[-3].item() / rows["length"].sum().item(),  # per token
+            "grad_norm": host[-2].item(), "length": rows["length"].double().mean().item()}
 
 
 def rl(rank, world, device, args):
@@ -472,7 +480,7 @@ def rl(rank, world, device, args):
             for rows, micros in split(order):
                 mb = batch[rows]
                 opt.zero_grad(set_to_none=True)
-                parts = []  # per micro-batch: its positions in mb, its loss, its per-sample values (on the device)
+                parts = []  # per micro-batch: its positions in mb, loss, entropy, per-sample values (on the device)
                 for j, idx in enumerate(micros):
                     micro = mb[idx]
                     with ddp_sync(model, world, last=j == len(micros) - 1):  # DDP: all-reduce on the last one
@@ -481,7 +489,7 @@ def rl(rank, world, device, args):
                         loss, values = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
                                                       baseline=micro.baseline.to(device), lengths=lengths, **loss_kw)
                         (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
-                    parts.append((idx, loss, {**values, "entropy": ent, "length": lengths}))
+                    parts.append((idx, loss, ent, {**values, "length": lengths}))
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
                 stats = step_stats(parts, len(rows), grad_norm, step + 1, world, device)  # stops on nan/inf
                 opt.step()
@@ -564,9 +572,9 @@ def main(argv=None):
     p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
     p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")
     p.add_argument("--length-norm", choices=topr.LENGTH_NORMS, default="sequence",
-                   help="divide each sequence's term by its own length (the TOPR paper's, and every run in RESULTS.md "
-                        "unless it says otherwise), by --max-new-tokens for every sequence (constant: keeps the "
-                        "on-policy equivalence of baselines exact, README), or not at all (none)")
+                   help="divide each sequence's term by its own length (every run in RESULTS.md unless it says "
+                        "otherwise; reportedly the TOPR paper's), by --max-new-tokens for every sequence (constant: "
+                        "keeps the on-policy equivalence of baselines exact, README), or not at all (none)")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
                    help="adamw (betas 0.9, 0.95) or plain SGD (no momentum): Adam rescales each step by the "
                         "gradient's RMS, SGD does not")

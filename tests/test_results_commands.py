@@ -88,6 +88,24 @@ EXPECT = {
         rl=dict(iterations={20}, prompts={32}, k={8}, epochs={1}, batch_size={256}, lr={0.4}, seed={0, 1, 2},
                 length_norm={"constant"}, optimizer={"sgd"}, grad_clip={1e9}, loss={"reinforce", "sft_pos", "neg_only"},
                 baseline={0.0, "group"}, eval_problems={2000}, eval_k={8})),
+    "onpolicy --out runs/base2 --tasks shortcut --methods reinforce sft_pos neg_only --skip-done": dict(
+        section="(f') second attempt", runs=9,
+        phrases=["with AdamW (lr 1e-4, `sequence`, as (f))"],
+        rl=dict(iterations={20}, prompts={32}, k={8}, epochs={1}, batch_size={256}, lr={1e-4}, seed={0, 1, 2},
+                length_norm={"sequence"}, optimizer={"adamw"}, loss={"reinforce", "sft_pos", "neg_only"},
+                eval_problems={2000}, eval_k={8})),
+    "onpolicy --out runs/base2 --tasks shortcut --methods reinforce sft_pos neg_only --length-norm constant "
+    "--optimizer sgd --lr 0.1 --skip-done": dict(
+        section="(f') second attempt", runs=9,
+        phrases=["with plain SGD (lr 0.1, a quarter of the rate that diverged, `constant`, no clipping)"],
+        rl=dict(iterations={20}, prompts={32}, k={8}, epochs={1}, batch_size={256}, lr={0.1}, seed={0, 1, 2},
+                length_norm={"constant"}, optimizer={"sgd"}, grad_clip={1e9},
+                loss={"reinforce", "sft_pos", "neg_only"}, eval_problems={2000}, eval_k={8})),
+    "stability --tasks shortcut --methods neg_only --seeds 0 1 --skip-done": dict(
+        section="(f')", runs=2,
+        phrases=["Off-policy (g), `neg_only` on the new base"],
+        rl=dict(iterations={1}, prompts={64}, k={8}, epochs={8}, batch_size={64}, lr={1e-4}, seed={0, 1},
+                length_norm={"sequence"}, loss={"neg_only"}, eval_each_epoch={True}, eval_problems={400}, eval_k={4})),
     "stability --tasks shortcut --methods neg_only --seeds 0 1 --length-norm constant --skip-done": dict(
         section="(f')", runs=2,
         phrases=["Off-policy (g) under `constant`: `neg_only`"],

@@ -554,3 +554,18 @@ def test_on_policy_variance_ordering_flips_with_the_error_pattern():
     for case in ("concentrated", "diffuse"):
         lo, hi = sorted([var[case, "sft_pos"], var[case, "neg_only"]])
         assert lo < var[case, "reinforce"] < hi
+
+
+@pytest.mark.parametrize("name", topr.LOSSES)
+def test_summarize_micro_batches_equals_the_whole_batch(name):
+    """A training step computes the loss per micro-batch and summarizes the concatenated rows once: the
+    statistics equal those of the whole batch in one call (the loss to float rounding of its mean)."""
+    logp, logp_behavior, reward, lengths = make_batch(seed=11)
+    _, whole = topr.topr_loss(logp, logp_behavior, reward, name, lengths=lengths)
+    parts = [topr.topr_loss(logp[s], logp_behavior[s], reward[s], name, lengths=lengths[s])[1]
+             for s in (slice(0, 3), slice(3, None))]
+    joined = {k: torch.cat([p[k] for p in parts]) for k in whole}
+    a, b = topr.summarize(whole), topr.summarize(joined)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-15, nan_ok=True), k
