@@ -104,7 +104,7 @@ def sft(rank, world, device, args):
     ckpt = {}
     if args.resume:
         ckpt = common.load_checkpoint(ckpt_path, kind="gpt")
-        if ckpt.get("model_config") != asdict(cfg):
+        if GPTConfig(**ckpt.get("model_config", {})) != cfg:
             raise UserError(f"{ckpt_path} was trained with a different model config: {ckpt.get('model_config')}")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
