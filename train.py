@@ -405,10 +405,8 @@ def rl(rank, world, device, args):
     # The policy stays in eval mode throughout (dropout off): the samples come from it, and log mu and the
     # updates' log pi must be the same function of the weights, or on-policy rho != 1.
     policy.eval()
-    if args.optimizer == "sgd":
-        opt = torch.optim.SGD(policy.parameters(), lr=args.lr)
-    else:
-        opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = (torch.optim.SGD(policy.parameters(), lr=args.lr) if args.optimizer == "sgd" else  # plain SGD: no momentum
+           torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0))
     itr, step, samples = 0, 0, 0
     if args.resume:
         if ckpt.get("kind") != "rl":
@@ -452,10 +450,8 @@ def rl(rank, world, device, args):
         # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
         #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
         #    keep a fraction of correct candidates (verifier) and of positive samples.
-        if args.baseline == "group":
-            batch.baseline = topr.group_baseline(batch.reward, args.k)
-        else:
-            batch.baseline = torch.full_like(batch.reward, args.baseline)
+        batch.baseline = (topr.group_baseline(batch.reward, args.k) if args.baseline == "group"
+                          else torch.full_like(batch.reward, args.baseline))
         if args.candidate_pos_frac is not None:  # verifier: e.g. 0.5 = as many right as wrong candidates
             batch = curated(batch, batch.candidate_reward, args.candidate_pos_frac, args.seed + itr, master)
         if args.target_pos_frac is not None:
