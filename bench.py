@@ -133,7 +133,7 @@ def bench_rl(threads, args):
     t_gen = median_time(generate, args.reps, dev)
     t_gen_noshare = median_time(lambda: generate(False), max(1, args.reps // 2), dev)
     t_score = median_time(lambda: [data.reward(t, p.answer) for t, p in zip(
-        ev.decode_completions(tok, tokens.cpu())[0], [p for p in problems for _ in range(k)])], args.reps, dev)
+        ev.decode_completions(tok, tokens.cpu())[1], [p for p in problems for _ in range(k)])], args.reps, dev)
     batch = train.sample_solutions(model, tok, problems, k, 48, seed=0)
     batch.baseline = torch.zeros(len(batch))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)

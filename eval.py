@@ -61,14 +61,10 @@ def add_task_args(p):
 # 2. Solver accuracy
 
 def decode_completions(tok, tokens):
-    """Rows of generated ids -> (texts cut at the first EOS, lengths in tokens incl. EOS)."""
+    """Rows of generated ids -> (each row's completion ids up to and with its first EOS, their texts without EOS)."""
     mask = completion_mask(tokens, tok.eos_id)
-    texts, lengths = [], []
-    for row, m in zip(tokens.tolist(), mask.tolist()):
-        ids = [t for t, keep in zip(row, m) if keep]
-        lengths.append(len(ids))
-        texts.append(tok.decode([t for t in ids if t != tok.eos_id]))
-    return texts, lengths
+    ids = [[t for t, keep in zip(row, m) if keep] for row, m in zip(tokens.tolist(), mask.tolist())]
+    return ids, [tok.decode([t for t in r if t != tok.eos_id]) for r in ids]
 
 
 def sample_completions(model, tok, prompts, k, max_new_tokens, temperature, generator):
@@ -77,13 +73,9 @@ def sample_completions(model, tok, prompts, k, max_new_tokens, temperature, gene
     summed log-prob under the untempered model: log mu)."""
     tokens, logp = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
                                   num_samples=k, generator=generator, pad_id=tok.pad_id)
-    mask = completion_mask(tokens, tok.eos_id)
-    tokens, logp, mask = tokens.cpu(), logp.cpu(), mask.cpu()
-    rows = []
-    for r in range(tokens.size(0)):
-        ids = tokens[r][mask[r]].tolist()
-        rows.append((ids, tok.decode([t for t in ids if t != tok.eos_id]), logp[r][mask[r]].sum().item()))
-    return rows
+    ids, texts = decode_completions(tok, tokens.cpu())
+    logp = logp.cpu()  # a completion is a prefix of its row (completion_mask): its log mu, the first len(ids)
+    return [(r, text, logp[i, :len(r)].sum().item()) for i, (r, text) in enumerate(zip(ids, texts))]
 
 
 def is_right(answer, problem):

@@ -41,7 +41,7 @@ PRESETS = {
 # a baseline c > 0 also pushes toward LONGER completions, c < 0 toward shorter ones.
 # tests/test_topr.py computes these expectations exactly; exercise 14.
 LOSSES = list(PRESETS) + ["ppo"]
-# The normaliser L_i of each sequence's term: its own length (the paper's), one number for every
+# The normaliser L_i of each sequence's term: its own length (the default; reportedly the paper's), one number for every
 # sequence (e.g. the longest allowed completion), or none (summed log-probs).
 LENGTH_NORMS = ["sequence", "constant", "none"]
 
@@ -105,8 +105,8 @@ def summarize(rows):
     floats, in ONE transfer to the host; nan where a subset is empty. Positive/negative = sign of A,
     *_reward_pos/neg = sign of the raw reward (they differ under a group baseline: A = 0 counts as positive)."""
     names = list(rows)
-    table = dict(zip(names, torch.stack([rows[k].double() for k in names]).cpu()))
-    r = lambda k: table[k].to(rows[k].dtype)                         # each value in its own dtype
+    table = {k: v.to(rows[k].dtype) for k, v in zip(names, torch.stack([rows[k].double() for k in names]).cpu())}
+    r = table.__getitem__                                            # each value back in its own dtype
     pos, neg, rpos = r("advantage") >= 0, r("advantage") < 0, r("reward") > 0
     mean = lambda x, m: x[m].mean().item() if m.any() else float("nan")
     return {

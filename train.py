@@ -352,10 +352,10 @@ def behaviour_logp(policy, tok, batch, log_pi, steps, world, device):
     return logp.float()
 
 
-def rl_task(args, policy, tok, device, rank, world, master):
+def rl_task(args, task, policy, tok, device, rank, world, master):
     """What is sampled, how log pi is computed and how the policy is evaluated, for --task solve or verify:
     (sample(problems, seed) -> Rollout, log_pi(model, tok, batch, device), evaluate() -> (metrics, line))."""
-    test = data.Task.from_args(args).problems(args.eval_problems, args.seed, "test")
+    test = task.problems(args.eval_problems, args.seed, "test")
     gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
     if args.task == "solve":
         sample = lambda problems, seed: sample_solutions(policy, tok, problems, seed=seed, **gen_args)
@@ -419,7 +419,7 @@ def rl(rank, world, device, args):
     start_itr = itr
     model = common.ddp_wrap(policy, device, world)
     task = data.Task.from_args(args)
-    sample, log_pi, evaluate = rl_task(args, policy, tok, device, rank, world, master)
+    sample, log_pi, evaluate = rl_task(args, task, policy, tok, device, rank, world, master)
     # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
     loss_kw = dict(name=args.loss, length_norm=args.length_norm, ppo_eps=args.ppo_eps,
                    max_len=args.max_new_tokens if args.task == "solve" else 1)
