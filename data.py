@@ -316,12 +316,15 @@ def _fill_in(template, a):
                     yield re.sub(r"\b1 (\w+)s\b", r"1 \1", text)
 
 
-def _split_size(split, chains, kind=None):
+def _split_size(split, chains, kind=None, direction="both"):
     """Exactly how many distinct questions of the split the generator can write for these chains
-    (kind: the shortcut task's slice, "normal" or "conflict", which fixes the cue of each chain)."""
+    (kind: the shortcut task's slice, "normal" or "conflict", which fixes the cue of each chain;
+    direction: the conflicts' verbs, CONFLICT_DIRECTIONS)."""
     texts = set()
     for a, chain in chains:
         op = chain[0][0]
+        if kind == "conflict" and op not in CONFLICT_DIRECTIONS[direction]:
+            continue
         cue = None if kind is None else op if kind == "normal" else "+-".replace(op, "")
         texts.update(q for q in _question_texts(a, chain, cue) if _question_split(q) == split)
     return len(texts)
@@ -388,12 +391,20 @@ CUE_QUESTIONS = {  # family -> the operation the question's cue word suggests ->
     "container": {"-": "How many {x} are left in the {c}?", "+": "How many {x} are in the {c} now?"},
     "money": {"-": "How much money does {N} have left?", "+": "How much money does {N} have now?"},
 }
+# The conflicts' verbs. "both" (the default): either operation, so every normal problem shares its cue with
+# conflicts of one direction, and the addition conflicts whose cue says "a-b" with b > a (about 22% of all
+# conflicts) have a shortcut the model never saw written (a negative number). "add": addition verbs with the
+# "left" cue only; "sub": subtraction verbs with the "now" cue only (every shortcut a+b is possible).
+CONFLICT_DIRECTIONS = {"both": "+-", "add": "+", "sub": "-"}
 
 
-def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num=20):
+def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num=20, direction="both"):
     """n distinct one-step '+'/'-' problems of the split; exactly round(n * conflict_frac) of them are
-    conflict problems (cue and verb disagree), in random positions. Deterministic from the arguments;
-    a UserError saying how many the split holds if a slice holds fewer than asked for."""
+    conflict problems (cue and verb disagree; their verbs: CONFLICT_DIRECTIONS[direction]), in random positions.
+    Deterministic from the arguments; a UserError saying how many the split holds if a slice holds fewer than
+    asked for."""
+    if direction not in CONFLICT_DIRECTIONS:
+        raise UserError(f"the conflict direction must be one of {', '.join(CONFLICT_DIRECTIONS)}, got {direction!r}")
     if split not in ("train", "test"):
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
     if not 0.0 <= conflict_frac <= 1.0:
@@ -407,7 +418,7 @@ def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num
     for kind in kinds:
         misses = 0
         while True:
-            a, chain = _problem_chain(rng, 1, max_num, "+-")
+            a, chain = _problem_chain(rng, 1, max_num, CONFLICT_DIRECTIONS[direction] if kind == "conflict" else "+-")
             op, b, x = chain[0]
             cue = op if kind == "normal" else "+-".replace(op, "")
             question = _problem_text(rng, a, chain, cue)
@@ -416,9 +427,10 @@ def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num
             misses += 1
             if misses == STALLED:  # the slice may be exhausted: count what each slice holds (once)
                 chains = list(_chains(1, max_num, "+-"))
-                sizes = sizes or {k: _split_size(split, chains, k) for k in ("conflict", "normal")}
+                sizes = sizes or {k: _split_size(split, chains, k, direction) for k in ("conflict", "normal")}
                 if any(kinds.count(k) > sizes[k] for k in sizes):
-                    raise UserError(f"the {split!r} split of the shortcut task with max_num={max_num} holds exactly "
+                    raise UserError(f"the {split!r} split of the shortcut task with max_num={max_num} and conflict "
+                                    f"direction {direction!r} holds exactly "
                                     f"{sizes['conflict']} conflict and {sizes['normal']} normal problems: asked for "
                                     f"{kinds.count('conflict')} conflict and {kinds.count('normal')} normal")
         seen.add(question)
@@ -573,6 +585,14 @@ class Task:
     sft_conflict_frac: float = 0.05  # shortcut: conflict problems among the worked solutions
     rl_conflict_frac: float = 0.5    # shortcut: among the RL prompts
     test_conflict_frac: float = 0.5  # shortcut: among the held-out problems (as many as normal ones)
+    conflict_direction: str = "both"  # shortcut: the conflicts' verbs (CONFLICT_DIRECTIONS)
+
+    def __post_init__(self):
+        if self.conflict_direction not in CONFLICT_DIRECTIONS:
+            raise UserError(f"--conflict-direction must be one of {', '.join(CONFLICT_DIRECTIONS)}, "
+                            f"got {self.conflict_direction!r}")
+        if self.conflict_direction != "both" and not self.shortcut:
+            raise UserError("--conflict-direction only applies to the shortcut task (--shortcut)")
 
     @classmethod
     def from_args(cls, args):
@@ -588,7 +608,8 @@ class Task:
         """n problems of the split for `use` ("sft", "rl" or "test": which conflict fraction they hold)."""
         frac = {"sft": self.sft_conflict_frac, "rl": self.rl_conflict_frac, "test": self.test_conflict_frac}[use]
         return problems(n, seed, split, steps=tuple(self.steps), max_num=self.max_num, ops=self.ops, gsm8k=self.gsm8k,
-                        gsm8k_test=self.gsm8k_test, shortcut=self.shortcut, conflict_frac=frac)
+                        gsm8k_test=self.gsm8k_test, shortcut=self.shortcut, conflict_frac=frac,
+                        conflict_direction=self.conflict_direction)
 
 
 def parse_step(solution):
@@ -598,10 +619,10 @@ def parse_step(solution):
 
 
 def problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-", gsm8k=None, gsm8k_test=None,
-             shortcut=False, conflict_frac=0.5):
+             shortcut=False, conflict_frac=0.5, conflict_direction="both"):
     """n problems of a split ('train', 'val' or 'test'), deterministic from seed.
 
-    Shortcut task (shortcut=True): make_shortcut_problems with conflict_frac and max_num.
+    Shortcut task (shortcut=True): make_shortcut_problems with conflict_frac, max_num and conflict_direction.
     Procedural task (default): make_problems with the knobs steps / max_num / ops; 'val' is drawn from
     the training question space with another seed (callers drop any question that is also in training).
     GSM8K (gsm8k = a train jsonl): 'train' = a seeded shuffle of the file minus the 5% held out as 'val'
@@ -611,8 +632,8 @@ def problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-", gsm8k
         raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if shortcut:  # the shortcut task: conflict_frac of the problems are conflict problems
         if split == "val":
-            return make_shortcut_problems(n, seed + 1000, "train", conflict_frac, max_num)
-        return make_shortcut_problems(n, seed, split, conflict_frac, max_num)
+            return make_shortcut_problems(n, seed + 1000, "train", conflict_frac, max_num, conflict_direction)
+        return make_shortcut_problems(n, seed, split, conflict_frac, max_num, conflict_direction)
     if gsm8k is None:
         if split == "val":
             return make_problems(n, seed=seed + 1000, split="train", steps=steps, max_num=max_num, ops=ops)

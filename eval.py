@@ -55,6 +55,9 @@ def add_task_args(p):
     p.add_argument("--shortcut", action="store_true",
                    help="the shortcut task: one-step problems whose question cue ('left' / 'now') gives the "
                         "operation away, except in conflict problems (test sets: half of each slice)")
+    p.add_argument("--conflict-direction", choices=list(data.CONFLICT_DIRECTIONS), default=None,
+                   help="--shortcut: the conflicts' verbs: both (default), add (addition verbs with the 'left' "
+                        "cue) or sub (subtraction verbs with the 'now' cue)")
 
 
 # -----------------------------------------------------------------------------
@@ -119,6 +122,8 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
     model.train(was_training)
     res = {"n": len(problems), "k": k, **accuracy(problems, greedy, sampled, lengths, k)}
     res.update(by_slice(lambda *cols: accuracy(*cols, k), problems, greedy, sampled, lengths))
+    if any(p.slice != "all" for p in problems):
+        res.update(answer_breakdown(problems, sampled))
     return (res, sampled) if return_samples else res
 
 
@@ -146,6 +151,45 @@ def accuracy(problems, greedy, sampled, lengths, k):
         "greedy_invalid": sum(data.is_invalid(g[0]) for g in greedy) / n,
         "mean_len": sum(sum(l) for l in lengths) / (n * k),
     }
+
+
+ANSWER_KINDS = ["right", "other_op", "swapped", "other_number", "invalid"]
+
+
+def other_op_result(problem):
+    """The result of a one-step problem "a<op>b" under the other operation: on a conflict problem the cue's
+    operation (the shortcut), on a normal problem the opposite of both cue and verb. Negative if impossible."""
+    a, op, b, _ = data.parse_step(problem.solution)
+    return int(a) - int(b) if op == "+" else int(a) + int(b)
+
+
+def answer_kind(problem, text):
+    """What one completion of a one-step problem answers (ANSWER_KINDS): right; other_op, the other
+    operation's result; swapped, |a-b| where the other operation's a-b is negative (the shortcut with its
+    operands swapped, the nearest number the model has seen written); other_number; or invalid."""
+    answer = data.extract_answer(text)
+    if answer is None:
+        return "invalid"
+    if answer == problem.answer:
+        return "right"
+    other = other_op_result(problem)
+    return "other_op" if answer == str(other) else "swapped" if other < 0 and answer == str(-other) else "other_number"
+
+
+def answer_breakdown(problems, sampled):
+    """The fraction of each ANSWER_KINDS among the samples of each slice, split by whether the other operation
+    was possible (its result >= 0): keys "{slice}_{possible|impossible}_{kind}", and "..._n" (problems)."""
+    res = {}
+    for p, texts in zip(problems, sampled):
+        group = f"{p.slice}_{'possible' if other_op_result(p) >= 0 else 'impossible'}"
+        res[f"{group}_n"] = res.get(f"{group}_n", 0) + 1
+        for t in texts:
+            key = f"{group}_{answer_kind(p, t)}"
+            res[key] = res.get(key, 0) + 1
+    for group in {k.rsplit("_", 1)[0] for k in res if k.endswith("_n")}:
+        n = sum(res.get(f"{group}_{kind}", 0) for kind in ANSWER_KINDS)
+        res.update({f"{group}_{kind}": res.get(f"{group}_{kind}", 0) / n for kind in ANSWER_KINDS})
+    return res
 
 
 def evaluate_solver(model, tok, problems, k, max_new_tokens, seed):

@@ -65,11 +65,16 @@ def _check(logp, logp_behavior, reward, baseline, lengths, length_norm, max_len)
         raise ValueError(f"baseline must be a float or a (B,) tensor; got shape {tuple(baseline.shape)}")
     c = baseline.detach().to(logp.dtype) if torch.is_tensor(baseline) else float(baseline)
     A = reward.detach().to(logp.dtype) - c                          # A = R - c
+    return A, _normaliser(A, lengths, length_norm, max_len)
+
+
+def _normaliser(A, lengths, length_norm, max_len):
+    """L_i of each sequence's term (LENGTH_NORMS), shaped and typed like A."""
     if length_norm == "sequence":
-        if lengths is None or lengths.shape != logp.shape:
+        if lengths is None or lengths.shape != A.shape:
             raise ValueError(f"length_norm='sequence' needs lengths of shape (B,); got "
                              f"{None if lengths is None else tuple(lengths.shape)}")
-        L = lengths.detach().to(logp.dtype).clamp(min=1)            # L_i = |y_i| (>= 1 token)
+        L = lengths.detach().to(A.dtype).clamp(min=1)               # L_i = |y_i| (>= 1 token)
     elif length_norm == "constant":
         if max_len is None or not max_len > 0:
             raise ValueError(f"length_norm='constant' needs max_len > 0 (e.g. max_new_tokens); got {max_len}")
@@ -78,7 +83,7 @@ def _check(logp, logp_behavior, reward, baseline, lengths, length_norm, max_len)
         L = torch.ones_like(A)                                      # L_i = 1: summed log-probs
     else:
         raise ValueError(f"unknown length_norm {length_norm!r}; choose from {', '.join(LENGTH_NORMS)}")
-    return A, L
+    return L
 
 
 def _check_limits(limits, which):
@@ -263,3 +268,86 @@ def curate(reward, target_pos_frac, generator=None):
         keep = min(n_neg, round(n_pos * (1 - f) / f)) if f > 0 else n_neg
         neg_idx = neg_idx[torch.randperm(n_neg, generator=generator)[:keep]]
     return torch.cat([pos_idx, neg_idx]).sort().values
+
+
+# -----------------------------------------------------------------------------
+# 5. token-level credit: where a sequence's push lands
+#
+# Every loss above pushes all tokens of a sequence by the same A_i. A negative completion on the shortcut
+# task is one wrong token (the operator) followed by correct arithmetic; its push lowers the arithmetic too.
+# Token-level credit gives each token t of sample i its own advantage A_{i,t}, and the loss becomes
+#     loss = - mean_i sum_t sg(alpha_{i,t}) A_{i,t} log pi(y_{i,t} | x_i, y_{i,<t}) / L_i,
+# alpha_{i,t} = clip(rho, a, b) with the limits of the sign of A_{i,t} (TOPR: positives untruncated,
+# negatives tapered). rho is the SEQUENCE ratio pi(y_i|x_i)/mu(y_i|x_i) by default: the sample y_i was drawn
+# from mu as a whole, TOPR's taper (Eq. 8) is defined on it, and a token's own ratio ignores how its prefix
+# became more or less likely. ratio="token" uses pi(y_t|...)/mu(y_t|...) instead (as PPO/GRPO
+# implementations do per token); the first-error diagnostic of train.py uses it.
+
+def prefix_tree_advantages(completions, reward, group_size):
+    """Token-level advantages from the group's own samples. completions: N token-id sequences (lists or 1-D
+    tensors), grouped by prompt in consecutive runs of group_size; reward: (N,). Within a group, the value of
+    a prefix is the mean reward of the samples that pass through it, V(empty) = the group's mean, and token
+    t's advantage is V(y_<=t) - V(y_<t). -> N float64 tensors, one per completion, of its length.
+    A token every sample of the group agrees on gets 0; the tokens of a sample telescope to
+    V(whole sequence) - V(empty) = R_i - mean when no completion is a proper prefix of another (each ends in
+    EOS, or all have the longest length) and identical completions have the same reward."""
+    if reward.dim() != 1 or len(completions) != reward.numel() or group_size < 1 or reward.numel() % group_size:
+        raise ValueError(f"{len(completions)} completions and reward of shape {tuple(reward.shape)} do not split "
+                         f"into groups of {group_size}")
+    r = reward.detach().double().cpu().tolist()
+    out = []
+    for g in range(0, len(r), group_size):
+        seqs = [list(map(int, c)) for c in completions[g:g + group_size]]
+        total, count = {}, {}  # prefix (a tuple) -> summed reward and number of samples through it
+        for seq, ri in zip(seqs, r[g:g + group_size]):
+            for t in range(len(seq) + 1):
+                p = tuple(seq[:t])
+                total[p], count[p] = total.get(p, 0.0) + ri, count.get(p, 0) + 1
+        value = lambda p: total[p] / count[p]                       # V(prefix) = mean reward through it
+        out += [torch.tensor([value(tuple(s[:t + 1])) - value(tuple(s[:t])) for t in range(len(s))],
+                             dtype=torch.float64) for s in seqs]    # A_t = V(y_<=t) - V(y_<t)
+    return out
+
+
+def token_credit_loss(token_logp, mask, logp_behavior, reward, token_adv, *, name="topr", ratio="sequence",
+                      token_logp_behavior=None, lengths=None, length_norm="sequence", max_len=None):
+    """The family's loss (PRESETS[name]'s limits) with a per-token advantage: (B, T) token_logp (with
+    gradient), mask, token_adv (0 at padding), (B,) logp_behavior (summed log mu), reward (for the
+    statistics); ratio "sequence" or
+    "token" (then token_logp_behavior (B, T) is needed). d loss / d logp_{i,t} = - alpha_{i,t} A_{i,t} / (B L_i).
+    Returns (loss, rows) like truncated_is_loss; a row's advantage is sum_t A_{i,t}, its alpha the sequence's
+    (the limits of that sign), its objective the surrogate -loss term (the taper has no per-token form).
+    With length_norm "sequence" a token that decides gets the push sequence credit would give it (A / L_i),
+    the tokens that decide nothing get none."""
+    if name not in PRESETS or "baseline" in PRESETS[name]:
+        raise ValueError(f"token-level credit needs a loss of the family without a fixed baseline "
+                         f"({', '.join(n for n in PRESETS if 'baseline' not in PRESETS[n])}); got {name!r}")
+    if token_logp.dim() != 2 or mask.shape != token_logp.shape or token_adv.shape != token_logp.shape:
+        raise ValueError(f"token_logp, mask and token_adv must all be (B, T); got {tuple(token_logp.shape)}, "
+                         f"{tuple(mask.shape)}, {tuple(token_adv.shape)}")
+    if ratio not in ("sequence", "token") or (ratio == "token" and token_logp_behavior is None):
+        raise ValueError(f"ratio must be 'sequence' or 'token' (with token_logp_behavior); got {ratio!r}")
+    (a_pos, b_pos), (a_neg, b_neg) = PRESETS[name]["pos_limits"], PRESETS[name]["neg_limits"]
+    mask = mask.bool()
+    adv = torch.where(mask, token_adv.detach().to(token_logp.dtype), torch.zeros_like(token_logp))
+    logp = sequence_logp(token_logp, mask)
+    if logp_behavior.shape != logp.shape or reward.shape != logp.shape:
+        raise ValueError(f"logp_behavior and reward must be (B,) = {tuple(logp.shape)}; got "
+                         f"{tuple(logp_behavior.shape)}, {tuple(reward.shape)}")
+    A = adv.sum(-1)                                                 # the sample's advantage: sum_t A_{i,t}
+    L = _normaliser(A, lengths, length_norm, max_len)
+    log_ratio = _log_ratio(logp, logp_behavior)
+    if ratio == "sequence":
+        rho = log_ratio.exp()[:, None].expand_as(adv)               # rho_i on every token
+    else:
+        rho = (token_logp.detach().double() - token_logp_behavior.detach().double()).exp()  # rho_{i,t}
+    pos = adv >= 0
+    alpha = torch.where(pos, rho.clamp(a_pos, b_pos), rho.clamp(a_neg, b_neg)).to(token_logp.dtype)
+    terms = -sequence_logp(alpha * adv * token_logp, mask) / L      # - sum_t alpha A_t log pi_t / L_i
+    loss = terms.mean()
+    with torch.no_grad():
+        seq_ratio = log_ratio.exp()
+        seq_alpha = torch.where(A >= 0, seq_ratio.clamp(a_pos, b_pos), seq_ratio.clamp(a_neg, b_neg))
+        clipped = seq_alpha != seq_ratio
+        rows = _rows(terms, logp, reward, A, seq_ratio, seq_alpha, clipped, -terms.double())
+    return loss, rows

@@ -388,3 +388,57 @@ def test_shortcut_task_splits_and_fractions():
     assert len({p.question for p in train}) == 300  # distinct
     with pytest.raises(UserError, match="conflict problems must be in"):
         data.make_shortcut_problems(10, conflict_frac=1.5)
+
+
+@pytest.mark.parametrize("direction,verb", [("add", "+"), ("sub", "-")])
+def test_conflicts_in_one_direction(direction, verb):
+    ps = data.make_shortcut_problems(400, seed=1, conflict_frac=0.5, max_num=10, direction=direction)
+    conflicts = [p for p in ps if p.slice == "conflict"]
+    assert len(conflicts) == 200 and {_operation(p) for p in conflicts} == {verb}
+    # the cue of the other operation: "left" (subtraction) on addition conflicts, "now" on subtraction ones
+    assert all((" left" in p.question.rsplit(".", 1)[-1]) == (verb == "+") for p in conflicts)
+    assert {_operation(p) for p in ps if p.slice == "normal"} == {"+", "-"}  # normal problems as before
+    # "both" draws exactly what the task drew before the flag existed (same generator, same order)
+    assert data.make_shortcut_problems(50, seed=1, conflict_frac=0.5, max_num=10, direction="both") == \
+        data.make_shortcut_problems(50, seed=1, conflict_frac=0.5, max_num=10)
+
+
+def test_one_direction_split_sizes_partition_the_conflicts(tiny_task):
+    chains = list(data._chains(1, 3, "+-"))
+    for split in ("train", "test"):
+        both = data._split_size(split, chains, "conflict")
+        add, sub = (data._split_size(split, chains, "conflict", d) for d in ("add", "sub"))
+        assert add + sub == both and add > 0 and sub > 0  # the verbs differ: no question is in both
+        with pytest.raises(UserError, match=rf"conflict direction 'add' holds exactly {add} conflict"):
+            data.make_shortcut_problems(add + 1, 0, split, 1.0, max_num=3, direction="add")
+
+
+def test_conflict_direction_is_validated_where_it_enters():
+    with pytest.raises(UserError, match="only applies to the shortcut task"):
+        data.Task(conflict_direction="add")
+    with pytest.raises(UserError, match="must be one of both, add, sub, got 'up'"):
+        data.Task(shortcut=True, conflict_direction="up")
+    with pytest.raises(UserError, match="must be one of both, add, sub"):
+        data.make_shortcut_problems(4, direction="left")
+    task = data.Task(shortcut=True, conflict_direction="sub")
+    assert {_operation(p) for p in task.problems(40, 0, "test") if p.slice == "conflict"} == {"-"}
+
+
+def test_answer_kinds_and_breakdown_by_whether_the_shortcut_was_possible():
+    import eval as ev
+    conflict_ok = data.Problem("q1", "7+3=10. #### 10", "10", "conflict")   # the cue's 7-3=4: possible
+    conflict_no = data.Problem("q2", "3+7=10. #### 10", "10", "conflict")   # the cue's 3-7: impossible
+    normal = data.Problem("q3", "9-4=5. #### 5", "5", "normal")             # the other op: 9+4=13
+    assert [ev.answer_kind(conflict_ok, f" #### {x}") for x in (10, 4, 11)] == ["right", "other_op", "other_number"]
+    assert [ev.answer_kind(conflict_no, f" #### {x}") for x in (10, 4, -4)] == ["right", "swapped", "other_op"]
+    assert [ev.answer_kind(normal, t) for t in (" #### 13", " 9-4=5.", " #### 5")] == ["other_op", "invalid", "right"]
+    res = ev.answer_breakdown([conflict_ok, conflict_no, normal, conflict_ok],
+                              [[" #### 4", " #### 10"], [" #### 4", " nope"], [" #### 5", " #### 5"],
+                               [" #### 4", " #### 3"]])
+    assert res["conflict_possible_n"] == 2 and res["conflict_impossible_n"] == 1 and res["normal_possible_n"] == 1
+    assert (res["conflict_possible_other_op"], res["conflict_possible_right"], res["conflict_possible_other_number"]) \
+        == (0.5, 0.25, 0.25)
+    assert (res["conflict_impossible_swapped"], res["conflict_impossible_invalid"]) == (0.5, 0.5)
+    assert res["normal_possible_right"] == 1.0 and "normal_impossible_n" not in res
+    for group in ("conflict_possible", "conflict_impossible", "normal_possible"):
+        assert sum(res[f"{group}_{k}"] for k in ev.ANSWER_KINDS) == pytest.approx(1.0)

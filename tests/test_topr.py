@@ -569,3 +569,113 @@ def test_summarize_micro_batches_equals_the_whole_batch(name):
     assert a.keys() == b.keys()
     for k in a:
         assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-15, nan_ok=True), k
+
+
+# -----------------------------------------------------------------------------
+# 5. token-level credit: the group's prefix tree, and the loss with per-token advantages
+
+def _adv(completions, reward, k):
+    return [a.tolist() for a in topr.prefix_tree_advantages(completions, torch.tensor(reward), k)]
+
+
+def test_prefix_tree_advantages_on_a_hand_built_tree():
+    # V() = 0; V(1) = (1 - 1 + 1)/3; V(1,2) = 0; leaves = their rewards
+    adv = _adv([[1, 2, 3], [1, 2, 4], [1, 5], [6]], [1.0, -1.0, 1.0, -1.0], 4)
+    expected = [[1 / 3, -1 / 3, 1.0], [1 / 3, -1 / 3, -1.0], [1 / 3, 2 / 3], [-1.0]]
+    for a, e in zip(adv, expected):
+        assert a == pytest.approx(e, abs=1e-15)
+
+
+def test_prefix_tree_groups_single_samples_equal_rewards_and_ties():
+    # groups are independent: the same tree in two groups of 2, and a group of 1 gets nothing
+    assert _adv([[1, 2], [1, 3], [1, 2], [1, 3]], [1.0, -1.0, -1.0, 1.0], 2) == [[0.0, 1.0], [0.0, -1.0],
+                                                                                  [0.0, -1.0], [0.0, 1.0]]
+    assert _adv([[4, 5, 6]], [1.0], 1) == [[0.0, 0.0, 0.0]]
+    assert _adv([[1, 2], [3], [1, 4]], [-1.0, -1.0, -1.0], 3) == [[0.0, 0.0], [0.0], [0.0, 0.0]]
+    # identical completions (a tie) share their node: V(1,2) = 1, V(1) = 1/3 = V()
+    adv = _adv([[1, 2], [1, 2], [1, 3]], [1.0, 1.0, -1.0], 3)
+    assert adv[0] == adv[1] == pytest.approx([0.0, 2 / 3]) and adv[2] == pytest.approx([0.0, -4 / 3])
+    # identical completions with different rewards: their advantages cannot tell them apart (sum 0, not R - mean)
+    assert _adv([[7], [7]], [1.0, -1.0], 2) == [[0.0], [0.0]]
+
+
+def test_a_wrong_operator_followed_by_forced_arithmetic_gets_all_the_credit_on_the_operator():
+    right, shortcut = list(b"7+3=10"), list(b"7-3=4")  # bytes as token ids
+    adv = _adv([right, shortcut, shortcut, right], [1.0, -1.0, -1.0, 1.0], 4)
+    assert adv[1][1] == -1.0 and adv[0][1] == 1.0               # the operator: V(7-) - V(7) = -1 - 0
+    assert all(a == 0.0 for i, a in enumerate(adv[1]) if i != 1)  # the arithmetic after it: nothing
+    assert adv[0] == adv[3] and adv[1] == adv[2]
+
+
+def test_prefix_tree_advantages_telescope_to_reward_minus_group_mean():
+    g = torch.Generator().manual_seed(0)
+    k, comps = 8, []
+    for _ in range(5 * k):  # short sequences over 3 tokens (many shared prefixes), each ending in EOS (9)
+        comps.append(torch.randint(0, 3, (int(torch.randint(0, 4, (1,), generator=g)),), generator=g).tolist() + [9])
+    reward = [float(hash(tuple(c)) % 2 * 2 - 1) for c in comps]  # a deterministic function of the completion
+    for i, a in enumerate(_adv(comps, reward, k)):
+        mean = sum(reward[i // k * k:(i // k + 1) * k]) / k
+        assert len(a) == len(comps[i]) and sum(a) == pytest.approx(reward[i] - mean, abs=1e-12)
+    with pytest.raises(ValueError, match="do not split into groups of 3"):
+        topr.prefix_tree_advantages(comps[:4], torch.ones(4), 3)
+
+
+def _token_batch(seed=0, B=12, T=6):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    token_logp = (-3 * torch.rand(B, T, generator=g, dtype=torch.float64)).requires_grad_()
+    token_logp_b = token_logp.detach() + 0.8 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    reward = torch.where(torch.rand(B, generator=g) < 0.5, 1.0, -1.0).double()
+    return token_logp, mask, token_logp_b, reward, lengths
+
+
+@pytest.mark.parametrize("name", ["topr", "reinforce", "tis", "is"])
+@pytest.mark.parametrize("length_norm", topr.LENGTH_NORMS)
+def test_token_credit_with_one_advantage_per_sequence_is_the_sequence_loss(name, length_norm):
+    token_logp, mask, token_logp_b, reward, lengths = _token_batch()
+    c = 0.3
+    logp_b = topr.sequence_logp(token_logp_b, mask)
+    adv = ((reward - c)[:, None] * mask).double()
+    kw = dict(lengths=lengths, length_norm=length_norm, max_len=6)
+    loss, rows = topr.token_credit_loss(token_logp, mask, logp_b, reward, adv, name=name, **kw)
+    (grad,) = torch.autograd.grad(loss, token_logp)
+    ref, ref_rows = topr.topr_loss(topr.sequence_logp(token_logp, mask), logp_b, reward, name=name, baseline=c, **kw)
+    (ref_grad,) = torch.autograd.grad(ref, token_logp)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+    # the same statistics, except two that token credit defines per token: a sample's advantage is the SUM of
+    # its tokens' (L_i (R - c) here) and the objective is the surrogate (the taper has no per-token form)
+    stats, ref_stats = (topr.summarize(r) for r in (rows, ref_rows))
+    for key in ("objective", "mean_adv"):
+        stats.pop(key), ref_stats.pop(key)
+    assert stats == pytest.approx(ref_stats, nan_ok=True)
+
+
+@pytest.mark.parametrize("ratio", ["sequence", "token"])
+def test_token_credit_gradient_matches_formula(ratio):
+    token_logp, mask, token_logp_b, reward, lengths = _token_batch(seed=1)
+    g = torch.Generator().manual_seed(2)
+    adv = torch.where(mask, torch.randn(mask.shape, generator=g, dtype=torch.float64), 0.0)  # mixed signs
+    logp_b = topr.sequence_logp(token_logp_b, mask)
+    loss, _ = topr.token_credit_loss(token_logp, mask, logp_b, reward, adv, name="topr", ratio=ratio,
+                                     token_logp_behavior=token_logp_b, lengths=lengths)
+    (grad,) = torch.autograd.grad(loss, token_logp)
+    if ratio == "sequence":
+        rho = (topr.sequence_logp(token_logp.detach(), mask) - logp_b).exp()[:, None].expand_as(adv)
+    else:
+        rho = (token_logp.detach() - token_logp_b).exp()
+    alpha = torch.where(adv >= 0, torch.ones_like(rho), rho.clamp(0, 1))  # topr: positives 1, negatives clip(rho, 0, 1)
+    expected = -alpha * adv * mask / (len(reward) * lengths[:, None].double())
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_token_credit_loss_errors():
+    token_logp, mask, token_logp_b, reward, lengths = _token_batch()
+    adv, logp_b = torch.zeros_like(token_logp), topr.sequence_logp(token_logp_b, mask)
+    with pytest.raises(ValueError, match="without a fixed baseline .* got 'sft_pos'"):
+        topr.token_credit_loss(token_logp, mask, logp_b, reward, adv, name="sft_pos", lengths=lengths)
+    with pytest.raises(ValueError, match="with token_logp_behavior"):
+        topr.token_credit_loss(token_logp, mask, logp_b, reward, adv, ratio="token", lengths=lengths)
+    with pytest.raises(ValueError, match=r"must all be \(B, T\)"):
+        topr.token_credit_loss(token_logp, mask, logp_b, reward, adv[:, :2], lengths=lengths)
