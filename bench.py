@@ -143,7 +143,7 @@ def bench_rl(threads, args):
         opt.zero_grad(set_to_none=True)
         for s in range(0, len(batch), micro_batch):
             mb = batch[range(s, min(s + micro_batch, len(batch)))]
-            logp, lengths, _ = train.solution_logp(model, tok, mb, dev)
+            logp, lengths, _, _ = train.solution_logp(model, tok, mb, dev)
             loss, _ = topr.topr_loss(logp, mb.logp_behavior.to(dev), mb.reward.to(dev), baseline=mb.baseline.to(dev),
                                      lengths=lengths)
             (loss * len(mb) / len(batch)).backward()

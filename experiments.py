@@ -92,9 +92,10 @@ BASELINE = ["--iterations", "2", "--epochs", "1", "--prompts", "32", "--k", "16"
 # solutions for the same number of optimizer samples: the baseline RL has to beat.
 SHORTCUT_SFT_CONFLICT = str(data.CALIBRATED_SFT_CONFLICT_FRAC)  # the calibrated base's SFT data (RESULTS.md)
 ONPOLICY_SFT_DATA = {"default": [], "shortcut": ["--sft-conflict-frac", SHORTCUT_SFT_CONFLICT]}  # its worked solutions
+SHORTCUT_SFT = ["--max-iters", "1200", "--batch-size", "32"]  # the shortcut bases' SFT budget (here and in (k))
 ONPOLICY_BASES = {  # task -> the flags of its task, and of its SFT base (from scratch)
     "default": ([], []),
-    "shortcut": (["--shortcut"], [*ONPOLICY_SFT_DATA["shortcut"], "--max-iters", "1200", "--batch-size", "32"]),
+    "shortcut": (["--shortcut"], [*ONPOLICY_SFT_DATA["shortcut"], *SHORTCUT_SFT]),
 }
 ONPOLICY_EVAL = {"default": "1000", "shortcut": "2000"}  # held-out problems (shortcut: half per slice)
 ONPOLICY_EVAL_K = "8"                                    # samples per held-out problem
@@ -139,6 +140,22 @@ REUSE_E = [1, 2, 4, 8]
 COMPOSITION_LOSS = "topr"
 COMPOSITION = ["--iterations", "1", "--prompts", "64", "--epochs", "4"]  # then --baseline c [--target-pos-frac]
 COMPOSITION_P_EFF = [0.05, 0.1, 0.2, 0.5, 0.9]
+
+# (k) When do negatives help? (issue: a regime map.) SFT bases of the shortcut task at (f)'s budget and recipe
+# (ONPOLICY_BASES) that differ in conflict headroom (their conflict fraction) or in the task's structure (the
+# conflicts' direction); from each, (g)'s strongly off-policy setting (one dataset, c = 0) with REGIME_LOSSES,
+# and from ONEPASS_BASES the paper's: one pass over fresh samples for as many optimizer steps.
+REGIME_BASES = {  # name -> the task's flags, the base's conflict fraction among its worked solutions
+    "both_c0.01": (["--shortcut"], "0.01"), "both_c0.02": (["--shortcut"], "0.02"),
+    "both_c0.03": (["--shortcut"], "0.03"), "add_c0.03": (["--shortcut", "--conflict-direction", "add"], "0.03"),
+}
+REGIME_LOSSES = ["topr", "sft_pos", "tis", "reinforce"]
+REGIME_EPOCHS = 4  # over one dataset of 64 prompts x 8 samples: 32 optimizer steps of 64
+REGIME_EVAL = ["--eval-problems", "600", "--eval-k", "4"]  # 300 held-out problems per slice x 4 samples
+REGIME = ["--iterations", "1", "--prompts", "64", "--epochs", str(REGIME_EPOCHS), "--eval-each-epoch", *REGIME_EVAL]
+ONEPASS_BASES = ["both_c0.01", "both_c0.03"]
+ONEPASS_LOSSES = ["topr", "sft_pos", "reinforce"]
+ONEPASS = ["--iterations", "1", "--prompts", str(64 * REGIME_EPOCHS), "--epochs", "1", *REGIME_EVAL]
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -642,7 +659,7 @@ def exp_gradnoise(args):
         params = [p for p in policy.parameters() if p.requires_grad]
         G = []
         for i in range(len(batch)):  # per-sample gradients of log pi(y_i) / L_i, all parameters flattened
-            logp, length, _ = train.solution_logp(policy, tok, batch[[i]], torch.device("cpu"))
+            logp, length, _, _ = train.solution_logp(policy, tok, batch[[i]], torch.device("cpu"))
             G.append(torch.cat([g.flatten() for g in torch.autograd.grad((logp / length).sum(), params)]))
         G = torch.stack(G).double()
         R = batch.reward.double()
@@ -703,6 +720,130 @@ def exp_errors(args):
     os.makedirs(out, exist_ok=True)
     write_table(out, lines + [f"\n{len(policies)} policies x 300 problems per slice x 8 samples"])
 
+
+
+def regime_base(args, name):
+    """The SFT base `name` of REGIME_BASES: (f)'s shortcut recipe at its conflict fraction and task flags,
+    trained if missing (like base_ckpt) -> (its folder, its task flags)."""
+    task_args, frac = REGIME_BASES[name]
+    d = os.path.join(args.out, "exp_regime", f"base_{name}")
+    if not os.path.exists(os.path.join(d, "ckpt.pt")):
+        run_train(["sft", "--out", d, *task_args, "--sft-conflict-frac", frac, "--eval-problems",
+                   ONPOLICY_EVAL["shortcut"], "--eval-k", ONPOLICY_EVAL_K, *SHORTCUT_SFT])
+    return d, task_args
+
+
+def regime_runs(args, prefix, bases, losses, flags):
+    """{(base, loss, seed): eval rows} of `train.py rl` from each base: OFF_LOSSES[loss] (c = 0), OFF_COMMON,
+    then flags; folders runs/exp_regime/<prefix><base>_<loss>_s<seed>."""
+    runs = {}
+    for name in bases:
+        for seed in args.seeds:
+            for loss in losses:
+                d = os.path.join(args.out, "exp_regime", f"{prefix}{name}_{loss}_s{seed}")
+                base = lambda: regime_base(args, name)
+                run_unless_done(args, d, lambda: ["rl", "--init", os.path.join(base()[0], "ckpt.pt"), *base()[1],
+                                                  *OFF_COMMON, *OFF_LOSSES[loss], "--seed", str(seed), *flags])
+                runs[name, loss, seed] = eval_rows(d)
+    return runs
+
+
+def fmt(xs, digits=3):
+    """'mean +- s.e.' of a list (just the value for one)."""
+    m, se = mean_se(xs)
+    return f"{m:.{digits}f}" + (f" +- {se:.{digits}f}" if len(xs) > 1 else "")
+
+
+def exp_regime(args):
+    """(k) The regime map: from every base of REGIME_BASES (--bases), one dataset of 64 prompts x 8 samples,
+    REGIME_EPOCHS epochs, c = 0, each loss of REGIME_LOSSES, seeds --seeds; evaluated after every epoch on 300
+    problems per slice. x = the base's conflict pass@8 (its own evaluation: 1000 conflict problems x 8), y = the
+    conflict-slice gain of topr minus that of sft_pos (paired by seed: the same dataset and test problems)."""
+    bases = args.bases or list(REGIME_BASES)
+    runs = regime_runs(args, "", bases, REGIME_LOSSES, REGIME)
+    base_eval = {b: eval_rows(regime_base(args, b)[0])[-1] for b in bases}
+    seeds, kinds = args.seeds, ev.ANSWER_KINDS
+    groups = [("conflict_possible", "conflict, shortcut possible"), ("conflict_impossible", "conflict, impossible"),
+              ("normal_possible", "normal, other op possible"), ("normal_impossible", "normal, impossible")]
+    lines = [f"\n**The bases** (SFT, {' '.join(SHORTCUT_SFT)}; pass@ from their own evaluation: 1000 problems per "
+             "slice x 8 samples; answers of 300 per slice x 4 samples, seeds "
+             f"{' '.join(map(str, seeds))}: right / other op (the cue's, on conflicts) / swapped |a-b| / "
+             "other number / invalid)\n",
+             "| base | conflict pass@1 | conflict pass@8 | normal pass@1 | normal pass@8 | "
+             + " | ".join(g for _, g in groups) + " |", "|---|---|---|---|---|" + "---|" * len(groups)]
+    for b in bases:
+        start = [runs[b, "topr", s][0] for s in seeds]
+        cells = [" / ".join(f"{statistics.fmean(r[f'test_{g}_{k}'] for r in start):.2f}" for k in kinds)
+                 if f"test_{g}_n" in start[0] else "-" for g, _ in groups]
+        lines.append(f"| {b} | " + " | ".join(f"{base_eval[b][f'test_{c}']:.3f}" for c in (
+            "conflict_pass@1", "conflict_pass@8", "normal_pass@1", "normal_pass@8")) + " | " + " | ".join(cells) + " |")
+    lines += [f"\n**Off-policy from each base** (one dataset of 64 prompts x 8 samples, {REGIME_EPOCHS} epochs, "
+              f"c = 0, lr 1e-4, length norm sequence; start -> after epoch 1 -> end, mean +- s.e. over seeds "
+              f"{' '.join(map(str, seeds))}; the last column: the conflict gain minus sft_pos', paired by seed)\n",
+              "| base | loss | conflict pass@1 | normal pass@1 | invalid (end) | conflict answers (end): "
+              + " / ".join(kinds) + " | conflict gain - sft_pos' |", "|---|---|---|---|---|---|---|"]
+    gain = lambda b, loss, s, sl, at=-1: runs[b, loss, s][at][f"test_{sl}_pass@1"] - runs[b, loss, s][0][f"test_{sl}_pass@1"]
+    for b in bases:
+        for loss in REGIME_LOSSES:
+            rs = [runs[b, loss, s] for s in seeds]
+            cells = [" -> ".join(f"{statistics.fmean(r[i][f'test_{sl}_pass@1'] for r in rs):.3f}" for i in (0, 1))
+                     + " -> " + fmt([r[-1][f"test_{sl}_pass@1"] for r in rs]) for sl in ("conflict", "normal")]
+            answers = " / ".join(f"{statistics.fmean(conflict_share(r[-1], k) for r in rs):.2f}" for k in kinds)
+            diff = fmt([gain(b, loss, s, "conflict") - gain(b, "sft_pos", s, "conflict") for s in seeds])
+            lines.append(f"| {b} | {loss} | " + " | ".join(cells) + f" | {fmt([r[-1]['test_invalid'] for r in rs])} "
+                         f"| {answers} | {diff if loss != 'sft_pos' else '-'} |")
+    write_table(os.path.join(args.out, "exp_regime"), lines)
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for li, loss in enumerate(REGIME_LOSSES):
+        for b in bases:
+            x = base_eval[b]["test_conflict_pass@8"]
+            marker = "o" if b.startswith("both") else "s"
+            if loss != "sft_pos":
+                m, se = mean_se([gain(b, loss, s, "conflict") - gain(b, "sft_pos", s, "conflict") for s in seeds])
+                axes[0].errorbar(x, m, yerr=se, color=f"C{li}", marker=marker, capsize=3,
+                                 label=loss if b == bases[0] else None)
+            m, se = mean_se([gain(b, loss, s, "normal") for s in seeds])
+            axes[1].errorbar(x, m, yerr=se, color=f"C{li}", marker=marker, capsize=3,
+                             label=loss if b == bases[0] else None)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_title("conflict pass@1 gain minus sft_pos' gain", fontsize=9)
+    axes[1].set_title("normal pass@1 change", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("base's conflict pass@8 (headroom); square: conflicts in one direction")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"off-policy, one dataset, {REGIME_EPOCHS} epochs, c = 0; mean +- s.e. over seeds "
+                 f"{' '.join(map(str, seeds))}", fontsize=10)
+    fig.tight_layout()
+    savefig(fig, os.path.join(args.figures, "topr_regime.png"), 80)
+
+
+def conflict_share(row, kind):
+    """The fraction of a kind of answer over the whole conflict slice (its possible and impossible groups)."""
+    ns = {g: row.get(f"test_conflict_{g}_n", 0) for g in ("possible", "impossible")}
+    return sum(ns[g] * row.get(f"test_conflict_{g}_{kind}", 0.0) for g in ns) / sum(ns.values())
+
+
+def exp_onepass(args):
+    """(k) The paper's setting next to (k)'s reuse: from ONEPASS_BASES (or --bases), one pass over 4x the samples
+    (256 prompts x 8, generated once from the base, one epoch: the same 32 optimizer steps), ONEPASS_LOSSES,
+    seeds --seeds; the reuse runs are regime's (run if missing)."""
+    bases = args.bases or ONEPASS_BASES
+    one = regime_runs(args, "onepass_", bases, ONEPASS_LOSSES, ONEPASS)
+    reuse = regime_runs(args, "", bases, ONEPASS_LOSSES, REGIME)
+    lines = [f"\n**One pass over fresh samples vs reuse** (both: {REGIME_EPOCHS * 8} optimizer steps of 64, c = 0, "
+             f"lr 1e-4; reuse: 512 samples x {REGIME_EPOCHS} epochs; one pass: {REGIME_EPOCHS * 512} samples once; "
+             f"start -> end, mean +- s.e. over seeds {' '.join(map(str, args.seeds))})\n",
+             "| base | loss | setting | conflict pass@1 | normal pass@1 | invalid |", "|---|---|---|---|---|---|"]
+    for b in bases:
+        for loss in ONEPASS_LOSSES:
+            for setting, runs in (("reuse", reuse), ("one pass", one)):
+                rs = [runs[b, loss, s] for s in args.seeds]
+                cells = [f"{statistics.fmean(r[0][f'test_{c}'] for r in rs):.3f} -> " + fmt([r[-1][f"test_{c}"] for r in rs])
+                         for c in ("conflict_pass@1", "normal_pass@1", "invalid")]
+                lines.append(f"| {b} | {loss} | {setting} | " + " | ".join(cells) + " |")
+    write_table(os.path.join(args.out, "exp_regime"), lines, "table_onepass.md")
 
 
 def exp_credit(args):
@@ -782,7 +923,7 @@ def exp_overlap(args):
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline,
                "verifier": exp_verifier, "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors,
                "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition, "credit": exp_credit,
-               "overlap": exp_overlap}
+               "overlap": exp_overlap, "regime": exp_regime, "onepass": exp_onepass}
 
 
 @common.cli
@@ -796,7 +937,10 @@ def main(argv=None):
     p.add_argument("--skip-done", action="store_true", help="reuse finished runs under --out")
     p.add_argument("--tasks", nargs="+", choices=list(ONPOLICY_BASES), default=list(ONPOLICY_BASES),
                    help="onpolicy, stability, reuse, composition, verifier: the tasks (each has its own SFT base)")
-    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="onpolicy, stability, reuse: RL seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
+                   help="onpolicy, stability, reuse, regime, onepass: RL seeds")
+    p.add_argument("--bases", nargs="+", choices=list(REGIME_BASES), default=None,
+                   help="regime, onepass: only these SFT bases (default: regime all, onepass ONEPASS_BASES)")
     p.add_argument("--iterations", type=common.positive, default=ONPOLICY_ITERATIONS,
                    help="onpolicy: on-policy steps per run (RESULTS (f): 20)")
     p.add_argument("--lr", type=common.positive_float, default=ONPOLICY_LR,
@@ -818,6 +962,8 @@ def main(argv=None):
         raise UserError(f"--methods, --length-norm and --optimizer apply to onpolicy and stability, not {args.name}")
     if args.methods and not set(args.methods) <= set(allowed):
         raise UserError(f"{args.name} --methods must be among {', '.join(allowed)}; got {' '.join(args.methods)}")
+    if args.bases and args.name not in ("regime", "onepass"):
+        raise UserError(f"--bases applies to regime and onepass, not {args.name}")
     if args.name == "onpolicy" and args.methods == ["sft_more"]:
         raise UserError("onpolicy --methods needs an RL method next to sft_more (its start row comes from one)")
     os.makedirs(args.figures, exist_ok=True)

@@ -218,7 +218,10 @@ class Rollout:
     reward: torch.Tensor           # (N,) +1 / -1
     invalid: torch.Tensor          # (N,) bool: no parsable '#### N' (the verifier: in the judged candidate)
     candidate_reward: torch.Tensor = None  # (N,) verifier only: is the judged candidate right (+1) or not (-1)
+    first_error: torch.Tensor = None  # (N,) solver only: where the completion first departs from the worked solution
     baseline: torch.Tensor = None  # (N,) c, set after sampling (step 2 of the loop)
+    token_adv: list = None         # N (len,) tensors: each token's advantage, --credit prefix or first_error
+    token_logp_behavior: list = None  # N (len,) tensors: each token's log mu, --credit first_error
 
     def __len__(self):
         return len(self.prompt)
@@ -252,22 +255,31 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
         chunk = problems[s:e]
         gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
         rows = ev.sample_completions(policy, tok, prompts[s:e], k, max_new_tokens, 1.0, gen)
-        return [(prompts[s + r // k], comp, text, logp, data.reward(text, chunk[r // k].answer), data.is_invalid(text))
-                for r, (comp, text, logp) in enumerate(rows)]
+        return [(prompts[s + r // k], comp, text, logp, data.reward(text, chunk[r // k].answer), data.is_invalid(text),
+                 first_departure(comp, references[s + r // k])) for r, (comp, text, logp) in enumerate(rows)]
 
+    references = [tok.encode(data.format_completion(p.solution)) + [tok.eos_id] for p in problems]
     rows = in_chunks(len(problems), batch_prompts, rank, world, work)
     policy.train(was_training)
-    prompt, completion, text, logp_b, reward, invalid = zip(*rows)
+    prompt, completion, text, logp_b, reward, invalid, first = zip(*rows)
     return Rollout(list(prompt), list(completion), list(text), torch.tensor(logp_b), torch.tensor(reward),
-                   torch.tensor(invalid))
+                   torch.tensor(invalid), first_error=torch.tensor(first))
+
+
+def first_departure(completion, reference):
+    """The index of the first token where a completion departs from the reference (its last token if it
+    never does, e.g. the worked solution itself)."""
+    t = next((t for t, (a, b) in enumerate(zip(completion, reference)) if a != b), min(len(completion), len(reference)))
+    return min(t, len(completion) - 1)
 
 
 def solution_logp(model, tok, batch, device):
-    """log pi(completion | prompt) summed over its tokens (B,), the completion lengths (B,), and the
-    entropy of pi summed over all the completion tokens (for logging). One forward pass; gradients flow."""
+    """log pi(completion | prompt) summed over its tokens (B,), the completion lengths (B,), the entropy of
+    pi summed over all the completion tokens (for logging), and (per-token log pi (B, T), the completion
+    mask (B, T)) for token-level credit. One forward pass; gradients flow."""
     tokens, pad_mask, compl = (t.to(device) for t in pack(batch.prompt, batch.completion, tok.pad_id))
     tok_logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
-    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum()
+    return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum(), (tok_logp, compl)
 
 
 # The verifier (--task verify; TOPR Sec. 5): the same loop with another action. Candidates come from
@@ -314,7 +326,7 @@ def verdict_policy_logp(model, tok, batch, device):
     lp = verdict_logp(model, batch.prompt, yes_no, tok.pad_id)
     chosen = torch.tensor([yes_no.index(c[0]) for c in batch.completion], device=device)
     ent = -(lp.exp() * lp).sum().detach()
-    return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(batch), device=device), ent
+    return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(batch), device=device), ent, None
 
 
 def curated(batch, values, frac, seed, master):
@@ -339,17 +351,23 @@ def minibatches(order, batch_size, micro_batch, rank, world):
 
 
 @torch.no_grad()
-def behaviour_logp(policy, tok, batch, log_pi, steps, world, device):
+def behaviour_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
     """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
-    log pi (same function, autocast and micro-batches: `steps` = minibatches() of the first epoch)."""
+    log pi (same function, autocast and micro-batches: `steps` = minibatches() of the first epoch); with
+    per_token also each sample's per-token log mu (a list of (len,) tensors; one process only)."""
     logp = torch.zeros(len(batch), dtype=torch.float64)
+    tokens = [None] * len(batch)
     for rows, micros in steps:
         for idx in micros:
             with common.autocast(device):
-                logp[rows[idx]] = log_pi(policy, tok, batch[rows[idx]], device)[0].double().cpu()
+                lp, _, _, tokens_of = log_pi(policy, tok, batch[rows[idx]], device)
+            logp[rows[idx]] = lp.double().cpu()
+            if per_token:
+                for i, row, m in zip(rows[idx], *(t.float().cpu() for t in tokens_of)):
+                    tokens[int(i)] = row[m.bool()]
     if world > 1:  # each process computed its own rows (zeros elsewhere)
         torch.distributed.all_reduce(logp)
-    return logp.float()
+    return logp.float(), tokens if per_token else None
 
 
 def rl_task(args, task, policy, tok, device, rank, world, master):
@@ -369,6 +387,17 @@ def rl_task(args, task, policy, tok, device, rank, world, master):
     test_texts = ev.sample_answers(solver, tok, test, args.eval_k, 1.0, args.max_new_tokens,  # sampled once
                                    torch.Generator(device=device).manual_seed(args.seed))[0] if master else None
     return sample, verdict_policy_logp, lambda: ev.evaluate_verifier(policy, tok, test, test_texts, args.eval_k)
+
+
+def token_advantages(batch, credit, k):
+    """Each sample's per-token advantages: --credit prefix, the group's prefix tree (topr.prefix_tree_advantages,
+    which replaces the baseline: its root is the group's mean); --credit first_error (a diagnostic: it reads
+    the worked solution), a positive's A = R - c on every token, a negative's on its first departure only."""
+    if credit == "prefix":
+        return topr.prefix_tree_advantages(batch.completion, batch.reward, k)
+    A = (batch.reward - batch.baseline).double()
+    return [torch.full((len(c),), a) if a >= 0 else torch.zeros(len(c), dtype=torch.float64).index_fill(0, t, a)
+            for c, a, t in zip(batch.completion, A.tolist(), batch.first_error.view(-1, 1))]
 
 
 def step_stats(parts, n, grad_norm, step, world, device):
@@ -420,6 +449,8 @@ def rl(rank, world, device, args):
     model = common.ddp_wrap(policy, device, world)
     task = data.Task.from_args(args)
     sample, log_pi, evaluate = rl_task(args, task, policy, tok, device, rank, world, master)
+    if args.credit == "first_error" and world > 1:
+        raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
     # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
     loss_kw = dict(name=args.loss, length_norm=args.length_norm, ppo_eps=args.ppo_eps,
                    max_len=args.max_new_tokens if args.task == "solve" else 1)
@@ -452,6 +483,8 @@ def rl(rank, world, device, args):
         #    keep a fraction of correct candidates (verifier) and of positive samples.
         batch.baseline = (topr.group_baseline(batch.reward, args.k) if args.baseline == "group"
                           else torch.full_like(batch.reward, args.baseline))
+        if args.credit != "sequence":  # token-level credit (topr.py section 5), before curation splits groups
+            batch.token_adv = token_advantages(batch, args.credit, args.k)
         if args.candidate_pos_frac is not None:  # verifier: e.g. 0.5 = as many right as wrong candidates
             batch = curated(batch, batch.candidate_reward, args.candidate_pos_frac, args.seed + itr, master)
         if args.target_pos_frac is not None:
@@ -471,7 +504,8 @@ def rl(rank, world, device, args):
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
         orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
         split = lambda order: minibatches(order, args.batch_size, args.micro_batch, rank, world)
-        batch.logp_behavior = behaviour_logp(policy, tok, batch, log_pi, split(orders[0]), world, device)
+        batch.logp_behavior, batch.token_logp_behavior = behaviour_logp(
+            policy, tok, batch, log_pi, split(orders[0]), world, device, per_token=args.credit == "first_error")
         for epoch, order in enumerate(orders):
             for rows, micros in split(order):
                 mb = batch[rows]
@@ -481,9 +515,22 @@ def rl(rank, world, device, args):
                     micro = mb[idx]
                     with ddp_sync(model, world, last=j == len(micros) - 1):  # DDP: all-reduce on the last one
                         with common.autocast(device):
-                            lp, lengths, ent = log_pi(model, tok, micro, device)  # log pi(y|x), summed over y
-                        loss, values = topr.topr_loss(lp.float(), micro.logp_behavior.to(device), micro.reward.to(device),
-                                                      baseline=micro.baseline.to(device), lengths=lengths, **loss_kw)
+                            lp, lengths, ent, per_token = log_pi(model, tok, micro, device)  # log pi(y|x), summed
+                        if args.credit == "sequence":
+                            loss, values = topr.topr_loss(lp.float(), micro.logp_behavior.to(device),
+                                                          micro.reward.to(device), baseline=micro.baseline.to(device),
+                                                          lengths=lengths, **loss_kw)
+                        else:  # token-level credit: each token its own advantage, laid out like log pi's tokens
+                            tok_lp, compl = per_token
+                            on_tokens = lambda rows: torch.zeros_like(tok_lp, dtype=torch.float32).masked_scatter(
+                                compl, torch.cat(rows).float().to(device))
+                            loss, values = topr.token_credit_loss(
+                                tok_lp.float(), compl, micro.logp_behavior.to(device), micro.reward.to(device),
+                                on_tokens(micro.token_adv), name=args.loss, lengths=lengths,
+                                ratio="token" if args.credit == "first_error" else "sequence",
+                                token_logp_behavior=on_tokens(micro.token_logp_behavior)
+                                if args.credit == "first_error" else None,
+                                **{k: v for k, v in loss_kw.items() if k in ("length_norm", "max_len")})
                         (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
                     parts.append((idx, loss, ent, {**values, "length": lengths}))
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
@@ -567,6 +614,11 @@ def main(argv=None):
     p.add_argument("--lr", type=posf, default=3e-5, help="learning rate (constant)")
     p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
     p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")
+    p.add_argument("--credit", choices=["sequence", "prefix", "first_error"], default="sequence",
+                   help="which tokens a sample's advantage reaches: all (sequence, the paper's); each token its "
+                        "value gain in the group's prefix tree (prefix: replaces --baseline); or, for negatives, "
+                        "only the first token that departs from the worked solution, tapered by its own ratio "
+                        "(first_error: a diagnostic that reads the reference). Not with ppo, sft_pos, neg_only")
     p.add_argument("--length-norm", choices=topr.LENGTH_NORMS, default="sequence",
                    help="divide each sequence's term by its own length (every run in RESULTS.md unless it says "
                         "otherwise; reportedly the TOPR paper's), by --max-new-tokens for every sequence (constant: "
@@ -619,6 +671,9 @@ def check_args(args):
                 raise UserError("rl --task verify needs --candidates <solver ckpt.pt> (default: --init)")
         elif args.candidate_pos_frac is not None or args.candidates:
             raise UserError("--candidates and --candidate-pos-frac only apply to --task verify")
+        if args.credit != "sequence" and (args.task != "solve" or "baseline" in topr.PRESETS.get(args.loss, {"baseline": 0})):
+            raise UserError(f"--credit {args.credit} needs --task solve and a loss of the family without a fixed "
+                            f"baseline (topr, reinforce, tis, is); got --task {args.task} --loss {args.loss}")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, 
     else:
         batch, log_pi = train.sample_verdicts(policy, policy, tok, problems, 4, 8, seed=0), train.verdict_policy_logp
     steps = train.minibatches(torch.arange(len(batch)), 16, 5, 0, 1)
-    recomputed = train.behaviour_logp(policy, tok, batch, log_pi, steps, 1, torch.device("cpu"))
+    recomputed, _ = train.behaviour_logp(policy, tok, batch, log_pi, steps, 1, torch.device("cpu"))
     assert (recomputed - batch.logp_behavior).abs().max() > 1e-3
 
 
@@ -204,3 +204,48 @@ def test_several_epochs_use_the_frozen_behaviour_logp(tiny_sft, tmp_path):
     wa = torch.load(tmp_path / "topr" / "ckpt.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "reinforce" / "ckpt.pt", weights_only=True)["model"]
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# -----------------------------------------------------------------------------
+# Token-level credit in the loop: --credit prefix / first_error
+
+def test_first_departure_hand_cases():
+    ref = [5, 6, 7, 0]  # a worked solution, then EOS (0)
+    assert train.first_departure([5, 9, 7, 0], ref) == 1      # a wrong operator: its position
+    assert train.first_departure([5, 6, 7, 0], ref) == 3      # the solution itself: its last token
+    assert train.first_departure([5, 6, 0], ref) == 2         # stops early: the EOS that departs
+    assert train.first_departure([5, 6], ref) == 1            # cut at max_new_tokens: its last token
+    assert train.first_departure([5, 6, 7, 8, 0], [5, 6, 7]) == 3
+
+
+def test_first_error_credit_reaches_a_negative_only_at_its_departure():
+    batch = train.Rollout(prompt=[[1]] * 3, completion=[[5, 9, 7, 0], [5, 6, 7, 0], [4, 0]], text=["", "", ""],
+                          logp_behavior=torch.zeros(3), reward=torch.tensor([-1.0, 1.0, -1.0]),
+                          invalid=torch.zeros(3, dtype=torch.bool), first_error=torch.tensor([1, 3, 0]),
+                          baseline=torch.full((3,), 0.25))
+    adv = [a.tolist() for a in train.token_advantages(batch, "first_error", 3)]
+    assert adv == [[0.0, -1.25, 0.0, 0.0], [0.75] * 4, [-1.25, 0.0]]
+    prefix = [a.tolist() for a in train.token_advantages(batch, "prefix", 3)]  # the group's tree: V() = -1/3
+    assert prefix[2] == pytest.approx([-2 / 3, 0.0]) and sum(prefix[1]) == pytest.approx(1 + 1 / 3)
+
+
+@pytest.mark.parametrize("credit", ["prefix", "first_error"])
+def test_rl_cli_with_token_credit(tiny_sft, tmp_path, credit):
+    rl = ["rl", "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "8", "--micro-batch", "4",
+          "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--iterations", "1", "--epochs", "2",
+          "--baseline", "0", "--credit", credit]
+    train.main([*rl, "--out", str(tmp_path / "a")])
+    steps = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl") if "mean_alpha" in l]
+    assert len(steps) == 4 and all(abs(s["loss"]) < 1e3 for s in steps)
+    # one sample per prompt: every prefix value is its reward, so every advantage is 0 and nothing moves
+    if credit == "prefix":
+        train.main([*rl, "--out", str(tmp_path / "b"), "--k", "1"])
+        before, after = (torch.load(p, weights_only=False)["model"] for p in (tiny_sft, tmp_path / "b" / "ckpt.pt"))
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("bad", [["--loss", "sft_pos"], ["--loss", "ppo"], ["--task", "verify"]])
+def test_token_credit_needs_a_family_loss_and_the_solver(tiny_sft, tmp_path, bad, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["rl", "--init", tiny_sft, "--out", str(tmp_path / "x"), "--credit", "prefix", *bad])
+    assert "error: --credit prefix needs --task solve and a loss of the family" in capsys.readouterr().err
