@@ -156,6 +156,10 @@ REGIME = ["--iterations", "1", "--prompts", "64", "--epochs", str(REGIME_EPOCHS)
 ONEPASS_BASES = ["both_c0.01", "both_c0.03"]
 ONEPASS_LOSSES = ["topr", "sft_pos", "reinforce"]
 ONEPASS = ["--iterations", "1", "--prompts", str(64 * REGIME_EPOCHS), "--epochs", "1", *REGIME_EVAL]
+# (l) Where a negative's push lands (issue: credit assignment): topr with token-level credit (train.py rl
+# --credit) from ONEPASS_BASES, next to (k)'s topr and sft_pos: first_error (a diagnostic that reads the worked
+# solution), prefix (the group's prefix tree) in the reuse setting, and prefix in the one-pass setting.
+CREDIT_MODES = ["first_error", "prefix"]
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -733,18 +737,18 @@ def regime_base(args, name):
     return d, task_args
 
 
-def regime_runs(args, prefix, bases, losses, flags):
-    """{(base, loss, seed): eval rows} of `train.py rl` from each base: OFF_LOSSES[loss] (c = 0), OFF_COMMON,
-    then flags; folders runs/exp_regime/<prefix><base>_<loss>_s<seed>."""
+def regime_runs(args, prefix, bases, methods, flags):
+    """{(base, method, seed): eval rows} of `train.py rl` from each base: OFF_COMMON, the method's flags
+    (methods: name -> flags), then flags; folders runs/exp_regime/<prefix><base>_<method>_s<seed>."""
     runs = {}
     for name in bases:
         for seed in args.seeds:
-            for loss in losses:
-                d = os.path.join(args.out, "exp_regime", f"{prefix}{name}_{loss}_s{seed}")
+            for method, method_flags in methods.items():
+                d = os.path.join(args.out, "exp_regime", f"{prefix}{name}_{method}_s{seed}")
                 base = lambda: regime_base(args, name)
                 run_unless_done(args, d, lambda: ["rl", "--init", os.path.join(base()[0], "ckpt.pt"), *base()[1],
-                                                  *OFF_COMMON, *OFF_LOSSES[loss], "--seed", str(seed), *flags])
-                runs[name, loss, seed] = eval_rows(d)
+                                                  *OFF_COMMON, *method_flags, "--seed", str(seed), *flags])
+                runs[name, method, seed] = eval_rows(d)
     return runs
 
 
@@ -760,7 +764,7 @@ def exp_regime(args):
     problems per slice. x = the base's conflict pass@8 (its own evaluation: 1000 conflict problems x 8), y = the
     conflict-slice gain of topr minus that of sft_pos (paired by seed: the same dataset and test problems)."""
     bases = args.bases or list(REGIME_BASES)
-    runs = regime_runs(args, "", bases, REGIME_LOSSES, REGIME)
+    runs = regime_runs(args, "", bases, {loss: OFF_LOSSES[loss] for loss in REGIME_LOSSES}, REGIME)
     base_eval = {b: eval_rows(regime_base(args, b)[0])[-1] for b in bases}
     seeds, kinds = args.seeds, ev.ANSWER_KINDS
     groups = [("conflict_possible", "conflict, shortcut possible"), ("conflict_impossible", "conflict, impossible"),
@@ -830,8 +834,8 @@ def exp_onepass(args):
     (256 prompts x 8, generated once from the base, one epoch: the same 32 optimizer steps), ONEPASS_LOSSES,
     seeds --seeds; the reuse runs are regime's (run if missing)."""
     bases = args.bases or ONEPASS_BASES
-    one = regime_runs(args, "onepass_", bases, ONEPASS_LOSSES, ONEPASS)
-    reuse = regime_runs(args, "", bases, ONEPASS_LOSSES, REGIME)
+    losses = {loss: OFF_LOSSES[loss] for loss in ONEPASS_LOSSES}
+    one, reuse = regime_runs(args, "onepass_", bases, losses, ONEPASS), regime_runs(args, "", bases, losses, REGIME)
     lines = [f"\n**One pass over fresh samples vs reuse** (both: {REGIME_EPOCHS * 8} optimizer steps of 64, c = 0, "
              f"lr 1e-4; reuse: 512 samples x {REGIME_EPOCHS} epochs; one pass: {REGIME_EPOCHS * 512} samples once; "
              f"start -> end, mean +- s.e. over seeds {' '.join(map(str, args.seeds))})\n",
@@ -846,29 +850,32 @@ def exp_onepass(args):
     write_table(os.path.join(args.out, "exp_regime"), lines, "table_onepass.md")
 
 
-def exp_credit(args):
-    """Where a sequence-level push lands, token by token. Teacher-forced on 300 test problems per slice:
-    conflict problems with the shortcut completion "a<cue's op>b=<that result>. #### <that result>" (the
-    base's usual negative; only where that result is >= 0: the task never shows a negative number) and
-    normal problems with the right completion. Mean log pi per token group:
-    the operator, the operands (copies of the question's numbers), the result after '=' and the final
-    answer after '####'; the base and each finished `stability` run of --seed."""
+CREDIT_SETS = [("conflict", "shortcut"), ("conflict", "right"), ("normal", "right")]  # (slice, completion)
+
+
+def credit_table(policies, n=300):
+    """Where a push landed, token by token: mean log pi per token group (operator, operands: copies of the
+    question's numbers, result after '=', final answer after '####'), teacher-forced on n test problems per
+    slice of the shortcut task: conflict problems with the shortcut completion "a<cue's op>b=<its result>. #### <it>"
+    (the base's usual negative; only where that result is >= 0, as the task never shows a negative number),
+    conflict problems with the right completion, split by whether the shortcut was possible, and normal
+    problems with the right completion. policies: [(name, run folder)] -> markdown lines."""
     problems = task_flags("shortcut").problems(1000, 0, "test")
-    policies = shortcut_policies(args)
     groups = ["operator", "operands", "result", "final answer"]
-    examples = []  # (slice, prompt text, completion text, the group of each completion character)
-    for sl in ("conflict", "normal"):
-        for p in [p for p in problems if p.slice == sl][:300]:
-            a, op, b, x = one_step(p, swap=sl == "conflict")  # conflict: the shortcut, with correct arithmetic
-            if int(x) < 0:
+    examples = []  # (set, prompt text, completion text, the group of each completion character)
+    for sl, completion in CREDIT_SETS:
+        for p in [p for p in problems if p.slice == sl][:n]:
+            a, op, b, x = one_step(p, swap=completion == "shortcut")  # with correct arithmetic either way
+            possible = ev.other_op_result(p) >= 0
+            if completion == "shortcut" and not possible:
                 continue
-            text = f" {a}{op}{b}={x}. #### {x}"
+            name = f"{sl}, {completion}" + ("" if sl == "normal" else ", possible" if possible else ", impossible")
             kinds = ["format"] + ["operands"] * len(a) + ["operator"] + ["operands"] * len(b) + ["format"] + \
                     ["result"] * len(x) + ["format"] * 7 + ["final answer"] * len(x)  # ". #### "
-            examples.append((sl, data.format_prompt(p.question), text, kinds))
-    lines = ["| policy | " + " | ".join(f"{sl}: {g}" for sl in ("conflict (shortcut completion)",
-                                                                 "normal (right completion)") for g in groups) + " |",
-             "|---|" + "---|" * 2 * len(groups)]
+            examples.append((name, data.format_prompt(p.question), f" {a}{op}{b}={x}. #### {x}", kinds))
+    sets = list(dict.fromkeys(e[0] for e in examples))
+    lines = ["| policy | " + " | ".join(f"{st}: {g}" for st in sets for g in groups) + " |",
+             "|---|" + "---|" * len(sets) * len(groups)]
     for name, d in policies:
         policy, tok, _ = ev.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
         sums = {}
@@ -878,19 +885,62 @@ def exp_credit(args):
                                            tok.pad_id)
             with torch.no_grad():
                 lp = sequence_logprobs(policy.eval(), tokens, pad_mask, compl)
-            for row, (sl, _, text, kinds) in zip(range(len(chunk)), chunk):
+            for row, (st, _, text, kinds) in zip(range(len(chunk)), chunk):
                 vals = lp[row][compl[row]].tolist()  # the byte tokenizer: one token per character
                 assert len(vals) == len(kinds) == len(text), "one token per character"
                 for v, k in zip(vals, kinds):
-                    acc = sums.setdefault((sl, k), [0.0, 0])
+                    acc = sums.setdefault((st, k), [0.0, 0])
                     acc[0], acc[1] = acc[0] + v, acc[1] + 1
-        lines.append(f"| {name} | " + " | ".join(f"{sums[sl, g][0] / sums[sl, g][1]:.2f}"
-                                                 for sl in ("conflict", "normal") for g in groups) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{sums[st, g][0] / sums[st, g][1]:.2f}"
+                                                 for st in sets for g in groups) + " |")
+    counts = ", ".join(f"{sum(e[0] == st for e in examples)} {st}" for st in sets)
+    return lines + [f"\nmean log pi per token (the byte tokenizer: one token per character), teacher-forced on "
+                    f"the test problems ({counts})"]
+
+
+def exp_credit(args):
+    """(g) Where a sequence-level push lands: credit_table for the shortcut base and each finished `stability`
+    run of --seed."""
     out = os.path.join(args.out, "exp_stability", "credit")
     os.makedirs(out, exist_ok=True)
-    n = {sl: sum(e[0] == sl for e in examples) for sl in ("conflict", "normal")}
-    write_table(out, lines + [f"\nmean log pi per token (the byte tokenizer: one token per character), teacher-forced "
-                              f"on {n['conflict']} conflict and {n['normal']} normal test problems"])
+    write_table(out, credit_table(shortcut_policies(args)))
+
+
+def exp_tokencredit(args):
+    """(l) Where a negative's push lands, isolated, and token-level credit: from ONEPASS_BASES (or --bases),
+    topr with --credit first_error (a diagnostic: it reads the worked solution) and --credit prefix (the
+    group's prefix tree), in (k)'s reuse setting, and prefix in its one-pass setting, seeds --seeds; next to
+    (k)'s topr and sft_pos runs (run if missing). Then credit_table for each policy of seed --seed."""
+    bases = args.bases or ONEPASS_BASES
+    credit = {f"topr_{c}": [*OFF_LOSSES["topr"], "--credit", c] for c in CREDIT_MODES}
+    reuse = {**regime_runs(args, "", bases, {m: OFF_LOSSES[m] for m in ("topr", "sft_pos")}, REGIME),
+             **regime_runs(args, "", bases, credit, REGIME)}
+    one = {**regime_runs(args, "onepass_", bases, {m: OFF_LOSSES[m] for m in ("topr", "sft_pos")}, ONEPASS),
+           **regime_runs(args, "onepass_", bases, {"topr_prefix": credit["topr_prefix"]}, ONEPASS)}
+    methods = ["sft_pos", "topr", *credit]
+    lines = [f"\n**Token-level credit** (c = 0; reuse: one dataset of 64 x 8, {REGIME_EPOCHS} epochs; one pass: "
+             f"{REGIME_EPOCHS * 512} fresh samples once; both {REGIME_EPOCHS * 8} steps of 64; start -> end, mean "
+             f"+- s.e. over seeds {' '.join(map(str, args.seeds))})\n",
+             "| base | method | setting | conflict pass@1 | normal pass@1 | invalid | conflict answers (end): "
+             + " / ".join(ev.ANSWER_KINDS) + " |", "|---|---|---|---|---|---|---|"]
+    for b in bases:
+        for m in methods:
+            for setting, runs in (("reuse", reuse), ("one pass", one)):
+                if (b, m, args.seeds[0]) not in runs:
+                    continue
+                rs = [runs[b, m, s] for s in args.seeds]
+                cells = [f"{statistics.fmean(r[0][f'test_{c}'] for r in rs):.3f} -> " + fmt([r[-1][f"test_{c}"] for r in rs])
+                         for c in ("conflict_pass@1", "normal_pass@1", "invalid")]
+                answers = " / ".join(f"{statistics.fmean(conflict_share(r[-1], k) for r in rs):.2f}"
+                                     for k in ev.ANSWER_KINDS)
+                lines.append(f"| {b} | {m} | {setting} | " + " | ".join(cells) + f" | {answers} |")
+    for b in bases:
+        policies = [("base", regime_base(args, b)[0])] + [
+            (f"{m} ({setting})", os.path.join(args.out, "exp_regime", f"{pre}{b}_{m}_s{args.seed}"))
+            for m in methods for setting, pre in (("reuse", ""), ("one pass", "onepass_"))
+            if os.path.exists(os.path.join(args.out, "exp_regime", f"{pre}{b}_{m}_s{args.seed}", "ckpt.pt"))]
+        lines += [f"\n**Where the push landed, base {b}, seed {args.seed}**\n", *credit_table(policies)]
+    write_table(os.path.join(args.out, "exp_regime"), lines, "table_tokencredit.md")
 
 
 def exp_overlap(args):
@@ -923,7 +973,7 @@ def exp_overlap(args):
 EXPERIMENTS = {"offpolicy": exp_offpolicy, "iterated": exp_iterated, "baseline": exp_baseline,
                "verifier": exp_verifier, "onpolicy": exp_onpolicy, "gradnoise": exp_gradnoise, "errors": exp_errors,
                "stability": exp_stability, "reuse": exp_reuse, "composition": exp_composition, "credit": exp_credit,
-               "overlap": exp_overlap, "regime": exp_regime, "onepass": exp_onepass}
+               "overlap": exp_overlap, "regime": exp_regime, "onepass": exp_onepass, "tokencredit": exp_tokencredit}
 
 
 @common.cli
