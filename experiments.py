@@ -698,32 +698,27 @@ def one_step(problem, swap=False):
 
 
 def exp_errors(args):
-    """What a shortcut-task policy answers, per slice: right, the other operation (on a conflict problem the
-    cue's: the shortcut; on a normal problem the opposite of both cue and verb), another number, or invalid;
-    300 test problems of each slice x 8 samples. The base, then each finished `stability` run of --seed."""
+    """What a shortcut-task policy answers (eval.answer_breakdown): right, the other operation (on a conflict
+    problem the cue's: the shortcut; on a normal problem the opposite of both cue and verb), the other
+    operation with its operands swapped (|a-b|, where a-b < 0), another number, or invalid; per slice and by
+    whether the other operation was possible; 300 test problems of each slice x 8 samples. The base, then
+    each finished `stability` run of --seed."""
     problems = task_flags("shortcut").problems(1000, 0, "test")
+    chosen = [p for p in problems if p.slice == "conflict"][:300] + [p for p in problems if p.slice == "normal"][:300]
     policies = shortcut_policies(args)
-    lines = ["| policy | slice | right | other operation | other number | invalid |", "|---|---|---|---|---|---|"]
+    groups = [f"{sl}_{g}" for sl in ("conflict", "normal") for g in ("possible", "impossible")]
+    lines = ["| policy | slice, other operation | problems | " + " | ".join(ev.ANSWER_KINDS) + " |",
+             "|---|---|---|" + "---|" * len(ev.ANSWER_KINDS)]
     for name, d in policies:
         policy, tok, _ = ev.load_gpt(os.path.join(d, "ckpt.pt"), "cpu")
         name = name if name == "base" else f"{name} (stability, seed {args.seed})"
-        for sl in ("conflict", "normal"):
-            chosen = [p for p in problems if p.slice == sl][:300]
-            texts, _ = ev.sample_answers(policy.eval(), tok, chosen, 8, 1.0, 48,
-                                         torch.Generator().manual_seed(0))
-            counts = {"right": 0, "swap": 0, "other": 0, "invalid": 0}
-            for p, ts in zip(chosen, texts):
-                swap = one_step(p, swap=True)[3]  # the other operation's result
-                for t in ts:
-                    answer = data.extract_answer(t)
-                    counts["invalid" if answer is None else "right" if answer == p.answer
-                           else "swap" if answer == swap else "other"] += 1
-            n = sum(counts.values())
-            lines.append(f"| {name} | {sl} | " + " | ".join(f"{v / n:.3f}" for v in counts.values()) + " |")
+        texts, _ = ev.sample_answers(policy.eval(), tok, chosen, 8, 1.0, 48, torch.Generator().manual_seed(0))
+        res = ev.answer_breakdown(chosen, texts)
+        lines += [f"| {name} | {g.replace('_', ', ')} | {res[f'{g}_n']} | "
+                  + " | ".join(f"{res[f'{g}_{k}']:.3f}" for k in ev.ANSWER_KINDS) + " |" for g in groups if f"{g}_n" in res]
     out = os.path.join(args.out, "exp_onpolicy", "errors")
     os.makedirs(out, exist_ok=True)
     write_table(out, lines + [f"\n{len(policies)} policies x 300 problems per slice x 8 samples"])
-
 
 
 def regime_base(args, name):

@@ -63,6 +63,7 @@ def fake_rl(calls, monkeypatch):
     such a run writes (seeded values: pass@1 at evaluation i of a run with --seed s is 0.1 * s + 0.01 * i on
     every slice)."""
     parse = train_parser(monkeypatch)
+    share = {("possible", "right"): 0.4, ("possible", "other_op"): 0.6, ("impossible", "swapped"): 1.0}
 
     def run_train(argv):
         calls.append(argv)
@@ -75,7 +76,9 @@ def fake_rl(calls, monkeypatch):
                 rows.append({"step": 8 * i, "samples": 512 * i, "logp_reward_pos": -0.5, "logp_reward_neg": -1.0 - i,
                              "frac_neg_ratio_lt1": 0.5})
             rows.append({"iteration": 0 if args.eval_each_epoch else i, "step": 8 * i, "samples": 512 * i,
-                         "test_invalid": 0.0, "test_mean_len": 12.0,
+                         "test_invalid": 0.0, "test_mean_len": 12.0, "test_conflict_possible_n": 3,
+                         "test_conflict_impossible_n": 1, **{f"test_conflict_{g}_{k}": share.get((g, k), 0.0)
+                                                            for g in ("possible", "impossible") for k in ev.ANSWER_KINDS},
                          **{f"test_{sl}pass@1": 0.1 * args.seed + 0.01 * i for sl in ("", "normal_", "conflict_")}})
         with open(os.path.join(args.out, "metrics.jsonl"), "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
@@ -167,11 +170,55 @@ def test_errors_and_credit_on_a_tiny_policy(tmp_path, capsys):
     experiments.main(["errors", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path)])
     rows = [l for l in (tmp_path / "runs" / "exp_onpolicy" / "errors" / "table.md").read_text().splitlines()
             if l.startswith("| base") or l.startswith("| topr")]
-    assert len(rows) == 4  # 2 policies x 2 slices
+    assert len(rows) % 2 == 0 and len(rows) >= 6  # 2 policies x (2 slices, split by whether the shortcut was possible)
+    assert rows[:len(rows) // 2] == [r.replace("| topr (stability, seed 0) |", "| base |") for r in rows[len(rows) // 2:]]
     for r in rows:
-        assert abs(sum(float(x) for x in r.split("|")[3:7]) - 1) < 0.003
+        assert abs(sum(float(x) for x in r.split("|")[4:9]) - 1) < 0.003
     experiments.main(["credit", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path)])
     rows = [l for l in (tmp_path / "runs" / "exp_stability" / "credit" / "table.md").read_text().splitlines()
             if l.startswith("| base") or l.startswith("| topr")]
     assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:]  # the same weights, the same numbers
     assert all(float(x) <= 0 for x in rows[0].split("|")[2:-1])
+
+
+def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatch):
+    """regime, onepass and tokencredit: the train.py commands they run (bases, losses, --credit, the settings),
+    the tables (the paired gain difference, the answers), the regime figure; run outputs faked."""
+    calls = []
+    monkeypatch.setattr(experiments, "run_train", fake_rl(calls, monkeypatch))
+    for i, name in enumerate(experiments.REGIME_BASES):  # the bases exist, with their own evaluation
+        base = tmp_path / "runs" / "exp_regime" / f"base_{name}"
+        base.mkdir(parents=True)
+        (base / "ckpt.pt").touch()
+        row = {"iter": 1200, "test_pass@1": 0.5, **{f"test_{sl}_{m}": 0.1 * i for sl in ("conflict", "normal")
+                                                     for m in ("pass@1", "pass@8")}}
+        (base / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    where = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"), "--seeds", "0", "1"]
+    experiments.main(["regime", *where])
+    assert len(calls) == len(experiments.REGIME_BASES) * len(experiments.REGIME_LOSSES) * 2
+    assert all(c[c.index("--epochs") + 1] == str(experiments.REGIME_EPOCHS) and "--eval-each-epoch" in c for c in calls)
+    assert sum("--conflict-direction" in c for c in calls) == len(experiments.REGIME_LOSSES) * 2  # the add base
+    table = (tmp_path / "runs" / "exp_regime" / "table.md").read_text()
+    # every loss ends like every other (the fake's rows depend on the seed only): gain differences 0, no s.e.
+    assert "| both_c0.03 | 0.200 | 0.200 | 0.200 | 0.200 |" in table
+    assert "| both_c0.01 | topr | 0.050 -> 0.060 -> 0.090 +- 0.050 | 0.050 -> 0.060 -> 0.090 +- 0.050 |" in table
+    assert "| 0.000 +- 0.000 |" in table and "| 0.30 / 0.45 / 0.25 / 0.00 / 0.00 |" in table  # 3:1 possible:impossible
+    assert (tmp_path / "figures" / "topr_regime.png").stat().st_size > 1000
+    n = len(calls)
+    experiments.main(["onepass", *where, "--skip-done"])  # only the one-pass runs are new
+    assert len(calls) - n == len(experiments.ONEPASS_BASES) * len(experiments.ONEPASS_LOSSES) * 2
+    assert all(c[c.index("--prompts") + 1] == str(64 * experiments.REGIME_EPOCHS) and c[c.index("--epochs") + 1] == "1"
+               for c in calls[n:])
+    assert "| both_c0.03 | reinforce | one pass |" in (tmp_path / "runs" / "exp_regime" / "table_onepass.md").read_text()
+    n = len(calls)
+    tabled = []
+    monkeypatch.setattr(experiments, "credit_table", lambda policies: tabled.append(policies) or ["| credit |"])
+    experiments.main(["tokencredit", *where, "--skip-done"])
+    new = calls[n:]
+    assert len(new) == len(experiments.ONEPASS_BASES) * 2 * 3  # first_error and prefix reused, prefix in one pass
+    assert sorted(c[c.index("--credit") + 1] for c in new) == ["first_error"] * 4 + ["prefix"] * 8
+    table = (tmp_path / "runs" / "exp_regime" / "table_tokencredit.md").read_text()
+    assert "| both_c0.01 | topr_prefix | one pass |" in table and "| both_c0.03 | topr_first_error | reuse |" in table
+    assert [name for name, _ in tabled[0]] == ["base", "sft_pos (reuse)", "sft_pos (one pass)", "topr (reuse)",
+                                               "topr (one pass)", "topr_first_error (reuse)", "topr_prefix (reuse)",
+                                               "topr_prefix (one pass)"]
