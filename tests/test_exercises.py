@@ -28,7 +28,8 @@ TARGET = os.environ.get("EXERCISE_TARGET", "solutions")
 if TARGET not in ("solutions", "student"):
     raise ValueError(f"EXERCISE_TARGET must be 'solutions' (default) or 'student', got {TARGET!r}")
 CODING = ["ex01_kv_attention", "ex02_top_p", "ex03_truncated_ratio", "ex04_tapered", "ex05_p_eff",
-          "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote", "ex14_onpolicy_equivalence"]
+          "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote", "ex14_onpolicy_equivalence",
+          "ex15_prefix_tree"]
 
 
 def load(name, target=TARGET):
@@ -48,7 +49,7 @@ def exercise(name):
     return fixture
 
 
-ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14 = (exercise(n) for n in CODING)
+ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14, ex15 = (exercise(n) for n in CODING)
 
 
 # -----------------------------------------------------------------------------
@@ -492,3 +493,28 @@ def test_ex14_length_bias(ex14):
     assert (m_neg - m0) @ grad_inv_len < 0
     torch.testing.assert_close(ex14.exact_moments(pi, reward, 1.0)[0], ex14.exact_moments(pi, reward, 0.0)[0])
 
+
+
+# -----------------------------------------------------------------------------
+# ex15: token-level advantages from the group's prefix tree
+
+def test_ex15_the_prediction_tree(ex15):
+    """The README's tree: "7+3=10" (right) twice, "7-3=4" (the shortcut) once, "8" (a slip) once."""
+    right, short, slip = list("7+3=10"), list("7-3=4"), list("8")
+    adv = ex15.prefix_tree_advantages([right, short, right, slip], [1.0, -1.0, 1.0, -1.0], 4)
+    assert adv[0][0] == pytest.approx(1 / 3) and adv[3] == pytest.approx([-1.0])        # V(7) = 1/3, V() = 0
+    assert adv[0][1] == pytest.approx(2 / 3) and adv[1][1] == pytest.approx(-4 / 3)     # the operator decides
+    assert all(a == 0 for a in adv[0][2:] + adv[1][2:])                               # the arithmetic: nothing
+
+
+def test_ex15_matches_topr_on_random_groups(ex15):
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 3, 8):
+        comps = [torch.randint(0, 3, (int(torch.randint(0, 4, (1,), generator=g)),), generator=g).tolist() + [9]
+                 for _ in range(4 * k)]
+        rewards = torch.where(torch.rand(4 * k, generator=g) < 0.5, 1.0, -1.0)
+        mine = ex15.prefix_tree_advantages(comps, rewards.tolist(), k)
+        ref = topr.prefix_tree_advantages(comps, rewards, k)
+        assert len(mine) == len(ref)
+        for a, b in zip(mine, ref):
+            assert a == pytest.approx(b.tolist(), abs=1e-12)
