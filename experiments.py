@@ -935,7 +935,52 @@ def exp_tokencredit(args):
             for m in methods for setting, pre in (("reuse", ""), ("one pass", "onepass_"))
             if os.path.exists(os.path.join(args.out, "exp_regime", f"{pre}{b}_{m}_s{args.seed}", "ckpt.pt"))]
         lines += [f"\n**Where the push landed, base {b}, seed {args.seed}**\n", *credit_table(policies)]
+    if "default" in args.tasks:  # the default task: scattered slips after long shared prefixes
+        base = base_ckpt(args, "default")
+        d = {m: os.path.join(args.out, "exp_regime", f"default_{m}_s{{}}") for m in ("topr", "topr_prefix")}
+        for s in args.seeds:
+            for m, flags in (("topr", OFF_LOSSES["topr"]), ("topr_prefix", credit["topr_prefix"])):
+                run_unless_done(args, d[m].format(s), ["rl", "--init", base, *OFF_COMMON, *flags, "--seed", str(s),
+                                                       *REGIME])
+        lines += [f"\n**Default task** (its base of (f); the reuse setting; start -> end, seeds "
+                  f"{' '.join(map(str, args.seeds))})\n", "| method | pass@1 | invalid |", "|---|---|---|"]
+        for m in d:
+            rs = [eval_rows(d[m].format(s)) for s in args.seeds]
+            lines.append(f"| {m} | " + " | ".join(f"{statistics.fmean(r[0][f'test_{c}'] for r in rs):.3f} -> "
+                                                  + fmt([r[-1][f"test_{c}"] for r in rs]) for c in ("pass@1", "invalid")) + " |")
+    lines += ["\n**What the tree has to work with** (the first dataset of seed 0: 64 prompts x 8 samples from each "
+              "base)\n", "| base | slice | groups with one reward (no credit) | negatives in mixed groups: share of "
+              "their negative credit on one token | that token is the (first) operator |", "|---|---|---|---|---|"]
+    for b, folder in [(b, regime_base(args, b)[0]) for b in bases] + (
+            [("default", os.path.dirname(base_ckpt(args, "default")))] if "default" in args.tasks else []):
+        lines += tree_stats(b, folder, data.Task(shortcut=True, conflict_direction="add" if b.startswith("add")
+                                                 else "both") if b != "default" else data.Task())
     write_table(os.path.join(args.out, "exp_regime"), lines, "table_tokencredit.md")
+
+
+def tree_stats(name, folder, task):
+    """What prefix-tree credit can do on a base's first dataset (train.py rl's, seed 0): the fraction of groups
+    whose k samples share one reward (every advantage 0), and for each negative of a mixed group the share of
+    its negative credit on its most negative token, and whether that token is the first operator."""
+    policy, tok, _ = ev.load_gpt(os.path.join(folder, "ckpt.pt"), "cpu")
+    problems = task.problems(64, 1, "train", use="rl")
+    batch = train.sample_solutions(policy, tok, problems, 8, 48, seed=0)
+    adv = topr.prefix_tree_advantages(batch.completion, batch.reward, 8)
+    lines = []
+    for sl in task.slices:
+        groups = [g for g, p in enumerate(problems) if sl in ("all", p.slice)]
+        flat = [(g, i) for g in groups if len(set(batch.reward[8 * g:8 * g + 8].tolist())) > 1 for i in range(8 * g, 8 * g + 8)
+                if batch.reward[i] < 0]
+        shares, operator = [], []
+        for g, i in flat:
+            neg = adv[i].clamp(max=0)
+            shares.append((neg.min() / neg.sum()).item())
+            step, at = data.parse_step(batch.text[i]), int(neg.argmin())  # byte tokenizer: token t = character t
+            operator.append(step is not None and batch.text[i].startswith(" " + step[0]) and at == 1 + len(step[0]))
+        single = 1 - len({g for g, _ in flat}) / len(groups) if groups else float("nan")
+        lines.append(f"| {name} | {sl} | {single:.2f} | {statistics.fmean(shares) if shares else float('nan'):.2f} "
+                     f"| {statistics.fmean(operator) if operator else float('nan'):.2f} |")
+    return lines
 
 
 def exp_overlap(args):

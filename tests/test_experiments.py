@@ -179,6 +179,10 @@ def test_errors_and_credit_on_a_tiny_policy(tmp_path, capsys):
             if l.startswith("| base") or l.startswith("| topr")]
     assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:]  # the same weights, the same numbers
     assert all(float(x) <= 0 for x in rows[0].split("|")[2:-1])
+    # what the prefix tree has to work with on this policy's first dataset: fractions, one row per slice
+    stats = experiments.tree_stats("base", str(base), data.Task(shortcut=True))
+    assert [r.split("|")[2].strip() for r in stats] == ["conflict", "normal"]
+    assert all(0 <= float(x) <= 1 for r in stats for x in r.split("|")[3:6] if x.strip() != "nan")
 
 
 def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatch):
@@ -213,12 +217,19 @@ def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatc
     n = len(calls)
     tabled = []
     monkeypatch.setattr(experiments, "credit_table", lambda policies: tabled.append(policies) or ["| credit |"])
+    monkeypatch.setattr(experiments, "tree_stats", lambda name, folder, task: [f"| {name} | tree |"])
+    default = tmp_path / "runs" / "exp_onpolicy" / "base_default"
+    default.mkdir(parents=True)
+    (default / "ckpt.pt").touch()
     experiments.main(["tokencredit", *where, "--skip-done"])
     new = calls[n:]
-    assert len(new) == len(experiments.ONEPASS_BASES) * 2 * 3  # first_error and prefix reused, prefix in one pass
-    assert sorted(c[c.index("--credit") + 1] for c in new) == ["first_error"] * 4 + ["prefix"] * 8
+    # first_error and prefix reused, prefix in one pass; then topr and topr_prefix on the default task
+    assert len(new) == len(experiments.ONEPASS_BASES) * 2 * 3 + 2 * 2
+    assert sorted(c[c.index("--credit") + 1] for c in new if "--credit" in c) == ["first_error"] * 4 + ["prefix"] * 10
+    assert [("--shortcut" in c, "--credit" in c) for c in new[-4:]] == [(False, False), (False, True)] * 2
     table = (tmp_path / "runs" / "exp_regime" / "table_tokencredit.md").read_text()
     assert "| both_c0.01 | topr_prefix | one pass |" in table and "| both_c0.03 | topr_first_error | reuse |" in table
+    assert "| topr_prefix | 0.050 -> 0.090 +- 0.050 |" in table and "| default | tree |" in table
     assert [name for name, _ in tabled[0]] == ["base", "sft_pos (reuse)", "sft_pos (one pass)", "topr (reuse)",
                                                "topr (one pass)", "topr_first_error (reuse)", "topr_prefix (reuse)",
                                                "topr_prefix (one pass)"]
