@@ -454,6 +454,8 @@ def rl(rank, world, device, args):
     # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
     loss_kw = dict(name=args.loss, length_norm=args.length_norm, ppo_eps=args.ppo_eps,
                    max_len=args.max_new_tokens if args.task == "solve" else 1)
+    credit_kw = dict(name=args.loss, length_norm=args.length_norm, max_len=loss_kw["max_len"],  # --credit prefix: the
+                     ratio="token" if args.credit == "first_error" else "sequence")  # sequence ratio (topr.py, 5.)
     metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
     stop = common.StopFlag()
     if master:
@@ -520,17 +522,14 @@ def rl(rank, world, device, args):
                             loss, values = topr.topr_loss(lp.float(), micro.logp_behavior.to(device),
                                                           micro.reward.to(device), baseline=micro.baseline.to(device),
                                                           lengths=lengths, **loss_kw)
-                        else:  # token-level credit: each token its own advantage, laid out like log pi's tokens
+                        else:  # token-level credit (topr.py, 5.): each token its advantage, placed like its log pi
                             tok_lp, compl = per_token
-                            on_tokens = lambda rows: torch.zeros_like(tok_lp, dtype=torch.float32).masked_scatter(
-                                compl, torch.cat(rows).float().to(device))
+                            on_tokens = lambda rows: None if rows is None else torch.zeros_like(tok_lp).masked_scatter(
+                                compl, torch.cat(rows).to(device, tok_lp.dtype))
                             loss, values = topr.token_credit_loss(
-                                tok_lp.float(), compl, micro.logp_behavior.to(device), micro.reward.to(device),
-                                on_tokens(micro.token_adv), name=args.loss, lengths=lengths,
-                                ratio="token" if args.credit == "first_error" else "sequence",
-                                token_logp_behavior=on_tokens(micro.token_logp_behavior)
-                                if args.credit == "first_error" else None,
-                                **{k: v for k, v in loss_kw.items() if k in ("length_norm", "max_len")})
+                                tok_lp, compl, micro.logp_behavior.to(device), micro.reward.to(device),
+                                on_tokens(micro.token_adv), token_logp_behavior=on_tokens(micro.token_logp_behavior),
+                                lengths=lengths, **credit_kw)
                         (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
                     parts.append((idx, loss, ent, {**values, "length": lengths}))
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
