@@ -3,8 +3,9 @@ demo.py -- the end-to-end demo (the README's first command), a few minutes on 2 
 
   1. SFT: train a small GPT from scratch on worked solutions of the shortcut task (a cue word that
      gives the operation away, except in rare conflict problems).
-  2. RL, strongly off-policy: one generated dataset, several epochs, TOPR vs naive REINFORCE vs SFT
-     on the positives, from the same SFT checkpoint and the same dataset; a figure per test slice.
+  2. RL in the TOPR paper's setting: one dataset generated once from the SFT policy, one pass over it (each
+     sample used once), TOPR vs naive REINFORCE vs SFT on the positives (c = 0), from the same checkpoint and
+     the same dataset; a figure per test slice. RESULTS.md (k) maps where TOPR's negatives help.
   3. GSN: train a small deep GSN on the procedural MNIST-like digits; chain and inpainting figures.
 
 Everything goes under --out (default runs/demo). Each stage is a plain call of the same CLI
@@ -55,13 +56,13 @@ def main(argv=None):
         sft_args += ["--max-iters", "30", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--sft-examples", "300",
                      "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2", "--warmup", "5",
                      "--max-new-tokens", "12", "--eval-interval", "30"]
-    else:  # the default budget (1.5 minutes on 2 idle cores): right on normal problems, wrong on conflict ones
-        sft_args += ["--eval-problems", "256", "--eval-k", "4",
+    else:  # the calibrated base's recipe at 2/3 of its budget: right on normal problems, mostly wrong on conflict
+        sft_args += ["--eval-problems", "256", "--eval-k", "4", "--max-iters", "800", "--batch-size", "32",
                      "--sft-conflict-frac", str(data.CALIBRATED_SFT_CONFLICT_FRAC)]
     summary["sft"] = run(train, sft_args)
 
-    # ---- 2. RL, strongly off-policy: ONE dataset sampled from the SFT policy, several epochs over it,
-    #         the same data for topr, reinforce and sft_pos (c = 0; conflict problems are half the prompts)
+    # ---- 2. RL as in the paper: ONE dataset sampled from the SFT policy, one pass over it, the same data for
+    #         topr, reinforce and sft_pos (c = 0; conflict problems are half the prompts)
     print(f"\n[demo 2/3] RL: topr vs reinforce vs sft_pos (elapsed {time.time() - t0:.0f}s)", flush=True)
     rl_common = ["rl", "--shortcut", "--init", os.path.join(sft_dir, "ckpt.pt"), "--seed", seed, "--iterations", "1",
                  "--baseline", "0", "--eval-every", "1"]
@@ -69,12 +70,12 @@ def main(argv=None):
         rl_common += ["--prompts", "4", "--k", "4", "--epochs", "2", "--batch-size", "8", "--micro-batch", "8",
                       "--eval-problems", "4", "--eval-k", "2", "--max-new-tokens", "8"]
     else:
-        rl_common += ["--prompts", "64", "--k", "8", "--epochs", "4", "--batch-size", "32", "--micro-batch", "32",
-                      "--lr", "1e-4", "--eval-problems", "256", "--eval-k", "4", "--eval-each-epoch"]
+        rl_common += ["--prompts", "128", "--k", "8", "--epochs", "1", "--batch-size", "64", "--micro-batch", "64",
+                      "--lr", "1e-4", "--eval-problems", "400", "--eval-k", "4"]
     for name, d in zip(losses, rl_dirs):
         run(train, rl_common + ["--loss", name, "--out", d])
     summary["rl"] = run(ev, ["compare", *rl_dirs, "--labels", *losses, "--out", os.path.join(out, "rl.png"),
-                                   "--title", "shortcut task, strongly off-policy: one dataset, several epochs"])
+                                   "--title", "shortcut task: one dataset of 1,024 samples, one pass, c = 0"])
 
     # ---- 3. GSN
     print(f"\n[demo 3/3] GSN (elapsed {time.time() - t0:.0f}s)", flush=True)
