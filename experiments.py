@@ -1030,7 +1030,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
                    help="onpolicy, stability, reuse, regime, onepass: RL seeds")
     p.add_argument("--bases", nargs="+", choices=list(REGIME_BASES), default=None,
-                   help="regime, onepass: only these SFT bases (default: regime all, onepass ONEPASS_BASES)")
+                   help="regime, onepass, tokencredit: only these SFT bases (default: regime all, the others "
+                        "ONEPASS_BASES)")
     p.add_argument("--iterations", type=common.positive, default=ONPOLICY_ITERATIONS,
                    help="onpolicy: on-policy steps per run (RESULTS (f): 20)")
     p.add_argument("--lr", type=common.positive_float, default=ONPOLICY_LR,
@@ -1052,8 +1053,8 @@ def main(argv=None):
         raise UserError(f"--methods, --length-norm and --optimizer apply to onpolicy and stability, not {args.name}")
     if args.methods and not set(args.methods) <= set(allowed):
         raise UserError(f"{args.name} --methods must be among {', '.join(allowed)}; got {' '.join(args.methods)}")
-    if args.bases and args.name not in ("regime", "onepass"):
-        raise UserError(f"--bases applies to regime and onepass, not {args.name}")
+    if args.bases and args.name not in ("regime", "onepass", "tokencredit"):
+        raise UserError(f"--bases applies to regime, onepass and tokencredit, not {args.name}")
     if args.name == "onpolicy" and args.methods == ["sft_more"]:
         raise UserError("onpolicy --methods needs an RL method next to sft_more (its start row comes from one)")
     os.makedirs(args.figures, exist_ok=True)
