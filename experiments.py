@@ -792,28 +792,35 @@ def exp_regime(args):
             lines.append(f"| {b} | {loss} | " + " | ".join(cells) + f" | {fmt([r[-1]['test_invalid'] for r in rs])} "
                          f"| {answers} | {diff if loss != 'sft_pos' else '-'} |")
     write_table(os.path.join(args.out, "exp_regime"), lines)
+    # the paper's setting next to the map, where `onepass` has run: topr's and reinforce's points, hollow
+    one = {(b, loss, s): eval_rows(os.path.join(args.out, "exp_regime", f"onepass_{b}_{loss}_s{s}"))
+           for b in bases for loss in ONEPASS_LOSSES for s in seeds
+           if os.path.exists(os.path.join(args.out, "exp_regime", f"onepass_{b}_{loss}_s{s}", "ckpt.pt"))}
     plt = common.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for li, loss in enumerate(REGIME_LOSSES):
-        for b in bases:
-            x = base_eval[b]["test_conflict_pass@8"]
-            marker = "o" if b.startswith("both") else "s"
-            if loss != "sft_pos":
-                m, se = mean_se([gain(b, loss, s, "conflict") - gain(b, "sft_pos", s, "conflict") for s in seeds])
-                axes[0].errorbar(x, m, yerr=se, color=f"C{li}", marker=marker, capsize=3,
-                                 label=loss if b == bases[0] else None)
-            m, se = mean_se([gain(b, loss, s, "normal") for s in seeds])
-            axes[1].errorbar(x, m, yerr=se, color=f"C{li}", marker=marker, capsize=3,
-                             label=loss if b == bases[0] else None)
+        for setting, rs in (("reuse", runs), ("one pass", one)):
+            for b in [b for b in bases if all((b, m, s) in rs for m in (loss, "sft_pos") for s in seeds)]:
+                g = lambda m, s, sl: rs[b, m, s][-1][f"test_{sl}_pass@1"] - rs[b, m, s][0][f"test_{sl}_pass@1"]
+                x = base_eval[b]["test_conflict_pass@8"] + 0.007 * (li - 1.5) + 0.03 * (setting == "one pass")
+                style = dict(color=f"C{li}", marker="o" if b.startswith("both") else "s", capsize=3, ms=6,
+                             mfc="none" if setting == "one pass" else f"C{li}")
+                label = f"{loss}{', one pass' if setting == 'one pass' else ''}" if b == bases[0] else None
+                if loss != "sft_pos":
+                    m, se = mean_se([g(loss, s, "conflict") - g("sft_pos", s, "conflict") for s in seeds])
+                    axes[0].errorbar(x, m, yerr=se, label=label, **style)
+                m, se = mean_se([g(loss, s, "normal") for s in seeds])
+                axes[1].errorbar(x, m, yerr=se, label=label, **style)
     axes[0].axhline(0, color="k", lw=0.8)
-    axes[0].set_title("conflict pass@1 gain minus sft_pos' gain", fontsize=9)
-    axes[1].set_title("normal pass@1 change", fontsize=9)
+    axes[0].set_title("conflict pass@1: gain minus sft_pos' gain", fontsize=9)
+    axes[1].set_title("normal pass@1: change", fontsize=9)
     for ax in axes:
-        ax.set_xlabel("base's conflict pass@8 (headroom); square: conflicts in one direction")
+        ax.set_xlabel("the base's conflict pass@8 (headroom)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"off-policy, one dataset, {REGIME_EPOCHS} epochs, c = 0; mean +- s.e. over seeds "
-                 f"{' '.join(map(str, seeds))}", fontsize=10)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"one dataset, c = 0: {REGIME_EPOCHS} epochs (filled) or one pass over {REGIME_EPOCHS}x the samples "
+                 f"(hollow); square: conflicts in one direction; mean +- s.e., seeds {' '.join(map(str, seeds))}",
+                 fontsize=9)
     fig.tight_layout()
     savefig(fig, os.path.join(args.figures, "topr_regime.png"), 80)
 
