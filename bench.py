@@ -245,49 +245,44 @@ GPT2_VOCAB = 50_258  # GPT-2's 50,257 tokens + this repository's pad
 
 
 def update_memory(rows, T, vocab, dev, n_layer=4, n_embd=128):
-    """Peak memory (bytes) of one RL micro-batch, beyond the model's: sequence_logprobs with the entropy
-    (what train.solution_logp runs) forward and backward, `rows` rows of T tokens, under common.autocast.
-    CUDA: torch.cuda.max_memory_allocated. CPU: the growth of the process's peak resident memory (ru_maxrss),
-    so call it in a fresh process (bench_memory does), the sizes in increasing order."""
+    """Peak memory (bytes) of one RL micro-batch: a model at this vocabulary, then sequence_logprobs with the
+    entropy (what train.solution_logp runs) forward and backward, `rows` rows of T tokens, under
+    common.autocast. CUDA: torch.cuda.max_memory_allocated, above what was allocated before. CPU: the process's
+    peak resident memory (ru_maxrss) after the step; bench_memory subtracts the level before the first size
+    (the sizes in increasing order: the peak only grows), so the model's own weights and gradients count."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=n_layer, n_head=4, n_embd=n_embd)).to(dev).eval()
-    tokens = torch.randint(0, vocab, (rows, T), device=dev)
-    compl = torch.zeros(rows, T, dtype=torch.bool, device=dev)
-    compl[:, T // 4:] = True  # a quarter prompt, the rest completion (the loss reads every position anyway)
     cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # (Linux: kilobytes)
+    model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=n_layer, n_head=4, n_embd=n_embd)).to(dev).eval()
+    tokens = torch.randint(0, vocab, (rows, T), device=dev)
+    compl = torch.zeros(rows, T, dtype=torch.bool, device=dev)
+    compl[:, T // 4:] = True  # a quarter prompt, the rest completion (the LM head runs at every position anyway)
     with common.autocast(dev):
         logp, ent = sequence_logprobs(model, tokens, None, compl, return_entropy=True)
     (logp.sum() / rows).backward()
     if cuda:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # (Linux: kilobytes)
 
 
 def bench_memory(threads, args):
-    """update_memory at micro-batch sizes 1, 2, 4, ... at vocab 50,258, side by side with the formula
-    train.default_micro_batch uses: LOGIT_BYTES * rows * T * vocab (the logits and their copies; the small
-    model's activations are a few percent of it)."""
+    """update_memory at micro-batch sizes 1, 2, 4, 8 at vocab 50,258, side by side with the formula that
+    train.default_micro_batch uses: LOGIT_BYTES * rows * T * vocab (the logits and their copies), plus the
+    weights and their gradients (8 bytes per parameter: fp32)."""
     dev = common.get_device(args.device)
-    T, sizes = (64, [1, 2]) if args.quick else (512, [1, 2, 4, 8])
+    T, sizes = (32, [1, 2]) if args.quick else (64, [1, 2, 4, 8])
+    params = GPT(GPTConfig(block_size=T, vocab_size=GPT2_VOCAB, n_layer=4, n_head=4, n_embd=128)).get_num_params(False)
     print(f"peak memory of one RL micro-batch (sequence_logprobs fwd + bwd), vocab {GPT2_VOCAB}, T = {T}, "
-          f"4 x 128 model, {dev.type}{' bf16' if dev.type == 'cuda' else ' fp32'}")
+          f"4 x 128 model ({params / 1e6:.1f}M parameters), {dev.type}{' bf16' if dev.type == 'cuda' else ' fp32'}")
     print(f"{'rows':>5} {'measured MiB':>13} {'formula MiB':>12} {'measured / formula':>19}")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for rows in sizes:
-        if dev.type == "cuda":
-            got = update_memory(rows, T, GPT2_VOCAB, dev)
-        else:  # a fresh process per size: the peak resident memory only grows
-            code = f"import torch, bench; torch.set_num_threads({threads}); print(bench.update_memory({rows}, {T}, {GPT2_VOCAB}, torch.device('cpu')))"
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                 cwd=os.path.dirname(os.path.abspath(__file__)))
-            got = int(out.stdout.split()[-1])
-        formula = train.LOGIT_BYTES * rows * T * GPT2_VOCAB
+        got = update_memory(rows, T, GPT2_VOCAB, dev) - (0 if dev.type == "cuda" else base)
+        formula = train.LOGIT_BYTES * rows * T * GPT2_VOCAB + 8 * params
         print(f"{rows:>5} {got / 2 ** 20:13.0f} {formula / 2 ** 20:12.0f} {got / formula:19.2f}", flush=True)
 
 # =============================================================================
@@ -364,7 +359,7 @@ def gpt2_shape(dev, quick):
     """Rollout and update tokens/s and peak memory at GPT-2's shape (124M: 12 layers, 12 heads, 768 wide;
     vocab 50,258; block 512) under common.autocast, random weights: 16 prompts x 8 samples of 256 tokens after
     256-token prompts; one update of train.default_micro_batch rows of 512 tokens (forward, backward, AdamW).
-    quick (a CPU): 2 layers, 64 wide, block 64, 2 x 2 samples, the same vocabulary."""
+    quick (a CPU): 2 layers, 64 wide, block 64, 2 x 2 samples, an update of 2 rows, the same vocabulary."""
     cfg = (GPTConfig(block_size=64, vocab_size=GPT2_VOCAB, n_layer=2, n_head=2, n_embd=64) if quick else
            GPTConfig(block_size=512, vocab_size=GPT2_VOCAB, n_layer=12, n_head=12, n_embd=768, gelu="tanh"))
     prompts, k, L = (2, 2, cfg.block_size // 2) if quick else (16, 8, 256)
@@ -382,7 +377,7 @@ def gpt2_shape(dev, quick):
         torch.cuda.reset_peak_memory_stats()
     t = timed(rollout, dev)
     print(f"rollout {prompts} x {k} samples, {L} + {L} tokens: {prompts * k * L / t:9.0f} new tok/s | peak {peak()}")
-    rows = train.default_micro_batch(cfg)
+    rows = 2 if quick else train.default_micro_batch(cfg)
     x = torch.randint(0, GPT2_VOCAB - 1, (rows, cfg.block_size), device=dev)
     compl = torch.ones_like(x, dtype=torch.bool)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -433,7 +428,7 @@ def gpu_check(threads, args):
                 sft, rl = _tiny_runs(f"{tmp}/runs", dev)
             first = next(r for r in rl if "mean_ratio" in r)
             gap = next(r for r in rl if "mismatch_mean" in r)
-            print(f"rho under bf16, on-policy: mean {first['mean_ratio']!r}, clipped {first['frac_clipped']} "
+            print(f"rho under bf16, on-policy: mean {first['mean_ratio']!r}, clipped {first['frac_clipped']:g} "
                   f"({'== 1 exactly' if first['mean_ratio'] == 1.0 else 'NOT 1'}) | log mu mismatch (sampler vs "
                   f"training forward) mean {gap['mismatch_mean']:.4f}, max {gap['mismatch_max']:.4f} nats/sequence")
             sl = [r for r in sft if "loss" in r]

@@ -8,10 +8,11 @@ Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under 
 there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
 Read `sft` and `rl` top to bottom: each is the whole algorithm in one function, its helpers above it.
 
-  1. SFT: sft_batch, lr_at, ddp_sync, sft
-  2. RL: Rollout, sample_solutions / solution_logp (solve), sample_verdicts / verdict_policy_logp (verify),
-     curated, minibatches, behaviour_logp (log mu), rl_task, step_stats, rl
-  3. The command line: main, add_run_args, check_args
+  1. SFT: sft_batch, lr_at, ddp_sync, pretrained (--init-from), sft
+  2. RL: Rollout, on_device (a dataset on the device once), sample_solutions / solution_logp (solve),
+     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_logp (log mu), rl_task,
+     step_stats, default_micro_batch, rl
+  3. The command line: main, add_init_from_arg, add_run_args, check_args
 """
 import argparse
 import contextlib

@@ -48,4 +48,6 @@ def test_memory_bench_prints_measured_and_formula(capsys):
     out = capsys.readouterr().out
     lines = [l.split() for l in out.splitlines() if l.split() and l.split()[0] in ("1", "2")]
     assert [l[0] for l in lines] == ["1", "2"]
-    assert all(float(l[2]) == round(train.LOGIT_BYTES * int(l[0]) * 64 * bench.GPT2_VOCAB / 2 ** 20) for l in lines)
+    params = bench.GPT(bench.GPTConfig(block_size=32, vocab_size=bench.GPT2_VOCAB)).get_num_params(False)
+    assert all(float(l[2]) == round((train.LOGIT_BYTES * int(l[0]) * 32 * bench.GPT2_VOCAB + 8 * params) / 2 ** 20)
+               for l in lines)
