@@ -450,15 +450,16 @@ def step_stats(parts, n, grad_norm, step, world, device):
 
 
 # The RL update's memory is mostly one micro-batch's logits, (rows, T, vocab): sequence_logprobs keeps them in
-# fp32 for the backward pass, which makes two more fp32 copies (bench.py memory measures it: RESULTS.md,
-# "GPU readiness"). --micro-batch's default keeps them under MICRO_BATCH_LOGITS bytes at the full context.
-LOGIT_BYTES = 12  # per logit of a micro-batch at the peak of its backward pass (fp32: 3 copies)
+# fp32 for the backward pass, the entropy and the backward pass make a few more fp32 (rows, T, vocab) tensors
+# (bench.py memory measures ~20 bytes per logit at the peak: RESULTS.md, "GPU readiness"). --micro-batch's
+# default keeps them under MICRO_BATCH_LOGITS bytes at the model's full context.
+LOGIT_BYTES = 20  # per logit of a micro-batch at its peak, as measured (CPU fp32)
 MICRO_BATCH_LOGITS = 4 * 2 ** 30
 
 
 def default_micro_batch(config):
     """--micro-batch when it is not given: 128 rows, fewer when their logits at the model's full context would
-    pass MICRO_BATCH_LOGITS (the byte tokenizer: 128; GPT-2's vocabulary at block 512: 10, at 1024: 5)."""
+    pass MICRO_BATCH_LOGITS (the byte tokenizer: 128; GPT-2's vocabulary at block 512: 8, at 1024: 4)."""
     return int(max(1, min(128, MICRO_BATCH_LOGITS // (LOGIT_BYTES * config.block_size * config.vocab_size))))
 
 
@@ -646,7 +647,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=pos, default=512, help="sequences per optimizer step")
     p.add_argument("--micro-batch", type=pos, default=None,
                    help="sequences per forward pass (same update for any value); default 128, fewer at a large "
-                        "vocabulary (default_micro_batch: GPT-2's at block 512: 10)")
+                        "vocabulary (default_micro_batch: GPT-2's at block 512: 8)")
     p.add_argument("--lr", type=posf, default=3e-5, help="learning rate (constant)")
     p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
     p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")

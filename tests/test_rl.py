@@ -175,7 +175,7 @@ def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, 
     logged = [json.loads(l) for l in open(tmp_path / "topr" / "metrics.jsonl") if '"mismatch_mean"' in l]
     assert [(r["mismatch_mean"], r["mismatch_max"]) for r in logged] == [(gap.mean().item(), gap.max().item())]
     if task == "solve":  # and the recomputation is what makes rho 1: decoding with a cache rounds otherwise
-        assert gap.max() > 1e-3
+        assert gap.max() > 0
 
 
 def test_on_policy_ratio_is_exactly_one_with_dropout(tmp_path):

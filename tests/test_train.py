@@ -140,7 +140,7 @@ def test_evaluate_gpt_metrics_on_a_scripted_model(monkeypatch):
 def _byte_folder(folder, vocab):
     """A small random GPT with the byte tokenizer's vocabulary (258), or without its pad (257), in GPT-2's
     Hugging Face layout: as GPT-2's 50,257-token weights stand to --tokenizer gpt2's 50,258."""
-    return save_hf(folder, tiny(vocab_size=vocab, block_size=256, n_embd=32))
+    return save_hf(folder, tiny(vocab_size=vocab, block_size=256, n_embd=32, gelu="tanh"))
 
 
 SMALL_SFT = ["--max-iters", "3", "--batch-size", "8", "--sft-examples", "50", "--val-examples", "8", "--eval-problems",
