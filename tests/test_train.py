@@ -183,7 +183,7 @@ def test_sft_and_rl_init_from_a_folder_start_from_from_pretrained(tmp_path, voca
     (["sft", "--init-from", "{tmp}/empty"], "error: --init-from {tmp}/empty: no weights in {tmp}/empty"),
 ])
 def test_init_from_errors_are_one_line(tmp_path, capsys, argv, message):
-    save_hf(tmp_path / "vocab40", tiny())
+    save_hf(tmp_path / "vocab40", tiny(block_size=256))
     (tmp_path / "empty").mkdir()
     argv = [a.format(tmp=tmp_path) for a in argv] + ["--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as e:
