@@ -5,20 +5,36 @@ interleaved repetitions (the machine is shared and noisy; absolute numbers drift
   python bench.py gpt     KV-cached generation vs full recomputation; training tokens/s
   python bench.py rl      RL rollout and update tokens/s, and where the time goes
   python bench.py gsn     GSN training images/s and matmul FLOP/s vs this machine's matmul peak
-  python bench.py all
-Each section runs at 1 and at 2 threads (--threads 1 2), on --device (auto: cuda if available, else mps,
-else cpu); on a GPU it synchronises around each timed call (CUDA kernels run asynchronously) and reports
-the peak GPU memory.
+  python bench.py memory  peak memory of one RL micro-batch at GPT-2's vocabulary, measured and predicted
+  python bench.py all     the four above
+  python bench.py gpu-check   one prepared check for a GPU (<= 5 min): environment, no stall inside a step,
+                          rho == 1 under bf16, the GPT-2 shape's speed and memory, a short sft + rl, pytest -m gpu;
+                          on a CPU a small version (tests/test_bench.py runs it)
+Each section runs at 1 and at 2 threads (--threads 1 2; on a GPU once), on --device (auto: cuda if available,
+else mps, else cpu); on a GPU the training and update sections run under bf16 autocast, as the trainers do,
+every timed section is warmed up first, it synchronises around each timed call (CUDA kernels run
+asynchronously) and reports the peak GPU memory.
 
   timed, median_time                              wall time of one call / the median of several
   _bench_model, recompute_generate, bench_gpt     bench.py gpt
   bench_rl                                        bench.py rl
   gsn_train_flops, bench_gsn                      bench.py gsn
+  update_memory, bench_memory                     bench.py memory
+  sync_check, bf16, gpt2_shape, gpu_check         bench.py gpu-check
   main                                            the command line
 """
 import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from unittest import mock
 
 import torch
 
@@ -28,7 +44,7 @@ import eval as ev
 import gsn
 import topr
 import train
-from model import GPT, GPTConfig, completion_mask
+from model import GPT, GPTConfig, completion_mask, sequence_logprobs
 
 
 def timed(fn, dev):
@@ -78,8 +94,12 @@ def bench_gpt(threads, args):
     results = {}
     for B in (1, 32):
         idx = torch.randint(0, 256, (B, prompt_len), generator=torch.Generator().manual_seed(B)).to(dev)
-        # same tokens from both (greedy), checked once outside the timing
-        assert torch.equal(model.generate(idx, new_tokens, temperature=0)[0], recompute_generate(model, idx, new_tokens)[:, prompt_len:])
+        # same tokens from both (greedy), checked once outside the timing: exactly on CPU (fp32, tests/test_model.py);
+        # on a GPU the two run other kernels, whose rounding may flip a near-tie: reported, not asserted
+        same = model.generate(idx, new_tokens, temperature=0)[0] == recompute_generate(model, idx, new_tokens)[:, prompt_len:]
+        assert dev.type != "cpu" or bool(same.all())
+        if dev.type != "cpu":
+            print(f"generate B={B:>2}: greedy tokens equal to recomputation's: {same.float().mean().item():.1%}")
         t_cache, t_full = [], []
         for _ in range(args.reps):  # interleaved: both see the same machine load
             t_cache.append(timed(lambda: model.generate(idx, new_tokens, temperature=0), dev))
@@ -94,11 +114,12 @@ def bench_gpt(threads, args):
     x = torch.randint(0, 256, (32, 128), device=dev)
 
     def step():
-        _, loss = model(x, x)
+        with common.autocast(dev):  # as train.py sft: bf16 on CUDA
+            _, loss = model(x, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    step()
+    step()  # warm-up
     tt = median_time(step, args.reps, dev)
     print(f"train (32x128 tokens, fwd+bwd+AdamW): {32 * 128 / tt:9.0f} tok/s", flush=True)
     return results
@@ -128,9 +149,10 @@ def bench_rl(threads, args):
             return model.generate(enc, 48, eos_id=tok.eos_id, num_samples=k, generator=g, pad_id=tok.pad_id)[0]
         return model.generate([p for p in enc for _ in range(k)], 48, eos_id=tok.eos_id, generator=g, pad_id=tok.pad_id)[0]
 
-    tokens = generate()
+    tokens = generate()  # also the warm-up
     n_gen = int(completion_mask(tokens, tok.eos_id).sum())
     t_gen = median_time(generate, args.reps, dev)
+    generate(False)  # warm-up
     t_gen_noshare = median_time(lambda: generate(False), max(1, args.reps // 2), dev)
     t_score = median_time(lambda: [data.reward(t, p.answer) for t, p in zip(
         ev.decode_completions(tok, tokens.cpu())[1], [p for p in problems for _ in range(k)])], args.reps, dev)
@@ -143,11 +165,13 @@ def bench_rl(threads, args):
         opt.zero_grad(set_to_none=True)
         for s in range(0, len(batch), micro_batch):
             mb = batch[range(s, min(s + micro_batch, len(batch)))]
-            logp, lengths, _, _ = train.solution_logp(model, tok, mb, dev)
+            with common.autocast(dev):  # as train.py rl: bf16 on CUDA
+                logp, lengths, _, _ = train.solution_logp(model, tok, mb, dev)
             loss, _ = topr.topr_loss(logp, mb.logp_behavior.to(dev), mb.reward.to(dev), baseline=mb.baseline.to(dev),
                                      lengths=lengths)
             (loss * len(mb) / len(batch)).backward()
         opt.step()
+    update()  # warm-up
     t_upd = median_time(update, max(1, args.reps // 2), dev)
     total = t_gen + t_score + t_upd
     print(f"rollout {prompts} prompts x {k} samples: generation {n_gen / t_gen:8.0f} new tok/s ({t_gen:.2f}s; "
@@ -214,21 +238,242 @@ def bench_gsn(threads, args):
         print(f"{name:<28} {batch / t:8.0f} {flops / t / 1e9:8.1f} {flops / t / peak:8.0%}", flush=True)
 
 # =============================================================================
+# Memory of the RL update at GPT-2's vocabulary (bench.py memory)
+# =============================================================================
+
+GPT2_VOCAB = 50_258  # GPT-2's 50,257 tokens + this repository's pad
+
+
+def update_memory(rows, T, vocab, dev, n_layer=4, n_embd=128):
+    """Peak memory (bytes) of one RL micro-batch: a model at this vocabulary, then sequence_logprobs with the
+    entropy (what train.solution_logp runs) forward and backward, `rows` rows of T tokens, under
+    common.autocast. CUDA: torch.cuda.max_memory_allocated, above what was allocated before. CPU: the process's
+    peak resident memory (ru_maxrss) after the step; bench_memory subtracts the level before the first size
+    (the sizes in increasing order: the peak only grows), so the model's own weights and gradients count."""
+    torch.manual_seed(0)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=n_layer, n_head=4, n_embd=n_embd)).to(dev).eval()
+    tokens = torch.randint(0, vocab, (rows, T), device=dev)
+    compl = torch.zeros(rows, T, dtype=torch.bool, device=dev)
+    compl[:, T // 4:] = True  # a quarter prompt, the rest completion (the LM head runs at every position anyway)
+    with common.autocast(dev):
+        logp, ent = sequence_logprobs(model, tokens, None, compl, return_entropy=True)
+    (logp.sum() / rows).backward()
+    if cuda:
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # (Linux: kilobytes)
+
+
+def bench_memory(threads, args):
+    """update_memory at micro-batch sizes 1, 2, 4, 8 at vocab 50,258, side by side with the formula that
+    train.default_micro_batch uses: LOGIT_BYTES * rows * T * vocab (the logits and their copies), plus the
+    weights and their gradients (8 bytes per parameter: fp32)."""
+    dev = common.get_device(args.device)
+    T, sizes = (32, [1, 2]) if args.quick else (64, [1, 2, 4, 8])
+    params = GPT(GPTConfig(block_size=T, vocab_size=GPT2_VOCAB, n_layer=4, n_head=4, n_embd=128)).get_num_params(False)
+    print(f"peak memory of one RL micro-batch (sequence_logprobs fwd + bwd), vocab {GPT2_VOCAB}, T = {T}, "
+          f"4 x 128 model ({params / 1e6:.1f}M parameters), {dev.type}{' bf16' if dev.type == 'cuda' else ' fp32'}")
+    print(f"{'rows':>5} {'measured MiB':>13} {'formula MiB':>12} {'measured / formula':>19}")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for rows in sizes:
+        got = update_memory(rows, T, GPT2_VOCAB, dev) - (0 if dev.type == "cuda" else base)
+        formula = train.LOGIT_BYTES * rows * T * GPT2_VOCAB + 8 * params
+        print(f"{rows:>5} {got / 2 ** 20:13.0f} {formula / 2 ** 20:12.0f} {got / formula:19.2f}", flush=True)
+
+# =============================================================================
+# One prepared check for a GPU (bench.py gpu-check)
+# =============================================================================
+
+
+@contextlib.contextmanager
+def bf16(dev):
+    """common.autocast in bf16 on any device: on CUDA it already is; on a CPU, where the trainers run fp32,
+    this gives the small version of gpu-check bf16's numerics."""
+    if dev.type == "cuda":
+        yield
+        return
+    with mock.patch.object(common, "autocast", lambda device: torch.autocast(device.type, dtype=torch.bfloat16)):
+        yield
+
+
+def _tiny_runs(folder, dev, rl_extra=()):
+    """A short train.py sft, then one rl iteration from it, on dev: (sft metrics rows, rl metrics rows)."""
+    d = ["--device", str(dev)]
+    train.main(["sft", "--out", f"{folder}/sft", "--max-iters", "4", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--batch-size", "8", "--sft-examples", "50", "--val-examples", "8", "--eval-problems", "2", "--eval-k", "1",
+                "--warmup", "1", "--log-interval", "1", "--eval-interval", "4", "--max-new-tokens", "8", *d])
+    train.main(["rl", "--init", f"{folder}/sft/ckpt.pt", "--out", f"{folder}/rl", "--prompts", "4", "--k", "4",
+                "--batch-size", "16", "--micro-batch", "8", "--iterations", "1", "--eval-problems", "2", "--eval-k", "1",
+                "--max-new-tokens", "8", "--baseline", "0", *rl_extra, *d])
+    read = lambda run: [json.loads(line) for line in open(f"{folder}/{run}/metrics.jsonl")]
+    return read("sft"), read("rl")
+
+
+def sync_check(dev, folder):
+    """A short sft and one rl iteration on dev (CUDA) with torch.cuda.set_sync_debug_mode("error") inside every
+    optimizer step: a read on the host there (.item(), a copy from ordinary memory, bool(tensor)) raises.
+    The steps' bounds are train.py's own functions, wrapped: an SFT step from lr_at to its log line's one read
+    (check_pending, --log-interval 1); an RL step from its minibatch (minibatches' yield; log mu's
+    recomputation too) to step_stats' one transfer, then on to the next minibatch. Returns how many steps ran."""
+    steps = {"sft": 0, "rl": 0}
+    mode = torch.cuda.set_sync_debug_mode
+    lr_at, check_pending, minibatches, step_stats = train.lr_at, common.check_pending, train.minibatches, train.step_stats
+
+    def sft_step_starts(*a):
+        steps["sft"] += 1
+        mode("error")
+        return lr_at(*a)
+
+    def read_once(*a, **k):
+        mode("default")
+        return check_pending(*a, **k)
+
+    def rl_steps(*a):
+        for item in minibatches(*a):
+            steps["rl"] += 1
+            mode("error")
+            yield item
+        mode("default")
+
+    def stats_once(*a):
+        mode("default")
+        out = step_stats(*a)
+        mode("error")
+        return out
+
+    try:
+        with mock.patch.object(train, "lr_at", sft_step_starts), mock.patch.object(common, "check_pending", read_once), \
+                mock.patch.object(train, "minibatches", rl_steps), mock.patch.object(train, "step_stats", stats_once):
+            _tiny_runs(folder, dev)
+    finally:
+        mode("default")
+    return steps
+
+
+def gpt2_shape(dev, quick):
+    """Rollout and update tokens/s and peak memory at GPT-2's shape (124M: 12 layers, 12 heads, 768 wide;
+    vocab 50,258; block 512) under common.autocast, random weights: 16 prompts x 8 samples of 256 tokens after
+    256-token prompts; one update of train.default_micro_batch rows of 512 tokens (forward, backward, AdamW).
+    quick (a CPU): 2 layers, 64 wide, block 64, 2 x 2 samples, an update of 2 rows, the same vocabulary."""
+    cfg = (GPTConfig(block_size=64, vocab_size=GPT2_VOCAB, n_layer=2, n_head=2, n_embd=64) if quick else
+           GPTConfig(block_size=512, vocab_size=GPT2_VOCAB, n_layer=12, n_head=12, n_embd=768, gelu="tanh"))
+    prompts, k, L = (2, 2, cfg.block_size // 2) if quick else (16, 8, 256)
+    torch.manual_seed(0)
+    model = GPT(cfg).to(dev).eval()
+    cuda = dev.type == "cuda"
+    peak = lambda: f"{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB" if cuda else "n/a on CPU (bench.py memory)"
+    idx = torch.randint(0, GPT2_VOCAB - 1, (prompts, L), device=dev)
+
+    def rollout():
+        with common.autocast(dev):
+            model.generate(idx, L, num_samples=k, generator=torch.Generator(device=dev).manual_seed(0))
+    rollout()  # warm-up
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t = timed(rollout, dev)
+    print(f"rollout {prompts} x {k} samples, {L} + {L} tokens: {prompts * k * L / t:9.0f} new tok/s | peak {peak()}")
+    rows = 2 if quick else train.default_micro_batch(cfg)
+    x = torch.randint(0, GPT2_VOCAB - 1, (rows, cfg.block_size), device=dev)
+    compl = torch.ones_like(x, dtype=torch.bool)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def update():
+        with common.autocast(dev):
+            logp, _ = sequence_logprobs(model, x, None, compl, return_entropy=True)
+        opt.zero_grad(set_to_none=True)
+        (-logp.sum() / x.numel()).backward()
+        opt.step()
+    update()  # warm-up
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t = timed(update, dev)
+    print(f"update, micro-batch {rows} x {cfg.block_size} tokens (the default): {x.numel() / t:9.0f} tok/s | peak {peak()}")
+
+
+def gpu_check(threads, args):
+    """bench.py gpu-check (the module docstring). Each part prints one line or a few; a failed part says so and
+    the others still run; exit status 1 if any failed."""
+    dev = common.get_device(args.device)
+    cuda, failed = dev.type == "cuda", []
+    name = torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine()
+    print(f"environment: torch {torch.__version__}, CUDA {torch.version.cuda}, {dev} ({name}), python "
+          f"{platform.python_version()}, {threads} thread(s)" + (f", bf16 {torch.cuda.is_bf16_supported()}, "
+                                                               f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}" if cuda else ""))
+
+    def part(what, fn):
+        t0 = time.time()
+        try:
+            fn()
+        except Exception as e:  # report and go on: one broken part should not hide the others
+            failed.append(what)
+            print(f"{what}: FAILED: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", flush=True)
+        print(f"  ({what}: {time.time() - t0:.0f}s)", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        def sync():
+            if not cuda:
+                print("sync: skipped (no CUDA; torch.cuda.set_sync_debug_mode needs a GPU)")
+                return
+            with contextlib.redirect_stdout(open(os.devnull, "w")):
+                steps = sync_check(dev, f"{tmp}/sync")
+            print(f"sync: no stall inside {steps['sft']} sft steps and {steps['rl']} rl steps (log mu's recomputation included)")
+
+        def runs():
+            with bf16(dev), contextlib.redirect_stdout(open(os.devnull, "w")):
+                sft, rl = _tiny_runs(f"{tmp}/runs", dev)
+            first = next(r for r in rl if "mean_ratio" in r)
+            gap = next(r for r in rl if "mismatch_mean" in r)
+            print(f"rho under bf16, on-policy: mean {first['mean_ratio']!r}, clipped {first['frac_clipped']:g} "
+                  f"({'== 1 exactly' if first['mean_ratio'] == 1.0 else 'NOT 1'}) | log mu mismatch (sampler vs "
+                  f"training forward) mean {gap['mismatch_mean']:.4f}, max {gap['mismatch_max']:.4f} nats/sequence")
+            sl = [r for r in sft if "loss" in r]
+            print(f"sft + rl: sft loss {sl[0]['loss']:.3f} -> {sl[-1]['loss']:.3f} in {len(sl)} steps; rl step loss "
+                  f"{first['loss']:.4f}, grad norm {first['grad_norm']:.4f}")
+            if first["mean_ratio"] != 1.0:
+                raise AssertionError("on-policy rho is not exactly 1 under bf16")
+
+        def gpu_tests():
+            if not cuda:
+                print("pytest -m gpu: skipped (no CUDA)")
+                return
+            out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
+                                 capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+            lines = out.stdout.strip().splitlines()
+            print("pytest -m gpu: " + (lines[-1] if lines else out.stderr.strip()[-300:]))
+            if out.returncode:
+                print("\n".join(lines[-30:]))
+                raise AssertionError(f"pytest -m gpu exited with {out.returncode}")
+
+        part("sync", sync)
+        part("bf16 + short run", runs)
+        part("GPT-2 shape", lambda: gpt2_shape(dev, quick=not cuda))
+        part("gpu tests", gpu_tests)
+    print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'all passed'}", flush=True)
+    if failed:
+        raise common.UserError(f"gpu-check: {len(failed)} part(s) failed: {', '.join(failed)}")
+
+# =============================================================================
 
 @common.cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["gpt", "rl", "gsn", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["gpt", "rl", "gsn", "memory", "all", "gpu-check"], nargs="?", default="all")
     parser.add_argument("--threads", type=common.positive, nargs="+", default=[1, 2], help="torch threads, one run each")
     parser.add_argument("--reps", type=common.positive, default=5, help="interleaved repetitions (medians)")
     parser.add_argument("--ckpt", default=None, help="bench rl: a trained policy (e.g. runs/sft/ckpt.pt)")
     common.add_device_arg(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test (no real numbers)")
     args = parser.parse_args(argv)
-    benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn}
+    benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn, "memory": bench_memory, "gpu-check": gpu_check}
     cuda = common.get_device(args.device).type == "cuda"  # a device this machine lacks: a one-line error
-    for what in (list(benches) if args.what == "all" else [args.what]):
-        for t in args.threads:
+    threads = args.threads[:1] if cuda or args.what == "gpu-check" else args.threads  # CPU threads matter on a CPU only
+    for what in (list(benches)[:4] if args.what == "all" else [args.what]):
+        for t in threads:
             torch.set_num_threads(t)
             print(f"===== {what}, {t} thread(s) =====", flush=True)
             if cuda:

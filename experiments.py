@@ -21,10 +21,14 @@ experiments.py -- the TOPR experiments of RESULTS.md, one command each, fixed se
   python experiments.py reuse        (h) sample reuse at equal samples generated: E = 1, 2, 4, 8 epochs per dataset
   python experiments.py composition  (i) TOPR's p_eff by the baseline c and by curation, on (g)'s dataset
   python experiments.py overlap      how often a held-out test problem's worked solution is a training problem's
+  python experiments.py regime       (k) the regime map: 4 SFT bases (headroom, conflict direction), one dataset,
+                                         4 epochs, topr vs sft_pos vs tis vs reinforce (c = 0), seeds --seeds
+  python experiments.py onepass      (k) the paper's setting: one pass over 4x the samples, the same steps
+  python experiments.py tokencredit  (l) where a negative's push lands: --credit first_error and prefix
 
 (a)-(e) start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by
 `python train.py sft --out runs/sft`); (f)-(j) from the two bases of (f), which `onpolicy` trains (and any
-other command that needs a missing one). Each run is a plain `train.py` call, printed before it runs; results
+other command that needs a missing one); (k)-(l) from the bases of REGIME_BASES, trained when missing. Each run is a plain `train.py` call, printed before it runs; results
 go under runs/exp_<name>/, the figure to figures/, and a markdown table to stdout and runs/exp_<name>/table.md.
 
 The file, top to bottom:

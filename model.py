@@ -14,7 +14,7 @@ Read in this order (the file's order):
   5. the helpers of forward and generate:
      left_pad, completion_mask, attention_mask      padding and masks
      _filter_logits, exponential_race, sample_next  top-k / top-p truncation and drawing the next token
-  6. pack, sequence_logprobs, verdict_logp, entropy -- the same per-token log-probs of given completions
+  6. pack, sequence_logprobs, verdict_logp(_at), entropy -- the same per-token log-probs of given completions
      in one forward pass (what the RL loss differentiates), the verifier's log pi(Yes | x), log pi(No | x),
      and the policy's entropy.
   7. GPT.from_pretrained(folder) and read_safetensors -- GPT-2's weights in the Hugging Face layout, or a
@@ -266,9 +266,12 @@ class GPT(nn.Module):
         return logits, loss
 
     def new_cache(self, B, T_max):
+        """A cache in the dtype attention produces: the autocast dtype under autocast (bf16: half the memory
+        of fp32, and no cast per step), else the weights'."""
         c = self.config
         p = self.lm_head.weight
-        return KVCache(c.n_layer, B, c.n_head, T_max, c.n_embd // c.n_head, p.device, p.dtype)
+        dtype = torch.get_autocast_dtype(p.device.type) if torch.is_autocast_enabled(p.device.type) else p.dtype
+        return KVCache(c.n_layer, B, c.n_head, T_max, c.n_embd // c.n_head, p.device, dtype)
 
     @torch.inference_mode()
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
@@ -284,6 +287,7 @@ class GPT(nn.Module):
         Returns (tokens (B*num_samples, T_new) long, logprobs (B*num_samples, T_new) float) where
         logprobs are log pi(token) under the UNTEMPERED, UNTRUNCATED model distribution (TOPR's
         behaviour log-probs, log mu), and T_new <= max_new_tokens (stops early when all rows are done).
+        Under autocast (bf16) it runs in the training precision, the KV cache in the autocast dtype.
         done_check_every: decode steps between two checks for "all rows done" (default: every step on
         CPU, DONE_CHECK_EVERY on a GPU); the output does not depend on it.
         """
@@ -308,8 +312,10 @@ class GPT(nn.Module):
             raise ValueError(f"prompt of {T} tokens + max_new_tokens={max_new_tokens} exceeds "
                              f"block_size={self.config.block_size}")
         cache = self.new_cache(B, T + max_new_tokens)
-        logits, _ = self(idx, pad_mask=pad_mask, cache=cache)  # prefill: one forward over all prompts
-        logits = logits[:, -1, :]
+        # prefill: one forward over all prompts; the LM head only at the last position, the one sampled from
+        # (left-padded: T - 1 in every row), not a (B, T, vocab) tensor of logits never read
+        last = torch.full((B,), T - 1, dtype=torch.long, device=device)
+        logits = self(idx, pad_mask=pad_mask, cache=cache, logits_at=last)[0][:, 0, :]
         if num_samples > 1:
             cache.repeat_rows(num_samples)
             logits = logits.repeat_interleave(num_samples, dim=0)
@@ -446,10 +452,13 @@ def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False,
     return_entropy, also the per-token entropy of pi at those positions (for logging).
     Memory, which a 50k vocabulary makes matter: log pi(token) = logit(token) - logsumexp(logits), so no
     (B, T, vocab) log-softmax copy is kept for the backward pass; the entropy is a statistic, computed
-    without gradients, `chunk` rows at a time."""
-    pad_mask = pad_mask[:, :-1]
-    if bool((pad_mask[:, 1:] <= pad_mask[:, :-1]).all()):
-        pad_mask = None  # padding only at the end of rows: causal attention already ignores it
+    without gradients, `chunk` rows at a time.
+    pad_mask None: the rows are padded only at their ends, as `pack` lays them out (the RL updates pass None
+    rather than a check here, which reads the device on the host: one stall per micro-batch on a GPU)."""
+    if pad_mask is not None:
+        pad_mask = pad_mask[:, :-1]
+        if bool((pad_mask[:, 1:] <= pad_mask[:, :-1]).all()):
+            pad_mask = None  # padding only at the end of rows: causal attention already ignores it
     logits, _ = model(tokens[:, :-1], pad_mask=pad_mask)
     logits = logits.float()  # (a no-op in fp32; under bf16 autocast, log-probs in fp32)
     logp = logits.gather(2, tokens[:, 1:, None]).squeeze(2) - torch.logsumexp(logits, dim=-1)
@@ -468,12 +477,20 @@ def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
     pass; gradients flow: the generative verifier's log pi, on the RL gradient path like sequence_logprobs. restricted=False: the unrestricted next-token log-probs of the two tokens."""
     device = next(model.parameters()).device
     tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
-    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
-    logits, _ = model(tokens.to(device), logits_at=last)  # the LM head at each prompt's last token only
+    last = torch.tensor([len(p) - 1 for p in prompts])
+    return verdict_logp_at(model, tokens.to(device), last.to(device), yes_no, restricted)
+
+
+def verdict_logp_at(model, tokens, last, yes_no, restricted=True):
+    """verdict_logp of rows already on the device: tokens (B, T) padded at the ends of rows only, last (B,)
+    each row's last prompt position (what follows it in the row is never read: attention is causal)."""
+    logits, _ = model(tokens, logits_at=last)  # the LM head at each prompt's last token only
     logits = logits[:, 0].float()  # (B, vocab): next-token logits
+    # the two columns as views, stacked: indexing with a list would copy an index to the device (a stall)
+    pair = lambda x: torch.stack([x[:, yes_no[0]], x[:, yes_no[1]]], dim=1)
     if restricted:
-        return F.log_softmax(logits[:, list(yes_no)], dim=-1)
-    return F.log_softmax(logits, dim=-1)[:, list(yes_no)]
+        return F.log_softmax(pair(logits), dim=-1)
+    return pair(F.log_softmax(logits, dim=-1))
 
 
 def entropy(logits):

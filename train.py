@@ -8,13 +8,15 @@ Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under 
 there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
 Read `sft` and `rl` top to bottom: each is the whole algorithm in one function, its helpers above it.
 
-  1. SFT: sft_batch, lr_at, ddp_sync, sft
-  2. RL: Rollout, sample_solutions / solution_logp (solve), sample_verdicts / verdict_policy_logp (verify),
-     curated, minibatches, behaviour_logp (log mu), rl_task, step_stats, rl
-  3. The command line: main, add_run_args, check_args
+  1. SFT: sft_batch, lr_at, ddp_sync, pretrained (--init-from), sft
+  2. RL: Rollout, on_device (a dataset on the device once), sample_solutions / solution_logp (solve),
+     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_logp (log mu), rl_task,
+     step_stats, default_micro_batch, rl
+  3. The command line: main, add_init_from_arg, add_run_args, check_args
 """
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -28,7 +30,7 @@ import data
 import eval as ev
 import topr
 from common import UserError
-from model import GPT, GPTConfig, pack, sequence_logprobs, verdict_logp
+from model import GPT, GPTConfig, pack, sequence_logprobs, verdict_logp, verdict_logp_at
 
 # -----------------------------------------------------------------------------
 # SFT: next-token prediction on worked solutions
@@ -44,7 +46,7 @@ def sft_batch(examples, ix, pad_id, device):
         s = torch.tensor(p + c)
         x[r, :len(s) - 1] = s[:-1]
         y[r, len(p) - 1:len(s) - 1] = s[len(p):]  # predict the completion only
-    return x.to(device), y.to(device)
+    return common.to_device(x, device), common.to_device(y, device)  # on CUDA: queued, the host does not wait
 
 
 def lr_at(it, lr, min_lr, warmup, max_iters):
@@ -59,6 +61,24 @@ def ddp_sync(model, world, last):
     """Under DDP, all-reduce the gradients once per optimizer step: skip it for all but the last
     micro-batch of this process (no_sync); a single process needs nothing."""
     return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
+
+
+def pretrained(folder, tok, **overrides):
+    """--init-from: GPT.from_pretrained(folder) (GPT-2's weights in the Hugging Face layout, or a nanoGPT
+    checkpoint) for this tokenizer. The weights' vocabulary must be the tokenizer's, or the tokenizer's without
+    its pad (GPT-2's 50,257 tokens for --tokenizer gpt2's 50,258), the pad row then added by from_pretrained
+    (the file is read a second time). Any problem is a one-line UserError."""
+    try:
+        model = GPT.from_pretrained(folder, **overrides)
+        n = model.config.vocab_size
+        if n not in (tok.vocab_size - 1, tok.vocab_size):
+            raise UserError(f"--init-from {folder}: the weights have a {n}-token vocabulary, the tokenizer {tok.name!r} "
+                            f"{tok.vocab_size} tokens; they must match (GPT-2's weights need --tokenizer gpt2)")
+        return model if n == tok.vocab_size else GPT.from_pretrained(folder, vocab_size=tok.vocab_size, **overrides)
+    except UserError:
+        raise
+    except ValueError as e:  # from_pretrained's errors are one-line ValueErrors
+        raise UserError(f"--init-from {folder}: {e}") from None
 
 
 def plain_args(args):
@@ -86,6 +106,9 @@ def sft(rank, world, device, args):
     if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
         init = common.load_checkpoint(args.init, kind="gpt")
         cfg = GPTConfig(**init["model_config"])
+    elif args.init_from:  # pretrained weights from a folder (GPT-2's): --block-size keeps their first positions
+        init = pretrained(args.init_from, tok, dropout=args.dropout, block_size=args.block_size)
+        init, cfg = {"model": init.state_dict()}, init.config
     else:
         if args.n_embd % args.n_head:
             raise UserError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
@@ -95,7 +118,7 @@ def sft(rank, world, device, args):
     if longest > cfg.block_size:
         raise UserError(f"longest example has {longest} tokens > --block-size {cfg.block_size}")
     model = GPT(cfg).to(device)
-    if args.init:
+    if args.init or args.init_from:
         model.load_state_dict(init["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)  # the batch order
@@ -222,15 +245,36 @@ class Rollout:
     baseline: torch.Tensor = None  # (N,) c, set after sampling (step 2 of the loop)
     token_adv: list = None         # N (len,) tensors: each token's advantage, --credit prefix or first_error
     token_logp_behavior: list = None  # N (len,) tensors: each token's log mu, --credit first_error
+    tokens: torch.Tensor = None    # (N, T) each prompt + completion as `pack` lays them out, on the device (on_device)
+    compl_mask: torch.Tensor = None  # (N, T) True on the completion's tokens (pack's)
 
     def __len__(self):
         return len(self.prompt)
 
     def __getitem__(self, idx):
-        """The rows idx (a list or 1-D tensor of indices), as a Rollout."""
-        idx = torch.as_tensor(idx, dtype=torch.long).tolist()
-        pick = lambda v: None if v is None else [v[i] for i in idx] if isinstance(v, list) else v[idx]
+        """The rows idx (a list or 1-D tensor of indices, on the host), as a Rollout. Tensors on a GPU are
+        indexed with one copy of idx there (common.to_device: the host does not wait)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        rows, on = idx.tolist(), {}
+
+        def pick(v):
+            if v is None or isinstance(v, list):
+                return None if v is None else [v[i] for i in rows]
+            if v.device not in on:
+                on[v.device] = common.to_device(idx, v.device)
+            return v[on[v.device]]
         return Rollout(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+
+
+def on_device(batch, tok, device):
+    """The dataset on the training device, copied ONCE (rl does it once per dataset), so that no update reads
+    the host (on a GPU each such read is a stall): log mu, the reward, the baseline, and every row laid out by
+    `pack` (right-padded: padding only at the ends of rows, known without a check on the device). The token
+    lists (a micro-batch's width is read from them), texts and the invalid flags stay on the host."""
+    tokens, _, compl = pack(batch.prompt, batch.completion, tok.pad_id)
+    up = lambda t: None if t is None else common.to_device(t, device)
+    return dataclasses.replace(batch, logp_behavior=up(batch.logp_behavior), reward=up(batch.reward),
+                               baseline=up(batch.baseline), tokens=up(tokens), compl_mask=up(compl))
 
 
 def in_chunks(n, size, rank, world, work):
@@ -254,7 +298,8 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
     def work(c, s, e):
         chunk = problems[s:e]
         gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
-        rows = ev.sample_completions(policy, tok, prompts[s:e], k, max_new_tokens, 1.0, gen)
+        with common.autocast(policy.lm_head.weight.device):  # rollouts in the training precision (bf16 on CUDA)
+            rows = ev.sample_completions(policy, tok, prompts[s:e], k, max_new_tokens, 1.0, gen)
         return [(prompts[s + r // k], comp, text, logp, data.reward(text, chunk[r // k].answer), data.is_invalid(text),
                  first_departure(comp, references[s + r // k])) for r, (comp, text, logp) in enumerate(rows)]
 
@@ -274,11 +319,15 @@ def first_departure(completion, reference):
 
 
 def solution_logp(model, tok, batch, device):
-    """log pi(completion | prompt) summed over its tokens (B,), the completion lengths (B,), the entropy of
-    pi summed over all the completion tokens (for logging), and (per-token log pi (B, T), the completion
-    mask (B, T)) for token-level credit. One forward pass; gradients flow."""
-    tokens, pad_mask, compl = (t.to(device) for t in pack(batch.prompt, batch.completion, tok.pad_id))
-    tok_logp, ent = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
+    """log pi(completion | prompt) summed over its tokens (B,), the completion lengths (B,), the entropy of pi
+    summed over all the completion tokens (for logging), and (per-token log pi (B, T), the completion mask
+    (B, T)) for token-level credit. One forward pass; gradients flow. The rows of a dataset packed once by
+    on_device (a batch that is not is packed here), cut to this batch's longest row: the same tensors as
+    packing the batch alone."""
+    batch = batch if batch.tokens is not None else on_device(batch, tok, device)
+    T = max(len(p) + len(c) for p, c in zip(batch.prompt, batch.completion))  # from the host's lists: no read
+    tokens, compl = batch.tokens[:, :T], batch.compl_mask[:, :T]
+    tok_logp, ent = sequence_logprobs(model, tokens, None, compl, return_entropy=True)  # None: padded at the ends
     return topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum(), (tok_logp, compl)
 
 
@@ -308,7 +357,8 @@ def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, ra
     verifier.eval()
 
     def work(c, s, e):
-        lp = verdict_logp(verifier, prompts[s:e], yes_no, tok.pad_id).cpu()
+        with common.autocast(next(verifier.parameters()).device):  # the training precision, as rollouts
+            lp = verdict_logp(verifier, prompts[s:e], yes_no, tok.pad_id).float().cpu()
         gen = torch.Generator().manual_seed(seed * 100_003 + 50_000 + c)
         v = torch.multinomial(lp.exp(), 1, generator=gen).squeeze(1).tolist()  # 0 = Yes, 1 = No
         return [(data.VERDICTS[vi], lp[i - s, vi].item(),
@@ -323,10 +373,13 @@ def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, ra
 def verdict_policy_logp(model, tok, batch, device):
     """Like solution_logp for the verifier's one-token action: log pi(verdict | x), pi restricted to {Yes, No}."""
     yes_no = data.verdict_ids(tok)
-    lp = verdict_logp(model, batch.prompt, yes_no, tok.pad_id)
-    chosen = torch.tensor([yes_no.index(c[0]) for c in batch.completion], device=device)
+    batch = batch if batch.tokens is not None else on_device(batch, tok, device)
+    T = max(len(p) for p in batch.prompt)  # the longest prompt (the verdict after it is never read: causal)
+    last = batch.compl_mask.int().argmax(1) - 1  # each prompt's last position: its verdict comes next
+    chosen = (batch.tokens.gather(1, last[:, None] + 1) == yes_no[1]).long()  # 0 = Yes, 1 = No
+    lp = verdict_logp_at(model, batch.tokens[:, :T], last, yes_no)
     ent = -(lp.exp() * lp).sum().detach()
-    return lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(batch), device=device), ent, None
+    return lp.gather(1, chosen).squeeze(1), torch.ones(len(batch), device=device), ent, None
 
 
 def curated(batch, values, frac, seed, master):
@@ -354,17 +407,18 @@ def minibatches(order, batch_size, micro_batch, rank, world):
 def behaviour_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
     """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
     log pi (same function, autocast and micro-batches: `steps` = minibatches() of the first epoch); with
-    per_token also each sample's per-token log mu (a list of (len,) tensors; one process only)."""
-    logp = torch.zeros(len(batch), dtype=torch.float64)
+    per_token also each sample's per-token log mu (a list of (len,) tensors on the host; one process only:
+    the diagnostic --credit first_error, which reads the host once per micro-batch here)."""
+    logp = torch.zeros(len(batch), dtype=torch.float64, device=device)  # filled on the device: no read per micro-batch
     tokens = [None] * len(batch)
     for rows, micros in steps:
         for idx in micros:
             with common.autocast(device):
                 lp, _, _, tokens_of = log_pi(policy, tok, batch[rows[idx]], device)
-            logp[rows[idx]] = lp.double().cpu()
+            logp[common.to_device(rows[idx], device)] = lp.double()
             if per_token:
-                for i, row, m in zip(rows[idx], *(t.float().cpu() for t in tokens_of)):
-                    tokens[int(i)] = row[m.bool()]
+                for i, row, m in zip(rows[idx].tolist(), *(t.float().cpu() for t in tokens_of)):
+                    tokens[i] = row[m.bool()]
     if world > 1:  # each process computed its own rows (zeros elsewhere)
         torch.distributed.all_reduce(logp)
     return logp.float(), tokens if per_token else None
@@ -411,7 +465,7 @@ def step_stats(parts, n, grad_norm, step, world, device):
     full = torch.zeros(len(names) * n + 1, dtype=torch.float64, device=device)  # the rows, then the entropy
     table = full[:-1].view(len(names), n)
     for idx, _, _, values in parts:
-        table[:, torch.tensor(idx, device=device)] = torch.stack([values[k].double() for k in names])
+        table[:, common.to_device(torch.tensor(idx), device)] = torch.stack([values[k].double() for k in names])
     for _, _, entropy, _ in parts:
         full[-1] += entropy.double()
     if world > 1:
@@ -424,13 +478,32 @@ def step_stats(parts, n, grad_norm, step, world, device):
             "grad_norm": host[-2].item(), "length": rows["length"].double().mean().item()}
 
 
+# The RL update's memory is mostly one micro-batch's logits, (rows, T, vocab): sequence_logprobs keeps them in
+# fp32 for the backward pass, the entropy and the backward pass make a few more fp32 (rows, T, vocab) tensors
+# (bench.py memory measures ~20 bytes per logit at the peak: RESULTS.md, "GPU readiness"). --micro-batch's
+# default keeps them under MICRO_BATCH_LOGITS bytes at the model's full context.
+LOGIT_BYTES = 20  # per logit of a micro-batch at its peak, as measured (CPU fp32)
+MICRO_BATCH_LOGITS = 4 * 2 ** 30
+
+
+def default_micro_batch(config):
+    """--micro-batch when it is not given: 128 rows, fewer when their logits at the model's full context would
+    pass MICRO_BATCH_LOGITS (the byte tokenizer: 128; GPT-2's vocabulary at block 512: 8, at 1024: 4)."""
+    return int(max(1, min(128, MICRO_BATCH_LOGITS // (LOGIT_BYTES * config.block_size * config.vocab_size))))
+
+
 def rl(rank, world, device, args):
     """`train.py rl`: set-up, then per iteration (1) the frozen policy samples a Rollout, (2) baseline and
     curation, (3) --epochs of minibatch updates with topr.topr_loss; evaluate, checkpoint, repeat."""
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
     ckpt_path = os.path.join(args.out, "ckpt.pt")
-    policy, tok, ckpt = ev.load_gpt(ckpt_path if args.resume else args.init, device)
+    if args.init_from and not args.resume:  # pretrained weights from a folder (GPT-2's), no SFT checkpoint
+        tok = data.get_tokenizer(args.tokenizer)
+        policy, ckpt = pretrained(args.init_from, tok).to(device), {}
+    else:
+        policy, tok, ckpt = ev.load_gpt(ckpt_path if args.resume else args.init, device)
+    args.micro_batch = args.micro_batch or default_micro_batch(policy.config)
     # The policy stays in eval mode throughout (dropout off): the samples come from it, and log mu and the
     # updates' log pi must be the same function of the weights, or on-policy rho != 1.
     policy.eval()
@@ -462,7 +535,7 @@ def rl(rank, world, device, args):
         c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
         print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
               f"{args.k} samples, {args.epochs} epoch(s), baseline {'group mean' if c == 'group' else f'c={c:+g}'}, "
-              f"lr {args.lr}, device {device} x {world}", flush=True)
+              f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}", flush=True)
 
     def log_eval():
         if master:
@@ -506,8 +579,14 @@ def rl(rank, world, device, args):
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
         orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
         split = lambda order: minibatches(order, args.batch_size, args.micro_batch, rank, world)
+        batch = on_device(batch, tok, device)  # ONCE per dataset: the updates read nothing from the host
+        sampled = batch.logp_behavior  # generate's log mu: the sampler's kernels (and precision)
         batch.logp_behavior, batch.token_logp_behavior = behaviour_logp(
             policy, tok, batch, log_pi, split(orders[0]), world, device, per_token=args.credit == "first_error")
+        # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
+        gap = (batch.logp_behavior.double() - sampled.double()).abs()
+        gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
+        metrics.log(iteration=itr, mismatch_mean=gap_mean, mismatch_max=gap_max)
         for epoch, order in enumerate(orders):
             for rows, micros in split(order):
                 mb = batch[rows]
@@ -571,6 +650,7 @@ def main(argv=None):
     ev.add_task_args(p)
     p.add_argument("--tokenizer", default="byte", help="byte (offline) or gpt2 (needs tiktoken's cached files)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimizer)")
+    add_init_from_arg(p)
     p.add_argument("--sft-conflict-frac", type=common.flag(float, min=0, max=1), default=None,
                    help="--shortcut: fraction of conflict problems among the worked solutions (default 0.05)")
     p.add_argument("--sft-examples", type=pos, default=20000, help="size of the worked-solution set")
@@ -595,7 +675,9 @@ def main(argv=None):
 
     p = sub.add_parser("rl", help="RL fine-tuning from an SFT checkpoint (TOPR and baselines)")
     ev.add_task_args(p)
-    p.add_argument("--init", help="SFT checkpoint to start from (required unless --resume)")
+    p.add_argument("--init", help="SFT checkpoint to start from (or --init-from; required unless --resume)")
+    add_init_from_arg(p)
+    p.add_argument("--tokenizer", default=None, help="with --init-from: byte (default) or gpt2 (a checkpoint names its own)")
     p.add_argument("--task", choices=["solve", "verify"], default="solve",
                    help="solve: learn to solve; verify: learn to judge a solver's candidates (Yes/No)")
     p.add_argument("--candidates", default=None, help="verify: solver checkpoint that writes the candidates (default: --init)")
@@ -609,7 +691,9 @@ def main(argv=None):
     p.add_argument("--prompts", type=pos, default=64, help="fresh prompts per iteration")
     p.add_argument("--k", type=pos, default=16, help="samples per prompt (verify: candidates per problem)")
     p.add_argument("--batch-size", type=pos, default=512, help="sequences per optimizer step")
-    p.add_argument("--micro-batch", type=pos, default=128, help="sequences per forward pass (same update for any value)")
+    p.add_argument("--micro-batch", type=pos, default=None,
+                   help="sequences per forward pass (same update for any value); default 128, fewer at a large "
+                        "vocabulary (default_micro_batch: GPT-2's at block 512: 8)")
     p.add_argument("--lr", type=posf, default=3e-5, help="learning rate (constant)")
     p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
     p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")
@@ -648,6 +732,11 @@ def add_run_args(p):
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
 
 
+def add_init_from_arg(p):
+    p.add_argument("--init-from", default=None, help="a folder of pretrained weights (GPT-2's model.safetensors or "
+                   "pytorch_model.bin with config.json, or a nanoGPT ckpt.pt): GPT.from_pretrained; nothing is downloaded")
+
+
 def baseline_flag(s):
     if s == "group":
         return s
@@ -661,9 +750,18 @@ def check_args(args):
             raise UserError(f"--{flag.replace('_', '-')} only applies to the shortcut task (--shortcut)")
         if hasattr(args, flag) and getattr(args, flag) is None:
             setattr(args, flag, getattr(data.Task, flag))  # the default: data.Task's
+    if args.init_from is not None:
+        if args.init:
+            raise UserError("--init and --init-from exclude each other: a checkpoint or a folder of weights")
+        if not os.path.isdir(args.init_from):
+            raise UserError(f"--init-from {args.init_from}: no such folder (it should hold model.safetensors, "
+                            f"pytorch_model.bin or ckpt.pt)")
     if args.func is rl:
-        if not args.resume and not args.init:
-            raise UserError("rl needs --init <sft ckpt.pt> (or --resume)")
+        if not args.resume and not args.init and not args.init_from:
+            raise UserError("rl needs --init <sft ckpt.pt> or --init-from <folder> (or --resume)")
+        if args.tokenizer is not None and not args.init_from:
+            raise UserError("--tokenizer only applies with --init-from (a checkpoint names its own tokenizer)")
+        args.tokenizer = args.tokenizer or "byte"
         if args.task == "verify":
             args.candidates = args.candidates or args.init
             if not args.candidates:

@@ -11,7 +11,7 @@ import train
 def test_every_bench_subcommand_runs(capsys):
     bench.main(["all", "--quick", "--threads", "1", "--reps", "1"])
     out = capsys.readouterr().out
-    for section in ("===== gpt, 1 thread(s)", "===== rl, 1 thread(s)", "===== gsn, 1 thread(s)"):
+    for section in ("===== gpt, 1 thread(s)", "===== rl, 1 thread(s)", "===== gsn, 1 thread(s)", "===== memory, 1 thread(s)"):
         assert section in out
     assert "speed-up x" in out and "update (1 epoch of 8 sequences" in out and "GFLOP/s" in out
 
@@ -24,10 +24,30 @@ def test_bench_rl_on_a_checkpoint(tmp_path, capsys):
     assert "time per iteration" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("what", ["gpt", "rl", "gsn", "all"])
+@pytest.mark.parametrize("what", ["gpt", "rl", "gsn", "memory", "all", "gpu-check"])
 def test_cuda_without_cuda_is_a_one_line_error(what, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU-only machine, on any machine
     with pytest.raises(SystemExit) as e:
         bench.main([what, "--device", "cuda", "--quick", "--threads", "1", "--reps", "1"])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith("error: --device cuda: CUDA is not available") and err.count("\n") == 1
+
+
+def test_gpu_check_runs_its_small_version_on_a_cpu(capsys):
+    """bench.py gpu-check without a GPU: every part runs (or says it needs CUDA), so the GPU's version cannot
+    rot unseen: on-policy rho is exactly 1 under CPU bf16 and the mismatch is reported."""
+    bench.main(["gpu-check", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "environment: torch" in out and "sync: skipped (no CUDA" in out and "pytest -m gpu: skipped" in out
+    assert "rho under bf16, on-policy: mean 1.0, clipped 0 (== 1 exactly)" in out and "mismatch" in out
+    assert "update, micro-batch" in out and "rollout 2 x 2 samples" in out and "gpu-check: all passed" in out
+
+
+def test_memory_bench_prints_measured_and_formula(capsys):
+    bench.main(["memory", "--quick", "--threads", "1"])
+    out = capsys.readouterr().out
+    lines = [l.split() for l in out.splitlines() if l.split() and l.split()[0] in ("1", "2")]
+    assert [l[0] for l in lines] == ["1", "2"]
+    params = bench.GPT(bench.GPTConfig(block_size=32, vocab_size=bench.GPT2_VOCAB)).get_num_params(False)
+    assert all(float(l[2]) == round((train.LOGIT_BYTES * int(l[0]) * 32 * bench.GPT2_VOCAB + 8 * params) / 2 ** 20)
+               for l in lines)

@@ -140,6 +140,32 @@ EXPECT = {
         rl=dict(task={"verify"}, shortcut={True}, iterations={8}, prompts={128}, k={8}, batch_size={64}, lr={3e-4},
                 baseline={"group"}, seed={0}, loss={"topr", "reinforce", "sft_pos"}, candidate_pos_frac={0.5, None},
                 eval_problems={400}, eval_k={16})),
+    "regime --seeds 0 1 2": dict(
+        section="(k)", runs=48,
+        phrases=["4 epochs over one dataset of 64 prompts x 8 samples (32 optimizer steps of 64), evaluated after every "
+                 "epoch on 300 problems per slice x 4 samples",
+                 "Every table in this section uses the default length normalisation (`--length-norm sequence`) and c = 0"],
+        rl=dict(iterations={1}, prompts={64}, k={8}, epochs={4}, batch_size={64}, lr={1e-4}, seed={0, 1, 2},
+                eval_each_epoch={True}, length_norm={"sequence"}, credit={"sequence"}, baseline={0.0, "group"},
+                loss={"topr", "sft_pos", "tis", "reinforce"}, eval_problems={600}, eval_k={4})),
+    "onepass --seeds 0 1 2 --skip-done": dict(
+        section="(k)", runs=18, before="regime --seeds 0 1 2",
+        phrases=["one pass over 4x the samples (256 prompts x 8, generated once), the same 32 steps"],
+        rl=dict(iterations={1}, prompts={256}, k={8}, epochs={1}, batch_size={64}, lr={1e-4}, seed={0, 1, 2},
+                eval_each_epoch={False}, length_norm={"sequence"}, loss={"topr", "sft_pos", "reinforce"},
+                eval_problems={600}, eval_k={4})),
+    "onepass --bases both_c0.03": dict(
+        section="The demo", runs=18,
+        phrases=["then 18 runs of about 1 CPU-minute: one pass, and the reuse runs beside it"],
+        rl=dict(iterations={1}, prompts={64, 256}, epochs={4, 1}, batch_size={64}, lr={1e-4}, seed={0, 1, 2},
+                shortcut={True}, conflict_direction={None}, loss={"topr", "sft_pos", "reinforce"})),
+    "tokencredit --seeds 0 1 2 --skip-done": dict(
+        section="(l)", runs=18 + 6, before="onepass --seeds 0 1 2 --skip-done",
+        phrases=["topr with `--credit first_error`", "with `--credit prefix`", "in (k)'s reuse setting; prefix also in "
+                 "the one-pass setting", "(its base of (f); the reuse setting;"],
+        rl=dict(iterations={1}, prompts={64, 256}, k={8}, epochs={4, 1}, batch_size={64}, lr={1e-4}, seed={0, 1, 2},
+                loss={"topr"}, baseline={0.0}, credit={"first_error", "prefix", "sequence"}, shortcut={True, False},
+                eval_problems={600}, eval_k={4})),
 }
 
 
@@ -161,12 +187,12 @@ def fake_rows(n=12):
     """metrics.jsonl rows with every key the experiments read: the held-out keys of eval's own metrics (solver
     and verifier, whole test set and per slice, from 2 toy problems per slice), training statistics, and
     increasing samples / step / iteration. Keys nobody logs yet read as 0.5."""
-    problems = [data.Problem(f"q{i}", "", "4", sl) for i, sl in enumerate(["normal", "conflict"] * 2)]
+    problems = [data.Problem(f"q{i}", "2+2=4. #### 4", "4", sl) for i, sl in enumerate(["normal", "conflict"] * 2)]
     texts = [[" #### 4"] * 8 + [" #### 5"] * 8] * len(problems)
     p_yes = [[0.7] * 8 + [0.2] * 8] * len(problems)
     solver = lambda *cols: ev.accuracy(*cols, 8)
     cols = [[t[:1] for t in texts], [t[:8] for t in texts], [[10] * 8] * len(problems)]  # greedy, sampled, lengths
-    held_out = {**solver(problems, *cols), **ev.by_slice(solver, problems, *cols),
+    held_out = {**solver(problems, *cols), **ev.by_slice(solver, problems, *cols), **ev.answer_breakdown(problems, cols[1]),
                 **ev.verifier_metrics(problems, texts, p_yes), **ev.by_slice(ev.verifier_metrics, problems, texts, p_yes)}
 
     class Row(dict):
@@ -194,6 +220,8 @@ def dry_run(command, tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "run_train", run_train)
     monkeypatch.setattr(experiments.ev, "read_metrics", lambda folder: rows)
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda *a, **kw: None)  # figures: not checked here, slow
+    for analysis in ("credit_table", "tree_stats"):  # they read real checkpoints (tests/test_experiments.py runs them)
+        monkeypatch.setattr(experiments, analysis, lambda *a, **kw: [])
     sft = tmp_path / "sft_ckpt.pt"
     sft.touch()
     experiments.main([*shlex.split(command), "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"),

@@ -144,9 +144,10 @@ def test_rl_nan_loss_stops_before_the_update_and_any_checkpoint(tiny_sft, tmp_pa
 
 @pytest.mark.parametrize("task", ["solve", "verify"])
 def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, monkeypatch, task):
-    """CPU bf16 autocast stands in for CUDA's: the policy's log-probs in the update are bf16 numerics,
-    generate()'s are fp32. log mu is recomputed with the update's own forward, so the first (on-policy)
-    step has rho == 1 exactly and TOPR == REINFORCE to the last bit, for the solver and the verifier."""
+    """CPU bf16 autocast stands in for CUDA's: rollouts (generate with a bf16 KV cache) and updates both run
+    under it, with other kernels (decoding with a cache vs one pass). log mu is recomputed with the update's
+    own forward, so the first (on-policy) step has rho == 1 exactly and TOPR == REINFORCE to the last bit, for
+    the solver and the verifier; the gap between the sampler's log mu and the recomputed one is logged."""
     monkeypatch.setattr(train.common, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
     rl = ["rl", "--task", task, "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "16",
           "--micro-batch", "5", "--iterations", "1", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8",
@@ -159,16 +160,22 @@ def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, 
     wa = torch.load(tmp_path / "topr" / "ckpt.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "reinforce" / "ckpt.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    # and the recomputation is what makes it so: generate()'s fp32 log-probs are not the bf16 ones
+    # the mismatch logged is |the sampler's log mu - the recomputed one| per sequence, mean and max: the same
+    # numbers as here, from the same dataset recomputed in rl's micro-batches (its first epoch's order)
     policy, tok, _ = train.ev.load_gpt(tiny_sft, "cpu")
     problems = train.data.problems(4, 1, "train")
     if task == "solve":
         batch, log_pi = train.sample_solutions(policy, tok, problems, 4, 8, seed=0), train.solution_logp
     else:
         batch, log_pi = train.sample_verdicts(policy, policy, tok, problems, 4, 8, seed=0), train.verdict_policy_logp
-    steps = train.minibatches(torch.arange(len(batch)), 16, 5, 0, 1)
-    recomputed, _ = train.behaviour_logp(policy, tok, batch, log_pi, steps, 1, torch.device("cpu"))
-    assert (recomputed - batch.logp_behavior).abs().max() > 1e-3
+    order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))
+    recomputed, _ = train.behaviour_logp(policy, tok, batch, log_pi, train.minibatches(order, 16, 5, 0, 1), 1,
+                                         torch.device("cpu"))
+    gap = (recomputed.double() - batch.logp_behavior.double()).abs()
+    logged = [json.loads(l) for l in open(tmp_path / "topr" / "metrics.jsonl") if '"mismatch_mean"' in l]
+    assert [(r["mismatch_mean"], r["mismatch_max"]) for r in logged] == [(gap.mean().item(), gap.max().item())]
+    if task == "solve":  # and the recomputation is what makes rho 1: decoding with a cache rounds otherwise
+        assert gap.max() > 0
 
 
 def test_on_policy_ratio_is_exactly_one_with_dropout(tmp_path):
@@ -204,6 +211,35 @@ def test_several_epochs_use_the_frozen_behaviour_logp(tiny_sft, tmp_path):
     wa = torch.load(tmp_path / "topr" / "ckpt.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "reinforce" / "ckpt.pt", weights_only=True)["model"]
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("task", ["solve", "verify"])
+def test_a_dataset_packed_once_gives_the_same_logp_as_each_micro_batch_packed_alone(tiny_sft, task):
+    """The updates read a dataset packed once (train.on_device) and cut to each micro-batch's longest row;
+    log pi, the lengths and the entropy are the very numbers of packing the micro-batch alone (as before:
+    sequence_logprobs with its padding check, verdict_logp of the prompts) -- CPU, bit for bit."""
+    policy, tok, _ = train.ev.load_gpt(tiny_sft, "cpu")
+    problems = train.data.problems(4, 3, "train")
+    cpu = torch.device("cpu")
+    if task == "solve":
+        batch, log_pi = train.sample_solutions(policy, tok, problems, 4, 8, seed=1), train.solution_logp
+    else:
+        batch, log_pi = train.sample_verdicts(policy, policy, tok, problems, 4, 8, seed=1), train.verdict_policy_logp
+    packed = train.on_device(batch, tok, cpu)
+    for idx in ([0, 5, 9], [3], list(range(16))[::-1], [15, 1, 2, 7, 8]):
+        micro = batch[idx]
+        if task == "solve":
+            tokens, pad_mask, compl = pack(micro.prompt, micro.completion, tok.pad_id)
+            tok_logp, ent = sequence_logprobs(policy, tokens, pad_mask, compl, return_entropy=True)
+            alone = (topr.sequence_logp(tok_logp, compl), compl.sum(-1), ent.sum())
+        else:
+            yes_no = train.data.verdict_ids(tok)
+            lp = train.verdict_logp(policy, micro.prompt, yes_no, tok.pad_id)
+            chosen = torch.tensor([yes_no.index(c[0]) for c in micro.completion])
+            alone = (lp.gather(1, chosen[:, None]).squeeze(1), torch.ones(len(idx)), -(lp.exp() * lp).sum())
+        got = log_pi(policy, tok, packed[idx], cpu)[:3]  # (the 4th: per-token log pi, for --credit)
+        assert all(torch.equal(a.detach(), b.detach()) for a, b in zip(got, alone))
+        assert torch.equal(packed[idx].reward, micro.reward) and torch.equal(packed[idx].logp_behavior, micro.logp_behavior)
 
 
 # -----------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import common
 import data
 import eval as ev
 import train
+from model import GPT
+from test_pretrained import save_hf, tiny
 
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "192", "--batch-size", "16",
@@ -130,3 +132,61 @@ def test_evaluate_gpt_metrics_on_a_scripted_model(monkeypatch):
     assert res["maj@4"] == 0.5  # q1's majority is 3 (wrong), q2's is 4 (right)
     assert res["pass@4"] == 1.0
     assert res["invalid"] == 1 / 8
+
+
+# -----------------------------------------------------------------------------
+# train.py sft / rl --init-from <folder>
+
+def _byte_folder(folder, vocab):
+    """A small random GPT with the byte tokenizer's vocabulary (258), or without its pad (257), in GPT-2's
+    Hugging Face layout: as GPT-2's 50,257-token weights stand to --tokenizer gpt2's 50,258."""
+    return save_hf(folder, tiny(vocab_size=vocab, block_size=256, n_embd=32, gelu="tanh"))
+
+
+SMALL_SFT = ["--max-iters", "3", "--batch-size", "8", "--sft-examples", "50", "--val-examples", "8", "--eval-problems",
+             "2", "--eval-k", "1", "--warmup", "1", "--max-new-tokens", "8", "--eval-interval", "3", "--log-interval", "1"]
+SMALL_RL = ["--prompts", "2", "--k", "4", "--batch-size", "8", "--iterations", "1", "--eval-problems", "2", "--eval-k",
+            "1", "--max-new-tokens", "8", "--baseline", "0", "--lr", "1e-3"]
+
+
+def _rows(folder):
+    drop = ("tok_per_s", "rollout_s")  # timings
+    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in open(folder / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("vocab", [257, 258])
+def test_sft_and_rl_init_from_a_folder_start_from_from_pretrained(tmp_path, vocab):
+    """--init-from <folder> is --init <a checkpoint of GPT.from_pretrained(folder)>: the same metrics and final
+    weights for sft and rl; with 257 tokens the pad row is added (vocab 258, the byte tokenizer's)."""
+    folder = _byte_folder(tmp_path / "weights", vocab)
+    model = GPT.from_pretrained(folder, vocab_size=258)
+    train.common.atomic_save(dict(model_config=train.asdict(model.config), model=model.state_dict(), tokenizer="byte"),
+                             tmp_path / "init.pt")
+    for cmd, small in (("sft", SMALL_SFT), ("rl", SMALL_RL)):
+        train.main([cmd, "--init-from", str(folder), "--out", str(tmp_path / f"{cmd}_folder"), *small])
+        train.main([cmd, "--init", str(tmp_path / "init.pt"), "--out", str(tmp_path / f"{cmd}_ckpt"), *small])
+        a, b = (torch.load(tmp_path / f"{cmd}_{x}" / "ckpt.pt", weights_only=True) for x in ("folder", "ckpt"))
+        assert a["model_config"] == b["model_config"] and a["model_config"]["vocab_size"] == 258
+        assert a["model_config"]["gelu"] == "tanh"  # GPT-2's, from config.json
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert _rows(tmp_path / f"{cmd}_folder") == _rows(tmp_path / f"{cmd}_ckpt")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sft", "--init-from", "{tmp}/nowhere"], "error: --init-from {tmp}/nowhere: no such folder"),
+    (["sft", "--init-from", "{tmp}/vocab40"], "error: --init-from {tmp}/vocab40: the weights have a 40-token vocabulary, "
+                                              "the tokenizer 'byte' 258 tokens; they must match (GPT-2's weights need --tokenizer gpt2)"),
+    (["rl", "--init-from", "{tmp}/vocab40"], "error: --init-from {tmp}/vocab40: the weights have a 40-token vocabulary"),
+    (["sft", "--init-from", "{tmp}/vocab40", "--init", "{tmp}/x.pt"], "error: --init and --init-from exclude each other"),
+    (["rl", "--init", "{tmp}/x.pt", "--tokenizer", "gpt2"], "error: --tokenizer only applies with --init-from"),
+    (["rl"], "error: rl needs --init <sft ckpt.pt> or --init-from <folder> (or --resume)"),
+    (["sft", "--init-from", "{tmp}/empty"], "error: --init-from {tmp}/empty: no weights in {tmp}/empty"),
+])
+def test_init_from_errors_are_one_line(tmp_path, capsys, argv, message):
+    save_hf(tmp_path / "vocab40", tiny(block_size=256))
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(tmp=tmp_path) for a in argv] + ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1
