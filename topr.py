@@ -280,8 +280,9 @@ def curate(reward, target_pos_frac, generator=None):
 # alpha_{i,t} = clip(rho, a, b) with the limits of the sign of A_{i,t} (TOPR: positives untruncated,
 # negatives tapered). rho is the SEQUENCE ratio pi(y_i|x_i)/mu(y_i|x_i) by default: the sample y_i was drawn
 # from mu as a whole, TOPR's taper (Eq. 8) is defined on it, and a token's own ratio ignores how its prefix
-# became more or less likely. ratio="token" uses pi(y_t|...)/mu(y_t|...) instead (as PPO/GRPO
-# implementations do per token); the first-error diagnostic of train.py uses it.
+# became more or less likely (GSPO, Zheng et al. 2025, makes the same argument against GRPO's per-token
+# ratios). ratio="token" uses pi(y_t|...)/mu(y_t|...) instead, as GRPO/PPO implementations do per token;
+# the first-error diagnostic of train.py uses it.
 
 def prefix_tree_advantages(completions, reward, group_size):
     """Token-level advantages from the group's own samples. completions: N token-id sequences (lists or 1-D
