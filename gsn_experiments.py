@@ -14,7 +14,7 @@ several models and writes a table and figures.
   EXPERIMENT, run_experiment                               equal compute: deep GSN vs walkback DAE vs DAE
   CURVE, CURVE_SEED2_UNITS, train_to, run_curve, curve_report   Parzen against training budget
   ERRORBAR_MODELS, error_components, gap_components,       seeds x chains per budget, the error bar by source
-    score_chains, run_errorbars, errorbars_report
+    score_chains, run_errorbars, score_references, errorbars_report
   demo                                                     demo.py's GSN stage
   add_run_args, main                                       the command line
 
@@ -69,15 +69,15 @@ def kmeans(X, k, iters=KMEANS_ITERS, seed=1, chunk=2000):
 
 
 def reference_sets(train_X, n, seed):
-    """The reference rows' Parzen centres, as many as a model's chain means: [(name, (n, 784) array, note)]."""
-    rng = np.random.RandomState(seed)
+    """The reference rows' Parzen centres, as many as a model's chain means: yields (name, (n, 784) array,
+    note), each made when it is asked for (the k-means takes minutes; the real images are scored first)."""
+    yield "real training images", train_X[:n], f"{n} training images as centres (upper reference)"
     t0 = time.time()
     centroids = kmeans(train_X, n, seed=seed).numpy()
-    return [("real training images", train_X[:n], f"{n} training images as centres (upper reference)"),
-            ("k-means centroids", centroids, f"{n} k-means centroids of the {len(train_X)} training images "
-                                             f"({KMEANS_ITERS} iterations, {time.time() - t0:.0f} s)"),
-            ("independent pixels", (rng.rand(n, 784) < train_X.mean(0)).astype(np.float32),
-             "Bernoulli(training pixel means) samples")]
+    yield "k-means centroids", centroids, (f"{n} k-means centroids of the {len(train_X)} training images "
+                                           f"({KMEANS_ITERS} iterations, {time.time() - t0:.0f} s)")
+    pixels = np.random.RandomState(seed).rand(n, 784) < train_X.mean(0)
+    yield "independent pixels", pixels.astype(np.float32), "Bernoulli(training pixel means) samples"
 
 
 def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, train_seconds=None,
@@ -390,9 +390,10 @@ def score_chains(ckpt, valid, test, n_samples, chains, chain_seed, figure=None):
 def run_errorbars(a):
     """Train each of a.models (ERRORBAR_MODELS) with each of a.seeds, evaluating a copy of the checkpoint at
     each of a.units budget units (one run per model and seed, continued from point to point: train_to) with
-    a.chains independent chains (score_chains); then the reference rows (reference_sets; once, after the
-    models) and the table, JSON and figure of errorbars_report. Budgets run smallest first over all seeds, so
-    a stopped run has whole budgets; finished points are read back from <run>/point_<u>.json and .npy."""
+    a.chains independent chains (score_chains); then, if a.models is every model, the reference rows
+    (score_references; once, after the models) and the table, JSON and figure of errorbars_report. Budgets
+    run smallest first over all seeds, so a stopped run has whole budgets; finished points are read back
+    from <run>/point_<u>.json and .npy. Returns the table's rows (with a subset of the models: the points)."""
     for flag, vals in (("--seeds", a.seeds), ("--units", a.units), ("--models", a.models)):
         if len(set(vals)) < len(vals):
             raise UserError(f"{flag} lists a value twice: {' '.join(map(str, vals))}")
@@ -423,16 +424,26 @@ def run_errorbars(a):
                           + " ".join(f"{c['ll']:.1f}" for c in chains), flush=True)
                 with open(path + ".json") as f:
                     points.append(dict(json.load(f), ll=np.load(path + ".npy")))
-    refs_path = os.path.join(a.out, "references.json")
-    if not os.path.exists(refs_path):  # after the models: a run stopped early has its model points first
+    if set(a.models) != set(ERRORBAR_MODELS):  # one process per model: the call with all of them writes the table
+        print(f"[errorbars] {len(points)} points of {' '.join(a.models)}; the table: the same command with every model")
+        return points
+    # after the models: a run stopped early has its model points first
+    refs = score_references(os.path.join(a.out, "references.json"), train_X, valid, test, a.parzen_samples, a.chain_seed)
+    return errorbars_report(points, refs, a.out)
+
+
+def score_references(path, train_X, valid, test, n, seed):
+    """The reference rows (reference_sets, n centres each) scored by parzen_evaluate, once: read back from
+    path (JSON) when it exists."""
+    if not os.path.exists(path):
         refs = []
-        for name, centres, note in reference_sets(train_X, a.parzen_samples, a.chain_seed):
+        for name, centres, note in reference_sets(train_X, n, seed):
             refs.append(dict(gsn.parzen_evaluate(torch.as_tensor(centres), valid, test, GSN_SIGMAS), name=name, note=note))
             print(f"[errorbars] reference {name}: Parzen {refs[-1]['ll']:.1f} +- {refs[-1]['se']:.1f}, "
                   f"nearest sq. distance {refs[-1]['nearest']:.2f}", flush=True)
-        common.atomic_write(refs_path, json.dumps(refs, indent=1))
-    with open(refs_path) as f:
-        return errorbars_report(points, json.load(f), a.out)
+        common.atomic_write(path, json.dumps(refs, indent=1))
+    with open(path) as f:
+        return json.load(f)
 
 
 def errorbars_report(points, refs, out):
