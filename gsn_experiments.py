@@ -539,7 +539,7 @@ def add_run_args(p, out, seed=True):
     p.add_argument("--data", type=gsn.data_flag, default=gsn.GSNConfig.data, help="'procedural' or a folder with MNIST IDX files")
     if seed:
         p.add_argument("--seed", type=int, default=gsn.GSNConfig.seed, help="every model's training seed (curve: and seed + 1)")
-    p.add_argument("--out", default=out)
+    p.add_argument("--out", default=out, help="output folder (every run, point, table and figure)")
     common.add_device_arg(p)
     p.add_argument("--threads", type=common.positive, default=None, help="torch.set_num_threads")
     p.add_argument("--budget-scale", type=common.positive_float, default=1.0, help="multiply every model's steps")
