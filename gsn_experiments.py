@@ -308,7 +308,7 @@ def curve_report(rows, out):
             us = sorted(u for m, u in points if m == model)
             ax.errorbar([stats[model, u][0] for u in us], [stats[model, u][1][key][0] for u in us],
                         yerr=[stats[model, u][1][key][1] for u in us], marker="o", ms=3, capsize=2, label=model)
-        for r, ls in zip(refs, ("--", ":")):
+        for r, ls in zip(refs, ("--", "-.", ":")):  # real images, k-means centroids, independent pixels
             ax.axhline(r[key], color="gray", ls=ls, lw=1, label=r["name"])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training CPU-minutes (one core)")
