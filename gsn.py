@@ -19,7 +19,8 @@ report, the equal-compute comparison, the curve against budget) are gsn_experime
 
   salt_and_pepper, GSN, build_model              the model: corruption, one chain step, the walkback loss
   sample_chain, inpaint, right_half_mask         sampling and inpainting
-  parzen_log_likelihood, parzen_evaluate         Parzen-window log-likelihood, sigma chosen on validation
+  sq_distance_blocks, parzen_log_likelihood,    Parzen-window log-likelihood, sigma chosen on validation;
+  nearest_sq_distance, parzen_evaluate           the nearest-sample distance, which needs no sigma
   N_VALID, load_data, data_flag, one_per_class   the digits: training, held-out validation, test
   tile, save_image, save_rows, chain_figure, INPAINT_SHOWN, inpaint_figure     the figures (PNG)
   GSNConfig, config_from_args                    a run's settings (the deep GSN's and the DAE's defaults)
@@ -188,37 +189,59 @@ def right_half_mask(n=1):
 # -----------------------------------------------------------------------------
 # Parzen-window log-likelihood (Breuleux, Bengio, Vincent 2011; [C] likelihood_estimation_parzen.py)
 
-def parzen_log_likelihood(test, samples, sigma, chunk=1000):
-    """Per-test-point log p(x) under an isotropic Gaussian mixture on the samples:
-        log p(x) = logsumexp_i(-||x - s_i||^2 / (2 sigma^2)) - log N - (d/2) log(2 pi sigma^2)
-    `sigma` may be a float or a list (then returns (len(sigma), n_test)). Squared distances come from
-    chunked matmuls (||x||^2 + ||s||^2 - 2 x.s), never a (n_test, N, d) tensor, and are reused for
-    every sigma."""
+def sq_distance_blocks(test, samples, chunk=1000):
+    """Yield (i, D): D[a, b] = ||test[i + a] - samples[b]||^2 (float64) for chunks of `chunk` test rows,
+    from matmuls (||x||^2 + ||s||^2 - 2 x.s), never a (n_test, N, d) tensor."""
     test = torch.as_tensor(test, dtype=torch.float32)
     samples = torch.as_tensor(samples, dtype=torch.float32)
-    sigmas = [float(sigma)] if np.isscalar(sigma) else [float(s) for s in sigma]
-    N, d = samples.shape
     s2 = (samples * samples).sum(1)
-    out = torch.empty(len(sigmas), len(test), dtype=torch.float64)
     for i in range(0, len(test), chunk):
         x = test[i:i + chunk]
-        D = ((x * x).sum(1, keepdim=True) + s2[None] - 2 * x @ samples.T).clamp_min_(0).double()
+        yield i, ((x * x).sum(1, keepdim=True) + s2[None] - 2 * x @ samples.T).clamp_min_(0).double()
+
+
+def parzen_log_likelihood(test, samples, sigma, chunk=1000, nearest=False):
+    """Per-test-point log p(x) under an isotropic Gaussian mixture on the samples:
+        log p(x) = logsumexp_i(-||x - s_i||^2 / (2 sigma^2)) - log N - (d/2) log(2 pi sigma^2)
+    `sigma` may be a float or a list (then returns (len(sigma), n_test)). The squared distances
+    (sq_distance_blocks) are reused for every sigma. nearest=True: also returns each test point's squared
+    distance to its nearest sample, from the same distances (one pass)."""
+    sigmas = [float(sigma)] if np.isscalar(sigma) else [float(s) for s in sigma]
+    N, d = torch.as_tensor(samples).shape
+    out = torch.empty(len(sigmas), len(test), dtype=torch.float64)
+    near = torch.empty(len(test), dtype=torch.float64)
+    for i, D in sq_distance_blocks(test, samples, chunk):
+        near[i:i + len(D)] = D.min(1).values
         for j, s in enumerate(sigmas):
-            out[j, i:i + chunk] = (torch.logsumexp(-D / (2 * s * s), 1) - math.log(N)
-                                   - d / 2 * math.log(2 * math.pi * s * s))
-    return out[0] if np.isscalar(sigma) else out
+            out[j, i:i + len(D)] = (torch.logsumexp(-D / (2 * s * s), 1) - math.log(N)
+                                    - d / 2 * math.log(2 * math.pi * s * s))
+    out = out[0] if np.isscalar(sigma) else out
+    return (out, near) if nearest else out
 
 
-def parzen_evaluate(samples, valid, test, sigmas, fixed_sigma=0.2, chunk=1000):
+def nearest_sq_distance(test, samples, chunk=1000):
+    """Each test point's squared distance to its nearest sample, (n_test,) float64. Needs no sigma: as
+    sigma -> 0 the Parzen log-likelihood is -nearest / (2 sigma^2) + a constant, and at a tuned sigma the
+    nearest few samples still dominate the sum, so one nat is about 2 sigma^2 of squared distance."""
+    return torch.cat([D.min(1).values for _, D in sq_distance_blocks(test, samples, chunk)])
+
+
+def parzen_evaluate(samples, valid, test, sigmas, fixed_sigma=0.2, chunk=1000, per_image=False):
     """The GAN paper's protocol ([G] parzen_ll.py): pick sigma from the grid by the mean log-likelihood of a
     held-out validation set, then report the test mean +- standard error (std / sqrt(n)); also at [C]'s
-    fixed sigma = 0.2. Returns a dict of plain floats."""
+    fixed sigma = 0.2, and the mean squared distance from a test image to its nearest sample (+- s.e.).
+    Returns a dict of plain floats; per_image=True adds "ll_images", the tuned-sigma log-likelihood of
+    every test image (a float64 numpy array, for error bars that pool several chains and seeds)."""
     val = parzen_log_likelihood(valid, samples, list(sigmas), chunk).mean(1)
     best = float(sigmas[int(val.argmax())])
-    ll = parzen_log_likelihood(test, samples, [best, fixed_sigma], chunk)
+    ll, near = parzen_log_likelihood(test, samples, [best, fixed_sigma], chunk, nearest=True)
     se = lambda v: float(v.std() / math.sqrt(len(v)))
-    return {"sigma": best, "ll": float(ll[0].mean()), "se": se(ll[0]), "valid_ll": float(val.max()),
-            "sigma_fixed": fixed_sigma, "ll_fixed": float(ll[1].mean()), "se_fixed": se(ll[1])}
+    r = {"sigma": best, "ll": float(ll[0].mean()), "se": se(ll[0]), "valid_ll": float(val.max()),
+         "sigma_fixed": fixed_sigma, "ll_fixed": float(ll[1].mean()), "se_fixed": se(ll[1]),
+         "nearest": float(near.mean()), "nearest_se": se(near)}
+    if per_image:
+        r["ll_images"] = ll[0].numpy()
+    return r
 
 
 # -----------------------------------------------------------------------------
@@ -304,6 +327,9 @@ def inpaint_figure(model, digits, path, seed=0):
 # -----------------------------------------------------------------------------
 # A run's settings
 
+BINARIZE = ("none", "targets", "both")  # which of the training inputs and targets are thresholded at 0.5
+
+
 @dataclass
 class GSNConfig:
     """A run's settings. The defaults are the deep GSN's, as [C]: tanh, hidden noise sigma 2, 4 walkback
@@ -316,7 +342,7 @@ class GSNConfig:
     walkbacks: int = 4                 # chain steps N unrolled in training (1 = no walkback)
     input_noise: float = 0.4           # salt-and-pepper probability
     hidden_noise: float = 2.0          # Gaussian sigma before and after each hidden activation
-    binarize: bool = False             # train on x > 0.5
+    binarize: str = "none"             # which are x > 0.5: "none", "targets", or inputs and targets ("both", [C]'s DAE)
     optimizer: str = "adam"            # "adam" or [C]'s "sgd"
     batch_size: int = 100
     epochs: float | None = None        # the budget: epochs, steps and/or wall-clock minutes, whichever
@@ -331,6 +357,10 @@ class GSNConfig:
     lr_decay: float = 1.0              # lr x lr_decay per epoch
 
     def __post_init__(self):
+        # checkpoints written before "both" existed stored a bool: True meant grey inputs, binary targets
+        self.binarize = {True: "targets", False: "none"}.get(self.binarize, self.binarize)
+        if self.binarize not in BINARIZE:
+            raise UserError(f"binarize must be one of {', '.join(BINARIZE)}, got {self.binarize!r}")
         if self.model == "dae" and self.layers != 1:
             raise UserError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
 
@@ -338,11 +368,11 @@ class GSNConfig:
     def for_model(cls, model="gsn", optimizer="adam", **settings):
         """The defaults of `model` trained with `optimizer`, then `settings` (a None value = not given).
         The DAE, as [C]'s run_dae_*.py: one sigmoid layer (1000 units here), no hidden noise, 5 walkback
-        steps, binarised targets (they train on MNIST_binary). [C]'s SGD: GSN lr 0.25, momentum 0.5,
-        lr x 0.995 per epoch; DAE lr 10, no momentum, no decay."""
+        steps, binary inputs and targets (they train on MNIST_binary: the images thresholded at 0.5).
+        [C]'s SGD: GSN lr 0.25, momentum 0.5, lr x 0.995 per epoch; DAE lr 10, no momentum, no decay."""
         defaults = {}
         if model == "dae":
-            defaults.update(layers=1, hidden=1000, act="sigmoid", walkbacks=5, hidden_noise=0.0, binarize=True)
+            defaults.update(layers=1, hidden=1000, act="sigmoid", walkbacks=5, hidden_noise=0.0, binarize="both")
         if optimizer == "sgd":
             defaults.update(dict(lr=0.25, momentum=0.5, lr_decay=0.995) if model == "gsn" else dict(lr=10.0))
         defaults.update({k: v for k, v in settings.items() if v is not None})
@@ -352,8 +382,6 @@ class GSNConfig:
 def config_from_args(a):
     """GSNConfig from parse_args' flags: the defaults of --model and --optimizer, then the flags given."""
     flags = {f.name: getattr(a, f.name) for f in fields(GSNConfig) if hasattr(a, f.name)}
-    if flags["binarize"] is not None:
-        flags["binarize"] = bool(flags["binarize"])
     return GSNConfig.for_model(**flags)
 
 
@@ -395,7 +423,9 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
     # [C]: shuffle the training set ONCE with a fixed seed, then sequential minibatches every epoch
     Xtr = Xtr[np.random.RandomState(cfg.seed).permutation(len(Xtr))]
     X = torch.from_numpy(Xtr).to(dev)
-    target_all = (X > 0.5).float() if cfg.binarize else X
+    binary = (X > 0.5).float() if cfg.binarize != "none" else None  # [C] load_mnist_binary: x > 0.5
+    target_all = X if binary is None else binary
+    X = binary if cfg.binarize == "both" else X
     model = build_model(cfg).to(dev)
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -522,7 +552,8 @@ def parse_args(argv=None):
                    help="salt-and-pepper probability")
     p.add_argument("--hidden-noise", type=common.flag(float, min=0.0), default=None,
                    help="Gaussian sigma pre/post activation (default gsn 2, dae 0)")
-    p.add_argument("--binarize", type=int, choices=[0, 1], default=None, help="train on x > 0.5 (default: dae 1, gsn 0, as [C])")
+    p.add_argument("--binarize", choices=BINARIZE, default=None,
+                   help="which of inputs and targets are x > 0.5 (default: dae both, gsn none, as [C])")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help="adam (short budgets) or the original sgd")
     p.add_argument("--lr", type=pos_float, default=None, help="default adam 1e-3; sgd gsn 0.25, dae 10")
     p.add_argument("--epochs", type=pos_float, default=None, help="training epochs")

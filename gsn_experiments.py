@@ -7,10 +7,14 @@ several models and writes a table and figures.
         Parzen log-likelihood table, chain and inpainting figures of one or more checkpoints
   python gsn_experiments.py experiment      deep GSN vs walkback DAE vs DAE, equal compute (~30 CPU-minutes)
   python gsn_experiments.py curve           Parzen against training budget; a stopped curve continues
+  python gsn_experiments.py errorbars       the curve's GSN and DAE: seeds x chains per budget, error bars by source
 
   GSN_SIGMAS, report, add_report_args, report_from_args    the scoring protocol, its table and flags
+  kmeans, reference_sets                                   the reference rows: real images, k-means, pixels
   EXPERIMENT, run_experiment                               equal compute: deep GSN vs walkback DAE vs DAE
-  CURVE, CURVE_SEED2_UNITS, run_curve, curve_report        Parzen against training budget
+  CURVE, CURVE_SEED2_UNITS, train_to, run_curve, curve_report   Parzen against training budget
+  ERRORBAR_MODELS, error_components, gap_components,       seeds x chains per budget, the error bar by source
+    score_chains, run_errorbars, score_references, errorbars_report
   demo                                                     demo.py's GSN stage
   add_run_args, main                                       the command line
 
@@ -28,6 +32,7 @@ import torch
 
 import common
 import gsn
+from common import UserError
 
 # -----------------------------------------------------------------------------
 # The report: Parzen table and figures of one or more checkpoints (`gsn_experiments.py report`, and
@@ -39,9 +44,40 @@ import gsn
 # training noise on, no burn-in, recording the means p(X|H). Parzen sigma is chosen on the 1000
 # held-out validation images (never trained on) from GSN_SIGMAS, as the GAN paper does; the test
 # log-likelihood +- standard error is reported at that sigma and at [C]'s fixed sigma = 0.2.
-# Reference rows (real training images, independent pixels) are scored the same way.
+# Reference rows (real training images, k-means centroids, independent pixels) are scored the same way.
+# Next to every Parzen number: the mean squared distance from a test image to its nearest centre (no sigma).
 
 GSN_SIGMAS = [float(s) for s in np.logspace(-1.3, -0.3, 21)]  # 0.05 .. 0.5, fine grid
+KMEANS_ITERS = 5  # Lloyd iterations of the k-means reference: enough to turn random images into averages
+
+
+@torch.no_grad()
+def kmeans(X, k, iters=KMEANS_ITERS, seed=1, chunk=2000):
+    """Lloyd's k-means: k centroids started at k distinct random rows of X (numpy seed), then `iters`
+    rounds of (assign each row to its nearest centroid, move each centroid to its rows' mean). A centroid
+    left with no rows stays where it was. Returns (k, d) float32. The Parzen reference of Theis, van den
+    Oord and Bethge (2016): averages of a few images, blurry prototypes that no sampler would draw."""
+    X = torch.as_tensor(X, dtype=torch.float32)
+    C = X[torch.from_numpy(np.random.RandomState(seed).choice(len(X), k, replace=False))].clone()
+    for _ in range(iters):
+        assign = torch.cat([D.argmin(1) for _, D in gsn.sq_distance_blocks(X, C, chunk)])
+        sums = torch.zeros_like(C).index_add_(0, assign, X)
+        counts = torch.bincount(assign, minlength=k).float()
+        moved = counts > 0
+        C[moved] = sums[moved] / counts[moved, None]
+    return C
+
+
+def reference_sets(train_X, n, seed):
+    """The reference rows' Parzen centres, as many as a model's chain means: yields (name, (n, 784) array,
+    note), each made when it is asked for (the k-means takes minutes; the real images are scored first)."""
+    yield "real training images", train_X[:n], f"{n} training images as centres (upper reference)"
+    t0 = time.time()
+    centroids = kmeans(train_X, n, seed=seed).numpy()
+    yield "k-means centroids", centroids, (f"{n} k-means centroids of the {len(train_X)} training images "
+                                           f"({KMEANS_ITERS} iterations, {time.time() - t0:.0f} s)")
+    pixels = np.random.RandomState(seed).rand(n, 784) < train_X.mean(0)
+    yield "independent pixels", pixels.astype(np.float32), "Bernoulli(training pixel means) samples"
 
 
 def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, train_seconds=None,
@@ -56,7 +92,8 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
     protocol = (f"Parzen centres: one chain of {n_samples} consecutive means p(X|H) per model, started from the "
                 f"first held-out validation digit corrupted by salt-and-pepper noise, all noise on, no burn-in; "
                 f"sigma tuned on {len(valid)} held-out validation images over logspace(-1.3,-0.3,21), also sigma=0.2; "
-                f"{len(test)} test images, mean +- standard error")
+                f"{len(test)} test images, mean +- standard error; nearest sq. distance: mean over the test images of "
+                f"the squared distance to the nearest centre (no sigma)")
     print(protocol, flush=True)
     rows = []
 
@@ -66,7 +103,7 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
         r.update(name=name, note=note, n_samples=len(samples), parzen_s=round(time.time() - t0, 1), **extra)
         rows.append(r)
         print(f"  {name}: log-lik {r['ll']:.1f} +- {r['se']:.1f} (sigma {r['sigma']:.3f}); "
-              f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} at sigma 0.2", flush=True)
+              f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} at sigma 0.2; nearest sq. distance {r['nearest']:.2f}", flush=True)
 
     for name, model, cfg, ckpt in models:
         step = ckpt["step"]
@@ -85,26 +122,24 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
               epochs=round(step * cfg.batch_size / len(train_X), 2),
               train_s=None if train_s is None else round(train_s, 1))
     if references:
-        rng = np.random.RandomState(seed)
-        real = train_X[:n_samples]
-        score("real training images", real, f"{len(real)} training images as centres (upper reference)")
-        score("independent pixels", (rng.rand(n_samples, 784) < train_X.mean(0)).astype(np.float32),
-              "Bernoulli(training pixel means) samples")
-    lines = ["| model | Parzen log-lik (tuned sigma) | sigma | log-lik at sigma=0.2 | training | setting |",
-             "|---|---|---|---|---|---|"]
+        for name, centres, note in reference_sets(train_X, n_samples, seed):
+            score(name, centres, note)
+    lines = ["| model | Parzen log-lik (tuned sigma) | sigma | log-lik at sigma=0.2 | nearest sq. distance | training | setting |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         tr = "-"
         if "step" in r:
             took = "" if r["train_s"] is None else f", {r['train_s']:.0f} s"
             tr = f"{r['step']} steps ({r['epochs']} ep{took})"
         lines.append(f"| {r['name']} | {r['ll']:.1f} +- {r['se']:.1f} | {r['sigma']:.3f} | "
-                     f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {tr} | {r['note']} |")
+                     f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {r['nearest']:.2f} +- {r['nearest_se']:.2f} | "
+                     f"{tr} | {r['note']} |")
     table = "\n".join(lines)
     print(table)
     common.atomic_write(os.path.join(out, "results.md"), table + "\n\n" + protocol + "\n")
     common.atomic_write(os.path.join(out, "results.json"),
                         json.dumps({"data": data_spec, "seed": seed, "protocol": protocol, "rows": rows}, indent=1))
-    print(json.dumps({"gsn_parzen": [{k: r[k] for k in ("name", "ll", "se", "sigma", "ll_fixed", "se_fixed")}
+    print(json.dumps({"gsn_parzen": [{k: r[k] for k in ("name", "ll", "se", "sigma", "ll_fixed", "se_fixed", "nearest")}
                                      for r in rows]}))
     return rows
 
@@ -119,7 +154,7 @@ def add_report_args(p):
     p.add_argument("--seed", type=int, default=1)
     common.add_device_arg(p)
     p.add_argument("--threads", type=common.positive, default=None, help="torch.set_num_threads")
-    p.add_argument("--no-references", action="store_true", help="skip the real-images and pixel rows")
+    p.add_argument("--no-references", action="store_true", help="skip the real-images, k-means and pixel rows")
 
 
 def report_from_args(args):
@@ -179,6 +214,24 @@ CURVE = [
 CURVE_SEED2_UNITS = 4  # the second seed stops here (the first three checkpoints)
 
 
+def train_to(settings, seed, steps, run_out, u, a):
+    """Start or continue the run in run_out (GSNConfig.for_model(**settings) with a's --data, --n-train and
+    --device) up to `steps` steps, and keep a copy as run_out/ckpt_<u>.pt (the next point resumes from
+    ckpt.pt). Returns (the copy's path, training CPU seconds of this call: time.process_time)."""
+    last = os.path.join(run_out, "ckpt.pt")
+    if os.path.exists(last) and gsn.read_checkpoint(last)[0]["step"] > steps:
+        raise UserError(f"{last} is past {steps} steps: a point before it was deleted; delete the run folder")
+    cfg = gsn.GSNConfig.for_model(**settings, data=a.data, seed=seed, max_steps=steps, n_train=a.n_train)
+    t0 = time.process_time()
+    gsn.train(cfg, run_out, resume=os.path.exists(last), device=a.device, quiet=True, figures=False)
+    took = time.process_time() - t0
+    ckpt = os.path.join(run_out, f"ckpt_{u}.pt")
+    os.replace(last, ckpt)
+    with open(ckpt, "rb") as src:
+        common.atomic_write(last, lambda f: shutil.copyfileobj(src, f), binary=True)
+    return ckpt, took
+
+
 def run_curve(a):
     """Train each CURVE model once, evaluating a copy of the checkpoint at 1, 2, 4, 8, ... budget units
     (the run continues from that checkpoint: one run gives the curve). Seed a.seed goes to the model's
@@ -199,22 +252,15 @@ def run_curve(a):
                     cpu = rows[-1]["cpu_s"]
                     continue
                 steps = max(1, round(u * unit * a.budget_scale))
-                cfg = gsn.GSNConfig.for_model(**settings, data=a.data, seed=seed, max_steps=steps, n_train=a.n_train)
-                t0 = time.process_time()
-                gsn.train(cfg, run_out, resume=os.path.exists(os.path.join(run_out, "ckpt.pt")),
-                          device=a.device, quiet=True, figures=False)
-                cpu += time.process_time() - t0
-                ckpt = os.path.join(run_out, f"ckpt_{u}.pt")
-                os.replace(os.path.join(run_out, "ckpt.pt"), ckpt)  # the next point resumes from a copy
-                with open(ckpt, "rb") as src:
-                    common.atomic_write(os.path.join(run_out, "ckpt.pt"), lambda f: shutil.copyfileobj(src, f), binary=True)
+                ckpt, took = train_to(settings, seed, steps, run_out, u, a)
+                cpu += took
                 refs = os.path.join(a.out, "references.json")
                 r = report([(f"{name}-s{seed}-{u}", ckpt)], os.path.join(run_out, f"report_{u}"), data_spec=a.data,
                            seed=a.seed, device=a.device, n_samples=a.parzen_samples, references=not os.path.exists(refs))
                 if len(r) > 1:  # the reference rows (real training images, independent pixels), once
                     common.atomic_write(refs, json.dumps(r[1:]))
                 rows.append(dict(model=name, seed=seed, units=u, steps=steps, cpu_s=round(cpu, 3),
-                                 **{k: r[0][k] for k in ("ll", "se", "sigma", "ll_fixed", "se_fixed")}))
+                                 **{k: r[0][k] for k in ("ll", "se", "sigma", "ll_fixed", "se_fixed", "nearest")}))
                 common.atomic_write(point, json.dumps(rows[-1]))  # whole or absent: a stopped curve reads it back
                 print(f"[curve {time.strftime('%H:%M:%S')}] {name} seed {seed}: {u} units = {steps} steps, "
                       f"{cpu / 60:.1f} CPU-min, Parzen {rows[-1]['ll']:.1f} +- {rows[-1]['se']:.1f}", flush=True)
@@ -233,8 +279,8 @@ def curve_report(rows, out):
     for r in rows:
         if "model" in r:
             points.setdefault((r["model"], r["units"]), []).append(r)
-    lines = ["| model | units | steps | seeds | CPU-min (mean) | Parzen, tuned sigma | Parzen at sigma = 0.2 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | units | steps | seeds | CPU-min (mean) | Parzen, tuned sigma | Parzen at sigma = 0.2 | nearest sq. distance |",
+             "|---|---|---|---|---|---|---|---|"]
     stats = {}
     for (model, u), rs in points.items():
         n = len(rs)
@@ -244,11 +290,15 @@ def curve_report(rows, out):
             var_seed = float(np.var(vals, ddof=1)) if n > 1 else 0.0
             cell[key] = (float(np.mean(vals)), math.sqrt(var_seed / n + np.mean([r[se_key] ** 2 for r in rs]) / n))
         stats[model, u] = (float(np.mean([r["cpu_s"] for r in rs])) / 60, cell)
+        near = [r["nearest"] for r in rs if "nearest" in r]  # points written before it was measured lack it
         lines.append(f"| {model} | {u} | {rs[0]['steps']} | {n} | {stats[model, u][0]:.1f} | "
-                     f"{cell['ll'][0]:.1f} +- {cell['ll'][1]:.1f} | {cell['ll_fixed'][0]:.1f} +- {cell['ll_fixed'][1]:.1f} |")
+                     f"{cell['ll'][0]:.1f} +- {cell['ll'][1]:.1f} | {cell['ll_fixed'][0]:.1f} +- {cell['ll_fixed'][1]:.1f} | "
+                     f"{f'{np.mean(near):.2f}' if len(near) == n else '-'} |")
     refs = [r for r in rows if r.get("reference")]
-    lines += [f"| *reference:* {r['name']} | | | | | {r['ll']:.1f} +- {r['se']:.1f} | {r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} |"
-              for r in refs]
+    for r in refs:
+        near = f"{r['nearest']:.2f}" if "nearest" in r else "-"
+        lines.append(f"| *reference:* {r['name']} | | | | | {r['ll']:.1f} +- {r['se']:.1f} | "
+                     f"{r['ll_fixed']:.1f} +- {r['se_fixed']:.1f} | {near} |")
     table = "\n".join(lines)
     print(table)
     common.atomic_write(os.path.join(out, "curve.md"), table + "\n")
@@ -258,7 +308,7 @@ def curve_report(rows, out):
             us = sorted(u for m, u in points if m == model)
             ax.errorbar([stats[model, u][0] for u in us], [stats[model, u][1][key][0] for u in us],
                         yerr=[stats[model, u][1][key][1] for u in us], marker="o", ms=3, capsize=2, label=model)
-        for r, ls in zip(refs, ("--", ":")):
+        for r, ls in zip(refs, ("--", "-.", ":")):  # real images, k-means centroids, independent pixels
             ax.axhline(r[key], color="gray", ls=ls, lw=1, label=r["name"])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training CPU-minutes (one core)")
@@ -269,6 +319,196 @@ def curve_report(rows, out):
     fig.tight_layout()
     common.atomic_write(os.path.join(out, "curve.png"), lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
     plt.close(fig)
+
+
+# -----------------------------------------------------------------------------
+# Error bars: a curve point is one training seed and one chain, and its +- is the test-set standard error
+# only, while two seeds (or two chains) of one model can differ by far more. Here each budget gets S seeds
+# x C chains, and the error bar of their mean is split into its three sources.
+
+ERRORBAR_MODELS = {name: (settings, unit) for name, settings, unit, _ in CURVE
+                   if name in ("gsn2-500", "dae-walkback-1000")}  # the curve's deep GSN and walkback DAE
+
+
+def error_components(ll):
+    """Mean of a Parzen estimate pooled over S training seeds x C chains x N test images, and its
+    standard error split by source. ll: (S, C, N), the log-likelihood of test image i under the chain c of
+    seed s. Seeds and chains are nested random effects; the N test images are shared by every chain:
+      chain: var_chain = mean over seeds of the variance of that seed's C chain means; s.e. sqrt(var_chain / (S C))
+      seed:  var_seed = variance of the S seed means - var_chain / C (floored at 0); s.e. sqrt(var_seed / S)
+      test:  variance over the images of each image's mean over all S x C chains, / N
+      total: sqrt(seed^2 + chain^2 + test^2). seed (chain) is None with one seed (chain): not measured,
+             and then left out of the total.
+    Also the standard deviations of one seed and one chain (how far a single run can land) and the per-image
+    means (for gap_components)."""
+    ll = np.asarray(ll, dtype=np.float64)
+    S, C, N = ll.shape
+    chain_means = ll.mean(2)
+    var_chain = float(chain_means.var(1, ddof=1).mean()) if C > 1 else None
+    var_seed = (max(float(chain_means.mean(1).var(ddof=1)) - (var_chain or 0.0) / C, 0.0) if S > 1 else None)
+    images = ll.mean((0, 1))
+    r = {"mean": float(ll.mean()), "seeds": S, "chains": C,
+         "seed": None if var_seed is None else math.sqrt(var_seed / S),
+         "chain": None if var_chain is None else math.sqrt(var_chain / (S * C)),
+         "test": float(images.std(ddof=1) / math.sqrt(N)),
+         "sd_seed": None if var_seed is None else math.sqrt(var_seed),
+         "sd_chain": None if var_chain is None else math.sqrt(var_chain)}
+    r["total"] = math.sqrt(sum(r[k] ** 2 for k in ("seed", "chain", "test") if r[k] is not None))
+    return r, images
+
+
+def gap_components(a, b):
+    """(mean of A) - (mean of B) from two error_components results, (r, images) each: the seed and chain
+    variances add (independent runs); the test-set term is paired (both are scored on the same images), so
+    it is the variance of the per-image difference / N, smaller than either model's own."""
+    (ra, ia), (rb, ib) = a, b
+    add = lambda k: None if ra[k] is None or rb[k] is None else math.hypot(ra[k], rb[k])
+    r = {"mean": ra["mean"] - rb["mean"], "seed": add("seed"), "chain": add("chain"),
+         "test": float((ia - ib).std(ddof=1) / math.sqrt(len(ia)))}
+    r["total"] = math.sqrt(sum(r[k] ** 2 for k in ("seed", "chain", "test") if r[k] is not None))
+    return r
+
+
+def score_chains(ckpt, valid, test, n_samples, chains, chain_seed, figure=None):
+    """The report's protocol, `chains` times on one checkpoint: chain c is the noise seed chain_seed + c
+    (chain 0 with chain_seed 1 is the chain `report` scores). Returns ([per-chain summary dicts], (chains,
+    n_test) log-likelihoods at each chain's tuned sigma). figure: a path for chain 0's first 400 means."""
+    model = gsn.load_model(ckpt)[0]
+    rows, lls = [], []
+    for c in range(chains):
+        t0 = time.process_time()
+        torch.manual_seed(chain_seed + c)
+        s = gsn.sample_chain(model, 1, n_samples, start=torch.as_tensor(valid[:1]))[:, 0]
+        if figure and c == 0 and len(s) >= 400:
+            gsn.save_image(figure, gsn.tile(s[:400].numpy(), 20, 20))
+        r = gsn.parzen_evaluate(s, valid, test, GSN_SIGMAS, per_image=True)
+        lls.append(r.pop("ll_images"))
+        rows.append(dict(r, chain_seed=chain_seed + c, eval_cpu_s=round(time.process_time() - t0, 1)))
+    return rows, np.stack(lls)
+
+
+def run_errorbars(a):
+    """Train each of a.models (ERRORBAR_MODELS) with each of a.seeds, evaluating a copy of the checkpoint at
+    each of a.units budget units (one run per model and seed, continued from point to point: train_to) with
+    a.chains independent chains (score_chains); then, if a.models is every model, the reference rows
+    (score_references; once, after the models) and the table, JSON and figure of errorbars_report. Budgets
+    run smallest first over all seeds, so a stopped run has whole budgets; finished points are read back
+    from <run>/point_<u>.json and .npy. Returns the table's rows (with a subset of the models: the points)."""
+    for flag, vals in (("--seeds", a.seeds), ("--units", a.units), ("--models", a.models)):
+        if len(set(vals)) < len(vals):
+            raise UserError(f"{flag} lists a value twice: {' '.join(map(str, vals))}")
+    common.make_out_dir(a.out)
+    train_X, valid, test, _ = gsn.load_data(a.data, n_train=a.n_train)
+    points = []
+    for u in sorted(a.units):
+        for seed in a.seeds:
+            for name in a.models:
+                settings, unit = ERRORBAR_MODELS[name]
+                run_out = os.path.join(a.out, f"{name}-s{seed}")
+                path = os.path.join(run_out, f"point_{u}")
+                if not os.path.exists(path + ".json"):
+                    steps = max(1, round(u * unit * a.budget_scale))
+                    earlier = [v for v in a.units if v < u and os.path.exists(os.path.join(run_out, f"point_{v}.json"))]
+                    cpu = 0.0
+                    if earlier:
+                        with open(os.path.join(run_out, f"point_{max(earlier)}.json")) as f:
+                            cpu = json.load(f)["cpu_s"]
+                    ckpt, took = train_to(settings, seed, steps, run_out, u, a)
+                    chains, ll = score_chains(ckpt, valid, test, a.parzen_samples, a.chains, a.chain_seed,
+                                              figure=os.path.join(run_out, f"chain400_{u}.png"))
+                    common.atomic_write(path + ".npy", lambda f: np.save(f, ll), binary=True)
+                    common.atomic_write(path + ".json", json.dumps(dict(model=name, seed=seed, units=u, steps=steps,
+                                                                        cpu_s=round(cpu + took, 3), chains=chains)))
+                    print(f"[errorbars {time.strftime('%H:%M:%S')}] {name} seed {seed}: {u} units = {steps} steps, "
+                          f"{(cpu + took) / 60:.1f} CPU-min; Parzen of its {a.chains} chains: "
+                          + " ".join(f"{c['ll']:.1f}" for c in chains), flush=True)
+                with open(path + ".json") as f:
+                    points.append(dict(json.load(f), ll=np.load(path + ".npy")))
+    if set(a.models) != set(ERRORBAR_MODELS):  # one process per model: the call with all of them writes the table
+        print(f"[errorbars] {len(points)} points of {' '.join(a.models)}; the table: the same command with every model")
+        return points
+    # after the models: a run stopped early has its model points first
+    refs = score_references(os.path.join(a.out, "references.json"), train_X, valid, test, a.parzen_samples, a.chain_seed)
+    return errorbars_report(points, refs, a.out)
+
+
+def score_references(path, train_X, valid, test, n, seed):
+    """The reference rows (reference_sets, n centres each) scored by parzen_evaluate, once: read back from
+    path (JSON) when it exists."""
+    if not os.path.exists(path):
+        refs = []
+        for name, centres, note in reference_sets(train_X, n, seed):
+            refs.append(dict(gsn.parzen_evaluate(torch.as_tensor(centres), valid, test, GSN_SIGMAS), name=name, note=note))
+            print(f"[errorbars] reference {name}: Parzen {refs[-1]['ll']:.1f} +- {refs[-1]['se']:.1f}, "
+                  f"nearest sq. distance {refs[-1]['nearest']:.2f}", flush=True)
+        common.atomic_write(path, json.dumps(refs, indent=1))
+    with open(path) as f:
+        return json.load(f)
+
+
+def errorbars_report(points, refs, out):
+    """Table (<out>/errorbars.md), JSON (errorbars.json) and figure (errorbars.png) of run_errorbars' points:
+    per model and budget the pooled mean and error_components; per budget the gap between the first two
+    models (gap_components); the reference rows with their test-set s.e. Returns the table's rows."""
+    plt = common.pyplot()
+    fmt = lambda v, d=1: "n/a" if v is None else f"{v:.{d}f}"
+    groups = {}
+    for p in points:
+        groups.setdefault((p["model"], p["units"]), []).append(p)
+    rows, comps = [], {}
+    lines = ["| model | units | steps | CPU-min | seeds x chains | Parzen (mean) | total s.e. | seed s.e. | chain s.e. | "
+             "test s.e. | sd of one seed / one chain | nearest sq. distance |", "|---" * 12 + "|"]
+    for (model, u), ps in groups.items():
+        r, images = error_components(np.stack([p["ll"] for p in ps]))
+        comps[model, u] = (r, images)
+        near = [c["nearest"] for p in ps for c in p["chains"]]
+        r.update(model=model, units=u, steps=ps[0]["steps"], cpu_min=float(np.mean([p["cpu_s"] for p in ps])) / 60,
+                 seed_list=[p["seed"] for p in ps], nearest=float(np.mean(near)), nearest_sd=float(np.std(near)),
+                 chain_ll=[[c["ll"] for c in p["chains"]] for p in ps], sigmas=[[c["sigma"] for c in p["chains"]] for p in ps])
+        rows.append(r)
+        lines.append(f"| {model} | {u} | {r['steps']} | {r['cpu_min']:.1f} | {r['seeds']} x {r['chains']} | {r['mean']:.1f} | "
+                     f"{r['total']:.1f} | {fmt(r['seed'])} | {fmt(r['chain'])} | {r['test']:.1f} | "
+                     f"{fmt(r['sd_seed'])} / {fmt(r['sd_chain'])} | {r['nearest']:.2f} (sd {r['nearest_sd']:.2f}) |")
+    models = list(dict.fromkeys(m for m, _ in groups))
+    gaps = []
+    if len(models) >= 2:
+        for u in sorted({u for _, u in groups}):
+            if (models[0], u) in comps and (models[1], u) in comps:
+                g = gap_components(comps[models[0], u], comps[models[1], u])
+                g.update(units=u, name=f"{models[0]} - {models[1]}")
+                gaps.append(g)
+                lines.append(f"| *gap:* {g['name']} | {u} | | | | {g['mean']:+.1f} | {g['total']:.1f} | {fmt(g['seed'])} | "
+                             f"{fmt(g['chain'])} | {g['test']:.1f} (paired) | | |")
+    for r in refs:
+        lines.append(f"| *reference:* {r['name']} | | | | | {r['ll']:.1f} | {r['se']:.1f} | | | {r['se']:.1f} | | "
+                     f"{r['nearest']:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    common.atomic_write(os.path.join(out, "errorbars.md"), table + "\n")
+    common.atomic_write(os.path.join(out, "errorbars.json"), json.dumps({"rows": rows, "gaps": gaps, "references": refs},
+                                                                        indent=1))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    rng = np.random.RandomState(0)
+    for k, model in enumerate(models):
+        us = sorted(u for m, u in groups if m == model)
+        for r in (r for r in rows if r["model"] == model):  # every chain: one dot, one marker per seed
+            for j, lls in enumerate(r["chain_ll"]):
+                x = math.log2(r["units"]) + 0.12 * (k - (len(models) - 1) / 2) + rng.uniform(-0.03, 0.03, len(lls))
+                ax.scatter(x, lls, s=9, color=f"C{k}", alpha=0.5, marker="os^Dv"[j % 5], lw=0)
+        x = [math.log2(u) + 0.12 * (k - (len(models) - 1) / 2) for u in us]
+        ax.errorbar(x, [comps[model, u][0]["mean"] for u in us], yerr=[2 * comps[model, u][0]["total"] for u in us],
+                    color=f"C{k}", marker="_", ms=14, capsize=3, lw=1.5, label=f"{model}: mean +- 2 total s.e.")
+    us = sorted({u for _, u in groups})
+    ax.set_xticks([math.log2(u) for u in us], [str(u) for u in us])
+    ax.set_xlabel("budget units (8 = the equal-compute experiment's steps)")
+    ax.set_ylabel("Parzen test log-likelihood (nats)")
+    ax.set_title("each dot: one chain (marker: training seed)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    common.atomic_write(os.path.join(out, "errorbars.png"), lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
+    plt.close(fig)
+    return rows
 
 
 # -----------------------------------------------------------------------------
@@ -293,11 +533,13 @@ def demo(out, seed=0, quick=False):
 # -----------------------------------------------------------------------------
 # CLI
 
-def add_run_args(p, out):
-    """The flags of `experiment` and `curve`; each model's own settings are EXPERIMENT's and CURVE's."""
+def add_run_args(p, out, seed=True):
+    """The flags of `experiment`, `curve` and `errorbars` (seed=False: it has --seeds); each model's own
+    settings are EXPERIMENT's and CURVE's."""
     p.add_argument("--data", type=gsn.data_flag, default=gsn.GSNConfig.data, help="'procedural' or a folder with MNIST IDX files")
-    p.add_argument("--seed", type=int, default=gsn.GSNConfig.seed, help="every model's training seed (curve: and seed + 1)")
-    p.add_argument("--out", default=out)
+    if seed:
+        p.add_argument("--seed", type=int, default=gsn.GSNConfig.seed, help="every model's training seed (curve: and seed + 1)")
+    p.add_argument("--out", default=out, help="output folder (every run, point, table and figure)")
     common.add_device_arg(p)
     p.add_argument("--threads", type=common.positive, default=None, help="torch.set_num_threads")
     p.add_argument("--budget-scale", type=common.positive_float, default=1.0, help="multiply every model's steps")
@@ -321,6 +563,19 @@ def main(argv=None):
     add_run_args(p, "runs/gsn-curve")
     p.add_argument("--n-train", type=common.positive, default=None, help="use only this many training images (quick runs)")
     p.set_defaults(func=run_curve)
+
+    p = sub.add_parser("errorbars", help="the curve's deep GSN and walkback DAE: seeds x chains per budget, error bars by source")
+    add_run_args(p, "runs/gsn-errorbars", seed=False)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds, one run per model and seed")
+    p.add_argument("--units", type=common.positive, nargs="+", default=[8, 16, 32, 64],
+                   help="budgets to score, in the curve's units (1/8 of the experiment's steps; each run continues)")
+    p.add_argument("--chains", type=common.positive, default=5,
+                   help="independent chains scored per checkpoint (noise seeds --chain-seed, +1, ...)")
+    p.add_argument("--chain-seed", type=int, default=1, help="the first chain's noise seed (1: the chain `report` scores)")
+    p.add_argument("--models", nargs="+", choices=list(ERRORBAR_MODELS), default=list(ERRORBAR_MODELS),
+                   help="which models (one process per model can share a machine; a last call with all writes the table)")
+    p.add_argument("--n-train", type=common.positive, default=None, help="use only this many training images (quick runs)")
+    p.set_defaults(func=run_errorbars)
 
     args = parser.parse_args(argv)
     if args.threads:

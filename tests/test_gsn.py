@@ -63,6 +63,66 @@ def test_parzen_evaluate_picks_sigma_on_validation():
     assert r["ll"] == pytest.approx(ll.mean().item()) and r["se"] == pytest.approx(ll.std().item() / math.sqrt(60))
 
 
+def test_nearest_sq_distance_hand_built():
+    """Each test point's squared distance to its nearest sample, on points whose answer is exact; the same from
+    the Parzen pass; and as sigma -> 0 the Parzen log-likelihood is -nearest / (2 sigma^2) + a constant."""
+    test = torch.tensor([[0., 0.], [3., 4.], [10., 9.]])
+    samples = torch.tensor([[1., 0.], [3., 6.], [10., 10.], [-5., -5.]])
+    assert gsn.nearest_sq_distance(test, samples).tolist() == [1.0, 4.0, 1.0]
+    assert gsn.nearest_sq_distance(test, samples, chunk=2).tolist() == [1.0, 4.0, 1.0]
+    ll, near = gsn.parzen_log_likelihood(test, samples, 0.05, chunk=1, nearest=True)
+    assert near.tolist() == [1.0, 4.0, 1.0]
+    const = -math.log(4) - math.log(2 * math.pi * 0.05 ** 2)  # d = 2
+    assert torch.allclose(ll, -near / (2 * 0.05 ** 2) + const)
+    r = gsn.parzen_evaluate(samples, test, test, [0.05, 1.0])
+    assert r["nearest"] == pytest.approx(2.0) and r["nearest_se"] == pytest.approx(math.sqrt(3) / math.sqrt(3))
+
+
+def test_kmeans_recovers_separable_clusters():
+    """Three clusters far apart (every point nearer its own centre than any other cluster's points): from
+    initial rows in three different clusters, one Lloyd step already gives the exact cluster means."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.] * 5, [10.] * 5, [0.] * 4 + [20.]])
+    labels = torch.arange(3).repeat_interleave(20)[torch.randperm(60, generator=g)]
+    X = centres[labels] + 0.1 * torch.randn(60, 5, generator=g)
+    # the seed's initial rows (kmeans: k distinct random rows) fall in three different clusters
+    seed = next(s for s in range(100) if len(set(labels[np.random.RandomState(s).choice(60, 3, replace=False)].tolist())) == 3)
+    C = gsn_experiments.kmeans(X.numpy(), 3, iters=3, seed=seed)
+    means = torch.stack([X[labels == c].mean(0) for c in range(3)])
+    order = [int(((means - c) ** 2).sum(1).argmin()) for c in C]
+    assert sorted(order) == [0, 1, 2]
+    torch.testing.assert_close(C, means[order])
+    # two centroids start on equal rows: the first takes every row (argmin: the first of a tie), the second
+    # is left with none and stays where it was
+    X2 = np.array([[0., 0.], [0., 0.], [3., 3.]], np.float32)
+    seed = next(s for s in range(100) if list(np.random.RandomState(s).choice(3, 2, replace=False)) in ([0, 1], [1, 0]))
+    torch.testing.assert_close(gsn_experiments.kmeans(X2, 2, iters=1, seed=seed), torch.tensor([[1., 1.], [0., 0.]]))
+
+
+def test_error_components_hand_built():
+    """ll[s, c, i] = a_s + b_sc + e_i: seed effects a = 0, 3, 6; chains +-1 within each seed; image effects
+    e = 0, 1, 2, 3. The variance components come out exactly."""
+    a, b, e = np.array([0., 3., 6.]), np.array([[-1., 1.]] * 3), np.array([0., 1., 2., 3.])
+    ll = a[:, None, None] + b[:, :, None] + e[None, None, :]
+    r, images = gsn_experiments.error_components(ll)
+    var_chain, var_seed, var_test = 2.0, 9.0 - 2.0 / 2, np.var(e, ddof=1) / 4
+    assert r["mean"] == pytest.approx(3.0 + 1.5) and (r["seeds"], r["chains"]) == (3, 2)
+    assert r["chain"] == pytest.approx(math.sqrt(var_chain / 6)) and r["sd_chain"] == pytest.approx(math.sqrt(2))
+    assert r["seed"] == pytest.approx(math.sqrt(var_seed / 3)) and r["sd_seed"] == pytest.approx(math.sqrt(8))
+    assert r["test"] == pytest.approx(math.sqrt(var_test))
+    assert r["total"] == pytest.approx(math.sqrt(var_seed / 3 + var_chain / 6 + var_test))
+    np.testing.assert_allclose(images, 3.0 + e)
+    # one seed, one chain: only the test-set term, the report's standard error
+    one, _ = gsn_experiments.error_components(ll[:1, :1])
+    assert one["seed"] is None and one["chain"] is None and one["total"] == pytest.approx(np.std(e, ddof=1) / 2)
+    # a gap with itself: 0, the paired test term vanishes, seed and chain variances add
+    g = gsn_experiments.gap_components((r, images), (r, images))
+    assert g["mean"] == 0 and g["test"] == 0 and g["seed"] == pytest.approx(math.sqrt(2 * var_seed / 3))
+    # seeds that agree better than their chains do: the seed term floors at 0
+    r2, _ = gsn_experiments.error_components(np.array([[[0.], [4.]], [[1.], [3.]]]).repeat(2, 2))
+    assert r2["seed"] == 0.0 and r2["chain"] > 0
+
+
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_chain_shapes_and_ranges(layers):
     torch.manual_seed(0)
@@ -137,13 +197,13 @@ def test_config_defaults_per_model_and_optimizer():
     """The deep GSN's defaults are GSNConfig's; --model dae and --optimizer sgd bring [C]'s; a flag given wins."""
     assert _flags() == gsn.GSNConfig(max_steps=3600)  # the default budget when none is given
     dae = gsn.GSNConfig(model="dae", layers=1, hidden=1000, act="sigmoid", walkbacks=5, hidden_noise=0.0,
-                        binarize=True, max_steps=3600)
+                        binarize="both", max_steps=3600)
     assert _flags("--model", "dae") == gsn.GSNConfig.for_model("dae", max_steps=3600) == dae
     assert _flags("--optimizer", "sgd") == gsn.GSNConfig(optimizer="sgd", lr=0.25, momentum=0.5, lr_decay=0.995,
                                                          max_steps=3600)
     assert _flags("--model", "dae", "--optimizer", "sgd") == dataclasses.replace(dae, optimizer="sgd", lr=10.0)
-    c = _flags("--model", "dae", "--binarize", "0", "--hidden-noise", "0", "--lr", "0.5", "--epochs", "2")
-    assert (c.binarize, c.hidden_noise, c.lr, c.epochs, c.max_steps) == (False, 0.0, 0.5, 2.0, None)
+    c = _flags("--model", "dae", "--binarize", "none", "--hidden-noise", "0", "--lr", "0.5", "--epochs", "2")
+    assert (c.binarize, c.hidden_noise, c.lr, c.epochs, c.max_steps) == ("none", 0.0, 0.5, 2.0, None)
     assert _flags("--hidden-noise", "0").hidden_noise == 0.0  # 0 is a value, not "not given"
     assert gsn.GSNConfig(**dataclasses.asdict(c)) == c  # what the checkpoint stores reads back
     with pytest.raises(common.UserError, match="exactly one hidden layer"):
@@ -272,10 +332,11 @@ def test_report_writes_table_json_and_figures(tiny_run, tmp_path, capsys):
     _, ckpt = tiny_run
     out = tmp_path / "rep"
     rows = gsn_experiments.report([("tiny", ckpt)], str(out), n_samples=40, seed=3)  # data: the checkpoint's own
-    assert [r["name"] for r in rows] == ["tiny", "real training images", "independent pixels"]
+    assert [r["name"] for r in rows] == ["tiny", "real training images", "k-means centroids", "independent pixels"]
     assert rows[0]["step"] == 2 and rows[0]["n_samples"] == 40 and rows[0]["sigma"] in gsn_experiments.GSN_SIGMAS
     assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
-    assert rows[1]["n_samples"] == rows[2]["n_samples"] == 40  # as many reference centres as chain means
+    assert rows[1]["n_samples"] == rows[2]["n_samples"] == rows[3]["n_samples"] == 40  # as many centres as chain means
+    assert all(r["nearest"] > 0 for r in rows)
     saved = json.loads((out / "results.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     assert saved["seed"] == 3 and [r["name"] for r in saved["rows"]] == [r["name"] for r in rows]
     table = [l for l in open(out / "results.md").read().splitlines() if l.startswith("| ")]
@@ -297,7 +358,7 @@ def test_report_command_end_to_end(tiny_run, tmp_path, capsys):
                           "--data", str(tmp / "mnist"), "--out", str(tmp_path / "ev")])
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")][-1]
     rows = json.loads(line)["gsn_parzen"]
-    assert [r["name"] for r in rows] == ["run", "dae-no-walkback", "real training images", "independent pixels"]
+    assert [r["name"] for r in rows] == ["run", "dae-no-walkback", "real training images", "k-means centroids", "independent pixels"]
     assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
     for f in ("run-chains.png", "run-inpainting.png", "results.md", "results.json"):
         assert os.path.isfile(tmp_path / "ev" / f)
@@ -325,7 +386,7 @@ def test_curve_gives_one_point_per_budget_and_continues_where_it_stopped(tmp_pat
     points = [(r["model"], r["seed"], r["units"], r["steps"]) for r in rows if "model" in r]
     assert points == [("deep", 1, 1, 2), ("deep", 1, 2, 4), ("deep", 1, 4, 8), ("deep", 2, 1, 2), ("deep", 2, 2, 4),
                       ("dae", 1, 1, 1), ("dae", 1, 2, 2), ("dae", 2, 1, 1), ("dae", 2, 2, 2)]
-    assert [r["name"] for r in rows if r.get("reference")] == ["real training images", "independent pixels"]
+    assert [r["name"] for r in rows if r.get("reference")] == ["real training images", "k-means centroids", "independent pixels"]
     deep = [r for r in rows if r.get("model") == "deep" and r["seed"] == 1]
     assert 0 < deep[0]["cpu_s"] <= deep[1]["cpu_s"] <= deep[2]["cpu_s"]
     assert gsn.load_model(str(tmp_path / "c" / "deep-s1" / "ckpt_4.pt"))[2]["step"] == 8
@@ -351,17 +412,86 @@ def test_experiment_trains_each_model_then_reports(tmp_path, monkeypatch):
     out = tmp_path / "e"
     rows = gsn_experiments.main(["experiment", "--data", folder, "--seed", "3", "--budget-scale", "0.5",
                                  "--parzen-samples", "30", "--out", str(out)])
-    assert [r["name"] for r in rows] == ["deep", "dae", "real training images", "independent pixels"]
+    assert [r["name"] for r in rows] == ["deep", "dae", "real training images", "k-means centroids", "independent pixels"]
     assert [r["step"] for r in rows[:2]] == [2, 3] and all(r["train_s"] is not None for r in rows[:2])
     _, cfg, _ = gsn.load_model(str(out / "dae" / "ckpt.pt"))
     assert cfg == gsn.GSNConfig.for_model("dae", hidden=16, walkbacks=1, max_steps=3, data=folder, seed=3)
     assert json.loads((out / "results.json").read_text())["seed"] == 3
 
 
+def test_errorbars_seeds_chains_and_error_sources_on_idx_files(tmp_path, monkeypatch, capsys):
+    """gsn_experiments.py errorbars --data <IDX folder>: each model x seed x budget trained once (continued from
+    budget to budget) and scored with several chains, chain 0 being the report's chain; the table has each
+    model's error sources, the gap and the reference rows; a second call trains and scores nothing."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    monkeypatch.setattr(gsn_experiments, "ERRORBAR_MODELS", {"deep": (dict(model="gsn", hidden=16), 2),
+                                                             "dae": (dict(model="dae", hidden=16), 1)})
+    out = tmp_path / "eb"
+    argv = ["errorbars", "--data", folder, "--n-train", "100", "--parzen-samples", "30", "--seeds", "1", "2",
+            "--units", "2", "1", "--chains", "3", "--out", str(out)]
+    points = gsn_experiments.main(argv + ["--models", "deep"])  # one model's process: its points, no table
+    assert [(p["seed"], p["units"]) for p in points] == [(1, 1), (2, 1), (1, 2), (2, 2)]
+    assert points[0]["ll"].shape == (3, 20) and not (out / "errorbars.md").exists()
+    capsys.readouterr()
+    rows = gsn_experiments.main(argv)
+    assert capsys.readouterr().out.count("[errorbars ") == 4  # only the DAE's 2 seeds x 2 budgets trained now
+    assert [(r["model"], r["units"], r["steps"], r["seed_list"]) for r in rows] == [
+        ("deep", 1, 2, [1, 2]), ("dae", 1, 1, [1, 2]), ("deep", 2, 4, [1, 2]), ("dae", 2, 2, [1, 2])]
+    for r in rows:
+        assert (r["seeds"], r["chains"]) == (2, 3) and len(r["chain_ll"]) == 2 and len(r["chain_ll"][0]) == 3
+        assert all(r[k] is not None and np.isfinite(r[k]) for k in ("mean", "total", "seed", "chain", "test", "nearest"))
+        assert r["total"] >= max(r["seed"], r["chain"], r["test"])
+        assert r["mean"] == pytest.approx(np.mean(r["chain_ll"]))
+    assert gsn.load_model(str(out / "deep-s2" / "ckpt_2.pt"))[2]["step"] == 4
+    assert gsn.load_model(str(out / "dae-s1" / "ckpt_2.pt"))[1].binarize == "both"
+    # chain 0 of a checkpoint is the chain `report` scores (same start, noise seed 1)
+    rep = gsn_experiments.report([("x", str(out / "deep-s1" / "ckpt_1.pt"))], str(tmp_path / "rep"),
+                                 data_spec=folder, seed=1, n_samples=30, references=False)
+    assert rows[0]["chain_ll"][0][0] == pytest.approx(rep[0]["ll"])
+    table = (out / "errorbars.md").read_text()
+    for text in ("| *gap:* deep - dae | 1 |", "| *gap:* deep - dae | 2 |", "| *reference:* k-means centroids |",
+                 "| *reference:* real training images |", "| deep | 2 | 4 |", "2 x 3"):
+        assert text in table
+    saved = json.loads((out / "errorbars.json").read_text())
+    assert [r["name"] for r in saved["references"]] == ["real training images", "k-means centroids", "independent pixels"]
+    assert os.path.isfile(out / "errorbars.png")
+    capsys.readouterr()
+    again = gsn_experiments.main(argv)
+    assert "[errorbars" not in capsys.readouterr().out  # every point and reference read back
+    assert [r["mean"] for r in again] == [r["mean"] for r in rows]
+
+
+def test_binarize_decides_what_training_reads(tmp_path, monkeypatch):
+    """--binarize both (the DAE's default, [C]'s MNIST_binary): binary inputs and targets; targets: grey inputs,
+    binary targets (the earlier DAE runs; a checkpoint that stored True); none: grey both."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    seen = {}
+    orig = gsn.GSN.forward
+
+    def spy(self, x, walkbacks, target=None):
+        seen["x"], seen["target"] = x.clone(), target.clone()
+        return orig(self, x, walkbacks, target)
+    monkeypatch.setattr(gsn.GSN, "forward", spy)
+    binary = lambda t: bool(((t == 0) | (t == 1)).all())
+    for mode, want in (("both", (True, True)), ("targets", (False, True)), ("none", (False, False))):
+        gsn.train(_cfg(folder, binarize=mode, max_steps=1), str(tmp_path / mode), quiet=True, figures=False)
+        assert (binary(seen["x"]), binary(seen["target"])) == want, mode
+    assert gsn.GSNConfig.for_model("dae").binarize == "both" and gsn.GSNConfig().binarize == "none"
+    assert gsn.GSNConfig(binarize=True).binarize == "targets" and gsn.GSNConfig(binarize=False).binarize == "none"
+    with pytest.raises(common.UserError, match="binarize must be one of"):
+        gsn.GSNConfig(binarize="inputs")
+
+
 @pytest.mark.parametrize("argv,code,msg", [
     (["report", "--ckpt", "/nonexistent/ckpt.pt"], 1, "error: checkpoint not found"),
     (["curve", "--budget-scale", "0"], 2, "argument --budget-scale"),
     (["experiment", "--data", "/nonexistent/mnist"], 2, "not found"),
+    (["errorbars", "--units", "0"], 2, "argument --units"),
+    (["errorbars", "--chains", "x"], 2, "argument --chains"),
+    (["errorbars", "--models", "gsn"], 2, "argument --models"),
+    (["errorbars", "--seeds", "1", "1"], 1, "error: --seeds lists a value twice"),
 ])
 def test_experiments_cli_bad_input_is_one_line(argv, code, msg):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "gsn_experiments.py")] + argv, capture_output=True,

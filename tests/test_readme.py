@@ -46,3 +46,8 @@ def test_readme_command_exists(doc, script, rest, capsys):
     help_text = capsys.readouterr().out
     for flag in (a.split("=")[0] for a in args if a.startswith("--")):
         assert flag in help_text, f"{doc}: `python {script}.py {rest}`: {flag} is not a flag of {script}.py"
+
+
+def test_the_readme_stays_short():
+    """One page to read: the method and the headlines; the numbers live in RESULTS.md."""
+    assert len(open(os.path.join(ROOT, "README.md")).read()) < 16000
