@@ -243,8 +243,8 @@ class Rollout:
     candidate_reward: torch.Tensor = None  # (N,) verifier only: is the judged candidate right (+1) or not (-1)
     first_error: torch.Tensor = None  # (N,) solver only: where the completion first departs from the worked solution
     baseline: torch.Tensor = None  # (N,) c, set after sampling (step 2 of the loop)
-    token_adv: list = None         # N (len,) tensors: each token's advantage, --credit prefix or first_error
-    token_logp_behavior: list = None  # N (len,) tensors: each token's log mu, --credit first_error
+    token_adv: list = None         # each token's advantage (--credit prefix, first_error): N (len,) tensors, then
+    token_logp_behavior: list = None  # each token's log mu (first_error)    (N, T) like `tokens` (on_tokens)
     tokens: torch.Tensor = None    # (N, T) each prompt + completion as `pack` lays them out, on the device (on_device)
     compl_mask: torch.Tensor = None  # (N, T) True on the completion's tokens (pack's)
 
@@ -275,6 +275,13 @@ def on_device(batch, tok, device):
     up = lambda t: None if t is None else common.to_device(t, device)
     return dataclasses.replace(batch, logp_behavior=up(batch.logp_behavior), reward=up(batch.reward),
                                baseline=up(batch.baseline), tokens=up(tokens), compl_mask=up(compl))
+
+
+def on_tokens(batch, rows, device):
+    """N per-token values (a (len,) host tensor per completion) laid out like on_device's `tokens`: one (N, T)
+    tensor on the device, zero off the completions, copied once per dataset (the updates slice it)."""
+    _, _, compl = pack(batch.prompt, batch.completion, 0)  # the host's copy of the layout
+    return common.to_device(torch.zeros(compl.shape).masked_scatter(compl, torch.cat(rows).float()), device)
 
 
 def in_chunks(n, size, rank, world, work):
@@ -587,6 +594,10 @@ def rl(rank, world, device, args):
         gap = (batch.logp_behavior.double() - sampled.double()).abs()
         gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
         metrics.log(iteration=itr, mismatch_mean=gap_mean, mismatch_max=gap_max)
+        if args.credit != "sequence":  # the per-token values on the device once, like the rest of the dataset
+            batch.token_adv = on_tokens(batch, batch.token_adv, device)
+            if batch.token_logp_behavior is not None:
+                batch.token_logp_behavior = on_tokens(batch, batch.token_logp_behavior, device)
         for epoch, order in enumerate(orders):
             for rows, micros in split(order):
                 mb = batch[rows]
@@ -603,12 +614,10 @@ def rl(rank, world, device, args):
                                                           lengths=lengths, **loss_kw)
                         else:  # token-level credit (topr.py, 5.): each token its advantage, placed like its log pi
                             tok_lp, compl = per_token
-                            on_tokens = lambda rows: None if rows is None else torch.zeros_like(tok_lp).masked_scatter(
-                                compl, torch.cat(rows).to(device, tok_lp.dtype))
+                            cut = lambda t: None if t is None else t[:, :tok_lp.shape[1]]  # this micro-batch's width
                             loss, values = topr.token_credit_loss(
-                                tok_lp, compl, micro.logp_behavior.to(device), micro.reward.to(device),
-                                on_tokens(micro.token_adv), token_logp_behavior=on_tokens(micro.token_logp_behavior),
-                                lengths=lengths, **credit_kw)
+                                tok_lp, compl, micro.logp_behavior, micro.reward, cut(micro.token_adv),
+                                token_logp_behavior=cut(micro.token_logp_behavior), lengths=lengths, **credit_kw)
                         (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
                     parts.append((idx, loss, ent, {**values, "length": lengths}))
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
