@@ -757,6 +757,16 @@ def fmt(xs, digits=3):
     return f"{m:.{digits}f}" + (f" +- {se:.{digits}f}" if len(xs) > 1 else "")
 
 
+def start_end(rs, key):
+    """'start -> end +- s.e.' of a held-out key over runs' evaluation rows (the start: the mean of their first)."""
+    return f"{statistics.fmean(r[0][f'test_{key}'] for r in rs):.3f} -> " + fmt([r[-1][f"test_{key}"] for r in rs])
+
+
+def gain(rows, sl):
+    """A run's change of pass@1 on slice sl, from its first evaluation to its last."""
+    return rows[-1][f"test_{sl}_pass@1"] - rows[0][f"test_{sl}_pass@1"]
+
+
 def exp_regime(args):
     """(k) The regime map: from every base of REGIME_BASES (--bases), one dataset of 64 prompts x 8 samples,
     REGIME_EPOCHS epochs, c = 0, each loss of REGIME_LOSSES, seeds --seeds; evaluated after every epoch on 300
@@ -785,14 +795,13 @@ def exp_regime(args):
               f"{' '.join(map(str, seeds))}; the last column: the conflict gain minus sft_pos', paired by seed)\n",
               "| base | loss | conflict pass@1 | normal pass@1 | invalid (end) | conflict answers (end): "
               + " / ".join(kinds) + " | conflict gain - sft_pos' |", "|---|---|---|---|---|---|---|"]
-    gain = lambda b, loss, s, sl, at=-1: runs[b, loss, s][at][f"test_{sl}_pass@1"] - runs[b, loss, s][0][f"test_{sl}_pass@1"]
     for b in bases:
         for loss in REGIME_LOSSES:
             rs = [runs[b, loss, s] for s in seeds]
             cells = [" -> ".join(f"{statistics.fmean(r[i][f'test_{sl}_pass@1'] for r in rs):.3f}" for i in (0, 1))
                      + " -> " + fmt([r[-1][f"test_{sl}_pass@1"] for r in rs]) for sl in ("conflict", "normal")]
             answers = " / ".join(f"{statistics.fmean(conflict_share(r[-1], k) for r in rs):.2f}" for k in kinds)
-            diff = fmt([gain(b, loss, s, "conflict") - gain(b, "sft_pos", s, "conflict") for s in seeds])
+            diff = fmt([gain(runs[b, loss, s], "conflict") - gain(runs[b, "sft_pos", s], "conflict") for s in seeds])
             lines.append(f"| {b} | {loss} | " + " | ".join(cells) + f" | {fmt([r[-1]['test_invalid'] for r in rs])} "
                          f"| {answers} | {diff if loss != 'sft_pos' else '-'} |")
     write_table(os.path.join(args.out, "exp_regime"), lines)
@@ -805,15 +814,15 @@ def exp_regime(args):
     for li, loss in enumerate(REGIME_LOSSES):
         for setting, rs in (("reuse", runs), ("one pass", one)):
             for b in [b for b in bases if all((b, m, s) in rs for m in (loss, "sft_pos") for s in seeds)]:
-                g = lambda m, s, sl: rs[b, m, s][-1][f"test_{sl}_pass@1"] - rs[b, m, s][0][f"test_{sl}_pass@1"]
                 x = base_eval[b]["test_conflict_pass@8"] + 0.007 * (li - 1.5) + 0.03 * (setting == "one pass")
                 style = dict(color=f"C{li}", marker="o" if b.startswith("both") else "s", capsize=3, ms=6,
                              mfc="none" if setting == "one pass" else f"C{li}")
                 label = f"{loss}{', one pass' if setting == 'one pass' else ''}" if b == bases[0] else None
                 if loss != "sft_pos":
-                    m, se = mean_se([g(loss, s, "conflict") - g("sft_pos", s, "conflict") for s in seeds])
+                    m, se = mean_se([gain(rs[b, loss, s], "conflict") - gain(rs[b, "sft_pos", s], "conflict")
+                                     for s in seeds])
                     axes[0].errorbar(x, m, yerr=se, label=label, **style)
-                m, se = mean_se([g(loss, s, "normal") for s in seeds])
+                m, se = mean_se([gain(rs[b, loss, s], "normal") for s in seeds])
                 axes[1].errorbar(x, m, yerr=se, label=label, **style)
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].set_title("conflict pass@1: gain minus sft_pos' gain", fontsize=9)
@@ -850,8 +859,7 @@ def exp_onepass(args):
         for loss in ONEPASS_LOSSES:
             for setting, runs in (("reuse", reuse), ("one pass", one)):
                 rs = [runs[b, loss, s] for s in args.seeds]
-                cells = [f"{statistics.fmean(r[0][f'test_{c}'] for r in rs):.3f} -> " + fmt([r[-1][f"test_{c}"] for r in rs])
-                         for c in ("conflict_pass@1", "normal_pass@1", "invalid")]
+                cells = [start_end(rs, c) for c in ("conflict_pass@1", "normal_pass@1", "invalid")]
                 lines.append(f"| {b} | {loss} | {setting} | " + " | ".join(cells) + " |")
     write_table(os.path.join(args.out, "exp_regime"), lines, "table_onepass.md")
 
@@ -935,8 +943,7 @@ def exp_tokencredit(args):
                 if (b, m, args.seeds[0]) not in runs:
                     continue
                 rs = [runs[b, m, s] for s in args.seeds]
-                cells = [f"{statistics.fmean(r[0][f'test_{c}'] for r in rs):.3f} -> " + fmt([r[-1][f"test_{c}"] for r in rs])
-                         for c in ("conflict_pass@1", "normal_pass@1", "invalid")]
+                cells = [start_end(rs, c) for c in ("conflict_pass@1", "normal_pass@1", "invalid")]
                 answers = " / ".join(f"{statistics.fmean(conflict_share(r[-1], k) for r in rs):.2f}"
                                      for k in ev.ANSWER_KINDS)
                 lines.append(f"| {b} | {m} | {setting} | " + " | ".join(cells) + f" | {answers} |")
@@ -957,8 +964,7 @@ def exp_tokencredit(args):
                   f"{' '.join(map(str, args.seeds))})\n", "| method | pass@1 | invalid |", "|---|---|---|"]
         for m in d:
             rs = [eval_rows(d[m].format(s)) for s in args.seeds]
-            lines.append(f"| {m} | " + " | ".join(f"{statistics.fmean(r[0][f'test_{c}'] for r in rs):.3f} -> "
-                                                  + fmt([r[-1][f"test_{c}"] for r in rs]) for c in ("pass@1", "invalid")) + " |")
+            lines.append(f"| {m} | " + " | ".join(start_end(rs, c) for c in ("pass@1", "invalid")) + " |")
     lines += ["\n**What the tree has to work with** (the first dataset of seed 0: 64 prompts x 8 samples from each "
               "base)\n", "| base | slice | groups with one reward (no credit) | negatives in mixed groups: share of "
               "their negative credit on one token | that token is the (first) operator |", "|---|---|---|---|---|"]

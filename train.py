@@ -280,8 +280,8 @@ def on_device(batch, tok, device):
 def on_tokens(batch, rows, device):
     """N per-token values (a (len,) host tensor per completion) laid out like on_device's `tokens`: one (N, T)
     tensor on the device, zero off the completions, copied once per dataset (the updates slice it)."""
-    _, _, compl = pack(batch.prompt, batch.completion, 0)  # the host's copy of the layout
-    return common.to_device(torch.zeros(compl.shape).masked_scatter(compl, torch.cat(rows).float()), device)
+    values = common.to_device(torch.cat(rows).float(), device)
+    return torch.zeros(batch.compl_mask.shape, device=device).masked_scatter(batch.compl_mask, values)
 
 
 def in_chunks(n, size, rank, world, work):
