@@ -17,6 +17,8 @@ common.py -- the plumbing every script shares, and nothing else (like nanochat's
   make_out_dir                      the run folder, created (or a one-line error) before any work
   rng_state, set_rng_state          every global RNG, saved in and restored from a checkpoint
   Metrics                           the JSONL metrics log (on resume, rows past the checkpoint are dropped)
+  t_quantile, t_interval, verdict   the t-based 95% interval (df = n - 1) and the rule that turns it into a verdict
+  environment                       what decides a run's floats (threads, MKL_CBWR, CPU capability, device, dtype)
   pyplot                            matplotlib.pyplot on the Agg backend (imported when first drawn)
 
 Step numbers are 1-based in every trainer, as in their log lines: the run's n-th optimizer step is step n
@@ -154,6 +156,16 @@ def autocast(device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def environment(device):
+    """What decides a run's floats beyond its flags: the thread count, MKL's code path (MKL_CBWR), the CPU
+    instruction set torch dispatches to, the device and the autocast dtype. Two machines that differ here sum
+    in another order, so their numbers differ in the last bits and short trainings amplify that (a machine is
+    a seed): runs are compared by their conclusions, not their digits."""
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "mkl_cbwr": os.environ.get("MKL_CBWR", "unset"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "device": str(device), "dtype": "bfloat16" if device.type == "cuda" else "float32"}
 
 
 def to_device(t, device):
@@ -389,7 +401,7 @@ class Metrics:
     elsewhere). A checkpoint stores `metrics.rows`; on resume the log is cut back to that many rows, so
     the rows a crashed run logged after its last checkpoint do not appear twice."""
 
-    def __init__(self, out, resume=False, rows=None, enabled=True):
+    def __init__(self, out, resume=False, rows=None, enabled=True, device=None):
         self.f, self.rows = None, 0
         if not enabled:
             return
@@ -400,6 +412,8 @@ class Metrics:
             atomic_write(path, "".join(keep))
             self.rows = len(keep)
         self.f = open(path, "a" if resume else "w")
+        if device is not None:  # the first line of a run (and of each resume): what produced its floats
+            self.log(env=environment(device))
 
     def log(self, **row):
         if self.f is not None:
@@ -410,6 +424,49 @@ class Metrics:
     def close(self):
         if self.f is not None:
             self.f.close()
+
+
+# -----------------------------------------------------------------------------
+# Statistics: the t-based 95% interval, and a verdict decided by it
+
+def t_quantile(p, df):
+    """The p-quantile of Student's t with df degrees of freedom (p >= 0.5): the CDF by Simpson's rule on the
+    density, inverted by bisection (no scipy). t_quantile(0.975, 2) = 4.303: with 3 runs, "2 s.e." is not 95%."""
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    density = lambda x: c * (1 + x * x / df) ** (-(df + 1) / 2)
+
+    def cdf(x, n=2000):
+        h = x / n
+        return 0.5 + h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * density(i * h) for i in range(n + 1))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        lo, hi = hi, 2 * hi
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_interval(values, level=0.95):
+    """(mean, half-width) of the t-based interval over n >= 2 replicates (df = n - 1). For a paired design pass
+    the per-pair differences. A half-width is only as good as its replicates: if the runs share a base, the
+    base's own variance is not in it."""
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"an interval needs 2 replicates or more, got {n}")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+
+
+def verdict(mean, half, predicted=+1):
+    """The rule every verdict table uses: "holds" if the interval excludes 0 on the predicted side, "does not
+    hold" if it excludes 0 on the other, else "within noise"."""
+    lo, hi = mean - half, mean + half
+    if lo > 0 or hi < 0:
+        return "holds" if (lo > 0) == (predicted > 0) else "does not hold"
+    return "within noise"
 
 
 # -----------------------------------------------------------------------------

@@ -451,7 +451,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
         raise UserError("give a budget: --epochs, --max-steps or --minutes")
     # the log is cut back to the rows the checkpoint had seen: a crash + --resume never repeats a row
     metrics = common.Metrics(out, resume=state is not None, rows=state.get("metrics_rows") if state else None,
-                             enabled=master)
+                             enabled=master, device=dev)
 
     def save():
         if master:

@@ -57,6 +57,20 @@ def lr_at(it, lr, min_lr, warmup, max_iters):
     return min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - min_lr)
 
 
+def band_check(model, tok, problems, args, it, metrics):
+    """--stop-when: is every named metric of the model, measured on held-out problems, inside its band?
+    The base's headroom is then set by a measurement, not by a step count: the same recipe lands at other
+    points on other machines (1 vs 2 threads sum in another order), but it stops where the band says."""
+    res = ev.evaluate_gpt(model, tok, problems, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    model.train()
+    values = {name: res[name] for name, _, _ in args.band}
+    inside = all(lo <= res[name] <= hi for name, lo, hi in args.band)
+    metrics.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
+    print(f"iter {it:5d} | band {' '.join(f'{k} {v:.3f}' for k, v in values.items())} | "
+          f"{'inside: stop' if inside else 'outside'}", flush=True)
+    return inside
+
+
 def ddp_sync(model, world, last):
     """Under DDP, all-reduce the gradients once per optimizer step: skip it for all but the last
     micro-batch of this process (no_sync); a single process needs nothing."""
@@ -99,6 +113,8 @@ def sft(rank, world, device, args):
     val = [data.encode_example(tok, p) for p in task.problems(args.val_examples, args.seed, "val", use="sft")
            if p.question not in seen]  # the validation loss is measured on problems never trained on
     test = task.problems(args.eval_problems, args.seed, "test")
+    # --stop-when: the band is measured on held-out problems of the val split (never the test problems)
+    band_problems = task.problems(args.eval_problems, args.seed, "val", use="test") if args.stop_when else None
     if args.batch_size > len(train):
         raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
     if args.batch_size % world:
@@ -135,7 +151,7 @@ def sft(rank, world, device, args):
         common.set_rng_state(ckpt["rng"])
         it, best_val = ckpt["iter"], ckpt["best_val"]
         print(f"resumed from {ckpt_path} at iter {it}")
-    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
+    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master, device=device)
     stop = common.StopFlag()
     train_model = common.ddp_wrap(model, device, world)
     if master:
@@ -145,7 +161,7 @@ def sft(rank, world, device, args):
     def save():
         if master:
             common.atomic_save(dict(model_config=asdict(cfg), model=model.state_dict(), optimizer=opt.state_dict(),
-                                    iter=it, best_val=best_val, tokenizer=args.tokenizer, args=plain_args(args),
+                                    iter=it, best_val=best_val, in_band=in_band, tokenizer=args.tokenizer, args=plain_args(args),
                                     metrics_rows=metrics.rows, rng=dict(batch=gen.get_state(), **common.rng_state())),
                                ckpt_path)
 
@@ -166,10 +182,10 @@ def sft(rank, world, device, args):
     # 1-based step numbers, like the "iter N" log lines
     check_losses = lambda: common.check_pending(unchecked, it - len(unchecked) + 1, world, device)
 
-    t0, tokens, start_it = time.time(), 0, it
+    t0, tokens, start_it, in_band = time.time(), 0, it, ckpt.get("in_band", False)  # a resumed base in its band stays
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
     model.train()
-    while it < stop_at and not common.agree(stop.stop, world, device):  # Ctrl-C in any process stops all
+    while it < stop_at and not in_band and not common.agree(stop.stop, world, device):  # Ctrl-C in any process stops all
         for g in opt.param_groups:
             g["lr"] = lr_at(it, args.lr, args.min_lr, args.warmup, args.max_iters)
         # every process draws the same global batch and takes its share of rows
@@ -205,16 +221,25 @@ def sft(rank, world, device, args):
             best_val = min(best_val, vl)
             metrics.log(iter=it, val_loss=vl)
             print(f"iter {it:5d} | val loss {vl:.4f}", flush=True)
+            if band_problems:
+                in_band = band_check(model, tok, band_problems, args, it, metrics)
             save()
+        if band_problems and it % args.eval_interval == 0 and common.agree(in_band, world, device):
+            break  # in the band: every process stops at the same step
     check_losses()  # stopped between two checks (Ctrl-C, --stop-at): check before the last save
     if not master:
         return None
     save()
-    if it < args.max_iters:
+    if band_problems and it == args.max_iters and not in_band:
+        print(f"sft: --stop-when {' '.join(args.stop_when)} not reached by iter {it} (the cap): this base is outside "
+              f"the band (its last 'band' line); raise --max-iters or change the recipe", flush=True)
+    if it < args.max_iters and not in_band:
         print(f"stopped at iter {it}; continue with --resume", flush=True)
         return None
     model.eval()
     res = ev.evaluate_gpt(model, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if band_problems:
+        res["in_band"] = in_band  # the demo reports a base outside its band
     metrics.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
     print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
           f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {ckpt_path}", flush=True)
@@ -536,7 +561,7 @@ def rl(rank, world, device, args):
                    max_len=args.max_new_tokens if args.task == "solve" else 1)
     credit_kw = dict(name=args.loss, length_norm=args.length_norm, max_len=loss_kw["max_len"],  # --credit prefix: the
                      ratio="token" if args.credit == "first_error" else "sequence")  # sequence ratio (topr.py, 5.)
-    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master)
+    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master, device=device)
     stop = common.StopFlag()
     if master:
         c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
@@ -679,6 +704,10 @@ def main(argv=None):
     p.add_argument("--grad-clip", type=posf, default=1.0, help="max global gradient norm")
     p.add_argument("--log-interval", type=pos, default=25, help="iterations between log lines")
     p.add_argument("--eval-interval", type=pos, default=100, help="iterations between val loss + checkpoint")
+    p.add_argument("--stop-when", nargs="+", default=None, metavar="METRIC=LO:HI",
+                   help="stop at the first --eval-interval where every METRIC (an evaluate_gpt key, e.g. "
+                        "conflict_pass@1=0.3:0.5 normal_pass@1=0.9:1) lies in [LO, HI] on --eval-problems held-out "
+                        "val problems x --eval-k samples; --max-iters is the cap")
     add_run_args(p)
     p.set_defaults(func=sft)
 
@@ -752,6 +781,23 @@ def baseline_flag(s):
     return common.flag(float, name="'group' or a number")(s)
 
 
+def band_flag(s, args):
+    """--stop-when's METRIC=LO:HI -> (metric, lo, hi); the metric must be one evaluate_gpt reports for this task."""
+    kinds = ["greedy", "pass@1", f"pass@{args.eval_k}", f"maj@{args.eval_k}", "invalid"]
+    names = [f"{pre}{k}" for pre in ([""] + [f"{s}_" for s in data.SLICES] if args.shortcut else [""]) for k in kinds]
+    name, _, rng = s.partition("=")
+    lo, _, hi = rng.partition(":")
+    try:
+        lo, hi = float(lo), float(hi)
+    except ValueError:
+        raise UserError(f"--stop-when {s!r}: expected METRIC=LO:HI, e.g. conflict_pass@1=0.3:0.5") from None
+    if name not in names:
+        raise UserError(f"--stop-when {s!r}: unknown metric {name!r}; one of {', '.join(names)}")
+    if not 0 <= lo <= hi <= 1:
+        raise UserError(f"--stop-when {s!r}: the band must satisfy 0 <= LO <= HI <= 1")
+    return name, lo, hi
+
+
 def check_args(args):
     """Flag combinations that argparse alone cannot check; the shortcut task's defaults."""
     for flag in ("sft_conflict_frac", "rl_conflict_frac"):
@@ -759,6 +805,8 @@ def check_args(args):
             raise UserError(f"--{flag.replace('_', '-')} only applies to the shortcut task (--shortcut)")
         if hasattr(args, flag) and getattr(args, flag) is None:
             setattr(args, flag, getattr(data.Task, flag))  # the default: data.Task's
+    if getattr(args, "stop_when", None):
+        args.band = [band_flag(s, args) for s in args.stop_when]
     if args.init_from is not None:
         if args.init:
             raise UserError("--init and --init-from exclude each other: a checkpoint or a folder of weights")

@@ -146,3 +146,29 @@ def test_pyplot_draws_without_a_display(tmp_path):
     common.atomic_write(str(tmp_path / "f.png"), lambda f: fig.savefig(f, format="png"), binary=True)
     plt.close(fig)
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_t_quantiles_match_the_table():
+    """Student's t 97.5% quantiles from any statistics table (df = n - 1)."""
+    for df, q in [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (29, 2.045)]:
+        assert abs(common.t_quantile(0.975, df) - q) < 1e-3
+    assert abs(common.t_quantile(0.95, 10) - 1.812) < 1e-3
+
+
+def test_t_interval_and_the_verdict_rule():
+    mean, half = common.t_interval([1.0, 2.0, 3.0])  # sd 1, n 3: half-width t(0.975, 2) / sqrt(3)
+    assert mean == 2.0 and abs(half - 4.303 / 3 ** 0.5) < 1e-3
+    assert common.verdict(0.05, 0.02) == "holds" and common.verdict(-0.05, 0.02) == "does not hold"
+    assert common.verdict(0.01, 0.02) == "within noise" and common.verdict(-0.05, 0.02, predicted=-1) == "holds"
+    with pytest.raises(ValueError):
+        common.t_interval([1.0])
+
+
+def test_every_run_logs_its_environment_first(tmp_path):
+    m = common.Metrics(str(tmp_path), device=torch.device("cpu"))
+    m.log(step=1)
+    m.close()
+    first = json.loads(open(tmp_path / "metrics.jsonl").readline())["env"]
+    assert first["threads"] == torch.get_num_threads() and first["device"] == "cpu" and first["dtype"] == "float32"
+    assert first["mkl_cbwr"] == os.environ.get("MKL_CBWR", "unset")
+    assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

@@ -190,3 +190,36 @@ def test_init_from_errors_are_one_line(tmp_path, capsys, argv, message):
         train.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1
+
+
+def test_sft_stop_when_stops_inside_the_band_and_resume_keeps_it(tmp_path, capsys):
+    """--stop-when: the first evaluation inside the band stops training (then the test evaluation runs);
+    --resume of a base in its band trains no further."""
+    train.main(["sft", "--out", str(tmp_path), "--max-iters", "60", *TINY, "--stop-when", "pass@1=0:1", "invalid=0:1"])
+    rows = read_metrics(tmp_path)
+    assert "env" in rows[0]
+    band = [r for r in rows if "band_in" in r]
+    assert [r["iter"] for r in band] == [20] and band[0]["band_in"] and 0 <= band[0]["band_pass@1"] <= 1
+    assert rows[-1]["test_in_band"] is True and common.load_checkpoint(str(tmp_path / "ckpt.pt"))["iter"] == 20
+    train.main(["sft", "--out", str(tmp_path), "--max-iters", "60", *TINY, "--stop-when", "pass@1=0:1", "--resume"])
+    assert common.load_checkpoint(str(tmp_path / "ckpt.pt"))["iter"] == 20
+
+
+def test_sft_stop_when_out_of_reach_runs_to_the_cap_and_says_so(tmp_path, capsys):
+    train.main(["sft", "--out", str(tmp_path), "--max-iters", "40", *TINY, "--stop-when", "pass@1=1:1", "invalid=0:0"])
+    out = capsys.readouterr().out
+    assert "not reached by iter 40 (the cap)" in out
+    band = [r for r in read_metrics(tmp_path) if "band_in" in r]
+    assert [r["iter"] for r in band] == [20, 40] and not any(r["band_in"] for r in band)
+    assert read_metrics(tmp_path)[-1]["test_in_band"] is False
+
+
+@pytest.mark.parametrize("band, message", [
+    ("conflict_pass@1=0.3:0.5", "unknown metric 'conflict_pass@1'"),  # no slices without --shortcut
+    ("pass@1=0.5", "expected METRIC=LO:HI"), ("pass@1=0.6:0.2", "0 <= LO <= HI <= 1"),
+    ("pass@1=x:1", "expected METRIC=LO:HI")])
+def test_sft_stop_when_bad_bands_are_one_line_errors(tmp_path, capsys, band, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(["sft", "--out", str(tmp_path), *TINY, "--stop-when", band])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and message in err and len(err.strip().splitlines()) == 1
