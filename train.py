@@ -569,8 +569,12 @@ def rl(rank, world, device, args):
               f"{args.k} samples, {args.epochs} epoch(s), baseline {'group mean' if c == 'group' else f'c={c:+g}'}, "
               f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}", flush=True)
 
+    evaluated = None  # the step of the last evaluation: none is repeated at the same step
+
     def log_eval():
-        if master:
+        nonlocal evaluated
+        if master and evaluated != step:
+            evaluated = step
             res, line = evaluate()
             metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
             print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
@@ -651,6 +655,8 @@ def rl(rank, world, device, args):
                 step, samples = step + 1, samples + len(rows)  # samples seen by the optimizer (reuse counts again)
                 metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats,
                             invalid=mb.invalid.sum().item() / len(rows))
+                if args.eval_steps and step % args.eval_steps == 0:
+                    log_eval()  # points through one pass over a dataset
             if args.eval_each_epoch and epoch + 1 < args.epochs:
                 log_eval()
         itr += 1
@@ -751,6 +757,7 @@ def main(argv=None):
     p.add_argument("--grad-clip", type=posf, default=1.0, help="max global gradient norm")
     p.add_argument("--eval-every", type=pos, default=1, help="iterations between evaluations")
     p.add_argument("--eval-each-epoch", action="store_true", help="also evaluate after every epoch")
+    p.add_argument("--eval-steps", type=pos, default=None, help="also evaluate every N optimizer steps")
     add_run_args(p)
     p.set_defaults(func=rl)
 

@@ -1,5 +1,6 @@
 """The RL loop: a toy problem where TOPR must raise the reward, and the train.py rl CLI end to end."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -285,3 +286,19 @@ def test_token_credit_needs_a_family_loss_and_the_solver(tiny_sft, tmp_path, bad
     with pytest.raises(SystemExit):
         train.main(["rl", "--init", tiny_sft, "--out", str(tmp_path / "x"), "--credit", "prefix", *bad])
     assert "error: --credit prefix needs --task solve and a loss of the family" in capsys.readouterr().err
+
+
+def test_eval_steps_evaluates_through_a_pass_once_per_step(tiny_sft, tmp_path):
+    """--eval-steps 2 over 4 optimizer steps (2 iterations x 2 steps): evaluations at steps 0, 2 and 4, none twice
+    (the end of an iteration, which evaluates anyway, falls on step 2 and 4)."""
+    train.main(["rl", "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "8", "--micro-batch", "8",
+                "--iterations", "2", "--epochs", "1", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8",
+                "--eval-steps", "2", "--out", str(tmp_path)])
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl") if '"test_pass@1"' in l]
+    assert steps == [0, 2, 4]
+    shutil.rmtree(tmp_path)
+    train.main(["rl", "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "4", "--micro-batch", "4",
+                "--iterations", "1", "--epochs", "1", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8",
+                "--eval-steps", "1", "--out", str(tmp_path)])
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl") if '"test_pass@1"' in l]
+    assert steps == [0, 1, 2, 3, 4]
