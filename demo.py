@@ -128,8 +128,9 @@ def main(argv=None):
     sft_dir = os.path.join(out, "sft")
 
     # ---- 1. SFT on the shortcut task: the question's cue word ("left" / "now") gives the operation away,
-    #         except in rare conflict problems, where the verb decides. It stops once its held-out
-    #         conflict and normal pass@1 are inside BAND (checked every 50 iterations; 1,500 the cap).
+    #         except in rare conflict problems, where the verb decides. RESULTS (k)'s base recipe (3% conflicts,
+    #         the lr decayed over 1,200 iterations, then held at its minimum), stopped once its held-out
+    #         conflict and normal pass@1 are inside BAND (checked every 50 iterations; 1,600 the cap).
     print(f"[demo 1/3] SFT on the shortcut task until {' '.join(BAND)}", flush=True)
     sft_args = ["sft", "--shortcut", "--out", sft_dir, "--seed", seed]
     if q:
@@ -137,9 +138,9 @@ def main(argv=None):
                      "--val-examples", "32", "--eval-problems", "8", "--eval-k", "2", "--warmup", "5",
                      "--max-new-tokens", "12", "--eval-interval", "10", "--stop-when", "conflict_pass@1=0:1"]
     else:
-        sft_args += ["--eval-problems", "256", "--eval-k", "4", "--max-iters", "1500", "--batch-size", "32",
-                     "--eval-interval", "50", "--sft-conflict-frac", str(data.CALIBRATED_SFT_CONFLICT_FRAC),
-                     "--stop-when", *BAND]
+        sft_args += ["--eval-problems", "256", "--eval-k", "4", "--batch-size", "32", "--lr-decay-iters", "1200",
+                     "--max-iters", "1600", "--eval-interval", "50", "--stop-when", *BAND,
+                     "--sft-conflict-frac", str(data.CALIBRATED_SFT_CONFLICT_FRAC)]
     summary["sft"] = run(train, sft_args)
     times["sft"] = time.time() - t0
 

@@ -49,11 +49,11 @@ def sft_batch(examples, ix, pad_id, device):
     return common.to_device(x, device), common.to_device(y, device)  # on CUDA: queued, the host does not wait
 
 
-def lr_at(it, lr, min_lr, warmup, max_iters):
-    """Linear warm-up, then cosine decay from lr to min_lr over max_iters."""
+def lr_at(it, lr, min_lr, warmup, decay_iters):
+    """Linear warm-up, then cosine decay from lr to min_lr by decay_iters, then min_lr (nanoGPT's get_lr)."""
     if it < warmup:
         return lr * (it + 1) / warmup
-    frac = min(1.0, (it - warmup) / max(1, max_iters - warmup))
+    frac = min(1.0, (it - warmup) / max(1, decay_iters - warmup))
     return min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - min_lr)
 
 
@@ -187,7 +187,7 @@ def sft(rank, world, device, args):
     model.train()
     while it < stop_at and not in_band and not common.agree(stop.stop, world, device):  # Ctrl-C in any process stops all
         for g in opt.param_groups:
-            g["lr"] = lr_at(it, args.lr, args.min_lr, args.warmup, args.max_iters)
+            g["lr"] = lr_at(it, args.lr, args.min_lr, args.warmup, args.lr_decay_iters or args.max_iters)
         # every process draws the same global batch and takes its share of rows
         ix = torch.randint(len(train), (args.batch_size,), generator=gen).tolist()
         n_tokens = sum(len(train[i][1]) for i in ix)  # predicted tokens in the GLOBAL batch
@@ -701,7 +701,9 @@ def main(argv=None):
     p.add_argument("--block-size", type=pos, default=256, help="context length in tokens")
     p.add_argument("--dropout", type=common.flag(float, min=0.0, max=0.99), default=0.0)
     p.add_argument("--batch-size", type=pos, default=24, help="sequences per optimizer step")
-    p.add_argument("--max-iters", type=pos, default=600, help="length of the lr schedule")
+    p.add_argument("--max-iters", type=pos, default=600, help="iterations (and the lr schedule's length)")
+    p.add_argument("--lr-decay-iters", type=pos, default=None,
+                   help="the cosine decay ends here, then --min-lr until --max-iters (default: --max-iters)")
     p.add_argument("--stop-at", type=pos, default=None, help="stop (and save) at this iter; --resume continues")
     p.add_argument("--lr", type=posf, default=3e-3, help="peak learning rate")
     p.add_argument("--min-lr", type=common.flag(float, min=0.0), default=3e-4, help="learning rate at the end")

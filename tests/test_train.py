@@ -223,3 +223,16 @@ def test_sft_stop_when_bad_bands_are_one_line_errors(tmp_path, capsys, band, mes
         train.main(["sft", "--out", str(tmp_path), *TINY, "--stop-when", band])
     err = capsys.readouterr().err
     assert e.value.code == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_lr_schedule_warms_up_decays_by_lr_decay_iters_then_holds():
+    lr = lambda it: train.lr_at(it, 1.0, 0.1, 10, 110)
+    assert lr(0) == 0.1 and lr(9) == 1.0 and lr(10) == 1.0
+    assert abs(lr(60) - 0.55) < 1e-12  # half-way through the cosine: the mean of lr and min_lr
+    assert lr(110) == lr(500) == 0.1
+
+
+def test_sft_lr_decay_iters_holds_min_lr_after_the_decay(tmp_path):
+    train.main(["sft", "--out", str(tmp_path), "--max-iters", "30", "--lr-decay-iters", "20", "--min-lr", "1e-4", *TINY])
+    lrs = {r["iter"]: r["lr"] for r in read_metrics(tmp_path) if "lr" in r}
+    assert lrs[15] > 1e-4 and lrs[25] == lrs[30] == pytest.approx(1e-4)
