@@ -146,3 +146,15 @@ def test_pyplot_draws_without_a_display(tmp_path):
     common.atomic_write(str(tmp_path / "f.png"), lambda f: fig.savefig(f, format="png"), binary=True)
     plt.close(fig)
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_load_checkpoint_empty_or_garbage_file_is_one_line_error(tmp_path):
+    """An empty file (an interrupted copy, `touch ckpt.pt`) and a file of garbage bytes: a one-line UserError naming
+    the file, not an IndexError from an exception whose message is empty (torch.load raises EOFError(''))."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 4)
+    for name, msg in (("empty.pt", "empty file, not a checkpoint"), ("garbage.pt", "corrupt or unreadable checkpoint")):
+        path = str(tmp_path / name)
+        with pytest.raises(common.UserError, match=msg) as e:
+            common.load_checkpoint(path)
+        assert path in str(e.value) and "\n" not in str(e.value)
