@@ -318,6 +318,22 @@ def test_cli_bad_input_is_one_line_error(argv, msg):
     assert r.stderr.startswith("error: ") and msg in r.stderr and "Traceback" not in r.stderr
 
 
+def test_fewer_training_images_than_a_batch_is_a_one_line_error(tmp_path, capsys):
+    """--n-train 30 with batch 50 (or a --data folder that small): not one whole batch per epoch, a one-line error
+    naming --n-train (--data) and --batch-size before any training, not a ZeroDivisionError at the first step."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1040, n_test=20)  # 40 training images + 1000 held out
+    with pytest.raises(SystemExit) as e:
+        gsn.main(["--data", folder, "--n-train", "30", "--batch-size", "50", "--max-steps", "1", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: --n-train 30") and "--batch-size 50" in err and err.count("\n") == 1
+    with pytest.raises(common.UserError, match=f"--data {folder}: 40 training images.*--batch-size 50"):
+        gsn.train(_cfg(folder, max_steps=1), str(tmp_path / "b"), quiet=True, figures=False)
+    cfg = dataclasses.replace(_cfg(folder, max_steps=1, n_train=30), batch_size=30)
+    _, losses = gsn.train(cfg, str(tmp_path / "c"), quiet=True, figures=False)
+    assert len(losses) == 1  # a batch of all the images is enough
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 2-step checkpoint on a tiny IDX dataset (100 training + 1000 held-out images, 30 test)."""
