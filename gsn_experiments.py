@@ -13,8 +13,8 @@ several models and writes a table and figures.
   kmeans, reference_sets                                   the reference rows: real images, k-means, pixels
   EXPERIMENT, run_experiment                               equal compute: deep GSN vs walkback DAE vs DAE
   CURVE, CURVE_SEED2_UNITS, train_to, run_curve, curve_report   Parzen against training budget
-  ERRORBAR_MODELS, error_components, gap_components,       seeds x chains per budget, the error bar by source
-    score_chains, run_errorbars, score_references, errorbars_report
+  ERRORBAR_MODELS, error_components, seeds_mean_se,        seeds x chains per budget, the error bar by source
+    gap_components, score_chains, run_errorbars, score_references, errorbars_report
   demo                                                     demo.py's GSN stage
   add_run_args, main                                       the command line
 
@@ -273,7 +273,7 @@ def run_curve(a):
 
 def curve_report(rows, out):
     """Table and figure: Parzen (tuned sigma, and sigma = 0.2) against training CPU-minutes, mean over
-    the seeds at each budget; error bar = sqrt(seed variance / n + mean test-image variance / n)."""
+    the seeds at each budget; error bar: seeds_mean_se (seed and test-set terms, as error_components)."""
     plt = common.pyplot()
     points = {}
     for r in rows:
@@ -284,11 +284,8 @@ def curve_report(rows, out):
     stats = {}
     for (model, u), rs in points.items():
         n = len(rs)
-        cell = {}
-        for key, se_key in (("ll", "se"), ("ll_fixed", "se_fixed")):
-            vals = [r[key] for r in rs]
-            var_seed = float(np.var(vals, ddof=1)) if n > 1 else 0.0
-            cell[key] = (float(np.mean(vals)), math.sqrt(var_seed / n + np.mean([r[se_key] ** 2 for r in rs]) / n))
+        cell = {key: seeds_mean_se([r[key] for r in rs], [r[se_key] for r in rs])[:2]
+                for key, se_key in (("ll", "se"), ("ll_fixed", "se_fixed"))}
         stats[model, u] = (float(np.mean([r["cpu_s"] for r in rs])) / 60, cell)
         near = [r["nearest"] for r in rs if "nearest" in r]  # points written before it was measured lack it
         lines.append(f"| {model} | {u} | {rs[0]['steps']} | {n} | {stats[model, u][0]:.1f} | "
@@ -355,6 +352,18 @@ def error_components(ll):
          "sd_chain": None if var_chain is None else math.sqrt(var_chain)}
     r["total"] = math.sqrt(sum(r[k] ** 2 for k in ("seed", "chain", "test") if r[k] is not None))
     return r, images
+
+
+def seeds_mean_se(values, ses):
+    """(mean, total s.e., test-set s.e.) of n seeds' Parzen estimates from their summaries alone, one chain each
+    (the curve keeps no per-image values): error_components' seed and test terms. seed: sqrt(variance of the n
+    values / n) (0 with one seed); test: sqrt(mean of the seeds' se^2), NOT divided by n: every seed is scored on
+    the same test images, so their error does not average out over the seeds (error_components' test term, which
+    this equals when the seeds' per-image values differ by a constant)."""
+    n = len(values)
+    var_seed = float(np.var(values, ddof=1)) if n > 1 else 0.0
+    test = math.sqrt(float(np.mean(np.square(ses))))
+    return float(np.mean(values)), math.sqrt(var_seed / n + test ** 2), test
 
 
 def gap_components(a, b):

@@ -123,6 +123,23 @@ def test_error_components_hand_built():
     assert r2["seed"] == 0.0 and r2["chain"] > 0
 
 
+def test_curve_and_error_components_agree_on_the_test_set_term(tmp_path):
+    """Three seeds, one chain each, scored on the same 4 test images: ll[s, 0, i] = a_s + e_i. The test images are
+    shared by the seeds, so their error does not shrink with the number of seeds: curve_report's error bar is
+    error_components' total, seed and test-set terms alike (the curve keeps only each seed's mean and s.e.)."""
+    a, e = np.array([0., 3., 6.]), np.array([0., 10., 20., 30.])
+    ll = a[:, None, None] + e[None, None, :]
+    r, _ = gsn_experiments.error_components(ll)
+    rows = [dict(model="m", seed=s, units=1, steps=2, cpu_s=6.0, nearest=1.0, ll=float(ll[s, 0].mean()),
+                 se=float(ll[s, 0].std(ddof=1) / 2), ll_fixed=float(ll[s, 0].mean()), se_fixed=float(ll[s, 0].std(ddof=1) / 2))
+             for s in range(3)]
+    mean, total, test = gsn_experiments.seeds_mean_se([p["ll"] for p in rows], [p["se"] for p in rows])
+    assert (mean, total, test) == pytest.approx((r["mean"], r["total"], r["test"]))
+    gsn_experiments.curve_report(rows, str(tmp_path))
+    line = next(l for l in (tmp_path / "curve.md").read_text().splitlines() if l.startswith("| m |"))
+    assert f"| {r['mean']:.1f} +- {r['total']:.1f} |" in line  # 19.5 +- 6.7 (dividing the test term by 3: 4.1)
+
+
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_chain_shapes_and_ranges(layers):
     torch.manual_seed(0)
