@@ -408,6 +408,10 @@ def run_errorbars(a):
             raise UserError(f"{flag} lists a value twice: {' '.join(map(str, vals))}")
     common.make_out_dir(a.out)
     train_X, valid, test, _ = gsn.load_data(a.data, n_train=a.n_train)
+    if len(train_X) < a.parzen_samples:  # k-means would fail only after every model has trained
+        what = f"--n-train {a.n_train}" if a.n_train is not None else f"--data {a.data}"
+        raise UserError(f"--parzen-samples {a.parzen_samples} needs as many training images for the reference rows "
+                        f"(real images, k-means centroids); {what} gives {len(train_X)}")
     points = []
     for u in sorted(a.units):
         for seed in a.seeds:

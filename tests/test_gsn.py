@@ -495,6 +495,35 @@ def test_errorbars_seeds_chains_and_error_sources_on_idx_files(tmp_path, monkeyp
     assert [r["mean"] for r in again] == [r["mean"] for r in rows]
 
 
+def _tiny_errorbars(tmp_path, monkeypatch, n_train=1100):
+    """A fake IDX folder (n_train - 1000 training images) and two tiny ERRORBAR_MODELS: (folder, base argv)."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=n_train, n_test=20)
+    monkeypatch.setattr(gsn_experiments, "ERRORBAR_MODELS", {"deep": (dict(model="gsn", hidden=16), 2),
+                                                             "dae": (dict(model="dae", hidden=16), 1)})
+    return folder, ["errorbars", "--data", folder, "--parzen-samples", "30", "--seeds", "1", "--chains", "2",
+                    "--out", str(tmp_path / "eb")]
+
+
+def _one_line_error(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        gsn_experiments.main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1
+    return out, err
+
+
+def test_errorbars_refuses_fewer_training_images_than_parzen_samples_at_the_start(tmp_path, monkeypatch, capsys):
+    """The reference rows take --parzen-samples training images (real images, k-means centroids): with fewer
+    (--n-train below --parzen-samples), a one-line error naming both flags before any model trains."""
+    folder, argv = _tiny_errorbars(tmp_path, monkeypatch, n_train=1200)
+    out, err = _one_line_error(argv + ["--units", "1", "--n-train", "100", "--parzen-samples", "150"], capsys)
+    assert "--parzen-samples 150" in err and "--n-train 100" in err and "[errorbars " not in out
+    assert not os.path.exists(tmp_path / "eb" / "deep-s1")
+    _, err = _one_line_error(argv + ["--units", "1", "--parzen-samples", "250"], capsys)  # no --n-train: 200 images
+    assert "--parzen-samples 250" in err and f"--data {folder} gives 200" in err
+
+
 def test_binarize_decides_what_training_reads(tmp_path, monkeypatch):
     """--binarize both (the DAE's default, [C]'s MNIST_binary): binary inputs and targets; targets: grey inputs,
     binary targets (the earlier DAE runs; a checkpoint that stored True); none: grey both."""
