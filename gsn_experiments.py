@@ -14,13 +14,14 @@ several models and writes a table and figures.
   EXPERIMENT, run_experiment                               equal compute: deep GSN vs walkback DAE vs DAE
   CURVE, CURVE_SEED2_UNITS, train_to, run_curve, curve_report   Parzen against training budget
   ERRORBAR_MODELS, error_components, seeds_mean_se,        seeds x chains per budget, the error bar by source
-    gap_components, score_chains, run_errorbars, score_references, errorbars_report
+    gap_components, score_chains, run_errorbars, saved_points, score_references, errorbars_report
   demo                                                     demo.py's GSN stage
   add_run_args, main                                       the command line
 
 The GSN tower's top: imports gsn (and common) only, never the GPT side (tests/test_layers.py).
 """
 import argparse
+import glob
 import json
 import math
 import os
@@ -402,7 +403,8 @@ def run_errorbars(a):
     a.chains independent chains (score_chains); then, if a.models is every model, the reference rows
     (score_references; once, after the models) and the table, JSON and figure of errorbars_report. Budgets
     run smallest first over all seeds, so a stopped run has whole budgets; finished points are read back
-    from <run>/point_<u>.json and .npy. Returns the table's rows (with a subset of the models: the points)."""
+    from <run>/point_<u>.json and .npy. A point's CPU time counts its run's training from the start, whichever
+    call's --units saved the points before it. Returns the table's rows (with a subset of the models: the points)."""
     for flag, vals in (("--seeds", a.seeds), ("--units", a.units), ("--models", a.models)):
         if len(set(vals)) < len(vals):
             raise UserError(f"{flag} lists a value twice: {' '.join(map(str, vals))}")
@@ -421,10 +423,12 @@ def run_errorbars(a):
                 path = os.path.join(run_out, f"point_{u}")
                 if not os.path.exists(path + ".json"):
                     steps = max(1, round(u * unit * a.budget_scale))
-                    earlier = [v for v in a.units if v < u and os.path.exists(os.path.join(run_out, f"point_{v}.json"))]
+                    # the run continues from its last point, whichever call's --units saved it: its CPU time counts
+                    saved = saved_points(run_out)
+                    earlier = [v for v in saved if v < u]
                     cpu = 0.0
                     if earlier:
-                        with open(os.path.join(run_out, f"point_{max(earlier)}.json")) as f:
+                        with open(saved[max(earlier)]) as f:
                             cpu = json.load(f)["cpu_s"]
                     ckpt, took = train_to(settings, seed, steps, run_out, u, a)
                     chains, ll = score_chains(ckpt, valid, test, a.parzen_samples, a.chains, a.chain_seed,
@@ -443,6 +447,12 @@ def run_errorbars(a):
     # after the models: a run stopped early has its model points first
     refs = score_references(os.path.join(a.out, "references.json"), train_X, valid, test, a.parzen_samples, a.chain_seed)
     return errorbars_report(points, refs, a.out)
+
+
+def saved_points(run_out):
+    """{units: path} of the points saved in one run folder (<run_out>/point_<units>.json), whatever --units saved them."""
+    return {int(os.path.basename(p)[len("point_"):-len(".json")]): p
+            for p in glob.glob(os.path.join(glob.escape(run_out), "point_*.json"))}
 
 
 def score_references(path, train_X, valid, test, n, seed):

@@ -513,6 +513,18 @@ def _one_line_error(argv, capsys):
     return out, err
 
 
+def test_errorbars_cpu_minutes_count_training_saved_by_other_units(tmp_path, monkeypatch):
+    """--units 1, then --units 2 into the same --out: the 2-unit point continues the 1-unit run, so its CPU time
+    is the 1-unit point's plus this call's training, whichever --units saved the earlier point."""
+    _, argv = _tiny_errorbars(tmp_path, monkeypatch)
+    argv += ["--n-train", "100", "--models", "deep"]
+    orig = gsn_experiments.train_to
+    monkeypatch.setattr(gsn_experiments, "train_to", lambda *a: (orig(*a)[0], 60.0))  # 1 CPU-minute per call
+    assert [p["cpu_s"] for p in gsn_experiments.main(argv + ["--units", "1"])] == [60.0]
+    assert [p["cpu_s"] for p in gsn_experiments.main(argv + ["--units", "2"])] == [120.0]
+    assert [p["cpu_s"] for p in gsn_experiments.main(argv + ["--units", "1", "2", "4"])] == [60.0, 120.0, 180.0]
+
+
 def test_errorbars_refuses_fewer_training_images_than_parzen_samples_at_the_start(tmp_path, monkeypatch, capsys):
     """The reference rows take --parzen-samples training images (real images, k-means centroids): with fewer
     (--n-train below --parzen-samples), a one-line error naming both flags before any model trains."""
