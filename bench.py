@@ -19,7 +19,7 @@ asynchronously) and reports the peak GPU memory.
   _bench_model, recompute_generate, bench_gpt     bench.py gpt
   bench_rl                                        bench.py rl
   gsn_train_flops, bench_gsn                      bench.py gsn
-  update_memory, bench_memory                     bench.py memory
+  update_memory, peak_rss, bench_memory           bench.py memory
   sync_check, bf16, gpt2_shape, gpu_check         bench.py gpu-check
   main                                            the command line
 """
@@ -248,7 +248,7 @@ def update_memory(rows, T, vocab, dev, n_layer=4, n_embd=128):
     """Peak memory (bytes) of one RL micro-batch: a model at this vocabulary, then sequence_logprobs with the
     entropy (what train.solution_logp runs) forward and backward, `rows` rows of T tokens, under
     common.autocast. CUDA: torch.cuda.max_memory_allocated, above what was allocated before. CPU: the process's
-    peak resident memory (ru_maxrss) after the step; bench_memory subtracts the level before the first size
+    peak resident memory (peak_rss) after the step; bench_memory subtracts the level before the first size
     (the sizes in increasing order: the peak only grows), so the model's own weights and gradients count."""
     torch.manual_seed(0)
     cuda = dev.type == "cuda"
@@ -266,20 +266,42 @@ def update_memory(rows, T, vocab, dev, n_layer=4, n_embd=128):
     if cuda:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # (Linux: kilobytes)
+    return peak_rss()
+
+
+def peak_rss():
+    """This process's peak resident memory in bytes since it started: VmHWM in /proc/self/status (Linux). Not
+    ru_maxrss: Linux carries that over from the parent through fork + exec, so a process started by a bigger one
+    (pytest, bench.py all) would begin at its parent's peak. Without /proc: ru_maxrss (kilobytes on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def bench_memory(threads, args):
     """update_memory at micro-batch sizes 1, 2, 4, 8 at vocab 50,258, side by side with the formula that
     train.default_micro_batch uses: LOGIT_BYTES * rows * T * vocab (the logits and their copies), plus the
-    weights and their gradients (8 bytes per parameter: fp32)."""
+    weights and their gradients (8 bytes per parameter: fp32). Off CUDA each pass runs in a fresh process: the
+    measure there, peak_rss, is the process's peak and never goes down, so in a process that already ran a pass
+    (--threads 1 2) or another section (bench.py all) the level before the first size would already be at or above
+    this pass's peak, and every size would read about 0 MiB."""
     dev = common.get_device(args.device)
+    if dev.type != "cuda" and not args.fresh_process:
+        cmd = [sys.executable, os.path.abspath(__file__), "memory", "--threads", str(threads), "--device", args.device,
+               "--fresh-process"] + (["--quick"] if args.quick else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"bench.py memory in a fresh process exited with {r.returncode}:\n{r.stderr}")
+        print("\n".join(line for line in r.stdout.splitlines() if not line.startswith("=====")), flush=True)
+        return
     T, sizes = (32, [1, 2]) if args.quick else (64, [1, 2, 4, 8])
     params = GPT(GPTConfig(block_size=T, vocab_size=GPT2_VOCAB, n_layer=4, n_head=4, n_embd=128)).get_num_params(False)
     print(f"peak memory of one RL micro-batch (sequence_logprobs fwd + bwd), vocab {GPT2_VOCAB}, T = {T}, "
           f"4 x 128 model ({params / 1e6:.1f}M parameters), {dev.type}{' bf16' if dev.type == 'cuda' else ' fp32'}")
     print(f"{'rows':>5} {'measured MiB':>13} {'formula MiB':>12} {'measured / formula':>19}")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = peak_rss()
     for rows in sizes:
         got = update_memory(rows, T, GPT2_VOCAB, dev) - (0 if dev.type == "cuda" else base)
         formula = train.LOGIT_BYTES * rows * T * GPT2_VOCAB + 8 * params
@@ -468,6 +490,7 @@ def main(argv=None):
     parser.add_argument("--ckpt", default=None, help="bench rl: a trained policy (e.g. runs/sft/ckpt.pt)")
     common.add_device_arg(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test (no real numbers)")
+    parser.add_argument("--fresh-process", action="store_true", help=argparse.SUPPRESS)  # bench_memory's own pass
     args = parser.parse_args(argv)
     benches = {"gpt": bench_gpt, "rl": bench_rl, "gsn": bench_gsn, "memory": bench_memory, "gpu-check": gpu_check}
     cuda = common.get_device(args.device).type == "cuda"  # a device this machine lacks: a one-line error

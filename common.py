@@ -350,10 +350,13 @@ def load_checkpoint(path, kind=None):
     one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:  # an interrupted copy, a `touch`: torch.load's EOFError would say nothing
+        raise UserError(f"{path}: empty file, not a checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        why = (str(e).splitlines() or [""])[0][:200]  # some exceptions have no message
+        raise UserError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}" + (f": {why}" if why else ""))
     found = next((k for k, (key, _) in CHECKPOINT_KINDS.items() if isinstance(ckpt, dict) and "model" in ckpt
                   and key in ckpt), None)
     if found is None or kind not in (None, found):

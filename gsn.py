@@ -440,6 +440,10 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
     B = cfg.batch_size
     if B % world:
         raise UserError(f"--batch-size {B} must be divisible by the number of processes ({world})")
+    if len(X) < B:  # an epoch is len(X) // B whole batches: none at all
+        what = f"--n-train {cfg.n_train}" if cfg.n_train is not None else f"--data {cfg.data}"
+        raise UserError(f"{what}: {len(X)} training images, fewer than one batch (--batch-size {B}); "
+                        f"give at least {B} images or a --batch-size of at most {len(X)}")
     # with fewer walkback steps than layers the top layers' biases never reach the loss: DDP must be told
     train_model = common.ddp_wrap(model, dev, world, find_unused_parameters=cfg.walkbacks < cfg.layers)
     if world > 1:

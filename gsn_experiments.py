@@ -13,14 +13,15 @@ several models and writes a table and figures.
   kmeans, reference_sets                                   the reference rows: real images, k-means, pixels
   EXPERIMENT, run_experiment                               equal compute: deep GSN vs walkback DAE vs DAE
   CURVE, CURVE_SEED2_UNITS, train_to, run_curve, curve_report   Parzen against training budget
-  ERRORBAR_MODELS, error_components, gap_components,       seeds x chains per budget, the error bar by source
-    score_chains, run_errorbars, score_references, errorbars_report
+  ERRORBAR_MODELS, error_components, seeds_mean_se,        seeds x chains per budget, the error bar by source
+    gap_components, score_chains, run_errorbars, saved_points, score_references, errorbars_report
   demo                                                     demo.py's GSN stage
   add_run_args, main                                       the command line
 
 The GSN tower's top: imports gsn (and common) only, never the GPT side (tests/test_layers.py).
 """
 import argparse
+import glob
 import json
 import math
 import os
@@ -273,7 +274,7 @@ def run_curve(a):
 
 def curve_report(rows, out):
     """Table and figure: Parzen (tuned sigma, and sigma = 0.2) against training CPU-minutes, mean over
-    the seeds at each budget; error bar = sqrt(seed variance / n + mean test-image variance / n)."""
+    the seeds at each budget; error bar: seeds_mean_se (seed and test-set terms, as error_components)."""
     plt = common.pyplot()
     points = {}
     for r in rows:
@@ -284,11 +285,8 @@ def curve_report(rows, out):
     stats = {}
     for (model, u), rs in points.items():
         n = len(rs)
-        cell = {}
-        for key, se_key in (("ll", "se"), ("ll_fixed", "se_fixed")):
-            vals = [r[key] for r in rs]
-            var_seed = float(np.var(vals, ddof=1)) if n > 1 else 0.0
-            cell[key] = (float(np.mean(vals)), math.sqrt(var_seed / n + np.mean([r[se_key] ** 2 for r in rs]) / n))
+        cell = {key: seeds_mean_se([r[key] for r in rs], [r[se_key] for r in rs])[:2]
+                for key, se_key in (("ll", "se"), ("ll_fixed", "se_fixed"))}
         stats[model, u] = (float(np.mean([r["cpu_s"] for r in rs])) / 60, cell)
         near = [r["nearest"] for r in rs if "nearest" in r]  # points written before it was measured lack it
         lines.append(f"| {model} | {u} | {rs[0]['steps']} | {n} | {stats[model, u][0]:.1f} | "
@@ -357,6 +355,18 @@ def error_components(ll):
     return r, images
 
 
+def seeds_mean_se(values, ses):
+    """(mean, total s.e., test-set s.e.) of n seeds' Parzen estimates from their summaries alone, one chain each
+    (the curve keeps no per-image values): error_components' seed and test terms. seed: sqrt(variance of the n
+    values / n) (0 with one seed); test: sqrt(mean of the seeds' se^2), NOT divided by n: every seed is scored on
+    the same test images, so their error does not average out over the seeds (error_components' test term, which
+    this equals when the seeds' per-image values differ by a constant)."""
+    n = len(values)
+    var_seed = float(np.var(values, ddof=1)) if n > 1 else 0.0
+    test = math.sqrt(float(np.mean(np.square(ses))))
+    return float(np.mean(values)), math.sqrt(var_seed / n + test ** 2), test
+
+
 def gap_components(a, b):
     """(mean of A) - (mean of B) from two error_components results, (r, images) each: the seed and chain
     variances add (independent runs); the test-set term is paired (both are scored on the same images), so
@@ -393,12 +403,17 @@ def run_errorbars(a):
     a.chains independent chains (score_chains); then, if a.models is every model, the reference rows
     (score_references; once, after the models) and the table, JSON and figure of errorbars_report. Budgets
     run smallest first over all seeds, so a stopped run has whole budgets; finished points are read back
-    from <run>/point_<u>.json and .npy. Returns the table's rows (with a subset of the models: the points)."""
+    from <run>/point_<u>.json and .npy. A point's CPU time counts its run's training from the start, whichever
+    call's --units saved the points before it. Returns the table's rows (with a subset of the models: the points)."""
     for flag, vals in (("--seeds", a.seeds), ("--units", a.units), ("--models", a.models)):
         if len(set(vals)) < len(vals):
             raise UserError(f"{flag} lists a value twice: {' '.join(map(str, vals))}")
     common.make_out_dir(a.out)
     train_X, valid, test, _ = gsn.load_data(a.data, n_train=a.n_train)
+    if len(train_X) < a.parzen_samples:  # k-means would fail only after every model has trained
+        what = f"--n-train {a.n_train}" if a.n_train is not None else f"--data {a.data}"
+        raise UserError(f"--parzen-samples {a.parzen_samples} needs as many training images for the reference rows "
+                        f"(real images, k-means centroids); {what} gives {len(train_X)}")
     points = []
     for u in sorted(a.units):
         for seed in a.seeds:
@@ -408,10 +423,12 @@ def run_errorbars(a):
                 path = os.path.join(run_out, f"point_{u}")
                 if not os.path.exists(path + ".json"):
                     steps = max(1, round(u * unit * a.budget_scale))
-                    earlier = [v for v in a.units if v < u and os.path.exists(os.path.join(run_out, f"point_{v}.json"))]
+                    # the run continues from its last point, whichever call's --units saved it: its CPU time counts
+                    saved = saved_points(run_out)
+                    earlier = [v for v in saved if v < u]
                     cpu = 0.0
                     if earlier:
-                        with open(os.path.join(run_out, f"point_{max(earlier)}.json")) as f:
+                        with open(saved[max(earlier)]) as f:
                             cpu = json.load(f)["cpu_s"]
                     ckpt, took = train_to(settings, seed, steps, run_out, u, a)
                     chains, ll = score_chains(ckpt, valid, test, a.parzen_samples, a.chains, a.chain_seed,
@@ -430,6 +447,12 @@ def run_errorbars(a):
     # after the models: a run stopped early has its model points first
     refs = score_references(os.path.join(a.out, "references.json"), train_X, valid, test, a.parzen_samples, a.chain_seed)
     return errorbars_report(points, refs, a.out)
+
+
+def saved_points(run_out):
+    """{units: path} of the points saved in one run folder (<run_out>/point_<units>.json), whatever --units saved them."""
+    return {int(os.path.basename(p)[len("point_"):-len(".json")]): p
+            for p in glob.glob(os.path.join(glob.escape(run_out), "point_*.json"))}
 
 
 def score_references(path, train_X, valid, test, n, seed):

@@ -51,3 +51,18 @@ def test_memory_bench_prints_measured_and_formula(capsys):
     params = bench.GPT(bench.GPTConfig(block_size=32, vocab_size=bench.GPT2_VOCAB)).get_num_params(False)
     assert all(float(l[2]) == round((train.LOGIT_BYTES * int(l[0]) * 32 * bench.GPT2_VOCAB + 8 * params) / 2 ** 20)
                for l in lines)
+
+
+def test_memory_bench_second_thread_count_measures_as_the_first(capsys):
+    """--threads 1 2: ru_maxrss is the process's peak and never goes down, so a second pass in the same process
+    starts above its own peak (0 MiB in every row). Each pass measures from its own start: the 2-thread table reads
+    what the 1-thread one does (the same work; the resident-memory gauge is noisy, hence the wide margin)."""
+    bench.main(["memory", "--quick", "--threads", "1", "2"])
+    out = capsys.readouterr().out
+    tables = [[float(l.split()[1]) for l in part.splitlines() if l.split() and l.split()[0] in ("1", "2")]
+              for part in out.split("=====")[2::2]]  # the text after each "===== memory, t thread(s) =====" line
+    params = bench.GPT(bench.GPTConfig(block_size=32, vocab_size=bench.GPT2_VOCAB)).get_num_params(False)
+    assert len(tables) == 2 and all(len(t) == 2 for t in tables)
+    for one, two in zip(*tables):
+        assert two > 8 * params / 2 ** 20 / 2  # at least half the weights and gradients: not 0
+        assert 0.5 < two / one < 2

@@ -172,3 +172,15 @@ def test_every_run_logs_its_environment_first(tmp_path):
     assert first["threads"] == torch.get_num_threads() and first["device"] == "cpu" and first["dtype"] == "float32"
     assert first["mkl_cbwr"] == os.environ.get("MKL_CBWR", "unset")
     assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_load_checkpoint_empty_or_garbage_file_is_one_line_error(tmp_path):
+    """An empty file (an interrupted copy, `touch ckpt.pt`) and a file of garbage bytes: a one-line UserError naming
+    the file, not an IndexError from an exception whose message is empty (torch.load raises EOFError(''))."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 4)
+    for name, msg in (("empty.pt", "empty file, not a checkpoint"), ("garbage.pt", "corrupt or unreadable checkpoint")):
+        path = str(tmp_path / name)
+        with pytest.raises(common.UserError, match=msg) as e:
+            common.load_checkpoint(path)
+        assert path in str(e.value) and "\n" not in str(e.value)

@@ -123,6 +123,23 @@ def test_error_components_hand_built():
     assert r2["seed"] == 0.0 and r2["chain"] > 0
 
 
+def test_curve_and_error_components_agree_on_the_test_set_term(tmp_path):
+    """Three seeds, one chain each, scored on the same 4 test images: ll[s, 0, i] = a_s + e_i. The test images are
+    shared by the seeds, so their error does not shrink with the number of seeds: curve_report's error bar is
+    error_components' total, seed and test-set terms alike (the curve keeps only each seed's mean and s.e.)."""
+    a, e = np.array([0., 3., 6.]), np.array([0., 10., 20., 30.])
+    ll = a[:, None, None] + e[None, None, :]
+    r, _ = gsn_experiments.error_components(ll)
+    rows = [dict(model="m", seed=s, units=1, steps=2, cpu_s=6.0, nearest=1.0, ll=float(ll[s, 0].mean()),
+                 se=float(ll[s, 0].std(ddof=1) / 2), ll_fixed=float(ll[s, 0].mean()), se_fixed=float(ll[s, 0].std(ddof=1) / 2))
+             for s in range(3)]
+    mean, total, test = gsn_experiments.seeds_mean_se([p["ll"] for p in rows], [p["se"] for p in rows])
+    assert (mean, total, test) == pytest.approx((r["mean"], r["total"], r["test"]))
+    gsn_experiments.curve_report(rows, str(tmp_path))
+    line = next(l for l in (tmp_path / "curve.md").read_text().splitlines() if l.startswith("| m |"))
+    assert f"| {r['mean']:.1f} +- {r['total']:.1f} |" in line  # 19.5 +- 6.7 (dividing the test term by 3: 4.1)
+
+
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_chain_shapes_and_ranges(layers):
     torch.manual_seed(0)
@@ -318,6 +335,22 @@ def test_cli_bad_input_is_one_line_error(argv, msg):
     assert r.stderr.startswith("error: ") and msg in r.stderr and "Traceback" not in r.stderr
 
 
+def test_fewer_training_images_than_a_batch_is_a_one_line_error(tmp_path, capsys):
+    """--n-train 30 with batch 50 (or a --data folder that small): not one whole batch per epoch, a one-line error
+    naming --n-train (--data) and --batch-size before any training, not a ZeroDivisionError at the first step."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1040, n_test=20)  # 40 training images + 1000 held out
+    with pytest.raises(SystemExit) as e:
+        gsn.main(["--data", folder, "--n-train", "30", "--batch-size", "50", "--max-steps", "1", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: --n-train 30") and "--batch-size 50" in err and err.count("\n") == 1
+    with pytest.raises(common.UserError, match=f"--data {folder}: 40 training images.*--batch-size 50"):
+        gsn.train(_cfg(folder, max_steps=1), str(tmp_path / "b"), quiet=True, figures=False)
+    cfg = dataclasses.replace(_cfg(folder, max_steps=1, n_train=30), batch_size=30)
+    _, losses = gsn.train(cfg, str(tmp_path / "c"), quiet=True, figures=False)
+    assert len(losses) == 1  # a batch of all the images is enough
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 2-step checkpoint on a tiny IDX dataset (100 training + 1000 held-out images, 30 test)."""
@@ -460,6 +493,47 @@ def test_errorbars_seeds_chains_and_error_sources_on_idx_files(tmp_path, monkeyp
     again = gsn_experiments.main(argv)
     assert "[errorbars" not in capsys.readouterr().out  # every point and reference read back
     assert [r["mean"] for r in again] == [r["mean"] for r in rows]
+
+
+def _tiny_errorbars(tmp_path, monkeypatch, n_train=1100):
+    """A fake IDX folder (n_train - 1000 training images) and two tiny ERRORBAR_MODELS: (folder, base argv)."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=n_train, n_test=20)
+    monkeypatch.setattr(gsn_experiments, "ERRORBAR_MODELS", {"deep": (dict(model="gsn", hidden=16), 2),
+                                                             "dae": (dict(model="dae", hidden=16), 1)})
+    return folder, ["errorbars", "--data", folder, "--parzen-samples", "30", "--seeds", "1", "--chains", "2",
+                    "--out", str(tmp_path / "eb")]
+
+
+def _one_line_error(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        gsn_experiments.main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1
+    return out, err
+
+
+def test_errorbars_cpu_minutes_count_training_saved_by_other_units(tmp_path, monkeypatch):
+    """--units 1, then --units 2 into the same --out: the 2-unit point continues the 1-unit run, so its CPU time
+    is the 1-unit point's plus this call's training, whichever --units saved the earlier point."""
+    _, argv = _tiny_errorbars(tmp_path, monkeypatch)
+    argv += ["--n-train", "100", "--models", "deep"]
+    orig = gsn_experiments.train_to
+    monkeypatch.setattr(gsn_experiments, "train_to", lambda *a: (orig(*a)[0], 60.0))  # 1 CPU-minute per call
+    assert [p["cpu_s"] for p in gsn_experiments.main(argv + ["--units", "1"])] == [60.0]
+    assert [p["cpu_s"] for p in gsn_experiments.main(argv + ["--units", "2"])] == [120.0]
+    assert [p["cpu_s"] for p in gsn_experiments.main(argv + ["--units", "1", "2", "4"])] == [60.0, 120.0, 180.0]
+
+
+def test_errorbars_refuses_fewer_training_images_than_parzen_samples_at_the_start(tmp_path, monkeypatch, capsys):
+    """The reference rows take --parzen-samples training images (real images, k-means centroids): with fewer
+    (--n-train below --parzen-samples), a one-line error naming both flags before any model trains."""
+    folder, argv = _tiny_errorbars(tmp_path, monkeypatch, n_train=1200)
+    out, err = _one_line_error(argv + ["--units", "1", "--n-train", "100", "--parzen-samples", "150"], capsys)
+    assert "--parzen-samples 150" in err and "--n-train 100" in err and "[errorbars " not in out
+    assert not os.path.exists(tmp_path / "eb" / "deep-s1")
+    _, err = _one_line_error(argv + ["--units", "1", "--parzen-samples", "250"], capsys)  # no --n-train: 200 images
+    assert "--parzen-samples 250" in err and f"--data {folder} gives 200" in err
 
 
 def test_binarize_decides_what_training_reads(tmp_path, monkeypatch):
