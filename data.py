@@ -613,8 +613,9 @@ class Task:
 
 
 def parse_step(solution):
-    """(a, op, b, result) as strings of the first step "a<op>b=x" of a worked solution, or None."""
-    m = re.search(r"(\d+)([-+*/])(\d+)=(\d+)", solution)
+    """(a, op, b, result) as strings of the first step "a<op>b=x" of a worked solution, or None. Any of the
+    numbers may be negative: a sampled completion may write the shortcut "3-5=-2"."""
+    m = re.search(r"(-?\d+)([-+*/])(-?\d+)=(-?\d+)", solution)
     return m.groups() if m else None
 
 

@@ -348,6 +348,16 @@ def test_problems_from_gsm8k_need_a_test_file(tmp_path):
         data.problems(8, 0, "test", gsm8k=train)
 
 
+def test_parse_step_reads_negative_operands_and_results():
+    """A sampled completion can write a negative number (the shortcut a-b with b > a): its first step still parses,
+    whole, from where it starts (experiments.tree_stats asks whether a negative's credit lands on its operator)."""
+    assert data.parse_step(" 3-5=-2. #### -2") == ("3", "-", "5", "-2")
+    assert data.parse_step(" -3+5=2. #### 2") == ("-3", "+", "5", "2")
+    assert data.parse_step("4--2=6.") == ("4", "-", "-2", "6")
+    assert data.parse_step(" 12-3=9. 9+4=13. #### 13") == ("12", "-", "3", "9")  # the first step, as before
+    assert data.parse_step(" #### 5") is None
+
+
 def test_procedural_problems_are_make_problems():
     assert data.problems(20, 3, "train") == data.make_problems(20, seed=3, split="train")
     assert data.problems(20, 3, "test", steps=(2,)) == data.make_problems(20, seed=3, split="test", steps=(2,))
