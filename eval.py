@@ -166,14 +166,15 @@ def other_op_result(problem):
 def answer_kind(problem, text):
     """What one completion of a one-step problem answers (ANSWER_KINDS): right; other_op, the other
     operation's result; swapped, |a-b| where the other operation's a-b is negative (the shortcut with its
-    operands swapped, the nearest number the model has seen written); other_number; or invalid."""
-    answer = data.extract_answer(text)
-    if answer is None:
+    operands swapped, the nearest number the model has seen written); other_number; or invalid. Numbers compare
+    as data.reward compares them ('12.0' == '012' == '12'), so the share of "right" is pass@1."""
+    if data.is_invalid(text):
         return "invalid"
-    if answer == problem.answer:
+    if data.reward(text, problem.answer) > 0:
         return "right"
     other = other_op_result(problem)
-    return "other_op" if answer == str(other) else "swapped" if other < 0 and answer == str(-other) else "other_number"
+    says = lambda x: data.reward(text, x) > 0  # the first "#### N" is x, numerically
+    return "other_op" if says(other) else "swapped" if other < 0 and says(-other) else "other_number"
 
 
 def answer_breakdown(problems, sampled):

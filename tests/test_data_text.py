@@ -452,3 +452,27 @@ def test_answer_kinds_and_breakdown_by_whether_the_shortcut_was_possible():
     assert res["normal_possible_right"] == 1.0 and "normal_impossible_n" not in res
     for group in ("conflict_possible", "conflict_impossible", "normal_possible"):
         assert sum(res[f"{group}_{k}"] for k in ev.ANSWER_KINDS) == pytest.approx(1.0)
+
+
+def test_answer_kinds_compare_numbers_as_the_reward_does():
+    """'#### 12.0', '#### 012' and '#### 1,0' are the numbers 12 and 10, as data.reward scores them: the breakdown's
+    right share is pass@1 exactly, and the other operation's result is recognised however it is written."""
+    import eval as ev
+    conflict_ok = data.Problem("q1", "7+3=10. #### 10", "10", "conflict")   # the cue's 7-3=4
+    conflict_no = data.Problem("q2", "3+7=10. #### 10", "10", "conflict")   # the cue's 3-7=-4: swapped is 4
+    normal = data.Problem("q3", "9-4=5. #### 5", "5", "normal")             # the other op: 9+4=13
+    problems = [conflict_ok, conflict_no, normal]
+    sampled = [[" #### 10.0", " #### 010", " #### 1,0", " #### 4.0"],
+               [" #### 10.", " #### 04", " #### -4.0", " #### 11"],
+               [" #### 5.00", " #### 13.0", " nope", " #### 5"]]
+    assert [[ev.answer_kind(p, t) for t in ts] for p, ts in zip(problems, sampled)] == [
+        ["right", "right", "right", "other_op"], ["right", "swapped", "other_op", "other_number"],
+        ["right", "other_op", "invalid", "right"]]
+    k, n = 4, len(problems)
+    pass1 = ev.accuracy(problems, [ts[:1] for ts in sampled], sampled, [[1] * k] * n, k)["pass@1"]
+    right = sum(ev.answer_kind(p, t) == "right" for p, ts in zip(problems, sampled) for t in ts)
+    assert right == sum(data.reward(t, p.answer) > 0 for p, ts in zip(problems, sampled) for t in ts) == 6
+    assert right / (n * k) == pass1
+    res = ev.answer_breakdown(problems, sampled)
+    groups = {key[:-2] for key in res if key.endswith("_n")}
+    assert sum(res[f"{g}_right"] * res[f"{g}_n"] for g in groups) / n == pytest.approx(pass1, abs=1e-12)
