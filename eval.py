@@ -28,11 +28,12 @@ from model import GPT, GPTConfig, completion_mask, verdict_logp
 # 1. Checkpoints and the task flags
 
 def load_gpt(path, device):
-    """(model, tokenizer, checkpoint dict) from a checkpoint written by train.py."""
+    """(model, tokenizer, checkpoint dict) from a checkpoint written by train.py. The model is in eval mode
+    (dropout off): every caller samples from it or scores with it; one that trains it calls .train() itself."""
     ckpt = common.load_checkpoint(path, kind="gpt")
     model = GPT(GPTConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
-    return model.to(device), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
+    return model.to(device).eval(), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
 
 
 def check_fits(model, prompts, max_new_tokens, what="a prompt"):
