@@ -593,6 +593,14 @@ class Task:
                             f"got {self.conflict_direction!r}")
         if self.conflict_direction != "both" and not self.shortcut:
             raise UserError("--conflict-direction only applies to the shortcut task (--shortcut)")
+        if self.shortcut and self.gsm8k is not None:  # each replaces the procedural task: a run needs to know which
+            raise UserError("--shortcut and --gsm8k are two different tasks: choose one")
+        # the shortcut task would ignore --ops and --steps: only their defaults (given or not) pass
+        ignored = "its own one-step '+'/'-' problems"
+        if self.shortcut and set(self.ops) != set(Task.ops):
+            raise UserError(f"--shortcut draws {ignored}: --ops {self.ops} does not apply")
+        if self.shortcut and tuple(self.steps) != Task.steps:
+            raise UserError(f"--shortcut draws {ignored}: --steps {' '.join(map(str, self.steps))} does not apply")
 
     @classmethod
     def from_args(cls, args):

@@ -434,6 +434,25 @@ def test_conflict_direction_is_validated_where_it_enters():
     assert {_operation(p) for p in task.problems(40, 0, "test") if p.slice == "conflict"} == {"-"}
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--gsm8k", "train.jsonl"], r"--shortcut and --gsm8k are two different tasks: choose one"),
+    (["--ops", "+-*"], r"--shortcut draws its own one-step '\+'/'-' problems: --ops \+-\* does not apply"),
+    (["--steps", "2"], r"--shortcut draws its own one-step '\+'/'-' problems: --steps 2 does not apply"),
+    (["--steps", "1"], r"--shortcut .*: --steps 1 does not apply")])
+def test_shortcut_refuses_the_flags_it_would_ignore(argv, message):
+    """--shortcut with --gsm8k (the shortcut task silently won), or with a --ops / --steps the user set (silently
+    ignored): a one-line error. Their default values are fine, given or not."""
+    import argparse
+    import eval as ev
+    p = argparse.ArgumentParser()
+    ev.add_task_args(p)
+    with pytest.raises(UserError, match=f"^{message}"):
+        data.Task.from_args(p.parse_args(["--shortcut", *argv]))
+    for fine in ([], ["--steps", "1", "2"], ["--ops", "+-"], ["--ops=-+"], ["--max-num", "20"]):
+        assert data.Task.from_args(p.parse_args(["--shortcut", *fine])).shortcut
+    assert data.Task.from_args(p.parse_args(argv)).shortcut is False  # each flag alone is fine
+
+
 def test_answer_kinds_and_breakdown_by_whether_the_shortcut_was_possible():
     import eval as ev
     conflict_ok = data.Problem("q1", "7+3=10. #### 10", "10", "conflict")   # the cue's 7-3=4: possible
