@@ -597,8 +597,13 @@ def _hf_config(folder, state):
     if hf.get("n_inner") not in (None, 4 * hf.get("n_embd", cfg["n_embd"])):
         raise unsupported(f"n_inner {hf['n_inner']} (the MLP is 4 * n_embd wide)")
     cfg["gelu"] = _HF_GELU[hf.get("activation_function", "gelu_new")]
+    # the context is n_positions; n_ctx is its legacy twin (read only without it), and a config where they differ
+    # does not say which one the weights were trained with
+    if "n_positions" in hf and "n_ctx" in hf and hf["n_positions"] != hf["n_ctx"]:
+        raise ValueError(f"{cfg_path}: n_positions {hf['n_positions']} and n_ctx {hf['n_ctx']} disagree "
+                         f"(both are the context length)")
     for ours, theirs in [("n_layer", "n_layer"), ("n_head", "n_head"), ("n_embd", "n_embd"),
-                         ("vocab_size", "vocab_size"), ("block_size", "n_positions"), ("block_size", "n_ctx")]:
+                         ("vocab_size", "vocab_size"), ("block_size", "n_ctx"), ("block_size", "n_positions")]:
         if theirs in hf:
             cfg[ours] = hf[theirs]
     return cfg

@@ -186,6 +186,22 @@ def test_without_config_json_the_sizes_come_from_the_weights(tmp_path):
     assert torch.equal(logits_of(model, tokens()), logits_of(src, tokens()))
 
 
+def test_context_length_is_n_positions_and_n_ctx_may_not_disagree(tmp_path):
+    """config.json's n_positions is the context (n_ctx is its legacy twin, read only without it): an n_ctx of 16
+    beside n_positions 32 is an error naming both, not a model cut to 16 positions without a word."""
+    src = tiny(gelu="tanh")
+    folder = save_hf(tmp_path / "gpt2", src)
+    for drop in ("n_ctx", "n_positions"):  # either one alone tells the context
+        cfg = hf_config(src)
+        del cfg[drop]
+        (folder / "config.json").write_text(json.dumps(cfg))
+        assert GPT.from_pretrained(folder).config.block_size == 32
+    cfg = dict(hf_config(src), n_ctx=16)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    msg = one_line_error(r"n_positions 32 and n_ctx 16 disagree", GPT.from_pretrained, folder)
+    assert str(folder / "config.json") in msg
+
+
 # -----------------------------------------------------------------------------
 # GELU
 
