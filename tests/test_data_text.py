@@ -235,6 +235,32 @@ def test_shortcut_problems_fill_each_slice_exactly_then_say_how_many(tiny_task):
             data.make_shortcut_problems(held["normal"] + 1, 0, split, 0.0, max_num=2)
 
 
+def test_shortcut_problems_that_cannot_be_drawn_are_an_error_not_a_hang(tiny_task, monkeypatch):
+    """A slice whose questions the other slice has taken: with one question per family whatever the cue (the cue
+    never disagrees with the verb), every conflict question is also a normal one, and a split whose normal
+    problems are all asked for has none left for a conflict problem. A one-line error naming the request, within
+    a bounded number of draws (a regression fails here instead of spinning)."""
+    monkeypatch.setattr(data, "CUE_QUESTIONS", {f: {"+": q["+"], "-": q["+"]} for f, q in data.CUE_QUESTIONS.items()})
+    monkeypatch.setattr(data, "STALLED", 500)
+    draws, text = [0], data._problem_text
+
+    def bounded(*a):
+        draws[0] += 1
+        assert draws[0] < 20 * data.STALLED, "make_shortcut_problems spins on a request it cannot fill"
+        return text(*a)
+    monkeypatch.setattr(data, "_problem_text", bounded)
+    chains = list(data._chains(1, 2, "+-"))
+    held = {k: data._split_size("test", chains, k) for k in ("conflict", "normal")}
+    assert held["conflict"] == held["normal"] > 0  # each slice alone fits: the sizes say nothing is wrong
+    n = held["normal"] + 1
+    with pytest.raises(UserError, match=rf"holds exactly {held['conflict']} conflict and {held['normal']} normal "
+                                        rf"problems, {held['normal']} questions of them in both slices: "
+                                        rf"asked for 1 conflict and {held['normal']} normal$"):
+        data.make_shortcut_problems(n, 0, "test", 1 / n, max_num=2)
+    draws[0] = 0
+    assert len(data.make_shortcut_problems(held["normal"], 0, "test", 0.5, max_num=2)) == held["normal"]  # fits
+
+
 def test_the_count_knows_every_question_the_real_word_lists_write():
     """The real word lists: a drawn one-step question is among those counted for its chain."""
     one_step = [(data.make_problems(1, seed=5, steps=1)[0], None)] + [
