@@ -316,10 +316,10 @@ def _fill_in(template, a):
                     yield re.sub(r"\b1 (\w+)s\b", r"1 \1", text)
 
 
-def _split_size(split, chains, kind=None, direction="both"):
-    """Exactly how many distinct questions of the split the generator can write for these chains
-    (kind: the shortcut task's slice, "normal" or "conflict", which fixes the cue of each chain;
-    direction: the conflicts' verbs, CONFLICT_DIRECTIONS)."""
+def _split_texts(split, chains, kind=None, direction="both"):
+    """Every distinct question of the split the generator can write for these chains (kind: the shortcut task's
+    slice, "normal" or "conflict", which fixes the cue of each chain; direction: the conflicts' verbs,
+    CONFLICT_DIRECTIONS)."""
     texts = set()
     for a, chain in chains:
         op = chain[0][0]
@@ -327,7 +327,12 @@ def _split_size(split, chains, kind=None, direction="both"):
             continue
         cue = None if kind is None else op if kind == "normal" else "+-".replace(op, "")
         texts.update(q for q in _question_texts(a, chain, cue) if _question_split(q) == split)
-    return len(texts)
+    return texts
+
+
+def _split_size(split, chains, kind=None, direction="both"):
+    """Exactly how many distinct questions of the split the generator can write for these chains (_split_texts)."""
+    return len(_split_texts(split, chains, kind, direction))
 
 
 def make_problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-"):
@@ -402,7 +407,7 @@ def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num
     """n distinct one-step '+'/'-' problems of the split; exactly round(n * conflict_frac) of them are
     conflict problems (cue and verb disagree; their verbs: CONFLICT_DIRECTIONS[direction]), in random positions.
     Deterministic from the arguments; a UserError saying how many the split holds if a slice holds fewer than
-    asked for."""
+    asked for (or fewer than the other slice's draws leave of the questions the two share)."""
     if direction not in CONFLICT_DIRECTIONS:
         raise UserError(f"the conflict direction must be one of {', '.join(CONFLICT_DIRECTIONS)}, got {direction!r}")
     if split not in ("train", "test"):
@@ -414,7 +419,7 @@ def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num
     rng = random.Random(f"shortcut|{seed}|{split}|{max_num}")
     kinds = ["conflict"] * round(n * conflict_frac) + ["normal"] * (n - round(n * conflict_frac))
     rng.shuffle(kinds)
-    problems, seen, sizes = [], set(), None
+    problems, seen, texts = [], set(), None
     for kind in kinds:
         misses = 0
         while True:
@@ -425,13 +430,17 @@ def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num
             if _question_split(question) == split and question not in seen:
                 break
             misses += 1
-            if misses == STALLED:  # the slice may be exhausted: count what each slice holds (once)
-                chains = list(_chains(1, max_num, "+-"))
-                sizes = sizes or {k: _split_size(split, chains, k, direction) for k in ("conflict", "normal")}
-                if any(kinds.count(k) > sizes[k] for k in sizes):
+            if misses % STALLED == 0:  # a slice may be exhausted: are enough of its questions left undrawn?
+                # Its size alone does not tell: the slices share a question when a cue question does not depend on
+                # the cue, and one that the other slice drew is gone (such a request used to draw forever).
+                texts = texts or {k: _split_texts(split, list(_chains(1, max_num, "+-")), k, direction)
+                                  for k in ("conflict", "normal")}
+                if any(kinds[len(problems):].count(k) > len(texts[k] - seen) for k in texts):
+                    shared = len(texts["conflict"] & texts["normal"])
                     raise UserError(f"the {split!r} split of the shortcut task with max_num={max_num} and conflict "
-                                    f"direction {direction!r} holds exactly "
-                                    f"{sizes['conflict']} conflict and {sizes['normal']} normal problems: asked for "
+                                    f"direction {direction!r} holds exactly {len(texts['conflict'])} conflict and "
+                                    f"{len(texts['normal'])} normal problems"
+                                    f"{f', {shared} questions of them in both slices' if shared else ''}: asked for "
                                     f"{kinds.count('conflict')} conflict and {kinds.count('normal')} normal")
         seen.add(question)
         problems.append(Problem(question, f"{a}{op}{b}={x}. #### {x}", str(x), kind))
@@ -593,6 +602,14 @@ class Task:
                             f"got {self.conflict_direction!r}")
         if self.conflict_direction != "both" and not self.shortcut:
             raise UserError("--conflict-direction only applies to the shortcut task (--shortcut)")
+        if self.shortcut and self.gsm8k is not None:  # each replaces the procedural task: a run needs to know which
+            raise UserError("--shortcut and --gsm8k are two different tasks: choose one")
+        # the shortcut task would ignore --ops and --steps: only their defaults (given or not) pass
+        ignored = "its own one-step '+'/'-' problems"
+        if self.shortcut and set(self.ops) != set(Task.ops):
+            raise UserError(f"--shortcut draws {ignored}: --ops {self.ops} does not apply")
+        if self.shortcut and tuple(self.steps) != Task.steps:
+            raise UserError(f"--shortcut draws {ignored}: --steps {' '.join(map(str, self.steps))} does not apply")
 
     @classmethod
     def from_args(cls, args):
@@ -613,8 +630,9 @@ class Task:
 
 
 def parse_step(solution):
-    """(a, op, b, result) as strings of the first step "a<op>b=x" of a worked solution, or None."""
-    m = re.search(r"(\d+)([-+*/])(\d+)=(\d+)", solution)
+    """(a, op, b, result) as strings of the first step "a<op>b=x" of a worked solution, or None. Any of the
+    numbers may be negative: a sampled completion may write the shortcut "3-5=-2"."""
+    m = re.search(r"(-?\d+)([-+*/])(-?\d+)=(-?\d+)", solution)
     return m.groups() if m else None
 
 

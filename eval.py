@@ -28,11 +28,12 @@ from model import GPT, GPTConfig, completion_mask, verdict_logp
 # 1. Checkpoints and the task flags
 
 def load_gpt(path, device):
-    """(model, tokenizer, checkpoint dict) from a checkpoint written by train.py."""
+    """(model, tokenizer, checkpoint dict) from a checkpoint written by train.py. The model is in eval mode
+    (dropout off): every caller samples from it or scores with it; one that trains it calls .train() itself."""
     ckpt = common.load_checkpoint(path, kind="gpt")
     model = GPT(GPTConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
-    return model.to(device), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
+    return model.to(device).eval(), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
 
 
 def check_fits(model, prompts, max_new_tokens, what="a prompt"):
@@ -166,14 +167,15 @@ def other_op_result(problem):
 def answer_kind(problem, text):
     """What one completion of a one-step problem answers (ANSWER_KINDS): right; other_op, the other
     operation's result; swapped, |a-b| where the other operation's a-b is negative (the shortcut with its
-    operands swapped, the nearest number the model has seen written); other_number; or invalid."""
-    answer = data.extract_answer(text)
-    if answer is None:
+    operands swapped, the nearest number the model has seen written); other_number; or invalid. Numbers compare
+    as data.reward compares them ('12.0' == '012' == '12'), so the share of "right" is pass@1."""
+    if data.is_invalid(text):
         return "invalid"
-    if answer == problem.answer:
+    if data.reward(text, problem.answer) > 0:
         return "right"
     other = other_op_result(problem)
-    return "other_op" if answer == str(other) else "swapped" if other < 0 and answer == str(-other) else "other_number"
+    says = lambda x: data.reward(text, x) > 0  # the first "#### N" is x, numerically
+    return "other_op" if says(other) else "swapped" if other < 0 and says(-other) else "other_number"
 
 
 def answer_breakdown(problems, sampled):

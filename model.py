@@ -597,11 +597,37 @@ def _hf_config(folder, state):
     if hf.get("n_inner") not in (None, 4 * hf.get("n_embd", cfg["n_embd"])):
         raise unsupported(f"n_inner {hf['n_inner']} (the MLP is 4 * n_embd wide)")
     cfg["gelu"] = _HF_GELU[hf.get("activation_function", "gelu_new")]
-    for ours, theirs in [("n_layer", "n_layer"), ("n_head", "n_head"), ("n_embd", "n_embd"),
-                         ("vocab_size", "vocab_size"), ("block_size", "n_positions"), ("block_size", "n_ctx")]:
+    sizes = [("n_layer", "n_layer"), ("n_head", "n_head"), ("n_embd", "n_embd"), ("vocab_size", "vocab_size"),
+             ("block_size", "n_ctx"), ("block_size", "n_positions")]
+    _check_sizes({theirs: hf[theirs] for _, theirs in sizes if theirs in hf}, cfg_path)
+    # the context is n_positions; n_ctx is its legacy twin (read only without it), and a config where they differ
+    # does not say which one the weights were trained with
+    if "n_positions" in hf and "n_ctx" in hf and hf["n_positions"] != hf["n_ctx"]:
+        raise ValueError(f"{cfg_path}: n_positions {hf['n_positions']} and n_ctx {hf['n_ctx']} disagree "
+                         f"(both are the context length)")
+    for ours, theirs in sizes:
         if theirs in hf:
             cfg[ours] = hf[theirs]
     return cfg
+
+
+def _check_sizes(sizes, path):
+    """The sizes a file gives ({name: value}) are positive ints (JSON and pickles hold anything: "2", -2, true)."""
+    for name, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{path}: {name} {v!r} is not a positive integer")
+
+
+def _check_tensors(state, path):
+    """A state dict is a dict of tensors, and wte / wpe (when there) are matrices: the config is read off
+    their shapes."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (a dict of tensors): it holds a {type(state).__name__}")
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{path}: {k} is not a tensor ({type(v).__name__})")
+        if k.endswith(("wte.weight", "wpe.weight")) and v.dim() != 2:
+            raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}: a matrix is expected")
 
 
 def _first_line(e):
@@ -625,6 +651,7 @@ def _read_pretrained(folder):
             raise
         except Exception as e:  # torch.load's errors (a truncated zip, a pickle that is not weights, ...)
             raise ValueError(f"{path}: cannot be read: {type(e).__name__}: {_first_line(e)}") from None
+        _check_tensors(raw, path)
         state = {}
         for k, v in raw.items():
             k = k.removeprefix("transformer.")  # the hub's files store GPT2Model's names, without the prefix
@@ -651,10 +678,13 @@ def _read_pretrained(folder):
         state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
         state = {k: v for k, v in state.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
         state.pop("lm_head.weight", None)  # tied to wte (the same tensor in nanoGPT and here)
+        _check_tensors(state, path)
         if "transformer.wte.weight" not in state or "transformer.wpe.weight" not in state:
             raise ValueError(f"{path}: no transformer.wte.weight / wpe.weight: not a GPT's weights")
         cfg = _config_from_weights(state)
         cfg.update({k: v for k, v in args.items() if k in GPTConfig.__dataclass_fields__})
+        _check_sizes({k: v for k, v in args.items() if k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size")},
+                     path)
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
     return state, cfg, path
 

@@ -235,6 +235,32 @@ def test_shortcut_problems_fill_each_slice_exactly_then_say_how_many(tiny_task):
             data.make_shortcut_problems(held["normal"] + 1, 0, split, 0.0, max_num=2)
 
 
+def test_shortcut_problems_that_cannot_be_drawn_are_an_error_not_a_hang(tiny_task, monkeypatch):
+    """A slice whose questions the other slice has taken: with one question per family whatever the cue (the cue
+    never disagrees with the verb), every conflict question is also a normal one, and a split whose normal
+    problems are all asked for has none left for a conflict problem. A one-line error naming the request, within
+    a bounded number of draws (a regression fails here instead of spinning)."""
+    monkeypatch.setattr(data, "CUE_QUESTIONS", {f: {"+": q["+"], "-": q["+"]} for f, q in data.CUE_QUESTIONS.items()})
+    monkeypatch.setattr(data, "STALLED", 500)
+    draws, text = [0], data._problem_text
+
+    def bounded(*a):
+        draws[0] += 1
+        assert draws[0] < 20 * data.STALLED, "make_shortcut_problems spins on a request it cannot fill"
+        return text(*a)
+    monkeypatch.setattr(data, "_problem_text", bounded)
+    chains = list(data._chains(1, 2, "+-"))
+    held = {k: data._split_size("test", chains, k) for k in ("conflict", "normal")}
+    assert held["conflict"] == held["normal"] > 0  # each slice alone fits: the sizes say nothing is wrong
+    n = held["normal"] + 1
+    with pytest.raises(UserError, match=rf"holds exactly {held['conflict']} conflict and {held['normal']} normal "
+                                        rf"problems, {held['normal']} questions of them in both slices: "
+                                        rf"asked for 1 conflict and {held['normal']} normal$"):
+        data.make_shortcut_problems(n, 0, "test", 1 / n, max_num=2)
+    draws[0] = 0
+    assert len(data.make_shortcut_problems(held["normal"], 0, "test", 0.5, max_num=2)) == held["normal"]  # fits
+
+
 def test_the_count_knows_every_question_the_real_word_lists_write():
     """The real word lists: a drawn one-step question is among those counted for its chain."""
     one_step = [(data.make_problems(1, seed=5, steps=1)[0], None)] + [
@@ -348,6 +374,16 @@ def test_problems_from_gsm8k_need_a_test_file(tmp_path):
         data.problems(8, 0, "test", gsm8k=train)
 
 
+def test_parse_step_reads_negative_operands_and_results():
+    """A sampled completion can write a negative number (the shortcut a-b with b > a): its first step still parses,
+    whole, from where it starts (experiments.tree_stats asks whether a negative's credit lands on its operator)."""
+    assert data.parse_step(" 3-5=-2. #### -2") == ("3", "-", "5", "-2")
+    assert data.parse_step(" -3+5=2. #### 2") == ("-3", "+", "5", "2")
+    assert data.parse_step("4--2=6.") == ("4", "-", "-2", "6")
+    assert data.parse_step(" 12-3=9. 9+4=13. #### 13") == ("12", "-", "3", "9")  # the first step, as before
+    assert data.parse_step(" #### 5") is None
+
+
 def test_procedural_problems_are_make_problems():
     assert data.problems(20, 3, "train") == data.make_problems(20, seed=3, split="train")
     assert data.problems(20, 3, "test", steps=(2,)) == data.make_problems(20, seed=3, split="test", steps=(2,))
@@ -424,6 +460,25 @@ def test_conflict_direction_is_validated_where_it_enters():
     assert {_operation(p) for p in task.problems(40, 0, "test") if p.slice == "conflict"} == {"-"}
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--gsm8k", "train.jsonl"], r"--shortcut and --gsm8k are two different tasks: choose one"),
+    (["--ops", "+-*"], r"--shortcut draws its own one-step '\+'/'-' problems: --ops \+-\* does not apply"),
+    (["--steps", "2"], r"--shortcut draws its own one-step '\+'/'-' problems: --steps 2 does not apply"),
+    (["--steps", "1"], r"--shortcut .*: --steps 1 does not apply")])
+def test_shortcut_refuses_the_flags_it_would_ignore(argv, message):
+    """--shortcut with --gsm8k (the shortcut task silently won), or with a --ops / --steps the user set (silently
+    ignored): a one-line error. Their default values are fine, given or not."""
+    import argparse
+    import eval as ev
+    p = argparse.ArgumentParser()
+    ev.add_task_args(p)
+    with pytest.raises(UserError, match=f"^{message}"):
+        data.Task.from_args(p.parse_args(["--shortcut", *argv]))
+    for fine in ([], ["--steps", "1", "2"], ["--ops", "+-"], ["--ops=-+"], ["--max-num", "20"]):
+        assert data.Task.from_args(p.parse_args(["--shortcut", *fine])).shortcut
+    assert data.Task.from_args(p.parse_args(argv)).shortcut is False  # each flag alone is fine
+
+
 def test_answer_kinds_and_breakdown_by_whether_the_shortcut_was_possible():
     import eval as ev
     conflict_ok = data.Problem("q1", "7+3=10. #### 10", "10", "conflict")   # the cue's 7-3=4: possible
@@ -442,3 +497,27 @@ def test_answer_kinds_and_breakdown_by_whether_the_shortcut_was_possible():
     assert res["normal_possible_right"] == 1.0 and "normal_impossible_n" not in res
     for group in ("conflict_possible", "conflict_impossible", "normal_possible"):
         assert sum(res[f"{group}_{k}"] for k in ev.ANSWER_KINDS) == pytest.approx(1.0)
+
+
+def test_answer_kinds_compare_numbers_as_the_reward_does():
+    """'#### 12.0', '#### 012' and '#### 1,0' are the numbers 12 and 10, as data.reward scores them: the breakdown's
+    right share is pass@1 exactly, and the other operation's result is recognised however it is written."""
+    import eval as ev
+    conflict_ok = data.Problem("q1", "7+3=10. #### 10", "10", "conflict")   # the cue's 7-3=4
+    conflict_no = data.Problem("q2", "3+7=10. #### 10", "10", "conflict")   # the cue's 3-7=-4: swapped is 4
+    normal = data.Problem("q3", "9-4=5. #### 5", "5", "normal")             # the other op: 9+4=13
+    problems = [conflict_ok, conflict_no, normal]
+    sampled = [[" #### 10.0", " #### 010", " #### 1,0", " #### 4.0"],
+               [" #### 10.", " #### 04", " #### -4.0", " #### 11"],
+               [" #### 5.00", " #### 13.0", " nope", " #### 5"]]
+    assert [[ev.answer_kind(p, t) for t in ts] for p, ts in zip(problems, sampled)] == [
+        ["right", "right", "right", "other_op"], ["right", "swapped", "other_op", "other_number"],
+        ["right", "other_op", "invalid", "right"]]
+    k, n = 4, len(problems)
+    pass1 = ev.accuracy(problems, [ts[:1] for ts in sampled], sampled, [[1] * k] * n, k)["pass@1"]
+    right = sum(ev.answer_kind(p, t) == "right" for p, ts in zip(problems, sampled) for t in ts)
+    assert right == sum(data.reward(t, p.answer) > 0 for p, ts in zip(problems, sampled) for t in ts) == 6
+    assert right / (n * k) == pass1
+    res = ev.answer_breakdown(problems, sampled)
+    groups = {key[:-2] for key in res if key.endswith("_n")}
+    assert sum(res[f"{g}_right"] * res[f"{g}_n"] for g in groups) / n == pytest.approx(pass1, abs=1e-12)

@@ -7,10 +7,13 @@ import shlex
 import shutil
 import types
 
+import torch
+
 import common
 import data
 import eval as ev
 import experiments
+import topr
 import train
 
 
@@ -183,6 +186,26 @@ def test_errors_and_credit_on_a_tiny_policy(tmp_path, capsys):
     stats = experiments.tree_stats("base", str(base), data.Task(shortcut=True))
     assert [r.split("|")[2].strip() for r in stats] == ["conflict", "normal"]
     assert all(0 <= float(x) <= 1 for r in stats for x in r.split("|")[3:6] if x.strip() != "nan")
+
+
+def test_tree_stats_finds_the_operator_of_a_negative_that_writes_a_negative_result(monkeypatch):
+    """tree_stats' last column: is a negative's most negative token its first operator? A completion whose step
+    has a negative result (the shortcut 3-5=-2) is asked like any other (data.parse_step reads it). Faked: the
+    policy's first dataset (two mixed groups, one negative kind each) and the tree's credit, all on the operator."""
+    tok = data.get_tokenizer("byte")
+    monkeypatch.setattr(ev, "load_gpt", lambda path, device: (None, tok, {}))
+    texts = {0: " 3-5=-2. #### -2", 1: " 13-5=8. #### 8"}  # the negatives of group 0 and of group 1
+    text = [(" 2+3=5. #### 5" if i % 8 == 0 else texts[i // 8]) if i < 16 else " 1+1=2. #### 2" for i in range(512)]
+    reward = torch.tensor([1.0 if i < 16 and i % 8 == 0 else -1.0 for i in range(512)])
+    batch = types.SimpleNamespace(text=text, reward=reward, completion=[tok.encode(t) for t in text])
+    monkeypatch.setattr(train, "sample_solutions", lambda *a, **kw: batch)
+
+    def credit(completion, reward, k):  # a negative's whole credit on its operator: " 3-" and " 13-"
+        return [torch.zeros(len(c)).index_fill(0, torch.tensor([max(t.find("-", 2), 0)]), -1.0)
+                for c, t in zip(completion, text)]
+    monkeypatch.setattr(topr, "prefix_tree_advantages", credit)
+    (row,) = experiments.tree_stats("fake", "nowhere", data.Task())
+    assert row == "| fake | all | 0.97 | 1.00 | 1.00 |"  # 62 of 64 groups one reward; 14 negatives, all on "-"
 
 
 def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatch):

@@ -186,6 +186,22 @@ def test_without_config_json_the_sizes_come_from_the_weights(tmp_path):
     assert torch.equal(logits_of(model, tokens()), logits_of(src, tokens()))
 
 
+def test_context_length_is_n_positions_and_n_ctx_may_not_disagree(tmp_path):
+    """config.json's n_positions is the context (n_ctx is its legacy twin, read only without it): an n_ctx of 16
+    beside n_positions 32 is an error naming both, not a model cut to 16 positions without a word."""
+    src = tiny(gelu="tanh")
+    folder = save_hf(tmp_path / "gpt2", src)
+    for drop in ("n_ctx", "n_positions"):  # either one alone tells the context
+        cfg = hf_config(src)
+        del cfg[drop]
+        (folder / "config.json").write_text(json.dumps(cfg))
+        assert GPT.from_pretrained(folder).config.block_size == 32
+    cfg = dict(hf_config(src), n_ctx=16)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    msg = one_line_error(r"n_positions 32 and n_ctx 16 disagree", GPT.from_pretrained, folder)
+    assert str(folder / "config.json") in msg
+
+
 # -----------------------------------------------------------------------------
 # GELU
 
@@ -337,3 +353,32 @@ def test_other_errors(tmp_path):
     one_line_error("ckpt.pt: cannot be read", GPT.from_pretrained, tmp_path / "bad")
     torch.save({"weights": {}}, tmp_path / "bad" / "ckpt.pt")
     one_line_error("not a nanoGPT checkpoint", GPT.from_pretrained, tmp_path / "bad")
+
+
+def test_malformed_files_are_one_line_errors_naming_the_file(tmp_path):
+    """What a weights file or a config may hold instead of what from_pretrained needs: a tensor or a list for a
+    state dict, a value that is not a tensor, a 1-D embedding, a head count that is a string or negative."""
+    src = tiny(gelu="tanh")
+    folder = save_hf(tmp_path / "bin", src, fmt="bin")
+    path = folder / "pytorch_model.bin"
+    for held in (torch.zeros(3), [torch.zeros(3)]):
+        torch.save(held, path)
+        msg = one_line_error(r"pytorch_model\.bin: not a state dict \(a dict of tensors\)", GPT.from_pretrained, folder)
+        assert str(path) in msg
+    torch.save({**hf_state(src), "transformer.h.0.ln_1.weight": 3}, path)
+    one_line_error(r"pytorch_model\.bin: transformer\.h\.0\.ln_1\.weight is not a tensor \(int\)",
+                   GPT.from_pretrained, folder)
+    torch.save({**hf_state(src), "transformer.wte.weight": torch.zeros(640)}, path)
+    one_line_error(r"pytorch_model\.bin: transformer\.wte\.weight has shape \(640,\): a matrix is expected",
+                   GPT.from_pretrained, folder)
+    torch.save(hf_state(src), path)
+    for n_head, shown in (("2", "'2'"), (-2, "-2"), (0, "0"), (True, "True")):
+        (folder / "config.json").write_text(json.dumps(dict(hf_config(src), n_head=n_head)))
+        msg = one_line_error(rf"config\.json: n_head {shown} is not a positive integer", GPT.from_pretrained, folder)
+        assert str(folder / "config.json") in msg
+    nano = save_nanogpt(tmp_path / "nano", src)
+    ckpt = torch.load(nano / "ckpt.pt", weights_only=True)
+    torch.save({**ckpt, "model_args": {**ckpt["model_args"], "n_head": "2"}}, nano / "ckpt.pt")
+    one_line_error(r"ckpt\.pt: n_head '2' is not a positive integer", GPT.from_pretrained, nano)
+    torch.save({**ckpt, "model": {**ckpt["model"], "_orig_mod.transformer.ln_f.bias": [0.0]}}, nano / "ckpt.pt")
+    one_line_error(r"ckpt\.pt: transformer\.ln_f\.bias is not a tensor \(list\)", GPT.from_pretrained, nano)

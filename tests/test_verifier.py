@@ -195,6 +195,20 @@ def test_verify_rollout_rows(tiny_sft):
     assert again.completion == rows.completion  # seeded
 
 
+def test_a_loaded_checkpoint_samples_with_dropout_off(tmp_path):
+    """ev.load_gpt returns the model in eval mode: a checkpoint trained with dropout samples the same candidates
+    from the same seed (train.rl_task hands the verifier's frozen solver straight to ev.sample_answers)."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=256, vocab_size=258, n_layer=1, n_head=2, n_embd=32, dropout=0.5)
+    common.atomic_save({"model": GPT(cfg).state_dict(), "model_config": vars(cfg), "tokenizer": "byte"},
+                       str(tmp_path / "ckpt.pt"))
+    solver, tok, _ = ev.load_gpt(str(tmp_path / "ckpt.pt"), "cpu")
+    assert not solver.training
+    problems = data.make_problems(4, seed=3)
+    draw = lambda: ev.sample_answers(solver, tok, problems, 4, 1.0, 12, torch.Generator().manual_seed(0))[0]
+    assert draw() == draw()
+
+
 def test_rl_verify_cli_runs_curates_and_resumes(tiny_sft, tmp_path, capsys):
     rl = ["rl", "--task", "verify", "--init", str(tiny_sft), "--prompts", "6", "--k", "4", "--batch-size", "12",
           "--micro-batch", "6", "--eval-problems", "4", "--eval-k", "2", "--max-new-tokens", "8", "--lr", "1e-3",
