@@ -105,7 +105,8 @@ def sft(rank, world, device, args):
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
         init = common.load_checkpoint(args.init, kind="gpt")
-        cfg = GPTConfig(**init["model_config"])
+        # --dropout over the checkpoint's, as with --init-from (and nanoGPT's init_from)
+        cfg = GPTConfig(**{**init["model_config"], "dropout": args.dropout})
     elif args.init_from:  # pretrained weights from a folder (GPT-2's): --block-size keeps their first positions
         init = pretrained(args.init_from, tok, dropout=args.dropout, block_size=args.block_size)
         init, cfg = {"model": init.state_dict()}, init.config

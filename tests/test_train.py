@@ -190,3 +190,14 @@ def test_init_from_errors_are_one_line(tmp_path, capsys, argv, message):
         train.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1
+
+
+def test_sft_init_takes_dropout_from_the_flag(tmp_path):
+    """sft --init <ckpt> trains with --dropout (its value, or its default 0), not the checkpoint's: as --init-from
+    does, and as nanoGPT's init_from='resume' / 'gpt2' do."""
+    small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", *SMALL_SFT]
+    train.main(["sft", "--out", str(tmp_path / "a"), "--dropout", "0.3", *small])
+    for flag, want in ((["--dropout", "0.1"], 0.1), ([], 0.0)):
+        out = tmp_path / f"init_{want}"
+        train.main(["sft", "--init", str(tmp_path / "a" / "ckpt.pt"), "--out", str(out), *flag, *small])
+        assert torch.load(out / "ckpt.pt", weights_only=True)["model_config"]["dropout"] == want
