@@ -541,8 +541,11 @@ def rl(rank, world, device, args):
     stop = common.StopFlag()
     if master:
         c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
+        adv = f"baseline {'group mean' if c == 'group' else f'c={c:+g}'}"
+        adv = {"sequence": adv, "first_error": f"{adv}, credit first_error",  # --credit prefix uses no baseline
+               "prefix": "credit prefix (the group's prefix tree)"}[args.credit]
         print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
-              f"{args.k} samples, {args.epochs} epoch(s), baseline {'group mean' if c == 'group' else f'c={c:+g}'}, "
+              f"{args.k} samples, {args.epochs} epoch(s), {adv}, "
               f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}", flush=True)
 
     def log_eval():
@@ -619,6 +622,9 @@ def rl(rank, world, device, args):
                             loss, values = topr.token_credit_loss(
                                 tok_lp, compl, micro.logp_behavior, micro.reward, cut(micro.token_adv),
                                 token_logp_behavior=cut(micro.token_logp_behavior), lengths=lengths, **credit_kw)
+                            if args.credit == "first_error":  # log A = R - c per sequence, as the other modes do
+                                A = micro.reward - micro.baseline  # (not the sum over a positive's tokens, L (R - c))
+                                values = {**values, "advantage": A.to(values["advantage"].dtype)}
                         (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
                     parts.append((idx, loss, ent, {**values, "length": lengths}))
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)

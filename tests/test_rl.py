@@ -285,3 +285,23 @@ def test_token_credit_needs_a_family_loss_and_the_solver(tiny_sft, tmp_path, bad
     with pytest.raises(SystemExit):
         train.main(["rl", "--init", tiny_sft, "--out", str(tmp_path / "x"), "--credit", "prefix", *bad])
     assert "error: --credit prefix needs --task solve and a loss of the family" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("credit", ["prefix", "first_error"])
+def test_token_credit_logs_what_it_uses(tiny_sft, tmp_path, monkeypatch, capsys, credit):
+    """The start-up line names what makes the advantages (--credit prefix: the prefix tree, no baseline), and
+    mean_adv is per sequence as in the other modes: first_error's A = R - c (the sum over the tokens of a
+    positive would be L (R - c)). Rewards by the parity of the text's length: positives and negatives both."""
+    monkeypatch.setattr(train.data, "reward", lambda text, answer: 1.0 if len(text) % 2 else -1.0)
+    train.main(["rl", "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "16", "--micro-batch", "8",
+                "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--iterations", "1",
+                "--baseline", "0.25", "--credit", credit, "--out", str(tmp_path)])
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("rl: "))
+    if credit == "prefix":
+        assert "prefix tree" in line and "baseline" not in line and "c=" not in line, line
+        return
+    assert "baseline c=+0.25" in line and "credit first_error" in line, line
+    rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    p = next(r["dataset_pos_frac"] for r in rows if "dataset_pos_frac" in r)
+    (step,) = [r for r in rows if "mean_adv" in r]  # one step over the whole dataset
+    assert 0 < p < 1 and step["mean_adv"] == pytest.approx(p * 0.75 + (1 - p) * -1.25)
