@@ -10,8 +10,8 @@ Read `sft` and `rl` top to bottom: each is the whole algorithm in one function, 
 
   1. SFT: sft_batch, lr_at, ddp_sync, pretrained (--init-from), sft
   2. RL: Rollout, on_device (a dataset on the device once), sample_solutions / solution_logp (solve),
-     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_logp (log mu), rl_task,
-     step_stats, default_micro_batch, rl
+     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_steps / behaviour_logp
+     (log mu), rl_task, step_stats, default_micro_batch, rl
   3. The command line: main, add_init_from_arg, add_run_args, check_args
 """
 import argparse
@@ -411,10 +411,23 @@ def minibatches(order, batch_size, micro_batch, rank, world):
             yield order[s:s + n], [mine[m:m + micro_batch] for m in range(0, len(mine), micro_batch)]
 
 
+def behaviour_steps(order, batch_size, micro_batch, rank, world):
+    """The micro-batches that compute log mu (behaviour_logp): the first epoch's, minibatches(order), so that its
+    on-policy rho is 1 exactly; then the rows those leave out under DDP (each minibatch's last len % world),
+    shared among the processes: a later epoch's order trains on them, and every row needs its log mu."""
+    steps = list(minibatches(order, batch_size, micro_batch, rank, world))
+    seen = torch.zeros(len(order), dtype=torch.bool)  # order: a permutation of the dataset's rows
+    for rows, _ in steps:
+        seen[rows] = True
+    left = (~seen).nonzero().flatten()  # none in one process
+    mine = list(range(rank, len(left), world))
+    return steps + [(left, [mine[m:m + micro_batch] for m in range(0, len(mine), micro_batch)])]
+
+
 @torch.no_grad()
 def behaviour_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
     """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
-    log pi (same function, autocast and micro-batches: `steps` = minibatches() of the first epoch); with
+    log pi (same function, autocast and micro-batches: `steps` = behaviour_steps(), the first epoch's); with
     per_token also each sample's per-token log mu (a list of (len,) tensors on the host; one process only:
     the diagnostic --credit first_error, which reads the host once per micro-batch here)."""
     logp = torch.zeros(len(batch), dtype=torch.float64, device=device)  # filled on the device: no read per micro-batch
@@ -585,7 +598,8 @@ def rl(rank, world, device, args):
         #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
         #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
         #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
-        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence).
+        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence);
+        #    under DDP also of the rows that epoch leaves out (behaviour_steps), which later epochs train on.
         t_upd = time.time()
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
         orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
@@ -593,7 +607,8 @@ def rl(rank, world, device, args):
         batch = on_device(batch, tok, device)  # ONCE per dataset: the updates read nothing from the host
         sampled = batch.logp_behavior  # generate's log mu: the sampler's kernels (and precision)
         batch.logp_behavior, batch.token_logp_behavior = behaviour_logp(
-            policy, tok, batch, log_pi, split(orders[0]), world, device, per_token=args.credit == "first_error")
+            policy, tok, batch, log_pi, behaviour_steps(orders[0], args.batch_size, args.micro_batch, rank, world),
+            world, device, per_token=args.credit == "first_error")
         # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
         gap = (batch.logp_behavior.double() - sampled.double()).abs()
         gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
