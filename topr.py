@@ -330,6 +330,10 @@ def token_credit_loss(token_logp, mask, logp_behavior, reward, token_adv, *, nam
         raise ValueError(f"ratio must be 'sequence' or 'token' (with token_logp_behavior); got {ratio!r}")
     (a_pos, b_pos), (a_neg, b_neg) = PRESETS[name]["pos_limits"], PRESETS[name]["neg_limits"]
     mask = mask.bool()
+    # padding may hold anything (-inf: log pi or log mu of a masked token); zeroed here, or a token ratio of
+    # inf (or nan) there times its zero advantage would make a nan gradient
+    zero = lambda t: None if t is None else torch.where(mask, t, torch.zeros_like(t))
+    token_logp, token_logp_behavior = zero(token_logp), zero(token_logp_behavior)
     adv = torch.where(mask, token_adv.detach().to(token_logp.dtype), torch.zeros_like(token_logp))
     logp = sequence_logp(token_logp, mask)
     if logp_behavior.shape != logp.shape or reward.shape != logp.shape:

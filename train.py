@@ -10,8 +10,8 @@ Read `sft` and `rl` top to bottom: each is the whole algorithm in one function, 
 
   1. SFT: sft_batch, lr_at, ddp_sync, pretrained (--init-from), sft
   2. RL: Rollout, on_device (a dataset on the device once), sample_solutions / solution_logp (solve),
-     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_logp (log mu), rl_task,
-     step_stats, default_micro_batch, rl
+     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_steps / behaviour_logp
+     (log mu), rl_task, step_stats, default_micro_batch, rl
   3. The command line: main, add_init_from_arg, add_run_args, check_args
 """
 import argparse
@@ -121,7 +121,8 @@ def sft(rank, world, device, args):
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
         init = common.load_checkpoint(args.init, kind="gpt")
-        cfg = GPTConfig(**init["model_config"])
+        # --dropout over the checkpoint's, as with --init-from (and nanoGPT's init_from)
+        cfg = GPTConfig(**{**init["model_config"], "dropout": args.dropout})
     elif args.init_from:  # pretrained weights from a folder (GPT-2's): --block-size keeps their first positions
         init = pretrained(args.init_from, tok, dropout=args.dropout, block_size=args.block_size)
         init, cfg = {"model": init.state_dict()}, init.config
@@ -435,10 +436,23 @@ def minibatches(order, batch_size, micro_batch, rank, world):
             yield order[s:s + n], [mine[m:m + micro_batch] for m in range(0, len(mine), micro_batch)]
 
 
+def behaviour_steps(order, batch_size, micro_batch, rank, world):
+    """The micro-batches that compute log mu (behaviour_logp): the first epoch's, minibatches(order), so that its
+    on-policy rho is 1 exactly; then the rows those leave out under DDP (each minibatch's last len % world),
+    shared among the processes: a later epoch's order trains on them, and every row needs its log mu."""
+    steps = list(minibatches(order, batch_size, micro_batch, rank, world))
+    seen = torch.zeros(len(order), dtype=torch.bool)  # order: a permutation of the dataset's rows
+    for rows, _ in steps:
+        seen[rows] = True
+    left = (~seen).nonzero().flatten()  # none in one process
+    mine = list(range(rank, len(left), world))
+    return steps + [(left, [mine[m:m + micro_batch] for m in range(0, len(mine), micro_batch)])]
+
+
 @torch.no_grad()
 def behaviour_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
     """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
-    log pi (same function, autocast and micro-batches: `steps` = minibatches() of the first epoch); with
+    log pi (same function, autocast and micro-batches: `steps` = behaviour_steps(), the first epoch's); with
     per_token also each sample's per-token log mu (a list of (len,) tensors on the host; one process only:
     the diagnostic --credit first_error, which reads the host once per micro-batch here)."""
     logp = torch.zeros(len(batch), dtype=torch.float64, device=device)  # filled on the device: no read per micro-batch
@@ -565,8 +579,11 @@ def rl(rank, world, device, args):
     stop = common.StopFlag()
     if master:
         c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
+        adv = f"baseline {'group mean' if c == 'group' else f'c={c:+g}'}"
+        adv = {"sequence": adv, "first_error": f"{adv}, credit first_error",  # --credit prefix uses no baseline
+               "prefix": "credit prefix (the group's prefix tree)"}[args.credit]
         print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
-              f"{args.k} samples, {args.epochs} epoch(s), baseline {'group mean' if c == 'group' else f'c={c:+g}'}, "
+              f"{args.k} samples, {args.epochs} epoch(s), {adv}, "
               f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}", flush=True)
 
     evaluated = None  # the step of the last evaluation: none is repeated at the same step
@@ -610,7 +627,8 @@ def rl(rank, world, device, args):
         #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
         #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
         #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
-        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence).
+        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence);
+        #    under DDP also of the rows that epoch leaves out (behaviour_steps), which later epochs train on.
         t_upd = time.time()
         order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
         orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
@@ -618,7 +636,8 @@ def rl(rank, world, device, args):
         batch = on_device(batch, tok, device)  # ONCE per dataset: the updates read nothing from the host
         sampled = batch.logp_behavior  # generate's log mu: the sampler's kernels (and precision)
         batch.logp_behavior, batch.token_logp_behavior = behaviour_logp(
-            policy, tok, batch, log_pi, split(orders[0]), world, device, per_token=args.credit == "first_error")
+            policy, tok, batch, log_pi, behaviour_steps(orders[0], args.batch_size, args.micro_batch, rank, world),
+            world, device, per_token=args.credit == "first_error")
         # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
         gap = (batch.logp_behavior.double() - sampled.double()).abs()
         gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
@@ -647,6 +666,9 @@ def rl(rank, world, device, args):
                             loss, values = topr.token_credit_loss(
                                 tok_lp, compl, micro.logp_behavior, micro.reward, cut(micro.token_adv),
                                 token_logp_behavior=cut(micro.token_logp_behavior), lengths=lengths, **credit_kw)
+                            if args.credit == "first_error":  # log A = R - c per sequence, as the other modes do
+                                A = micro.reward - micro.baseline  # (not the sum over a positive's tokens, L (R - c))
+                                values = {**values, "advantage": A.to(values["advantage"].dtype)}
                         (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
                     parts.append((idx, loss, ent, {**values, "length": lengths}))
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)

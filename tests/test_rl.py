@@ -288,6 +288,7 @@ def test_token_credit_needs_a_family_loss_and_the_solver(tiny_sft, tmp_path, bad
     assert "error: --credit prefix needs --task solve and a loss of the family" in capsys.readouterr().err
 
 
+<<<<<<< HEAD
 def test_eval_steps_evaluates_through_a_pass_once_per_step(tiny_sft, tmp_path):
     """--eval-steps 2 over 4 optimizer steps (2 iterations x 2 steps): evaluations at steps 0, 2 and 4, none twice
     (the end of an iteration, which evaluates anyway, falls on step 2 and 4)."""
@@ -302,3 +303,39 @@ def test_eval_steps_evaluates_through_a_pass_once_per_step(tiny_sft, tmp_path):
                 "--eval-steps", "1", "--out", str(tmp_path)])
     steps = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl") if '"test_pass@1"' in l]
     assert steps == [0, 1, 2, 3, 4]
+=======
+@pytest.mark.parametrize("credit", ["prefix", "first_error"])
+def test_token_credit_logs_what_it_uses(tiny_sft, tmp_path, monkeypatch, capsys, credit):
+    """The start-up line names what makes the advantages (--credit prefix: the prefix tree, no baseline), and
+    mean_adv is per sequence as in the other modes: first_error's A = R - c (the sum over the tokens of a
+    positive would be L (R - c)). Rewards by the parity of the text's length: positives and negatives both."""
+    monkeypatch.setattr(train.data, "reward", lambda text, answer: 1.0 if len(text) % 2 else -1.0)
+    train.main(["rl", "--init", tiny_sft, "--prompts", "4", "--k", "4", "--batch-size", "16", "--micro-batch", "8",
+                "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--iterations", "1",
+                "--baseline", "0.25", "--credit", credit, "--out", str(tmp_path)])
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("rl: "))
+    if credit == "prefix":
+        assert "prefix tree" in line and "baseline" not in line and "c=" not in line, line
+        return
+    assert "baseline c=+0.25" in line and "credit first_error" in line, line
+    rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    p = next(r["dataset_pos_frac"] for r in rows if "dataset_pos_frac" in r)
+    (step,) = [r for r in rows if "mean_adv" in r]  # one step over the whole dataset
+    assert 0 < p < 1 and step["mean_adv"] == pytest.approx(p * 0.75 + (1 - p) * -1.25)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_behaviour_steps_give_every_row_to_one_process(world):
+    """log mu's micro-batches: over the processes, every row of the dataset exactly once (minibatches() alone
+    leaves out each minibatch's last len % world rows under DDP: 9 rows in 4s on 2 processes lose one), in
+    micro-batches of at most --micro-batch; the first epoch's own steps first, as they are."""
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(0))
+    got = []
+    for rank in range(world):
+        steps = train.behaviour_steps(order, 4, 2, rank, world)
+        first = list(train.minibatches(order, 4, 2, rank, world))
+        assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(steps, first))
+        assert all(len(idx) <= 2 for _, micros in steps for idx in micros)
+        got += [i for rows, micros in steps for idx in micros for i in rows[idx].tolist()]
+    assert sorted(got) == list(range(9))
+>>>>>>> fix31-c

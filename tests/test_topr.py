@@ -679,3 +679,26 @@ def test_token_credit_loss_errors():
         topr.token_credit_loss(token_logp, mask, logp_b, reward, adv, ratio="token", lengths=lengths)
     with pytest.raises(ValueError, match=r"must all be \(B, T\)"):
         topr.token_credit_loss(token_logp, mask, logp_b, reward, adv[:, :2], lengths=lengths)
+
+
+@pytest.mark.parametrize("name", ["topr", "reinforce", "tis", "is"])
+@pytest.mark.parametrize("ratio", ["sequence", "token"])
+def test_token_credit_ignores_inf_padding(name, ratio):
+    """Padding that holds -inf (log pi of a masked token, or log mu there: the ratio) changes nothing: the same
+    loss and finite gradients equal to the clean case's, as sequence_logp promises for the sequence losses."""
+    token_logp, mask, token_logp_b, reward, lengths = _token_batch(seed=3)
+    g = torch.Generator().manual_seed(4)
+    adv = torch.where(mask, torch.randn(mask.shape, generator=g, dtype=torch.float64), 0.0)
+    logp_b = topr.sequence_logp(token_logp_b, mask)
+    kw = dict(name=name, ratio=ratio, lengths=lengths)
+    loss, _ = topr.token_credit_loss(token_logp, mask, logp_b, reward, adv, token_logp_behavior=token_logp_b, **kw)
+    (clean,) = torch.autograd.grad(loss, token_logp)
+    inf = torch.tensor(-math.inf, dtype=torch.float64)
+    for pad_pi, pad_mu in [(True, False), (False, True), (True, True)]:
+        lp = torch.where(mask, token_logp, inf) if pad_pi else token_logp
+        lp_b = torch.where(mask, token_logp_b, inf) if pad_mu else token_logp_b
+        got, _ = topr.token_credit_loss(lp, mask, logp_b, reward, adv, token_logp_behavior=lp_b, **kw)
+        (grad,) = torch.autograd.grad(got, token_logp)
+        assert torch.isfinite(grad).all(), (pad_pi, pad_mu)
+        torch.testing.assert_close(got, loss, rtol=0, atol=0)
+        torch.testing.assert_close(grad, clean, rtol=0, atol=0)

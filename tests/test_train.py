@@ -236,3 +236,14 @@ def test_sft_lr_decay_iters_holds_min_lr_after_the_decay(tmp_path):
     train.main(["sft", "--out", str(tmp_path), "--max-iters", "30", "--lr-decay-iters", "20", "--min-lr", "1e-4", *TINY])
     lrs = {r["iter"]: r["lr"] for r in read_metrics(tmp_path) if "lr" in r}
     assert lrs[15] > 1e-4 and lrs[25] == lrs[30] == pytest.approx(1e-4)
+
+
+def test_sft_init_takes_dropout_from_the_flag(tmp_path):
+    """sft --init <ckpt> trains with --dropout (its value, or its default 0), not the checkpoint's: as --init-from
+    does, and as nanoGPT's init_from='resume' / 'gpt2' do."""
+    small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", *SMALL_SFT]
+    train.main(["sft", "--out", str(tmp_path / "a"), "--dropout", "0.3", *small])
+    for flag, want in ((["--dropout", "0.1"], 0.1), ([], 0.0)):
+        out = tmp_path / f"init_{want}"
+        train.main(["sft", "--init", str(tmp_path / "a" / "ckpt.pt"), "--out", str(out), *flag, *small])
+        assert torch.load(out / "ckpt.pt", weights_only=True)["model_config"]["dropout"] == want
