@@ -14,7 +14,7 @@ several models and writes a table and figures.
   EXPERIMENT, run_experiment                               equal compute: deep GSN vs walkback DAE vs DAE
   CURVE, CURVE_SEED2_UNITS, train_to, run_curve, curve_report   Parzen against training budget
   ERRORBAR_MODELS, error_components, seeds_mean_se,        seeds x chains per budget, the error bar by source
-    gap_components, score_chains, run_errorbars, saved_points, score_references, errorbars_report
+    gap_components, score_chains, run_errorbars, saved_points, check_settings, score_references, errorbars_report
   demo                                                     demo.py's GSN stage
   add_run_args, main                                       the command line
 
@@ -403,7 +403,8 @@ def run_errorbars(a):
     a.chains independent chains (score_chains); then, if a.models is every model, the reference rows
     (score_references; once, after the models) and the table, JSON and figure of errorbars_report. Budgets
     run smallest first over all seeds, so a stopped run has whole budgets; finished points are read back
-    from <run>/point_<u>.json and .npy. A point's CPU time counts its run's training from the start, whichever
+    from <run>/point_<u>.json and .npy, each with the flags that made it (check_settings: other flags in the same
+    --out are refused at the start). A point's CPU time counts its run's training from the start, whichever
     call's --units saved the points before it. Returns the table's rows (with a subset of the models: the points)."""
     for flag, vals in (("--seeds", a.seeds), ("--units", a.units), ("--models", a.models)):
         if len(set(vals)) < len(vals):
@@ -414,6 +415,21 @@ def run_errorbars(a):
         what = f"--n-train {a.n_train}" if a.n_train is not None else f"--data {a.data}"
         raise UserError(f"--parzen-samples {a.parzen_samples} needs as many training images for the reference rows "
                         f"(real images, k-means centroids); {what} gives {len(train_X)}")
+    # the flags that decide a point's numbers, stored with it and with the reference rows: before any training,
+    # a point or reference saved in this --out under other flags is refused (it would mix into one table)
+    flags = dict(data=os.path.normpath(a.data), n_train=a.n_train, budget_scale=a.budget_scale,
+                 parzen_samples=a.parzen_samples, chains=a.chains, chain_seed=a.chain_seed)
+    ref_flags = {k: flags[k] for k in ("data", "n_train", "parzen_samples", "chain_seed")}
+    refs_path = os.path.join(a.out, "references.json")
+    if os.path.exists(refs_path):
+        with open(refs_path) as f:
+            for r in json.load(f):
+                check_settings(refs_path, r.get("settings"), ref_flags)
+    for seed in a.seeds:
+        for name in a.models:
+            for path in saved_points(os.path.join(a.out, f"{name}-s{seed}")).values():
+                with open(path) as f:
+                    check_settings(path, json.load(f).get("settings"), flags)
     points = []
     for u in sorted(a.units):
         for seed in a.seeds:
@@ -435,7 +451,8 @@ def run_errorbars(a):
                                               figure=os.path.join(run_out, f"chain400_{u}.png"))
                     common.atomic_write(path + ".npy", lambda f: np.save(f, ll), binary=True)
                     common.atomic_write(path + ".json", json.dumps(dict(model=name, seed=seed, units=u, steps=steps,
-                                                                        cpu_s=round(cpu + took, 3), chains=chains)))
+                                                                        cpu_s=round(cpu + took, 3), chains=chains,
+                                                                        settings=flags)))
                     print(f"[errorbars {time.strftime('%H:%M:%S')}] {name} seed {seed}: {u} units = {steps} steps, "
                           f"{(cpu + took) / 60:.1f} CPU-min; Parzen of its {a.chains} chains: "
                           + " ".join(f"{c['ll']:.1f}" for c in chains), flush=True)
@@ -445,7 +462,7 @@ def run_errorbars(a):
         print(f"[errorbars] {len(points)} points of {' '.join(a.models)}; the table: the same command with every model")
         return points
     # after the models: a run stopped early has its model points first
-    refs = score_references(os.path.join(a.out, "references.json"), train_X, valid, test, a.parzen_samples, a.chain_seed)
+    refs = score_references(refs_path, train_X, valid, test, a.parzen_samples, a.chain_seed, ref_flags)
     return errorbars_report(points, refs, a.out)
 
 
@@ -455,13 +472,25 @@ def saved_points(run_out):
             for p in glob.glob(os.path.join(glob.escape(run_out), "point_*.json"))}
 
 
-def score_references(path, train_X, valid, test, n, seed):
+def check_settings(path, saved, settings):
+    """A one-line UserError naming the first flag whose value in `saved` (the settings stored in path) is not
+    this call's (`settings`). A file written before settings were stored (saved None) is not checked."""
+    for key, want in settings.items():
+        if saved is not None and key in saved and saved[key] != want:
+            flag = "--" + key.replace("_", "-")
+            value = lambda v: f"no {flag}" if v is None else f"{flag} {v}"
+            raise UserError(f"{path}: saved with {value(saved[key])}, asked for {value(want)}; "
+                            f"use another --out or the same flag")
+
+
+def score_references(path, train_X, valid, test, n, seed, settings):
     """The reference rows (reference_sets, n centres each) scored by parzen_evaluate, once: read back from
-    path (JSON) when it exists."""
+    path (JSON) when it exists. settings: the flags they were made with, stored in each row (check_settings)."""
     if not os.path.exists(path):
         refs = []
         for name, centres, note in reference_sets(train_X, n, seed):
-            refs.append(dict(gsn.parzen_evaluate(torch.as_tensor(centres), valid, test, GSN_SIGMAS), name=name, note=note))
+            refs.append(dict(gsn.parzen_evaluate(torch.as_tensor(centres), valid, test, GSN_SIGMAS), name=name, note=note,
+                             settings=settings))
             print(f"[errorbars] reference {name}: Parzen {refs[-1]['ll']:.1f} +- {refs[-1]['se']:.1f}, "
                   f"nearest sq. distance {refs[-1]['nearest']:.2f}", flush=True)
         common.atomic_write(path, json.dumps(refs, indent=1))

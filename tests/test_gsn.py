@@ -513,6 +513,33 @@ def _one_line_error(argv, capsys):
     return out, err
 
 
+def test_errorbars_refuses_points_saved_with_other_flags(tmp_path, monkeypatch, capsys):
+    """A point (and references.json) keeps the flags that made its numbers; a later call into the same --out with
+    another --chains, --parzen-samples, --budget-scale, --n-train or --data is refused at the start, naming the
+    flag, instead of mixing the two settings in one table (or crashing in np.stack after training)."""
+    folder, argv = _tiny_errorbars(tmp_path, monkeypatch, n_train=1150)
+    base = argv + ["--units", "1", "--n-train", "100"]
+    gsn_experiments.main(base)  # every model: the points and references.json
+    other = str(tmp_path / "mnist2")
+    shutil.copytree(folder, other)  # the same images elsewhere: another --data all the same
+    for flag, old, new in (("--chains", "2", "3"), ("--parzen-samples", "30", "40"), ("--budget-scale", "1.0", "0.5"),
+                           ("--n-train", "100", "120"), ("--data", folder, other)):
+        capsys.readouterr()
+        argv2 = base[:base.index(flag) + 1] + [new] + base[base.index(flag) + 2:] if flag in base else base + [flag, new]
+        out, err = _one_line_error(argv2 + ["--units", "2"], capsys)
+        assert f"saved with {flag} {old}, asked for {flag} {new}; use another --out or the same flag" in err, err
+        assert "[errorbars " not in out  # refused before any training
+    assert not os.path.exists(tmp_path / "eb" / "deep-s1" / "point_2.json")
+    # a new seed has no points yet, but the reference rows were scored with 30 centres
+    _, err = _one_line_error(base[:base.index("--seeds") + 1] + ["2"] + base[base.index("--seeds") + 2:]
+                             + ["--parzen-samples", "40"], capsys)
+    assert "references.json: saved with --parzen-samples 30, asked for --parzen-samples 40" in err
+    assert not os.path.exists(tmp_path / "eb" / "deep-s2")
+    capsys.readouterr()
+    gsn_experiments.main(base + ["--units", "1", "2"])  # the same flags: continues
+    assert "[errorbars " in capsys.readouterr().out
+
+
 def test_errorbars_cpu_minutes_count_training_saved_by_other_units(tmp_path, monkeypatch):
     """--units 1, then --units 2 into the same --out: the 2-unit point continues the 1-unit run, so its CPU time
     is the 1-unit point's plus this call's training, whichever --units saved the earlier point."""
