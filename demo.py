@@ -6,7 +6,8 @@ demo.py -- the end-to-end demo (the README's first command), a few minutes on 2 
   2. RL in the TOPR paper's setting: one dataset generated once from the SFT policy, one pass over it (each
      sample used once), TOPR vs naive REINFORCE vs SFT on the positives (c = 0), from the same checkpoint and
      the same dataset; a figure per test slice. RESULTS.md (k) maps where TOPR's negatives help.
-  3. GSN: train a small deep GSN on the procedural MNIST-like digits; chain and inpainting figures.
+  3. GSN: the walkback DAE and the DAE without walkback at equal compute on the procedural MNIST-like
+     digits; the Parzen gap over a few chain pairs with its 95% interval and verdict, the chains side by side.
 
 Everything goes under --out (default runs/demo). Each stage is a plain call of the same CLI
 you would type yourself (printed before it runs). The top floor: it uses both towers, the GPT side

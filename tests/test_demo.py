@@ -12,4 +12,5 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     # the shortcut task: every run reports both test slices
     assert all("conflict_pass@1 end" in s and "normal_pass@1 end" in s for s in summary["rl"])
     assert "test_conflict_pass@1" not in summary["sft"] and "conflict_pass@1" in summary["sft"]
-    assert os.path.isfile(summary["gsn"]["samples"]) and os.path.isfile(summary["gsn"]["inpainting"])
+    assert os.path.isfile(summary["gsn"]["chains"]) and os.path.isfile(summary["gsn"]["inpainting"])
+    assert [v["unit"] for v in summary["gsn"]["verdicts"]] == ["chains (one training seed)"]

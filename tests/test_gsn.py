@@ -1,5 +1,5 @@
 """gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, its config, training and resume;
-gsn_experiments.py: the report, the experiment and the curve."""
+gsn_experiments.py: the report, the experiment, the curve, the error bars and the demo stage."""
 import argparse
 import dataclasses
 import json
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -504,3 +505,39 @@ def test_eval_has_no_gsn_command():
     with pytest.raises(SystemExit) as e:
         ev.main(["gsn", "--ckpt", "x.pt"])
     assert e.value.code == 2
+
+
+def test_equal_compute_steps_is_the_experiments_rule():
+    """equal_compute_steps gives equal gsn.train_flops: EXPERIMENT's step counts (rounded to tens) from the
+    GSN's 3600, a DAE without walkback 5x the steps of the 5-walkback one (the demo's pair)."""
+    assert gsn.train_flops([784, 10], 1, 1) == 3 * 2 * (784 * 10 * 2)       # up by W0, down by W0^T
+    assert gsn.train_flops([784, 10, 20], 2, 3) == 2 * 3 * 3 * 2 * (784 * 10 * 2 + 10 * 20 * 2)
+    ref = gsn_experiments.EXPERIMENT[0][1]
+    for _, settings in gsn_experiments.EXPERIMENT:
+        assert gsn_experiments.equal_compute_steps(settings, ref, ref["max_steps"]) == pytest.approx(settings["max_steps"], rel=0.005)
+    (_, wb), (_, nowb) = gsn_experiments.DEMO_MODELS
+    assert (wb["walkbacks"], nowb["walkbacks"]) == (5, 1) and wb["hidden"] == nowb["hidden"]
+    assert gsn_experiments.equal_compute_steps(nowb, wb, 295) == 5 * 295
+    assert gsn_experiments.equal_compute_steps(wb, wb, 295) == 295
+
+
+def test_quick_demo_gives_the_claim_with_its_interval_and_the_chains_figure(tmp_path):
+    """demo.py's GSN stage (quick): the two DAEs at equal compute, C chain pairs, the gap's t interval over
+    the pairs and its verdict row (the shape of the demo's verdict table), the side-by-side chains figure."""
+    s = gsn_experiments.demo(str(tmp_path), seed=0, quick=True)
+    C = gsn_experiments.DEMO_QUICK["chains"]
+    (row,) = s["verdicts"]
+    assert set(row) == {"claim", "value", "half", "n", "unit", "verdict"}
+    assert (row["claim"], row["n"], row["unit"]) == (gsn_experiments.DEMO_CLAIM, C, "chains (one training seed)")
+    wb, nowb = (name for name, _ in gsn_experiments.DEMO_MODELS)
+    assert s["steps"] == {wb: 4, nowb: 20}
+    assert [gsn.load_model(p)[2]["step"] for p in s["ckpts"].values()] == [4, 20]
+    gaps = [a - b for a, b in zip(s["parzen_chains"][wb], s["parzen_chains"][nowb])]
+    assert len(gaps) == C and s["gaps"] == pytest.approx(gaps)
+    assert (row["value"], row["half"]) == pytest.approx(common.t_interval(gaps))
+    assert row["half"] > 0 and row["verdict"] == common.verdict(row["value"], row["half"])
+    assert s["parzen"][wb] == pytest.approx(np.mean(s["parzen_chains"][wb]))
+    assert set(s["seconds"]) == set(s["cpu_seconds"]) == {"data", "train", "chains_parzen", "figures", "total"}
+    with Image.open(s["chains"]) as im:
+        assert im.format == "PNG" and im.size[1] > 200  # two panels, one above the other
+    assert os.path.isfile(s["inpainting"])
