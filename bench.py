@@ -18,7 +18,7 @@ asynchronously) and reports the peak GPU memory.
   timed, median_time                              wall time of one call / the median of several
   _bench_model, recompute_generate, bench_gpt     bench.py gpt
   bench_rl                                        bench.py rl
-  gsn_train_flops, bench_gsn                      bench.py gsn
+  bench_gsn                                       bench.py gsn (FLOPs: gsn.train_flops)
   update_memory, peak_rss, bench_memory           bench.py memory
   sync_check, bf16, gpt2_shape, gpu_check         bench.py gpu-check
   main                                            the command line
@@ -184,18 +184,6 @@ def bench_rl(threads, args):
 # GSN training throughput (bench.py gsn)
 # =============================================================================
 
-def gsn_train_flops(sizes, walkbacks, batch):
-    """Matmul FLOPs of one walkback training step of gsn.GSN (sizes = [784, h1, .., hK]).
-    Per chain step each hidden layer i multiplies by W_{i-1} (from below) and W_i^T (from above, i < K),
-    and the visible reconstruction by W_0^T: 2*B*(n_in*n_out) FLOPs per product. Backward ~ 2x forward
-    (gradients w.r.t. inputs and weights), so a step ~ 3x the forward count (slightly over: x needs no grad)."""
-    K = len(sizes) - 1
-    per_chain_step = sizes[0] * sizes[1]                                   # visible: h1 W0^T
-    for i in range(1, K + 1):
-        per_chain_step += sizes[i - 1] * sizes[i] + (sizes[i] * sizes[i + 1] if i < K else 0)
-    return 3 * 2 * batch * per_chain_step * walkbacks
-
-
 def bench_gsn(threads, args):
     """GSN training images/s (forward + backward + Adam step, batch 100) at a few sizes, and the achieved
     matmul FLOP/s as a fraction of torch.matmul's peak measured in the same run (medians over interleaved
@@ -222,7 +210,7 @@ def bench_gsn(threads, args):
             loss.backward()
             opt.step()
         train_step()  # warm-up
-        setups.append((name, train_step, gsn_train_flops([784] + hidden, N, batch)))
+        setups.append((name, train_step, gsn.train_flops([784] + hidden, N, batch)))
     steps = 3
     times = {name: [] for name, _, _ in setups}
     peak_t = []

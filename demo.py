@@ -168,7 +168,7 @@ def main(argv=None):
     # ---- 3. GSN: does walkback help a denoising auto-encoder's chain, at equal compute?
     print(f"\n[demo 3/3] GSN (elapsed {time.time() - t0:.0f}s)", flush=True)
     summary["gsn"] = gsn_experiments.demo(os.path.join(out, "gsn"), seed=args.seed, quick=q)
-    table += summary["gsn"].get("verdicts", [])
+    table += summary["gsn"]["verdicts"]
     times["gsn"] = time.time() - t0 - times["sft"] - times["rl"]
 
     summary["verdicts"], summary["seconds"] = table, {k: round(v) for k, v in times.items()}

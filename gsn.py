@@ -18,6 +18,7 @@ This file is the paper's concept; the experiments that train and score several m
 report, the equal-compute comparison, the curve against budget) are gsn_experiments.py.
 
   salt_and_pepper, GSN, build_model              the model: corruption, one chain step, the walkback loss
+  train_flops                                    matmul FLOPs of one training step (equal compute, bench.py)
   sample_chain, inpaint, right_half_mask         sampling and inpainting
   sq_distance_blocks, parzen_log_likelihood,    Parzen-window log-likelihood, sigma chosen on validation;
   nearest_sq_distance, parzen_evaluate           the nearest-sample distance, which needs no sigma
@@ -136,6 +137,19 @@ class GSN(nn.Module):
 def build_model(cfg):
     """GSN/DAE from a GSNConfig."""
     return GSN(784, [cfg.hidden] * cfg.layers, act=cfg.act, input_noise=cfg.input_noise, hidden_noise=cfg.hidden_noise)
+
+
+def train_flops(sizes, walkbacks, batch):
+    """Matmul FLOPs of one walkback training step of GSN (sizes = [784, h1, .., hK]).
+    Per chain step each hidden layer i multiplies by W_{i-1} (from below) and W_i^T (from above, i < K),
+    and the visible reconstruction by W_0^T: 2*B*(n_in*n_out) FLOPs per product. Backward ~ 2x forward
+    (gradients w.r.t. inputs and weights), so a step ~ 3x the forward count (slightly over: x needs no grad).
+    Equal compute in gsn_experiments (equal_compute_steps) is equal counts of these."""
+    K = len(sizes) - 1
+    per_chain_step = sizes[0] * sizes[1]                                   # visible: h1 W0^T
+    for i in range(1, K + 1):
+        per_chain_step += sizes[i - 1] * sizes[i] + (sizes[i] * sizes[i + 1] if i < K else 0)
+    return 3 * 2 * batch * per_chain_step * walkbacks
 
 
 # -----------------------------------------------------------------------------

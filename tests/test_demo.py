@@ -24,11 +24,15 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert len(table) >= 4 and {r["verdict"] for r in table} <= VERDICTS
     for r in table:
         assert r["half"] >= 0 and r["n"] >= 2 and r["claim"] and r["unit"]
-        assert r["verdict"] == common.verdict(r["value"], r["half"], -1 if "loses" in r["claim"] or "pays" in r["claim"] else 1)
+        sign = -1 if "loses" in r["claim"] or "pays" in r["claim"] else 1
+        assert r["verdict"] == common.verdict(r["value"], r["half"], sign)
     assert json.load(open(tmp_path / "summary.json"))["verdicts"] == json.loads(json.dumps(table))
     out = capsys.readouterr().out
     assert "environment:" in out and all(r["claim"] in out for r in table)
     assert set(summary["seconds"]) == {"sft", "rl", "gsn"}
+    assert os.path.isfile(summary["gsn"]["chains"]) and os.path.isfile(summary["gsn"]["inpainting"])
+    assert [v["unit"] for v in summary["gsn"]["verdicts"]] == ["chains (one training seed)"]
+    assert table[-1] == summary["gsn"]["verdicts"][0] and len(table) == 5
 
 
 def test_gpt_verdicts_pair_topr_and_sft_pos_by_seed(tmp_path):

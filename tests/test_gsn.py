@@ -1,5 +1,5 @@
 """gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, its config, training and resume;
-gsn_experiments.py: the report, the experiment and the curve."""
+gsn_experiments.py: the report, the experiment, the curve, the error bars and the demo stage."""
 import argparse
 import dataclasses
 import json
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -250,7 +251,8 @@ def test_train_resume_is_exact(tmp_path):
         assert torch.equal(p, q)
     ck = common.load_checkpoint(str(tmp_path / "b" / "ckpt.pt"))
     assert ck["step"] == 6 and ck["config"] == dataclasses.asdict(_cfg(folder, max_steps=6))
-    assert len(open(tmp_path / "b" / "metrics.jsonl").read().splitlines()) == 6
+    rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert len([r for r in rows if "env" not in r]) == 6 and ["env" in r for r in rows].count(True) == 2  # each start
     assert os.path.isfile(tmp_path / "c" / "samples.png") and os.path.isfile(tmp_path / "c" / "inpainting.png")
 
 
@@ -291,7 +293,7 @@ def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, mo
     with pytest.raises(common.NonFiniteLoss, match="at step 5;"):
         gsn.train(_cfg(folder, **{"max_steps": 12}), str(out), quiet=True, figures=False, log_every=4, ckpt_every=6)
     assert not (out / "ckpt.pt").exists()
-    assert [json.loads(l)["step"] for l in open(out / "metrics.jsonl")] == [4]
+    assert [json.loads(l)["step"] for l in open(out / "metrics.jsonl") if '"env"' not in l] == [4]
     assert len(calls) == 6 and len(checks) == 2  # two steps ran past the NaN; one host read per check
 
 
@@ -306,7 +308,7 @@ def test_resume_after_a_crash_does_not_repeat_metrics_rows(tmp_path):
     with open(out / "metrics.jsonl", "a") as f:  # steps 4 and 5 were logged, then the process died
         f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + json.dumps({"step": 5, "loss": 1.0}) + "\n")
     _, losses = gsn.train(_cfg(folder, **{"max_steps": 6}), str(out), resume=True, quiet=True, figures=False, log_every=1)
-    rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    rows = [json.loads(l) for l in open(out / "metrics.jsonl") if '"env"' not in l]  # the environment: each start
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in rows[3:]] == losses  # the resumed run's own rows, not the crashed ones
 
@@ -605,3 +607,39 @@ def test_eval_has_no_gsn_command():
     with pytest.raises(SystemExit) as e:
         ev.main(["gsn", "--ckpt", "x.pt"])
     assert e.value.code == 2
+
+
+def test_equal_compute_steps_is_the_experiments_rule():
+    """equal_compute_steps gives equal gsn.train_flops: EXPERIMENT's step counts (rounded to tens) from the
+    GSN's 3600, a DAE without walkback 5x the steps of the 5-walkback one (the demo's pair)."""
+    assert gsn.train_flops([784, 10], 1, 1) == 3 * 2 * (784 * 10 * 2)       # up by W0, down by W0^T
+    assert gsn.train_flops([784, 10, 20], 2, 3) == 2 * 3 * 3 * 2 * (784 * 10 * 2 + 10 * 20 * 2)
+    ref = gsn_experiments.EXPERIMENT[0][1]
+    for _, settings in gsn_experiments.EXPERIMENT:
+        assert gsn_experiments.equal_compute_steps(settings, ref, ref["max_steps"]) == pytest.approx(settings["max_steps"], rel=0.005)
+    (_, wb), (_, nowb) = gsn_experiments.DEMO_MODELS
+    assert (wb["walkbacks"], nowb["walkbacks"]) == (5, 1) and wb["hidden"] == nowb["hidden"]
+    assert gsn_experiments.equal_compute_steps(nowb, wb, 295) == 5 * 295
+    assert gsn_experiments.equal_compute_steps(wb, wb, 295) == 295
+
+
+def test_quick_demo_gives_the_claim_with_its_interval_and_the_chains_figure(tmp_path):
+    """demo.py's GSN stage (quick): the two DAEs at equal compute, C chain pairs, the gap's t interval over
+    the pairs and its verdict row (the shape of the demo's verdict table), the side-by-side chains figure."""
+    s = gsn_experiments.demo(str(tmp_path), seed=0, quick=True)
+    C = gsn_experiments.DEMO_QUICK["chains"]
+    (row,) = s["verdicts"]
+    assert set(row) == {"claim", "value", "half", "n", "unit", "verdict"}
+    assert (row["claim"], row["n"], row["unit"]) == (gsn_experiments.DEMO_CLAIM, C, "chains (one training seed)")
+    wb, nowb = (name for name, _ in gsn_experiments.DEMO_MODELS)
+    assert s["steps"] == {wb: 4, nowb: 20}
+    assert [gsn.load_model(p)[2]["step"] for p in s["ckpts"].values()] == [4, 20]
+    gaps = [a - b for a, b in zip(s["parzen_chains"][wb], s["parzen_chains"][nowb])]
+    assert len(gaps) == C and s["gaps"] == pytest.approx(gaps)
+    assert (row["value"], row["half"]) == pytest.approx(common.t_interval(gaps))
+    assert row["half"] > 0 and row["verdict"] == common.verdict(row["value"], row["half"])
+    assert s["parzen"][wb] == pytest.approx(np.mean(s["parzen_chains"][wb]))
+    assert set(s["seconds"]) == set(s["cpu_seconds"]) == {"data", "train", "chains_parzen", "figures", "total"}
+    with Image.open(s["chains"]) as im:
+        assert im.format == "PNG" and im.size[1] > 200  # two panels, one above the other
+    assert os.path.isfile(s["inpainting"])
