@@ -288,7 +288,6 @@ def test_token_credit_needs_a_family_loss_and_the_solver(tiny_sft, tmp_path, bad
     assert "error: --credit prefix needs --task solve and a loss of the family" in capsys.readouterr().err
 
 
-<<<<<<< HEAD
 def test_eval_steps_evaluates_through_a_pass_once_per_step(tiny_sft, tmp_path):
     """--eval-steps 2 over 4 optimizer steps (2 iterations x 2 steps): evaluations at steps 0, 2 and 4, none twice
     (the end of an iteration, which evaluates anyway, falls on step 2 and 4)."""
@@ -303,7 +302,8 @@ def test_eval_steps_evaluates_through_a_pass_once_per_step(tiny_sft, tmp_path):
                 "--eval-steps", "1", "--out", str(tmp_path)])
     steps = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl") if '"test_pass@1"' in l]
     assert steps == [0, 1, 2, 3, 4]
-=======
+
+
 @pytest.mark.parametrize("credit", ["prefix", "first_error"])
 def test_token_credit_logs_what_it_uses(tiny_sft, tmp_path, monkeypatch, capsys, credit):
     """The start-up line names what makes the advantages (--credit prefix: the prefix tree, no baseline), and
@@ -338,4 +338,3 @@ def test_behaviour_steps_give_every_row_to_one_process(world):
         assert all(len(idx) <= 2 for _, micros in steps for idx in micros)
         got += [i for rows, micros in steps for idx in micros for i in rows[idx].tolist()]
     assert sorted(got) == list(range(9))
->>>>>>> fix31-c
