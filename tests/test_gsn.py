@@ -304,7 +304,7 @@ def test_resume_after_a_crash_does_not_repeat_metrics_rows(tmp_path):
     write_fake_mnist(folder, n_train=1100, n_test=20)
     out = tmp_path / "run"
     gsn.train(_cfg(folder, **{"max_steps": 3}), str(out), quiet=True, figures=False, log_every=1)
-    assert common.load_checkpoint(str(out / "ckpt.pt"))["metrics_rows"] == 3
+    assert common.load_checkpoint(str(out / "ckpt.pt"))["metrics_rows"] == 4  # the environment, then 3 steps
     with open(out / "metrics.jsonl", "a") as f:  # steps 4 and 5 were logged, then the process died
         f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + json.dumps({"step": 5, "loss": 1.0}) + "\n")
     _, losses = gsn.train(_cfg(folder, **{"max_steps": 6}), str(out), resume=True, quiet=True, figures=False, log_every=1)

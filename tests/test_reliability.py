@@ -100,8 +100,8 @@ def test_gsn_sigint_writes_a_checkpoint(tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 180
-    while time.time() < deadline and (not metrics.exists() or not metrics.read_text().strip()):
-        time.sleep(0.2)  # logged every 100 steps: training is under way
+    while time.time() < deadline and (not metrics.exists() or '"step"' not in metrics.read_text()):
+        time.sleep(0.2)  # logged every 100 steps (after the environment line): training is under way
     p.send_signal(signal.SIGINT)
     stdout, _ = p.communicate(timeout=180)
     assert p.returncode == 0, stdout[-2000:]
