@@ -432,6 +432,7 @@ class Metrics:
 # -----------------------------------------------------------------------------
 # Statistics: the t-based 95% interval, and a verdict decided by it
 
+@functools.lru_cache(maxsize=None)  # the same few quantiles are asked for at every point of a figure
 def t_quantile(p, df):
     """The p-quantile of Student's t with df degrees of freedom (p >= 0.5): the CDF by Simpson's rule on the
     density, inverted by bisection (no scipy). t_quantile(0.975, 2) = 4.303: with 3 runs, "2 s.e." is not 95%."""

@@ -62,7 +62,6 @@ def band_check(model, tok, problems, args, it, metrics):
     The base's headroom is then set by a measurement, not by a step count: the same recipe lands at other
     points on other machines (1 vs 2 threads sum in another order), but it stops where the band says."""
     res = ev.evaluate_gpt(model, tok, problems, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    model.train()
     values = {name: res[name] for name, _, _ in args.band}
     inside = all(lo <= res[name] <= hi for name, lo, hi in args.band)
     metrics.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
