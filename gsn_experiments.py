@@ -678,7 +678,8 @@ def demo(out, seed=0, quick=False):
 
 
 def demo_figure(panels, path):
-    """panels: [(title, (rows, cols, 784) means)] -> one PNG, the panels one above the other."""
+    """panels: [(title, (rows, cols, 784) means)] -> one grey PNG (gsn.save_image: a few times smaller than
+    matplotlib's RGBA), the panels one above the other."""
     plt = common.pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(7.4, 1.9 * len(panels)), squeeze=False)
     for ax, (title, frames) in zip(axes[:, 0], panels):
@@ -687,7 +688,9 @@ def demo_figure(panels, path):
         ax.set_title(title, fontsize=7)
         ax.axis("off")
     fig.tight_layout()
-    common.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
+    fig.set_dpi(80)
+    fig.canvas.draw()
+    gsn.save_image(path, np.asarray(fig.canvas.buffer_rgba())[..., 0] / 255.0)  # grey: every channel is equal
     plt.close(fig)
 
 
