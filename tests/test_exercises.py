@@ -3,9 +3,10 @@
 By default every test runs against the reference solutions in exercises/solutions/ (CI proves each
 exercise is solvable). A student checks their own stubs in exercises/ with
     EXERCISE_TARGET=student .venv/bin/python -m pytest -q tests/test_exercises.py -k ex03
-Each implementation is compared with the repo's own code (model.py, topr.py, gsn.py) or with a
+Each implementation is compared with the repo's own code (model.py, topr.py, train.py, gsn.py) or with a
 formula derived by hand, on random inputs.
 """
+import copy
 import importlib.util
 import inspect
 import math
@@ -19,9 +20,12 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import common  # noqa: E402
+import data  # noqa: E402
 import gsn  # noqa: E402
 import model as gpt_model  # noqa: E402
 import topr  # noqa: E402
+import train  # noqa: E402
 
 EX_DIR = os.path.join(ROOT, "exercises")
 TARGET = os.environ.get("EXERCISE_TARGET", "solutions")
@@ -29,7 +33,7 @@ if TARGET not in ("solutions", "student"):
     raise ValueError(f"EXERCISE_TARGET must be 'solutions' (default) or 'student', got {TARGET!r}")
 CODING = ["ex01_kv_attention", "ex02_top_p", "ex03_truncated_ratio", "ex04_tapered", "ex05_p_eff",
           "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote", "ex14_onpolicy_equivalence",
-          "ex15_prefix_tree"]
+          "ex15_prefix_tree", "ex16_reuse_ratio"]
 
 
 def load(name, target=TARGET):
@@ -49,7 +53,7 @@ def exercise(name):
     return fixture
 
 
-ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14, ex15 = (exercise(n) for n in CODING)
+ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14, ex15, ex16 = (exercise(n) for n in CODING)
 
 
 # -----------------------------------------------------------------------------
@@ -518,3 +522,78 @@ def test_ex15_matches_topr_on_random_groups(ex15):
         assert len(mine) == len(ref)
         for a, b in zip(mine, ref):
             assert a == pytest.approx(b.tolist(), abs=1e-12)
+
+
+# -----------------------------------------------------------------------------
+# ex16: rho on the first on-policy step and under reuse (train.py rl: behaviour_logp, solution_logp)
+
+def ex16_dataset(dropout=0.0):
+    """A tiny random policy in eval mode and a dataset it sampled (train.sample_solutions, as train.py rl does):
+    4 problems x 2 samples of up to 16 tokens; tokens and completion mask laid out by model.pack."""
+    tok = data.get_tokenizer("byte")
+    torch.manual_seed(16)
+    policy = gpt_model.GPT(gpt_model.GPTConfig(n_layer=1, n_head=2, n_embd=64, dropout=dropout)).eval()
+    batch = train.sample_solutions(policy, tok, data.problems(4, 16, "train"), 2, 16, seed=16)
+    tokens, _, compl = gpt_model.pack(batch.prompt, batch.completion, tok.pad_id)
+    return tok, policy, batch, tokens, compl
+
+
+def topr_sgd(model):
+    """The caller's update: TOPR (c = 0) on rewards +1, -1, +1, ... (the random policy's are all -1), one SGD step."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    reward = torch.tensor([1.0, -1.0] * 4)
+
+    def update(rows, logp, logp_mu):
+        loss, _ = topr.topr_loss(logp, logp_mu, reward[rows], name="topr", baseline=0.0, length_norm="none")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return update
+
+
+def test_ex16_completion_logp_is_the_rl_log_pi(ex16):
+    tok, policy, batch, tokens, compl = ex16_dataset()
+    got = ex16.completion_logp(policy, tokens, compl)
+    assert got.shape == (8,) and got.requires_grad
+    lp = train.solution_logp(policy, tok, batch, torch.device("cpu"))[0]
+    torch.testing.assert_close(got.detach(), lp.detach(), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(got.detach(), batch.logp_behavior, atol=1e-4, rtol=1e-6)  # generate's, to rounding
+
+
+def test_ex16_rho_is_one_on_the_first_step_only_and_matches_train(ex16):
+    """Your ratios against train.py rl's own functions: log mu from behaviour_logp over the first epoch's
+    minibatches, log pi from solution_logp, the same updates applied to a copy of the policy."""
+    tok, policy, batch, tokens, compl = ex16_dataset()
+    mine = copy.deepcopy(policy)
+    log_mu, rhos = ex16.reuse_ratios(mine, tokens, compl, 2, 4, topr_sgd(mine))
+    assert len(rhos) == 4 and all(r.shape == (4,) and not r.requires_grad for r in rhos)
+    assert torch.equal(rhos[0], torch.ones(4))                       # (a) on-policy: 1 to the last bit
+    assert all(not torch.equal(r, torch.ones(4)) for r in rhos[1:])  # one update later, already off-policy
+    ref, cpu = copy.deepcopy(policy), torch.device("cpu")
+    mu_ref, _ = train.behaviour_logp(ref, tok, batch, train.solution_logp,
+                                     train.behaviour_steps(torch.arange(8), 4, 4, 0, 1), 1, cpu)
+    torch.testing.assert_close(log_mu, mu_ref, atol=1e-5, rtol=1e-6)
+    step = topr_sgd(ref)
+    for i, rows in enumerate([torch.arange(4), torch.arange(4, 8)] * 2):
+        lp = train.solution_logp(ref, tok, batch[rows], cpu)[0]
+        rho_ref = torch.exp(lp.detach() - mu_ref[rows])
+        assert torch.equal(rho_ref, torch.ones(4)) == (i == 0)       # train.py rl's rho: the same story
+        torch.testing.assert_close(rhos[i], rho_ref, atol=1e-4, rtol=1e-4)
+        step(rows, lp, mu_ref[rows])
+    # (c) the first epoch pushed the negatives (odd rows) down and the positives up: at the second epoch
+    # rho < 1 on every negative (TOPR's weight clip(rho, 0, 1) < 1) and > 1 on every positive
+    second = torch.cat(rhos[2:])
+    assert (second[1::2] < 1).all() and (second[0::2] > 1).all()
+
+
+def test_ex16_exact_under_bf16_and_dropout_unlike_generates_log_probs(ex16, monkeypatch):
+    """(b) Sampled and trained in bf16 (CPU autocast stands in for CUDA's), with a dropout policy in eval mode:
+    the recomputed log mu gives rho == 1 exactly, while generate's own log-probs (decoding with a KV cache:
+    other kernels, other rounding) differ from it, so rho would not be 1 with them."""
+    monkeypatch.setattr(common, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    tok, policy, batch, tokens, compl = ex16_dataset(dropout=0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_mu, rhos = ex16.reuse_ratios(policy, tokens, compl, 1, 4, topr_sgd(policy))
+    assert torch.equal(rhos[0], torch.ones(4))
+    gap = (log_mu.double() - batch.logp_behavior.double()).abs()
+    assert 0 < gap.max() < 1
