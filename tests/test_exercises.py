@@ -33,7 +33,7 @@ if TARGET not in ("solutions", "student"):
     raise ValueError(f"EXERCISE_TARGET must be 'solutions' (default) or 'student', got {TARGET!r}")
 CODING = ["ex01_kv_attention", "ex02_top_p", "ex03_truncated_ratio", "ex04_tapered", "ex05_p_eff",
           "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote", "ex14_onpolicy_equivalence",
-          "ex15_prefix_tree", "ex16_reuse_ratio"]
+          "ex15_prefix_tree", "ex16_reuse_ratio", "ex17_sft_mask"]
 
 
 def load(name, target=TARGET):
@@ -53,7 +53,7 @@ def exercise(name):
     return fixture
 
 
-ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14, ex15, ex16 = (exercise(n) for n in CODING)
+ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14, ex15, ex16, ex17 = (exercise(n) for n in CODING)
 
 
 # -----------------------------------------------------------------------------
@@ -597,3 +597,40 @@ def test_ex16_exact_under_bf16_and_dropout_unlike_generates_log_probs(ex16, monk
     assert torch.equal(rhos[0], torch.ones(4))
     gap = (log_mu.double() - batch.logp_behavior.double()).abs()
     assert 0 < gap.max() < 1
+
+
+# -----------------------------------------------------------------------------
+# ex17: the SFT loss mask (train.sft_batch)
+
+def test_ex17_hand_case(ex17):
+    x, y = ex17.sft_batch([([1, 2, 3], [4, 5, 256]), ([7], [8, 256])], 257)
+    assert torch.equal(x, torch.tensor([[1, 2, 3, 4, 5], [7, 8, 257, 257, 257]]))
+    assert torch.equal(y, torch.tensor([[-1, -1, 4, 5, 256], [8, 256, -1, -1, -1]]))
+
+
+def test_ex17_matches_train_sft_batch_on_encoded_examples(ex17):
+    tok = data.get_tokenizer("byte")
+    examples = [data.encode_example(tok, p) for p in data.problems(12, 17, "train")]
+    for ix in ([0], [3, 1, 4, 1, 5], list(range(12)), [11, 0, 7]):
+        x, y = ex17.sft_batch([examples[i] for i in ix], tok.pad_id)
+        x_ref, y_ref = train.sft_batch(examples, ix, tok.pad_id, torch.device("cpu"))
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+        assert (y != -1).sum() == sum(len(examples[i][1]) for i in ix)   # train.sft's n_tokens: the completions
+
+
+def test_ex17_a_rows_loss_is_minus_log_pi_of_its_completion(ex17):
+    """The per-row sum of the cross-entropy over your targets is -log pi(completion | prompt), the sequence
+    log-prob that train.py rl's updates use (model.sequence_logprobs on model.pack's rows); its mean over the
+    counted targets is GPT.forward's loss."""
+    tok = data.get_tokenizer("byte")
+    examples = [data.encode_example(tok, p) for p in data.problems(5, 18, "train")]
+    torch.manual_seed(17)
+    policy = gpt_model.GPT(gpt_model.GPTConfig(n_layer=1, n_head=2, n_embd=32)).eval()
+    x, y = ex17.sft_batch(examples, tok.pad_id)
+    with torch.no_grad():
+        logits, loss = policy(x, y)
+        nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1, reduction="none").sum(1)
+        tokens, pad_mask, compl = gpt_model.pack([p for p, _ in examples], [c for _, c in examples], tok.pad_id)
+        log_pi = gpt_model.sequence_logprobs(policy, tokens, pad_mask, compl).sum(1)
+    torch.testing.assert_close(nll, -log_pi, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(loss, -log_pi.sum() / sum(len(c) for _, c in examples), atol=1e-5, rtol=1e-5)
