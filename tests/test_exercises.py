@@ -14,6 +14,7 @@ import os
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ sys.path.insert(0, ROOT)
 import common  # noqa: E402
 import data  # noqa: E402
 import gsn  # noqa: E402
+import images  # noqa: E402
 import model as gpt_model  # noqa: E402
 import topr  # noqa: E402
 import train  # noqa: E402
@@ -33,7 +35,8 @@ if TARGET not in ("solutions", "student"):
     raise ValueError(f"EXERCISE_TARGET must be 'solutions' (default) or 'student', got {TARGET!r}")
 CODING = ["ex01_kv_attention", "ex02_top_p", "ex03_truncated_ratio", "ex04_tapered", "ex05_p_eff",
           "ex06_walkback", "ex07_inpaint", "ex08_parzen", "ex13_weighted_vote", "ex14_onpolicy_equivalence",
-          "ex15_prefix_tree", "ex16_reuse_ratio", "ex17_sft_mask"]
+          "ex15_prefix_tree", "ex16_reuse_ratio", "ex17_sft_mask",
+          "ex18_gsn_train_step"]
 
 
 def load(name, target=TARGET):
@@ -53,7 +56,7 @@ def exercise(name):
     return fixture
 
 
-ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14, ex15, ex16, ex17 = (exercise(n) for n in CODING)
+ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex08, ex13, ex14, ex15, ex16, ex17, ex18 = (exercise(n) for n in CODING)
 
 
 # -----------------------------------------------------------------------------
@@ -634,3 +637,72 @@ def test_ex17_a_rows_loss_is_minus_log_pi_of_its_completion(ex17):
         log_pi = gpt_model.sequence_logprobs(policy, tokens, pad_mask, compl).sum(1)
     torch.testing.assert_close(nll, -log_pi, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(loss, -log_pi.sum() / sum(len(c) for _, c in examples), atol=1e-5, rtol=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# ex18: one step of the GSN trainer (gsn.train)
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """An MNIST folder (IDX files) of 100 training images (+ the 1000 gsn.py holds out) and 20 test images:
+    uniform noise, which the trainer reads like digits (and makes in a few ms)."""
+    folder = tmp_path_factory.mktemp("ex18")
+    rng = np.random.RandomState(18)
+    for prefix, n in (("train", 1100), ("t10k", 20)):
+        images.write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.randint(0, 256, (n, 28, 28)).astype(np.uint8))
+        images.write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.randint(0, 10, n).astype(np.uint8))
+    return str(folder)
+
+
+@pytest.mark.parametrize("model, settings", [
+    ("gsn", dict(optimizer="sgd", lr=0.1, momentum=0.5, lr_decay=0.5, binarize="targets", walkbacks=3)),
+    ("dae", dict(optimizer="adam", lr=1e-2, lr_decay=0.5))])                      # binarize "both", 5 walkbacks
+def test_ex18_replays_gsn_train(ex18, tiny_mnist, tmp_path, model, settings):
+    """7 steps of batch 30 over 100 images: 3 minibatches per epoch (10 rows never read), epochs 0, 1, 2.
+    Your steps from the trainer's own start (seed, data, shuffle, model, optimizer) give gsn.train's losses
+    and weights, bit for bit."""
+    cfg = gsn.GSNConfig.for_model(model, data=tiny_mnist, hidden=16, batch_size=30, max_steps=7, **settings)
+    trained, losses = gsn.train(cfg, str(tmp_path / "run"), device="cpu", quiet=True, figures=False)
+    torch.manual_seed(cfg.seed)
+    X = gsn.load_data(cfg.data)[0]
+    X = torch.from_numpy(X[np.random.RandomState(cfg.seed).permutation(len(X))])
+    inputs, targets = ex18.training_pairs(X, cfg.binarize)
+    mine = gsn.build_model(cfg)
+    opt = (torch.optim.Adam(mine.parameters(), lr=cfg.lr) if cfg.optimizer == "adam" else
+           torch.optim.SGD(mine.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.momentum))
+    got = [ex18.train_step(mine, opt, inputs, targets, step, cfg) for step in range(7)]
+    assert all(l.shape == () and not l.requires_grad for l in got)
+    assert [l.item() for l in got] == losses
+    assert all(torch.equal(p, q) for p, q in zip(mine.parameters(), trained.parameters()))
+    assert opt.param_groups[0]["lr"] == cfg.lr * 0.5 ** 2
+
+
+def test_ex18_training_pairs(ex18):
+    X = torch.tensor([[0.2, 0.5, 0.7, 1.0]])
+    binary = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    for mode, (x, t) in {"none": (X, X), "targets": (X, binary), "both": (binary, binary)}.items():
+        got = ex18.training_pairs(X, mode)
+        assert torch.equal(got[0], x) and torch.equal(got[1], t), mode
+
+
+def test_ex18_a_non_finite_step_is_not_applied_and_not_read(ex18, monkeypatch):
+    """A nan gradient (a hook on W_1): SGD leaves every weight as it was and the step's loss is nan, with no
+    tensor read on the host inside the step; the next, finite step trains again."""
+    model = small_gsn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cfg = gsn.GSNConfig(batch_size=4, walkbacks=2, lr=0.1)
+    x = torch.rand(8, 20, generator=torch.Generator().manual_seed(18))
+    before = [p.detach().clone() for p in model.parameters()]
+    hook = model.W[1].register_hook(lambda g: torch.full_like(g, float("nan")))
+
+    def no_host_read(*args):
+        raise AssertionError("a tensor read on the host in the step (if / .item() / float()): use masked_fill_")
+    with monkeypatch.context() as m:
+        for name in ("__bool__", "item", "__float__", "tolist"):
+            m.setattr(torch.Tensor, name, no_host_read)
+        loss = ex18.train_step(model, opt, x, x, 0, cfg)
+    assert math.isnan(loss.item())
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    hook.remove()
+    loss = ex18.train_step(model, opt, x, x, 1, cfg)
+    assert math.isfinite(loss.item()) and not all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
