@@ -1,4 +1,4 @@
-"""Exercise 18 -- one step of the GSN trainer (gsn.py: _train), around the walkback loss of exercise 6.
+"""Exercise 18 -- one step of the GSN trainer (gsn.py: train), around the walkback loss of exercise 6.
 
 Exercise 6 is the loss: corrupt x, run the chain N steps, add up the N reconstructions' BCE against the clean
 x (GSN.forward). The trainer around it decides WHAT the loss sees and what a step does with it, as the
