@@ -12,27 +12,24 @@ Training = denoising with *walkback*: start the chain at a corrupted training ex
 N steps, and ask every step to reconstruct the ORIGINAL clean example. The later steps visit the
 places the chain would wander to (spurious modes) and learn to pull back toward the data.
 Sampling = just run the chain. Inpainting = run the chain with the observed pixels clamped.
-Evaluation = Parzen-window log-likelihood of a chain's means (parzen_evaluate).
 
-This file is the paper's concept; the experiments that train and score several models (the Parzen
-report, the equal-compute comparison, the curve against budget) are gsn_experiments.py.
+This file is the paper's concept. How a chain is scored (Parzen window, reference centres, error bars)
+is parzen.py; the figures and the experiments that train and score several models are gsn_experiments.py.
 
   salt_and_pepper, GSN, build_model              the model: corruption, one chain step, the walkback loss
   train_flops                                    matmul FLOPs of one training step (equal compute, bench.py)
   sample_chain, inpaint, right_half_mask         sampling and inpainting
-  sq_distance_blocks, parzen_log_likelihood,    Parzen-window log-likelihood, sigma chosen on validation;
-  nearest_sq_distance, parzen_evaluate           the nearest-sample distance, which needs no sigma
-  N_VALID, load_data, data_flag, one_per_class   the digits: training, held-out validation, test
-  tile, save_image, save_rows, chain_figure, INPAINT_SHOWN, inpaint_figure     the figures (PNG)
-  GSNConfig, config_from_args                    a run's settings (the deep GSN's and the DAE's defaults)
-  train, read_checkpoint, load_model             training (resume, torchrun) and its checkpoint
-  parse_args, main                               the command line: train one model
+  N_VALID, load_data, data_flag                  the digits: training, held-out validation, test
+  BINARIZE, GSNConfig, config_from_args          a run's settings (the deep GSN's and the DAE's defaults)
+  read_checkpoint, train, load_model             training (resume, torchrun) and its checkpoint
+  parse_args, main                               the command line: train one model (ckpt.pt, metrics.jsonl)
 
   python gsn.py                                   deep GSN (2 x 500 tanh), 3600 steps, ~8 CPU-minutes
   python gsn.py --model dae --hidden 1000         walkback DAE (1 sigmoid layer, 5 walkback steps)
   python gsn.py --model dae --walkbacks 1         ordinary DAE (no walkback)
   python gsn.py --data /path/to/mnist             real MNIST IDX files instead of procedural digits
   python gsn.py --resume                          continue runs/gsn/ckpt.pt
+  python gsn_experiments.py figures --ckpt runs/gsn/ckpt.pt       its chains and inpainting (PNG)
   torchrun --nproc_per_node=2 gsn.py ...          data parallel: each process takes a share of every minibatch
 """
 import argparse
@@ -154,8 +151,8 @@ def train_flops(sizes, walkbacks, batch):
 
 # -----------------------------------------------------------------------------
 # Sampling and inpainting ([C] sample_some_numbers, inpainting). Both draw from torch's global RNG:
-# a caller that wants a reproducible picture seeds it first (chain_figure, inpaint_figure,
-# gsn_experiments.report).
+# a caller that wants a reproducible picture seeds it first (gsn_experiments: chain_figure,
+# inpaint_figure, report).
 
 @torch.no_grad()
 def sample_chain(model, n_chains, n_steps, start=None, noisy=True):
@@ -201,65 +198,7 @@ def right_half_mask(n=1):
 
 
 # -----------------------------------------------------------------------------
-# Parzen-window log-likelihood (Breuleux, Bengio, Vincent 2011; [C] likelihood_estimation_parzen.py)
-
-def sq_distance_blocks(test, samples, chunk=1000):
-    """Yield (i, D): D[a, b] = ||test[i + a] - samples[b]||^2 (float64) for chunks of `chunk` test rows,
-    from matmuls (||x||^2 + ||s||^2 - 2 x.s), never a (n_test, N, d) tensor."""
-    test = torch.as_tensor(test, dtype=torch.float32)
-    samples = torch.as_tensor(samples, dtype=torch.float32)
-    s2 = (samples * samples).sum(1)
-    for i in range(0, len(test), chunk):
-        x = test[i:i + chunk]
-        yield i, ((x * x).sum(1, keepdim=True) + s2[None] - 2 * x @ samples.T).clamp_min_(0).double()
-
-
-def parzen_log_likelihood(test, samples, sigma, chunk=1000, nearest=False):
-    """Per-test-point log p(x) under an isotropic Gaussian mixture on the samples:
-        log p(x) = logsumexp_i(-||x - s_i||^2 / (2 sigma^2)) - log N - (d/2) log(2 pi sigma^2)
-    `sigma` may be a float or a list (then returns (len(sigma), n_test)). The squared distances
-    (sq_distance_blocks) are reused for every sigma. nearest=True: also returns each test point's squared
-    distance to its nearest sample, from the same distances (one pass)."""
-    sigmas = [float(sigma)] if np.isscalar(sigma) else [float(s) for s in sigma]
-    N, d = torch.as_tensor(samples).shape
-    out = torch.empty(len(sigmas), len(test), dtype=torch.float64)
-    near = torch.empty(len(test), dtype=torch.float64)
-    for i, D in sq_distance_blocks(test, samples, chunk):
-        near[i:i + len(D)] = D.min(1).values
-        for j, s in enumerate(sigmas):
-            out[j, i:i + len(D)] = (torch.logsumexp(-D / (2 * s * s), 1) - math.log(N)
-                                    - d / 2 * math.log(2 * math.pi * s * s))
-    out = out[0] if np.isscalar(sigma) else out
-    return (out, near) if nearest else out
-
-
-def nearest_sq_distance(test, samples, chunk=1000):
-    """Each test point's squared distance to its nearest sample, (n_test,) float64. Needs no sigma: as
-    sigma -> 0 the Parzen log-likelihood is -nearest / (2 sigma^2) + a constant, and at a tuned sigma the
-    nearest few samples still dominate the sum, so one nat is about 2 sigma^2 of squared distance."""
-    return torch.cat([D.min(1).values for _, D in sq_distance_blocks(test, samples, chunk)])
-
-
-def parzen_evaluate(samples, valid, test, sigmas, fixed_sigma=0.2, chunk=1000, per_image=False):
-    """The GAN paper's protocol ([G] parzen_ll.py): pick sigma from the grid by the mean log-likelihood of a
-    held-out validation set, then report the test mean +- standard error (std / sqrt(n)); also at [C]'s
-    fixed sigma = 0.2, and the mean squared distance from a test image to its nearest sample (+- s.e.).
-    Returns a dict of plain floats; per_image=True adds "ll_images", the tuned-sigma log-likelihood of
-    every test image (a float64 numpy array, for error bars that pool several chains and seeds)."""
-    val = parzen_log_likelihood(valid, samples, list(sigmas), chunk).mean(1)
-    best = float(sigmas[int(val.argmax())])
-    ll, near = parzen_log_likelihood(test, samples, [best, fixed_sigma], chunk, nearest=True)
-    se = lambda v: float(v.std() / math.sqrt(len(v)))
-    r = {"sigma": best, "ll": float(ll[0].mean()), "se": se(ll[0]), "valid_ll": float(val.max()),
-         "sigma_fixed": fixed_sigma, "ll_fixed": float(ll[1].mean()), "se_fixed": se(ll[1]),
-         "nearest": float(near.mean()), "nearest_se": se(near)}
-    if per_image:
-        r["ll_images"] = ll[0].numpy()
-    return r
-
-
-# -----------------------------------------------------------------------------
-# Data and figures
+# Data
 
 N_VALID = 1000  # the last 1000 training images are held out (Parzen's sigma is chosen on them)
 
@@ -287,55 +226,6 @@ def data_flag(s):
     if s != "procedural" and not os.path.isdir(s):
         raise argparse.ArgumentTypeError(f"MNIST folder not found: {s}")
     return s
-
-
-def one_per_class(X, y, seed=2):
-    """[C]: the first test digit of each class 0-9 after shuffling with numpy seed 2."""
-    perm = np.random.RandomState(seed).permutation(len(y))
-    return X[[perm[np.nonzero(y[perm] == c)[0][0]] for c in range(10) if (y == c).any()]]
-
-
-def tile(frames, rows, cols, pad=1):
-    """(rows*cols, 784) -> one (rows*29-1, cols*29-1) image, with thin grey gaps."""
-    frames = np.asarray(frames, dtype=np.float32).reshape(rows, cols, 28, 28)
-    out = np.full((rows * (28 + pad) - pad, cols * (28 + pad) - pad), 0.5, np.float32)
-    for r in range(rows):
-        for c in range(cols):
-            out[r * (28 + pad):r * (28 + pad) + 28, c * (28 + pad):c * (28 + pad) + 28] = frames[r, c]
-    return out
-
-
-def save_image(path, img):
-    """Grey-level 8-bit PNG (4x smaller than matplotlib's RGBA imsave; Pillow comes with matplotlib),
-    written whole or not at all (common.atomic_write)."""
-    from PIL import Image
-    png = Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
-    common.atomic_write(path, lambda f: png.save(f, format="PNG", optimize=True), binary=True)
-
-
-def save_rows(path, frames):
-    """(T, C, 784) frames -> one image, a row per chain C, time running left to right."""
-    T, C = frames.shape[:2]
-    save_image(path, tile(np.asarray(frames).transpose(1, 0, 2).reshape(-1, 784), C, T))
-
-
-def chain_figure(model, starts, path, n_steps=60, seed=0):
-    """Each row: one chain, its clean start digit, then n_steps - 1 consecutive means (sample_chain)."""
-    torch.manual_seed(seed)
-    chains = sample_chain(model, len(starts), n_steps - 1, start=starts).numpy()       # (T, C, 784)
-    save_rows(path, np.concatenate([np.asarray(starts)[None], chains], 0))
-
-
-INPAINT_SHOWN = [0, 1, 2, 3, 5, 10, 20, 30, 40, 49]  # the start, then the means after these steps
-
-
-def inpaint_figure(model, digits, path, seed=0):
-    """Each row: the true digit, then the chain with the right half clamped ([C]: free half starts as
-    U(0,1) noise, 49 steps) at INPAINT_SHOWN."""
-    torch.manual_seed(seed)
-    x = torch.as_tensor(digits)
-    steps = inpaint(model, x, right_half_mask(len(x)), n_steps=INPAINT_SHOWN[-1]).numpy()
-    save_rows(path, np.concatenate([x.numpy()[None], steps[INPAINT_SHOWN]], 0))
 
 
 # -----------------------------------------------------------------------------
@@ -411,20 +301,20 @@ def read_checkpoint(path):
 # -----------------------------------------------------------------------------
 # Training
 
-def train(cfg, out, *, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False, figures=True):
-    """Train a GSN/DAE (cfg: a GSNConfig) with walkback; writes out/ckpt.pt (atomic), out/metrics.jsonl,
-    figures. resume: continue out/ckpt.pt with its own settings, only the budget (epochs, max_steps,
-    minutes) taken from cfg. Returns (model, list of per-step total losses of this call). Under torchrun,
+def train(cfg, out, *, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False):
+    """Train a GSN/DAE (cfg: a GSNConfig) with walkback; writes out/ckpt.pt (atomic) and out/metrics.jsonl
+    (its figures: gsn_experiments.py figures). resume: continue out/ckpt.pt with its own settings, only the
+    budget (epochs, max_steps, minutes) taken from cfg. Returns (model, list of per-step total losses of this call). Under torchrun,
     each process takes rows rank, rank + world, ... of every minibatch and DDP averages the gradients;
     process 0 writes."""
     run = functools.partial(_train, cfg=cfg, out=out, resume=resume, log_every=log_every, ckpt_every=ckpt_every,
-                            quiet=quiet, figures=figures)
+                            quiet=quiet)
     return common.distributed(run, device=device or "auto")
 
 
-def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, figures):
+def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
     master = rank == 0
-    quiet, figures = quiet or not master, figures and master
+    quiet = quiet or not master
     common.make_out_dir(out)
     ckpt_path = os.path.join(out, "ckpt.pt")
     state = None
@@ -433,7 +323,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
         # keep the architecture and data of the run; allow extending its budget from the command line
         cfg = replace(saved, epochs=cfg.epochs, max_steps=cfg.max_steps, minutes=cfg.minutes)
     torch.manual_seed(cfg.seed)
-    Xtr, Xva, Xte, yte = load_data(cfg.data, n_train=cfg.n_train)
+    Xtr = load_data(cfg.data, n_train=cfg.n_train)[0]
     # [C]: shuffle the training set ONCE with a fixed seed, then sequential minibatches every epoch
     Xtr = Xtr[np.random.RandomState(cfg.seed).permutation(len(Xtr))]
     X = torch.from_numpy(Xtr).to(dev)
@@ -536,12 +426,9 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
         metrics.close()
     if stopped and (deadline is None or time.time() < deadline) and master:
         print(f"stopped at step {step}; continue with --resume", flush=True)
-    if figures:
-        paths = os.path.join(out, "samples.png"), os.path.join(out, "inpainting.png")
-        chain_figure(model, Xva[:10], paths[0], n_steps=30)
-        inpaint_figure(model, one_per_class(Xte, yte), paths[1])
-        if not quiet:
-            print(f"wrote {ckpt_path}, {os.path.join(out, 'metrics.jsonl')}, {paths[0]}, {paths[1]}")
+    if not quiet:
+        print(f"wrote {ckpt_path}, {os.path.join(out, 'metrics.jsonl')}; figures: "
+              f"python gsn_experiments.py figures --ckpt {ckpt_path}")
     return model, losses
 
 

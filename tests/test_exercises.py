@@ -3,7 +3,7 @@
 By default every test runs against the reference solutions in exercises/solutions/ (CI proves each
 exercise is solvable). A student checks their own stubs in exercises/ with
     EXERCISE_TARGET=student .venv/bin/python -m pytest -q tests/test_exercises.py -k ex03
-Each implementation is compared with the repo's own code (model.py, topr.py, gsn.py) or with a
+Each implementation is compared with the repo's own code (model.py, topr.py, gsn.py, parzen.py) or with a
 formula derived by hand, on random inputs.
 """
 import importlib.util
@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import gsn  # noqa: E402
 import model as gpt_model  # noqa: E402
+import parzen  # noqa: E402
 import topr  # noqa: E402
 
 EX_DIR = os.path.join(ROOT, "exercises")
@@ -363,7 +364,7 @@ def test_ex08_matches_gsn_and_a_direct_formula(ex08):
     for sigma in (0.1, 0.3, 1.0):
         got = ex08.parzen_log_likelihood(test, samples, sigma, chunk=5)   # 23 = 4 chunks of 5 + 3
         assert got.shape == (23,) and got.dtype == torch.float64
-        torch.testing.assert_close(got, gsn.parzen_log_likelihood(test, samples, sigma), atol=1e-4, rtol=1e-6)
+        torch.testing.assert_close(got, parzen.parzen_log_likelihood(test, samples, sigma), atol=1e-4, rtol=1e-6)
         # direct: log mean_i N(x; s_i, sigma^2 I), with the (n, N, d) tensor (fine at this size)
         d2 = ((test.double()[:, None] - samples.double()[None]) ** 2).sum(-1)
         direct = (torch.exp(-d2 / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2) ** (9 / 2)).mean(1).log()
@@ -381,7 +382,7 @@ def test_ex08_chunking_and_stability(ex08):
     b = ex08.parzen_log_likelihood(test, samples, 0.05, chunk=1000)
     assert torch.isfinite(a).all(), "far from every centre with a small sigma: use logsumexp, not log(sum(exp))"
     torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-6)              # float32 distances, ~1e4-nat values
-    torch.testing.assert_close(a, gsn.parzen_log_likelihood(test, samples, 0.05), atol=1e-3, rtol=1e-6)
+    torch.testing.assert_close(a, parzen.parzen_log_likelihood(test, samples, 0.05), atol=1e-3, rtol=1e-6)
 
 
 # -----------------------------------------------------------------------------
