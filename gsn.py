@@ -71,7 +71,9 @@ class GSN(nn.Module):
         h_i = act(a_i + sigma * eps) + sigma * eps'               hidden i (pre- and post-activation noise;
                                                                   none on h1 when noiseless_h1, [C] default)
         p   = sigmoid(h_1 W_0^T + b_0)                            visible: P(X | H), one reconstruction
-        h_0 = salt_and_pepper(Bernoulli(p), input_noise)          the corrupted sample fed back in
+        h_0 = salt_and_pepper(Bernoulli(p), input_noise)          the corrupted sample fed back in (p itself,
+                                                                  not a sample, when not input_sampling)
+    noiseless_h1 and input_sampling are [C]'s options of the same names (both on in every [C] run).
     """
 
     def __init__(self, n_visible=784, hidden=(500, 500), *, act="tanh", input_noise=0.4, hidden_noise=2.0,
@@ -94,7 +96,9 @@ class GSN(nn.Module):
         return [x_in] + [x_in.new_zeros(x_in.shape[0], s) for s in self.sizes[1:]]
 
     def step(self, hs, noisy=True):
-        """One chain step in place on the state hs; returns the visible logits (p = sigmoid(logits))."""
+        """One chain step in place on the state hs; returns the visible logits (p = sigmoid(logits)).
+        noisy=False: no hidden Gaussian noise, as [C]'s update_layers(noisy=False) (its reconstruction figure);
+        training, sampling and inpainting keep it on."""
         K = self.K
         logits = None
         for i in list(range(1, K + 1, 2)) + list(range(0, K + 1, 2)):      # odd layers, then even
@@ -118,22 +122,22 @@ class GSN(nn.Module):
         """Walkback training graph ([C] build_graph): x~_0 = S&P(x), hiddens 0, `walkbacks` chain steps,
         loss = sum_t mean_{batch,pixels} BCE(p_t, x)   (the target is always the ORIGINAL clean x).
         Gradients flow through the hidden states carried across steps (not through the Bernoulli samples).
-        Returns (loss, per-step losses (detached), per-step logits)."""
+        Returns (loss, per-step losses (detached): the log's loss_last_step)."""
         target = x if target is None else target
         hs = self.init_state(salt_and_pepper(x, self.input_noise))
-        losses, all_logits = [], []
+        losses = []
         for _ in range(walkbacks):
             logits = self.step(hs, noisy=True)
             # with logits = a0, BCE(sigmoid(a0), x) computed stably (same objective as [C]'s BCE on p)
             losses.append(F.binary_cross_entropy_with_logits(logits, target))
-            all_logits.append(logits)
         loss = torch.stack(losses).sum()                                    # walkback: sum over steps
-        return loss, [l.detach() for l in losses], all_logits
+        return loss, [l.detach() for l in losses]
 
 
 def build_model(cfg):
     """GSN/DAE from a GSNConfig."""
-    return GSN(784, [cfg.hidden] * cfg.layers, act=cfg.act, input_noise=cfg.input_noise, hidden_noise=cfg.hidden_noise)
+    return GSN(784, [cfg.hidden] * cfg.layers, act=cfg.act, input_noise=cfg.input_noise, hidden_noise=cfg.hidden_noise,
+               noiseless_h1=cfg.noiseless_h1, input_sampling=cfg.input_sampling)
 
 
 def train_flops(sizes, walkbacks, batch):
@@ -155,7 +159,7 @@ def train_flops(sizes, walkbacks, batch):
 # inpaint_figure, report).
 
 @torch.no_grad()
-def sample_chain(model, n_chains, n_steps, start=None, noisy=True):
+def sample_chain(model, n_chains, n_steps, start=None):
     """Run n_chains chains for n_steps steps -> (n_steps, n_chains, 784) chain MEANS p(X | H_t).
     As [C]: each chain starts from a data example (`start`, (n_chains, 784)) corrupted by salt-and-pepper
     noise, hiddens at 0, and ALL training noise stays on while sampling. Without `start`: sparse
@@ -168,7 +172,7 @@ def sample_chain(model, n_chains, n_steps, start=None, noisy=True):
     hs = model.init_state(salt_and_pepper(start, model.input_noise))
     out = torch.empty(n_steps, n_chains, 784)
     for t in range(n_steps):
-        out[t] = torch.sigmoid(model.step(hs, noisy=noisy)).cpu()
+        out[t] = torch.sigmoid(model.step(hs, noisy=True)).cpu()
     return out
 
 
@@ -246,6 +250,8 @@ class GSNConfig:
     walkbacks: int = 4                 # chain steps N unrolled in training (1 = no walkback)
     input_noise: float = 0.4           # salt-and-pepper probability
     hidden_noise: float = 2.0          # Gaussian sigma before and after each hidden activation
+    noiseless_h1: bool = True          # [C]'s noiseless_h1: no hidden noise on h1, the layer next to the pixels
+    input_sampling: bool = True        # [C]'s input_sampling: feed back a Bernoulli sample of p (False: p itself)
     binarize: str = "none"             # which are x > 0.5: "none", "targets", or inputs and targets ("both", [C]'s DAE)
     optimizer: str = "adam"            # "adam" or [C]'s "sgd"
     batch_size: int = 100
@@ -265,6 +271,9 @@ class GSNConfig:
         self.binarize = {True: "targets", False: "none"}.get(self.binarize, self.binarize)
         if self.binarize not in BINARIZE:
             raise UserError(f"binarize must be one of {', '.join(BINARIZE)}, got {self.binarize!r}")
+        for name in ("noiseless_h1", "input_sampling"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.model == "dae" and self.layers != 1:
             raise UserError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
 
@@ -390,7 +399,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
             for g in opt.param_groups:  # [C]: lr x 0.995 per epoch (stateless, so --resume continues exactly)
                 g["lr"] = cfg.lr * cfg.lr_decay ** epoch
             x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
-            loss, step_losses, _ = train_model(x, cfg.walkbacks, target=tgt)
+            loss, step_losses = train_model(x, cfg.walkbacks, target=tgt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # A step whose gradients are not finite (a nan/inf loss; under torchrun, in any process) is not
@@ -457,6 +466,10 @@ def parse_args(argv=None):
                    help="salt-and-pepper probability")
     p.add_argument("--hidden-noise", type=common.flag(float, min=0.0), default=None,
                    help="Gaussian sigma pre/post activation (default gsn 2, dae 0)")
+    p.add_argument("--noiseless-h1", action=argparse.BooleanOptionalAction, default=d.noiseless_h1,
+                   help="no hidden noise on h1 (default, as [C]; with one layer the hidden noise then reaches no unit)")
+    p.add_argument("--input-sampling", action=argparse.BooleanOptionalAction, default=d.input_sampling,
+                   help="feed back a Bernoulli sample of p (default, as [C]); --no-input-sampling: p itself")
     p.add_argument("--binarize", choices=BINARIZE, default=None,
                    help="which of inputs and targets are x > 0.5 (default: dae both, gsn none, as [C])")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help="adam (short budgets) or the original sgd")

@@ -178,16 +178,57 @@ def test_inpaint_keeps_clamped_pixels_exactly():
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_walkback_loss_is_sum_of_step_losses(layers):
+    """GSN.forward = the chain of GSN.step from the corrupted x, every step's BCE against the clean x, summed."""
     torch.manual_seed(0)
     model = gsn.GSN(784, [30] * layers)
     x = (torch.rand(8, 784) > 0.7).float()
-    loss, step_losses, logits = model(x, walkbacks=4)
-    assert len(step_losses) == len(logits) == 4
-    direct = sum(F.binary_cross_entropy(torch.sigmoid(l), x) for l in logits)
-    assert torch.allclose(loss, direct, atol=1e-5)
+    torch.manual_seed(1)
+    loss, step_losses = model(x, walkbacks=4)
+    torch.manual_seed(1)  # the same random draws, in the same order
+    hs = model.init_state(gsn.salt_and_pepper(x, model.input_noise))
+    direct = [F.binary_cross_entropy(torch.sigmoid(model.step(hs)), x) for _ in range(4)]
+    assert len(step_losses) == 4
+    torch.testing.assert_close(torch.stack(step_losses), torch.stack(direct).detach(), atol=1e-5, rtol=1e-5)
     assert torch.allclose(loss, torch.stack(step_losses).sum())
     loss.backward()  # gradients reach every layer's weights
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in model.W)
+
+
+@pytest.mark.parametrize("noiseless_h1,input_sampling", [(True, True), (False, True), (True, False), (False, False)])
+def test_noiseless_h1_and_input_sampling(noiseless_h1, input_sampling):
+    """[C]'s two options, flags -> GSNConfig -> the model. noiseless_h1: after one step h1 is exactly the
+    noise-free act(x W0 + h2 W1^T + b1) (h2 stays noisy), without it h1 is noisy too. input_sampling: the visible
+    fed back is a binary Bernoulli sample of p; without it p itself (input noise 0 here: nothing else changes it)."""
+    argv = [] if noiseless_h1 else ["--no-noiseless-h1"]
+    argv += [] if input_sampling else ["--no-input-sampling"]
+    cfg = _flags(*argv)
+    assert (cfg.noiseless_h1, cfg.input_sampling) == (noiseless_h1, input_sampling)
+    built = gsn.build_model(cfg)
+    assert (built.noiseless_h1, built.input_sampling) == (noiseless_h1, input_sampling)
+    torch.manual_seed(0)
+    model = gsn.GSN(784, [20, 20], input_noise=0.0, noiseless_h1=noiseless_h1, input_sampling=input_sampling)
+    x = torch.rand(5, 784)
+    hs = model.init_state(x)
+    with torch.no_grad():
+        clean_h1 = torch.tanh(x @ model.W[0] + model.b[1] + hs[2] @ model.W[1].T)
+        p = torch.sigmoid(model.step(hs))
+        clean_h2 = torch.tanh(hs[1] @ model.W[1] + model.b[2])
+    assert torch.allclose(hs[1], clean_h1, atol=1e-6) == noiseless_h1
+    assert not torch.allclose(hs[2], clean_h2, atol=1e-2)  # sigma 2 on h2 either way
+    assert torch.equal(hs[0], p) == (not input_sampling)
+    assert bool(((hs[0] == 0) | (hs[0] == 1)).all()) == input_sampling
+
+
+def test_noiseless_h1_and_input_sampling_flags_are_checked():
+    for argv in (["--noiseless-h1", "0"], ["--input-sampling=no"]):
+        with pytest.raises(SystemExit) as e:
+            gsn.parse_args(argv)
+        assert e.value.code == 2
+    with pytest.raises(common.UserError, match="input_sampling must be True or False, got 0"):
+        gsn.GSNConfig(input_sampling=0)
+    # a checkpoint's config written before the two options existed reads back with [C]'s (the only behaviour then)
+    old = {k: v for k, v in dataclasses.asdict(gsn.GSNConfig()).items() if k not in ("noiseless_h1", "input_sampling")}
+    assert gsn.GSNConfig(**old) == gsn.GSNConfig(noiseless_h1=True, input_sampling=True)
 
 
 def test_tiny_training_reduces_reconstruction_loss():
@@ -198,7 +239,7 @@ def test_tiny_training_reduces_reconstruction_loss():
     losses = []
     for step in range(60):
         x = X[(step % 4) * 100:(step % 4 + 1) * 100]
-        loss, _, _ = model(x, walkbacks=2)
+        loss, _ = model(x, walkbacks=2)
         opt.zero_grad(); loss.backward(); opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:4])
@@ -266,8 +307,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     orig = gsn.GSN.forward
 
     def bad_forward(self, *a, **k):
-        loss, sl, lg = orig(self, *a, **k)
-        return loss * float("nan"), sl, lg
+        loss, sl = orig(self, *a, **k)
+        return loss * float("nan"), sl
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
     with pytest.raises(common.NonFiniteLoss, match="at step 3;"):  # 1-based: the first step after step 2
         gsn.train(_cfg(folder, **{"max_steps": 4}), out, resume=True, quiet=True)
@@ -285,9 +326,9 @@ def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, mo
     orig, calls, checks = gsn.GSN.forward, [], []
 
     def bad_forward(self, *a, **k):
-        loss, sl, lg = orig(self, *a, **k)
+        loss, sl = orig(self, *a, **k)
         calls.append(1)
-        return (loss * float("nan") if len(calls) == 5 else loss), sl, lg
+        return (loss * float("nan") if len(calls) == 5 else loss), sl
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
     check = common.check_finite
     monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))
