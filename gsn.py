@@ -21,7 +21,8 @@ is parzen.py; the figures and the experiments that train and score several model
   sample_chain, inpaint, right_half_mask         sampling and inpainting
   N_VALID, load_data, data_flag                  the digits: training, held-out validation, test
   BINARIZE, GSNConfig, config_from_args          a run's settings (the deep GSN's and the DAE's defaults)
-  read_checkpoint, train, load_model             training (resume, torchrun) and its checkpoint
+  read_checkpoint, saved_config, train,          training (resume, torchrun; common.Run) and its
+    load_model                                   checkpoint
   parse_args, main                               the command line: train one model (ckpt.pt, metrics.jsonl)
 
   python gsn.py                                   deep GSN (2 x 500 tanh), 3600 steps, ~8 CPU-minutes
@@ -37,7 +38,7 @@ import functools
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -299,10 +300,16 @@ def config_from_args(a):
 
 
 def read_checkpoint(path):
-    """(checkpoint dict, its GSNConfig) from a ckpt.pt written by train() (common.load_checkpoint, kind "gsn")."""
+    """(checkpoint dict, its GSNConfig) from a ckpt.pt written by train() (common.load_checkpoint, kind "gsn":
+    common's one schema; an older gsn.py checkpoint reads the same)."""
     state = common.load_checkpoint(path, kind="gsn")
+    return state, saved_config(state, path)
+
+
+def saved_config(state, path):
+    """The GSNConfig of a checkpoint dict read from path (a one-line UserError if it is not one)."""
     try:
-        return state, GSNConfig(**state["config"])
+        return GSNConfig(**state["config"])
     except TypeError:  # another file's config: settings GSNConfig does not have
         raise UserError(f"{path} is not a gsn.py checkpoint (its config is not a GSNConfig)") from None
 
@@ -311,26 +318,24 @@ def read_checkpoint(path):
 # Training
 
 def train(cfg, out, *, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False):
-    """Train a GSN/DAE (cfg: a GSNConfig) with walkback; writes out/ckpt.pt (atomic) and out/metrics.jsonl
-    (its figures: gsn_experiments.py figures). resume: continue out/ckpt.pt with its own settings, only the
-    budget (epochs, max_steps, minutes) taken from cfg. Returns (model, list of per-step total losses of this call). Under torchrun,
-    each process takes rows rank, rank + world, ... of every minibatch and DDP averages the gradients;
-    process 0 writes."""
-    run = functools.partial(_train, cfg=cfg, out=out, resume=resume, log_every=log_every, ckpt_every=ckpt_every,
+    """Train a GSN/DAE (cfg: a GSNConfig) with walkback; writes out/ckpt.pt (atomic, common.Run's schema) and
+    out/metrics.jsonl (its figures: gsn_experiments.py figures). resume: continue out/ckpt.pt with its own
+    settings, only the budget (epochs, max_steps, minutes) taken from cfg. Returns (model, list of per-step
+    total losses of this call). Under torchrun, each process takes rows rank, rank + world, ... of every
+    minibatch and DDP averages the gradients; process 0 writes."""
+    job = functools.partial(_train, cfg=cfg, out=out, resume=resume, log_every=log_every, ckpt_every=ckpt_every,
                             quiet=quiet)
-    return common.distributed(run, device=device or "auto")
+    return common.distributed(job, device=device or "auto")
 
 
 def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
     master = rank == 0
     quiet = quiet or not master
-    common.make_out_dir(out)
-    ckpt_path = os.path.join(out, "ckpt.pt")
-    state = None
-    if resume:
-        state, saved = read_checkpoint(ckpt_path)
-        # keep the architecture and data of the run; allow extending its budget from the command line
-        cfg = replace(saved, epochs=cfg.epochs, max_steps=cfg.max_steps, minutes=cfg.minutes)
+    # the folder, --resume's checkpoint, the metrics log (cut back to the checkpoint's rows: a crash + --resume
+    # never repeats a row), Ctrl-C; only process 0 logs and saves
+    run = common.Run(out, "gsn", resume, master, dev)
+    if resume:  # keep the architecture and data of the run; allow extending its budget from the command line
+        cfg = replace(saved_config(run.ckpt, run.path), epochs=cfg.epochs, max_steps=cfg.max_steps, minutes=cfg.minutes)
     torch.manual_seed(cfg.seed)
     Xtr = load_data(cfg.data, n_train=cfg.n_train)[0]
     # [C]: shuffle the training set ONCE with a fixed seed, then sequential minibatches every epoch
@@ -344,12 +349,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.momentum)
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        common.set_rng_state(state["rng"])
-        step = state["step"]
+    step = run.restore(model, opt)  # on --resume: the checkpoint's step, weights, optimizer state and RNGs
     B = cfg.batch_size
     if B % world:
         raise UserError(f"--batch-size {B} must be divisible by the number of processes ({world})")
@@ -366,22 +366,12 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
     deadline = time.time() + 60 * cfg.minutes if cfg.minutes else None
     if max_steps is None and deadline is None:
         raise UserError("give a budget: --epochs, --max-steps or --minutes")
-    # the log is cut back to the rows the checkpoint had seen: a crash + --resume never repeats a row
-    metrics = common.Metrics(out, resume=state is not None, rows=state.get("metrics_rows") if state else None,
-                             enabled=master, device=dev)
-
-    def save():
-        if master:
-            common.atomic_save({"config": asdict(cfg), "model": model.state_dict(),
-                                "optimizer": opt.state_dict(), "rng": common.rng_state(), "step": step,
-                                "metrics_rows": metrics.rows}, ckpt_path)
-
+    save = lambda: run.save(model, opt, cfg, step)  # common's one checkpoint schema
     losses, unchecked = [], []  # unchecked: the losses since the last check, still on the device
     # to `losses` at each check (common.check_pending); 1-based step numbers, like the "step N" log lines
     check_losses = lambda: losses.extend(common.check_pending(unchecked, step - len(unchecked) + 1, world, dev))
 
     t0, last_t, last_step = time.time(), time.time(), step
-    stop = common.StopFlag()  # Ctrl-C: finish the step, save, stop
     if not quiet:
         n_par = sum(p.numel() for p in model.parameters())
         print(f"{cfg.model} K={cfg.layers} hidden={cfg.hidden} walkbacks={cfg.walkbacks} "
@@ -392,7 +382,8 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
         while max_steps is None or step < max_steps:
             # Ctrl-C or the --minutes deadline in any process stops all (a process that stopped alone
             # would leave the others waiting in DDP's next all-reduce)
-            stopped = common.agree(stop.stop or (deadline is not None and time.time() >= deadline), world, dev)
+            stopped = run.should_stop(world, dev) or (deadline is not None and
+                                                      common.agree(time.time() >= deadline, world, dev))
             if stopped:
                 break
             epoch, i = divmod(step, per_epoch)
@@ -421,7 +412,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
                        "loss_last_step": step_losses[-1].item(), "lr": opt.param_groups[0]["lr"],
                        "img_per_s": round((step - last_step) * B / max(now - last_t, 1e-9), 1),
                        "elapsed_s": round(now - t0, 1)}
-                metrics.log(**rec)
+                run.log(**rec)
                 last_t, last_step = now, step
                 if not quiet:
                     left = (now - t0) / len(losses) * (max_steps - step) if max_steps else max(deadline - now, 0)
@@ -432,12 +423,12 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
         check_losses()  # stopped between two checks (Ctrl-C, --minutes)
         save()
     finally:
-        metrics.close()
+        run.close()
     if stopped and (deadline is None or time.time() < deadline) and master:
         print(f"stopped at step {step}; continue with --resume", flush=True)
     if not quiet:
-        print(f"wrote {ckpt_path}, {os.path.join(out, 'metrics.jsonl')}; figures: "
-              f"python gsn_experiments.py figures --ckpt {ckpt_path}")
+        print(f"wrote {run.path}, {os.path.join(out, 'metrics.jsonl')}; figures: "
+              f"python gsn_experiments.py figures --ckpt {run.path}")
     return model, losses
 
 

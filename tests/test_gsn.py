@@ -292,10 +292,37 @@ def test_train_resume_is_exact(tmp_path):
     for p, q in zip(full.parameters(), half.parameters()):
         assert torch.equal(p, q)
     ck = common.load_checkpoint(str(tmp_path / "b" / "ckpt.pt"))
-    assert ck["step"] == 6 and ck["config"] == dataclasses.asdict(_cfg(folder, max_steps=6))
+    assert ck["step"] == 6 and ck["config"] == dataclasses.asdict(_cfg(folder, max_steps=6)) and ck["kind"] == "gsn"
     rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
     assert len([r for r in rows if "env" not in r]) == 6 and ["env" in r for r in rows].count(True) == 2  # each start
     assert sorted(os.listdir(tmp_path / "c")) == ["ckpt.pt", "metrics.jsonl"]  # figures: gsn_experiments.py figures
+
+
+def test_an_old_schema_gsn_checkpoint_loads_and_resumes(tmp_path):
+    """A checkpoint as gsn.py wrote it before common.Run's one schema, built by hand: keys config, model, optimizer,
+    rng, step, metrics_rows, no kind, and a config without noiseless_h1 and input_sampling. load_model reads it
+    (with [C]'s options, the only behaviour then), and --resume continues it exactly as the same run's checkpoint of
+    today's schema, then writes today's."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    gsn.train(_cfg(folder, max_steps=3), str(new_dir), quiet=True, log_every=1)
+    new = common.load_checkpoint(str(new_dir / "ckpt.pt"))
+    assert set(new) == {"kind", "config", "model", "optimizer", "step", "rng", "metrics_rows"} and new["kind"] == "gsn"
+    old = {"config": {k: v for k, v in new["config"].items() if k not in ("noiseless_h1", "input_sampling")},
+           "model": new["model"], "optimizer": new["optimizer"], "rng": new["rng"], "step": 3,
+           "metrics_rows": new["metrics_rows"]}
+    old_dir.mkdir()
+    torch.save(old, old_dir / "ckpt.pt")
+    shutil.copy(new_dir / "metrics.jsonl", old_dir / "metrics.jsonl")
+    model, cfg, ckpt = gsn.load_model(str(old_dir / "ckpt.pt"), "cpu")
+    assert cfg == _cfg(folder, max_steps=3) and ckpt["step"] == 3 and ckpt["kind"] == "gsn"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in new["model"].items())
+    a, la = gsn.train(_cfg(folder, max_steps=6), str(new_dir), resume=True, quiet=True, log_every=1)
+    b, lb = gsn.train(_cfg(folder, max_steps=6), str(old_dir), resume=True, quiet=True, log_every=1)
+    assert la == lb and len(la) == 3
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert torch.load(old_dir / "ckpt.pt", weights_only=True)["kind"] == "gsn"  # rewritten in today's schema
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
