@@ -66,7 +66,7 @@ def test_parzen_evaluate_picks_sigma_on_validation():
     assert r["ll"] == pytest.approx(ll.mean().item()) and r["se"] == pytest.approx(ll.std().item() / math.sqrt(60))
 
 
-def test_nearest_sq_distance_hand_built():
+def test_parzen_nearest_distance_hand_built():
     """Each test point's squared distance to its nearest sample, from the Parzen pass, on points whose answer is
     exact (in any chunking); and as sigma -> 0 the Parzen log-likelihood is -nearest / (2 sigma^2) + a constant."""
     test = torch.tensor([[0., 0.], [3., 4.], [10., 9.]])
