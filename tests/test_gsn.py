@@ -680,6 +680,8 @@ def test_binarize_decides_what_training_reads(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv,code,msg", [
     (["report", "--ckpt", "/nonexistent/ckpt.pt"], 1, "error: checkpoint not found"),
+    (["figures", "--ckpt", "/nonexistent/ckpt.pt"], 1, "error: checkpoint not found"),
+    (["figures", "--ckpt", "x.pt", "--data", "/nonexistent/mnist"], 2, "not found"),
     (["curve", "--budget-scale", "0"], 2, "argument --budget-scale"),
     (["experiment", "--data", "/nonexistent/mnist"], 2, "not found"),
     (["errorbars", "--units", "0"], 2, "argument --units"),
