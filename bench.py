@@ -205,7 +205,7 @@ def bench_gsn(threads, args):
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def train_step(model=model, opt=opt, N=N):
-            loss, _, _ = model(x, N)
+            loss, _ = model(x, N)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -12,27 +12,25 @@ Training = denoising with *walkback*: start the chain at a corrupted training ex
 N steps, and ask every step to reconstruct the ORIGINAL clean example. The later steps visit the
 places the chain would wander to (spurious modes) and learn to pull back toward the data.
 Sampling = just run the chain. Inpainting = run the chain with the observed pixels clamped.
-Evaluation = Parzen-window log-likelihood of a chain's means (parzen_evaluate).
 
-This file is the paper's concept; the experiments that train and score several models (the Parzen
-report, the equal-compute comparison, the curve against budget) are gsn_experiments.py.
+This file is the paper's concept. How a chain is scored (Parzen window, reference centres, error bars)
+is parzen.py; the figures and the experiments that train and score several models are gsn_experiments.py.
 
   salt_and_pepper, GSN, build_model              the model: corruption, one chain step, the walkback loss
   train_flops                                    matmul FLOPs of one training step (equal compute, bench.py)
   sample_chain, inpaint, right_half_mask         sampling and inpainting
-  sq_distance_blocks, parzen_log_likelihood,    Parzen-window log-likelihood, sigma chosen on validation;
-  nearest_sq_distance, parzen_evaluate           the nearest-sample distance, which needs no sigma
-  N_VALID, load_data, data_flag, one_per_class   the digits: training, held-out validation, test
-  tile, save_image, save_rows, chain_figure, INPAINT_SHOWN, inpaint_figure     the figures (PNG)
-  GSNConfig, config_from_args                    a run's settings (the deep GSN's and the DAE's defaults)
-  train, read_checkpoint, load_model             training (resume, torchrun) and its checkpoint
-  parse_args, main                               the command line: train one model
+  N_VALID, load_data, data_flag                  the digits: training, held-out validation, test
+  BINARIZE, GSNConfig, config_from_args          a run's settings (the deep GSN's and the DAE's defaults)
+  read_checkpoint, saved_config, train,          training (resume, torchrun; common.Run) and its
+    load_model                                   checkpoint
+  parse_args, main                               the command line: train one model (ckpt.pt, metrics.jsonl)
 
   python gsn.py                                   deep GSN (2 x 500 tanh), 3600 steps, ~8 CPU-minutes
   python gsn.py --model dae --hidden 1000         walkback DAE (1 sigmoid layer, 5 walkback steps)
   python gsn.py --model dae --walkbacks 1         ordinary DAE (no walkback)
   python gsn.py --data /path/to/mnist             real MNIST IDX files instead of procedural digits
   python gsn.py --resume                          continue runs/gsn/ckpt.pt
+  python gsn_experiments.py figures --ckpt runs/gsn/ckpt.pt       its chains and inpainting (PNG)
   torchrun --nproc_per_node=2 gsn.py ...          data parallel: each process takes a share of every minibatch
 """
 import argparse
@@ -40,7 +38,7 @@ import functools
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -74,7 +72,9 @@ class GSN(nn.Module):
         h_i = act(a_i + sigma * eps) + sigma * eps'               hidden i (pre- and post-activation noise;
                                                                   none on h1 when noiseless_h1, [C] default)
         p   = sigmoid(h_1 W_0^T + b_0)                            visible: P(X | H), one reconstruction
-        h_0 = salt_and_pepper(Bernoulli(p), input_noise)          the corrupted sample fed back in
+        h_0 = salt_and_pepper(Bernoulli(p), input_noise)          the corrupted sample fed back in (p itself,
+                                                                  not a sample, when not input_sampling)
+    noiseless_h1 and input_sampling are [C]'s options of the same names (both on in every [C] run).
     """
 
     def __init__(self, n_visible=784, hidden=(500, 500), *, act="tanh", input_noise=0.4, hidden_noise=2.0,
@@ -97,7 +97,9 @@ class GSN(nn.Module):
         return [x_in] + [x_in.new_zeros(x_in.shape[0], s) for s in self.sizes[1:]]
 
     def step(self, hs, noisy=True):
-        """One chain step in place on the state hs; returns the visible logits (p = sigmoid(logits))."""
+        """One chain step in place on the state hs; returns the visible logits (p = sigmoid(logits)).
+        noisy=False: no hidden Gaussian noise, as [C]'s update_layers(noisy=False) (its reconstruction figure);
+        training, sampling and inpainting keep it on."""
         K = self.K
         logits = None
         for i in list(range(1, K + 1, 2)) + list(range(0, K + 1, 2)):      # odd layers, then even
@@ -121,22 +123,22 @@ class GSN(nn.Module):
         """Walkback training graph ([C] build_graph): x~_0 = S&P(x), hiddens 0, `walkbacks` chain steps,
         loss = sum_t mean_{batch,pixels} BCE(p_t, x)   (the target is always the ORIGINAL clean x).
         Gradients flow through the hidden states carried across steps (not through the Bernoulli samples).
-        Returns (loss, per-step losses (detached), per-step logits)."""
+        Returns (loss, per-step losses (detached): the log's loss_last_step)."""
         target = x if target is None else target
         hs = self.init_state(salt_and_pepper(x, self.input_noise))
-        losses, all_logits = [], []
+        losses = []
         for _ in range(walkbacks):
             logits = self.step(hs, noisy=True)
             # with logits = a0, BCE(sigmoid(a0), x) computed stably (same objective as [C]'s BCE on p)
             losses.append(F.binary_cross_entropy_with_logits(logits, target))
-            all_logits.append(logits)
         loss = torch.stack(losses).sum()                                    # walkback: sum over steps
-        return loss, [l.detach() for l in losses], all_logits
+        return loss, [l.detach() for l in losses]
 
 
 def build_model(cfg):
     """GSN/DAE from a GSNConfig."""
-    return GSN(784, [cfg.hidden] * cfg.layers, act=cfg.act, input_noise=cfg.input_noise, hidden_noise=cfg.hidden_noise)
+    return GSN(784, [cfg.hidden] * cfg.layers, act=cfg.act, input_noise=cfg.input_noise, hidden_noise=cfg.hidden_noise,
+               noiseless_h1=cfg.noiseless_h1, input_sampling=cfg.input_sampling)
 
 
 def train_flops(sizes, walkbacks, batch):
@@ -154,11 +156,11 @@ def train_flops(sizes, walkbacks, batch):
 
 # -----------------------------------------------------------------------------
 # Sampling and inpainting ([C] sample_some_numbers, inpainting). Both draw from torch's global RNG:
-# a caller that wants a reproducible picture seeds it first (chain_figure, inpaint_figure,
-# gsn_experiments.report).
+# a caller that wants a reproducible picture seeds it first (gsn_experiments: chain_figure,
+# inpaint_figure, report).
 
 @torch.no_grad()
-def sample_chain(model, n_chains, n_steps, start=None, noisy=True):
+def sample_chain(model, n_chains, n_steps, start=None):
     """Run n_chains chains for n_steps steps -> (n_steps, n_chains, 784) chain MEANS p(X | H_t).
     As [C]: each chain starts from a data example (`start`, (n_chains, 784)) corrupted by salt-and-pepper
     noise, hiddens at 0, and ALL training noise stays on while sampling. Without `start`: sparse
@@ -171,7 +173,7 @@ def sample_chain(model, n_chains, n_steps, start=None, noisy=True):
     hs = model.init_state(salt_and_pepper(start, model.input_noise))
     out = torch.empty(n_steps, n_chains, 784)
     for t in range(n_steps):
-        out[t] = torch.sigmoid(model.step(hs, noisy=noisy)).cpu()
+        out[t] = torch.sigmoid(model.step(hs, noisy=True)).cpu()
     return out
 
 
@@ -201,65 +203,7 @@ def right_half_mask(n=1):
 
 
 # -----------------------------------------------------------------------------
-# Parzen-window log-likelihood (Breuleux, Bengio, Vincent 2011; [C] likelihood_estimation_parzen.py)
-
-def sq_distance_blocks(test, samples, chunk=1000):
-    """Yield (i, D): D[a, b] = ||test[i + a] - samples[b]||^2 (float64) for chunks of `chunk` test rows,
-    from matmuls (||x||^2 + ||s||^2 - 2 x.s), never a (n_test, N, d) tensor."""
-    test = torch.as_tensor(test, dtype=torch.float32)
-    samples = torch.as_tensor(samples, dtype=torch.float32)
-    s2 = (samples * samples).sum(1)
-    for i in range(0, len(test), chunk):
-        x = test[i:i + chunk]
-        yield i, ((x * x).sum(1, keepdim=True) + s2[None] - 2 * x @ samples.T).clamp_min_(0).double()
-
-
-def parzen_log_likelihood(test, samples, sigma, chunk=1000, nearest=False):
-    """Per-test-point log p(x) under an isotropic Gaussian mixture on the samples:
-        log p(x) = logsumexp_i(-||x - s_i||^2 / (2 sigma^2)) - log N - (d/2) log(2 pi sigma^2)
-    `sigma` may be a float or a list (then returns (len(sigma), n_test)). The squared distances
-    (sq_distance_blocks) are reused for every sigma. nearest=True: also returns each test point's squared
-    distance to its nearest sample, from the same distances (one pass)."""
-    sigmas = [float(sigma)] if np.isscalar(sigma) else [float(s) for s in sigma]
-    N, d = torch.as_tensor(samples).shape
-    out = torch.empty(len(sigmas), len(test), dtype=torch.float64)
-    near = torch.empty(len(test), dtype=torch.float64)
-    for i, D in sq_distance_blocks(test, samples, chunk):
-        near[i:i + len(D)] = D.min(1).values
-        for j, s in enumerate(sigmas):
-            out[j, i:i + len(D)] = (torch.logsumexp(-D / (2 * s * s), 1) - math.log(N)
-                                    - d / 2 * math.log(2 * math.pi * s * s))
-    out = out[0] if np.isscalar(sigma) else out
-    return (out, near) if nearest else out
-
-
-def nearest_sq_distance(test, samples, chunk=1000):
-    """Each test point's squared distance to its nearest sample, (n_test,) float64. Needs no sigma: as
-    sigma -> 0 the Parzen log-likelihood is -nearest / (2 sigma^2) + a constant, and at a tuned sigma the
-    nearest few samples still dominate the sum, so one nat is about 2 sigma^2 of squared distance."""
-    return torch.cat([D.min(1).values for _, D in sq_distance_blocks(test, samples, chunk)])
-
-
-def parzen_evaluate(samples, valid, test, sigmas, fixed_sigma=0.2, chunk=1000, per_image=False):
-    """The GAN paper's protocol ([G] parzen_ll.py): pick sigma from the grid by the mean log-likelihood of a
-    held-out validation set, then report the test mean +- standard error (std / sqrt(n)); also at [C]'s
-    fixed sigma = 0.2, and the mean squared distance from a test image to its nearest sample (+- s.e.).
-    Returns a dict of plain floats; per_image=True adds "ll_images", the tuned-sigma log-likelihood of
-    every test image (a float64 numpy array, for error bars that pool several chains and seeds)."""
-    val = parzen_log_likelihood(valid, samples, list(sigmas), chunk).mean(1)
-    best = float(sigmas[int(val.argmax())])
-    ll, near = parzen_log_likelihood(test, samples, [best, fixed_sigma], chunk, nearest=True)
-    se = lambda v: float(v.std() / math.sqrt(len(v)))
-    r = {"sigma": best, "ll": float(ll[0].mean()), "se": se(ll[0]), "valid_ll": float(val.max()),
-         "sigma_fixed": fixed_sigma, "ll_fixed": float(ll[1].mean()), "se_fixed": se(ll[1]),
-         "nearest": float(near.mean()), "nearest_se": se(near)}
-    if per_image:
-        r["ll_images"] = ll[0].numpy()
-    return r
-
-
-# -----------------------------------------------------------------------------
-# Data and figures
+# Data
 
 N_VALID = 1000  # the last 1000 training images are held out (Parzen's sigma is chosen on them)
 
@@ -289,55 +233,6 @@ def data_flag(s):
     return s
 
 
-def one_per_class(X, y, seed=2):
-    """[C]: the first test digit of each class 0-9 after shuffling with numpy seed 2."""
-    perm = np.random.RandomState(seed).permutation(len(y))
-    return X[[perm[np.nonzero(y[perm] == c)[0][0]] for c in range(10) if (y == c).any()]]
-
-
-def tile(frames, rows, cols, pad=1):
-    """(rows*cols, 784) -> one (rows*29-1, cols*29-1) image, with thin grey gaps."""
-    frames = np.asarray(frames, dtype=np.float32).reshape(rows, cols, 28, 28)
-    out = np.full((rows * (28 + pad) - pad, cols * (28 + pad) - pad), 0.5, np.float32)
-    for r in range(rows):
-        for c in range(cols):
-            out[r * (28 + pad):r * (28 + pad) + 28, c * (28 + pad):c * (28 + pad) + 28] = frames[r, c]
-    return out
-
-
-def save_image(path, img):
-    """Grey-level 8-bit PNG (4x smaller than matplotlib's RGBA imsave; Pillow comes with matplotlib),
-    written whole or not at all (common.atomic_write)."""
-    from PIL import Image
-    png = Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
-    common.atomic_write(path, lambda f: png.save(f, format="PNG", optimize=True), binary=True)
-
-
-def save_rows(path, frames):
-    """(T, C, 784) frames -> one image, a row per chain C, time running left to right."""
-    T, C = frames.shape[:2]
-    save_image(path, tile(np.asarray(frames).transpose(1, 0, 2).reshape(-1, 784), C, T))
-
-
-def chain_figure(model, starts, path, n_steps=60, seed=0):
-    """Each row: one chain, its clean start digit, then n_steps - 1 consecutive means (sample_chain)."""
-    torch.manual_seed(seed)
-    chains = sample_chain(model, len(starts), n_steps - 1, start=starts).numpy()       # (T, C, 784)
-    save_rows(path, np.concatenate([np.asarray(starts)[None], chains], 0))
-
-
-INPAINT_SHOWN = [0, 1, 2, 3, 5, 10, 20, 30, 40, 49]  # the start, then the means after these steps
-
-
-def inpaint_figure(model, digits, path, seed=0):
-    """Each row: the true digit, then the chain with the right half clamped ([C]: free half starts as
-    U(0,1) noise, 49 steps) at INPAINT_SHOWN."""
-    torch.manual_seed(seed)
-    x = torch.as_tensor(digits)
-    steps = inpaint(model, x, right_half_mask(len(x)), n_steps=INPAINT_SHOWN[-1]).numpy()
-    save_rows(path, np.concatenate([x.numpy()[None], steps[INPAINT_SHOWN]], 0))
-
-
 # -----------------------------------------------------------------------------
 # A run's settings
 
@@ -356,6 +251,8 @@ class GSNConfig:
     walkbacks: int = 4                 # chain steps N unrolled in training (1 = no walkback)
     input_noise: float = 0.4           # salt-and-pepper probability
     hidden_noise: float = 2.0          # Gaussian sigma before and after each hidden activation
+    noiseless_h1: bool = True          # [C]'s noiseless_h1: no hidden noise on h1, the layer next to the pixels
+    input_sampling: bool = True        # [C]'s input_sampling: feed back a Bernoulli sample of p (False: p itself)
     binarize: str = "none"             # which are x > 0.5: "none", "targets", or inputs and targets ("both", [C]'s DAE)
     optimizer: str = "adam"            # "adam" or [C]'s "sgd"
     batch_size: int = 100
@@ -375,6 +272,9 @@ class GSNConfig:
         self.binarize = {True: "targets", False: "none"}.get(self.binarize, self.binarize)
         if self.binarize not in BINARIZE:
             raise UserError(f"binarize must be one of {', '.join(BINARIZE)}, got {self.binarize!r}")
+        for name in ("noiseless_h1", "input_sampling"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.model == "dae" and self.layers != 1:
             raise UserError("--model dae has exactly one hidden layer (use --model gsn --layers K)")
 
@@ -400,10 +300,16 @@ def config_from_args(a):
 
 
 def read_checkpoint(path):
-    """(checkpoint dict, its GSNConfig) from a ckpt.pt written by train() (common.load_checkpoint, kind "gsn")."""
+    """(checkpoint dict, its GSNConfig) from a ckpt.pt written by train() (common.load_checkpoint, kind "gsn":
+    common's one schema; an older gsn.py checkpoint reads the same)."""
     state = common.load_checkpoint(path, kind="gsn")
+    return state, saved_config(state, path)
+
+
+def saved_config(state, path):
+    """The GSNConfig of a checkpoint dict read from path (a one-line UserError if it is not one)."""
     try:
-        return state, GSNConfig(**state["config"])
+        return GSNConfig(**state["config"])
     except TypeError:  # another file's config: settings GSNConfig does not have
         raise UserError(f"{path} is not a gsn.py checkpoint (its config is not a GSNConfig)") from None
 
@@ -411,29 +317,27 @@ def read_checkpoint(path):
 # -----------------------------------------------------------------------------
 # Training
 
-def train(cfg, out, *, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False, figures=True):
-    """Train a GSN/DAE (cfg: a GSNConfig) with walkback; writes out/ckpt.pt (atomic), out/metrics.jsonl,
-    figures. resume: continue out/ckpt.pt with its own settings, only the budget (epochs, max_steps,
-    minutes) taken from cfg. Returns (model, list of per-step total losses of this call). Under torchrun,
-    each process takes rows rank, rank + world, ... of every minibatch and DDP averages the gradients;
-    process 0 writes."""
-    run = functools.partial(_train, cfg=cfg, out=out, resume=resume, log_every=log_every, ckpt_every=ckpt_every,
-                            quiet=quiet, figures=figures)
-    return common.distributed(run, device=device or "auto")
+def train(cfg, out, *, resume=False, device=None, log_every=100, ckpt_every=500, quiet=False):
+    """Train a GSN/DAE (cfg: a GSNConfig) with walkback; writes out/ckpt.pt (atomic, common.Run's schema) and
+    out/metrics.jsonl (its figures: gsn_experiments.py figures). resume: continue out/ckpt.pt with its own
+    settings, only the budget (epochs, max_steps, minutes) taken from cfg. Returns (model, list of per-step
+    total losses of this call). Under torchrun, each process takes rows rank, rank + world, ... of every
+    minibatch and DDP averages the gradients; process 0 writes."""
+    job = functools.partial(_train, cfg=cfg, out=out, resume=resume, log_every=log_every, ckpt_every=ckpt_every,
+                            quiet=quiet)
+    return common.distributed(job, device=device or "auto")
 
 
-def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, figures):
+def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
     master = rank == 0
-    quiet, figures = quiet or not master, figures and master
-    common.make_out_dir(out)
-    ckpt_path = os.path.join(out, "ckpt.pt")
-    state = None
-    if resume:
-        state, saved = read_checkpoint(ckpt_path)
-        # keep the architecture and data of the run; allow extending its budget from the command line
-        cfg = replace(saved, epochs=cfg.epochs, max_steps=cfg.max_steps, minutes=cfg.minutes)
+    quiet = quiet or not master
+    # the folder, --resume's checkpoint, the metrics log (cut back to the checkpoint's rows: a crash + --resume
+    # never repeats a row), Ctrl-C; only process 0 logs and saves
+    run = common.Run(out, "gsn", resume, master, dev)
+    if resume:  # keep the architecture and data of the run; allow extending its budget from the command line
+        cfg = replace(saved_config(run.ckpt, run.path), epochs=cfg.epochs, max_steps=cfg.max_steps, minutes=cfg.minutes)
     torch.manual_seed(cfg.seed)
-    Xtr, Xva, Xte, yte = load_data(cfg.data, n_train=cfg.n_train)
+    Xtr = load_data(cfg.data, n_train=cfg.n_train)[0]
     # [C]: shuffle the training set ONCE with a fixed seed, then sequential minibatches every epoch
     Xtr = Xtr[np.random.RandomState(cfg.seed).permutation(len(Xtr))]
     X = torch.from_numpy(Xtr).to(dev)
@@ -445,12 +349,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.momentum)
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        common.set_rng_state(state["rng"])
-        step = state["step"]
+    step = run.restore(model, opt)  # on --resume: the checkpoint's step, weights, optimizer state and RNGs
     B = cfg.batch_size
     if B % world:
         raise UserError(f"--batch-size {B} must be divisible by the number of processes ({world})")
@@ -467,22 +366,12 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
     deadline = time.time() + 60 * cfg.minutes if cfg.minutes else None
     if max_steps is None and deadline is None:
         raise UserError("give a budget: --epochs, --max-steps or --minutes")
-    # the log is cut back to the rows the checkpoint had seen: a crash + --resume never repeats a row
-    metrics = common.Metrics(out, resume=state is not None, rows=state.get("metrics_rows") if state else None,
-                             enabled=master, device=dev)
-
-    def save():
-        if master:
-            common.atomic_save({"config": asdict(cfg), "model": model.state_dict(),
-                                "optimizer": opt.state_dict(), "rng": common.rng_state(), "step": step,
-                                "metrics_rows": metrics.rows}, ckpt_path)
-
+    save = lambda: run.save(model, opt, cfg, step)  # common's one checkpoint schema
     losses, unchecked = [], []  # unchecked: the losses since the last check, still on the device
     # to `losses` at each check (common.check_pending); 1-based step numbers, like the "step N" log lines
     check_losses = lambda: losses.extend(common.check_pending(unchecked, step - len(unchecked) + 1, world, dev))
 
     t0, last_t, last_step = time.time(), time.time(), step
-    stop = common.StopFlag()  # Ctrl-C: finish the step, save, stop
     if not quiet:
         n_par = sum(p.numel() for p in model.parameters())
         print(f"{cfg.model} K={cfg.layers} hidden={cfg.hidden} walkbacks={cfg.walkbacks} "
@@ -493,14 +382,15 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
         while max_steps is None or step < max_steps:
             # Ctrl-C or the --minutes deadline in any process stops all (a process that stopped alone
             # would leave the others waiting in DDP's next all-reduce)
-            stopped = common.agree(stop.stop or (deadline is not None and time.time() >= deadline), world, dev)
+            stopped = run.should_stop(world, dev) or (deadline is not None and
+                                                      common.agree(time.time() >= deadline, world, dev))
             if stopped:
                 break
             epoch, i = divmod(step, per_epoch)
             for g in opt.param_groups:  # [C]: lr x 0.995 per epoch (stateless, so --resume continues exactly)
                 g["lr"] = cfg.lr * cfg.lr_decay ** epoch
             x, tgt = X[i * B:(i + 1) * B][rank::world], target_all[i * B:(i + 1) * B][rank::world]
-            loss, step_losses, _ = train_model(x, cfg.walkbacks, target=tgt)
+            loss, step_losses = train_model(x, cfg.walkbacks, target=tgt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # A step whose gradients are not finite (a nan/inf loss; under torchrun, in any process) is not
@@ -522,7 +412,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
                        "loss_last_step": step_losses[-1].item(), "lr": opt.param_groups[0]["lr"],
                        "img_per_s": round((step - last_step) * B / max(now - last_t, 1e-9), 1),
                        "elapsed_s": round(now - t0, 1)}
-                metrics.log(**rec)
+                run.log(**rec)
                 last_t, last_step = now, step
                 if not quiet:
                     left = (now - t0) / len(losses) * (max_steps - step) if max_steps else max(deadline - now, 0)
@@ -533,15 +423,12 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet, 
         check_losses()  # stopped between two checks (Ctrl-C, --minutes)
         save()
     finally:
-        metrics.close()
+        run.close()
     if stopped and (deadline is None or time.time() < deadline) and master:
         print(f"stopped at step {step}; continue with --resume", flush=True)
-    if figures:
-        paths = os.path.join(out, "samples.png"), os.path.join(out, "inpainting.png")
-        chain_figure(model, Xva[:10], paths[0], n_steps=30)
-        inpaint_figure(model, one_per_class(Xte, yte), paths[1])
-        if not quiet:
-            print(f"wrote {ckpt_path}, {os.path.join(out, 'metrics.jsonl')}, {paths[0]}, {paths[1]}")
+    if not quiet:
+        print(f"wrote {run.path}, {os.path.join(out, 'metrics.jsonl')}; figures: "
+              f"python gsn_experiments.py figures --ckpt {run.path}")
     return model, losses
 
 
@@ -570,6 +457,10 @@ def parse_args(argv=None):
                    help="salt-and-pepper probability")
     p.add_argument("--hidden-noise", type=common.flag(float, min=0.0), default=None,
                    help="Gaussian sigma pre/post activation (default gsn 2, dae 0)")
+    p.add_argument("--noiseless-h1", action=argparse.BooleanOptionalAction, default=d.noiseless_h1,
+                   help="no hidden noise on h1 (default, as [C]; with one layer the hidden noise then reaches no unit)")
+    p.add_argument("--input-sampling", action=argparse.BooleanOptionalAction, default=d.input_sampling,
+                   help="feed back a Bernoulli sample of p (default, as [C]); --no-input-sampling: p itself")
     p.add_argument("--binarize", choices=BINARIZE, default=None,
                    help="which of inputs and targets are x > 0.5 (default: dae both, gsn none, as [C])")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help="adam (short budgets) or the original sgd")

@@ -1,24 +1,29 @@
 """
-gsn_experiments.py -- the GSN experiments of RESULTS.md, one command each, on top of gsn.py (the paper's
-concept: the model, its training, sampling and Parzen estimate). Each command trains and/or scores
-several models and writes a table and figures.
+gsn_experiments.py -- the GSN figures and the experiments of RESULTS.md, one command each, on top of gsn.py
+(the paper's concept: the model, its training, sampling and inpainting) and parzen.py (how a chain is
+scored). Each experiment trains and/or scores several models and writes a table and figures.
 
+  python gsn_experiments.py figures --ckpt runs/gsn/ckpt.pt      its chains and inpainting, beside the checkpoint
   python gsn_experiments.py report --ckpt runs/gsn/ckpt.pt [--dae-ckpt runs/dae/ckpt.pt]
         Parzen log-likelihood table, chain and inpainting figures of one or more checkpoints
   python gsn_experiments.py experiment      deep GSN vs walkback DAE vs DAE, equal compute (~30 CPU-minutes)
   python gsn_experiments.py curve           Parzen against training budget; a stopped curve continues
   python gsn_experiments.py errorbars       the curve's GSN and DAE: seeds x chains per budget, error bars by source
 
-  GSN_SIGMAS, report, add_report_args, report_from_args    the scoring protocol, its table and flags
-  kmeans, reference_sets                                   the reference rows: real images, k-means, pixels
+  one_per_class, tile, save_image, save_rows,              the figures (grey PNG): a row per chain, or
+    chain_figure, INPAINT_SHOWN, inpaint_figure, figures   one per inpainted digit
+  report, add_report_args, report_from_args    Parzen table: each model's chain, then (unless --no-references)
+                                               the reference rows, as many centres as a chain has means: the
+                                               first training images, k-means centroids of the training
+                                               images, independent-pixel samples (parzen.reference_sets)
   EXPERIMENT, step_flops, equal_compute_steps, run_experiment   equal compute: deep GSN vs walkback DAE vs DAE
   CURVE, CURVE_SEED2_UNITS, train_to, run_curve, curve_report   Parzen against training budget
-  ERRORBAR_MODELS, error_components, seeds_mean_se,        seeds x chains per budget, the error bar by source
-    gap_components, score_chains, run_errorbars, saved_points, check_settings, score_references, errorbars_report
+  ERRORBAR_MODELS, score_chains, run_errorbars, saved_points,   seeds x chains per budget, the error bar by
+    check_settings, score_references, errorbars_report          source (parzen.error_components)
   DEMO_MODELS, DEMO_CLAIM, DEMO, demo, demo_figure          demo.py's GSN stage: one claim with an interval
   add_run_args, main                                       the command line
 
-The GSN tower's top: imports gsn (and common) only, never the GPT side (tests/test_layers.py).
+The GSN tower's top: imports gsn, parzen (and common) only, never the GPT side (tests/test_layers.py).
 """
 import argparse
 import glob
@@ -33,7 +38,75 @@ import torch
 
 import common
 import gsn
+import parzen
 from common import UserError
+
+# -----------------------------------------------------------------------------
+# Figures: chains and inpainting of one model (`gsn_experiments.py figures`, `report` and the demo)
+
+def one_per_class(X, y, seed=2):
+    """[C]: the first test digit of each class 0-9 after shuffling with numpy seed 2."""
+    perm = np.random.RandomState(seed).permutation(len(y))
+    return X[[perm[np.nonzero(y[perm] == c)[0][0]] for c in range(10) if (y == c).any()]]
+
+
+def tile(frames, rows, cols, pad=1):
+    """(rows*cols, 784) -> one (rows*29-1, cols*29-1) image, with thin grey gaps."""
+    frames = np.asarray(frames, dtype=np.float32).reshape(rows, cols, 28, 28)
+    out = np.full((rows * (28 + pad) - pad, cols * (28 + pad) - pad), 0.5, np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            out[r * (28 + pad):r * (28 + pad) + 28, c * (28 + pad):c * (28 + pad) + 28] = frames[r, c]
+    return out
+
+
+def save_image(path, img):
+    """Grey-level 8-bit PNG (4x smaller than matplotlib's RGBA imsave; Pillow comes with matplotlib),
+    written whole or not at all (common.atomic_write)."""
+    from PIL import Image
+    png = Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
+    common.atomic_write(path, lambda f: png.save(f, format="PNG", optimize=True), binary=True)
+
+
+def save_rows(path, frames):
+    """(T, C, 784) frames -> one image, a row per chain C, time running left to right."""
+    T, C = frames.shape[:2]
+    save_image(path, tile(np.asarray(frames).transpose(1, 0, 2).reshape(-1, 784), C, T))
+
+
+def chain_figure(model, starts, path, n_steps=60, seed=0):
+    """Each row: one chain, its clean start digit, then n_steps - 1 consecutive means (sample_chain)."""
+    torch.manual_seed(seed)
+    chains = gsn.sample_chain(model, len(starts), n_steps - 1, start=starts).numpy()       # (T, C, 784)
+    save_rows(path, np.concatenate([np.asarray(starts)[None], chains], 0))
+
+
+INPAINT_SHOWN = [0, 1, 2, 3, 5, 10, 20, 30, 40, 49]  # the start, then the means after these steps
+
+
+def inpaint_figure(model, digits, path, seed=0):
+    """Each row: the true digit, then the chain with the right half clamped ([C]: free half starts as
+    U(0,1) noise, 49 steps) at INPAINT_SHOWN."""
+    torch.manual_seed(seed)
+    x = torch.as_tensor(digits)
+    steps = gsn.inpaint(model, x, gsn.right_half_mask(len(x)), n_steps=INPAINT_SHOWN[-1]).numpy()
+    save_rows(path, np.concatenate([x.numpy()[None], steps[INPAINT_SHOWN]], 0))
+
+
+def figures(ckpt, out=None, data_spec=None, device=None):
+    """out/samples.png (10 chains from validation digits, 29 means each: chain_figure) and out/inpainting.png
+    (inpaint_figure) of a gsn.py checkpoint, on the digits it was trained with (data_spec None: its --data and
+    --n-train). out None: the checkpoint's folder. Returns the two paths."""
+    model, cfg, _ = gsn.load_model(ckpt, device)
+    _, valid, test, test_y = gsn.load_data(data_spec or cfg.data, n_train=cfg.n_train)
+    out = out or os.path.dirname(os.path.abspath(ckpt))
+    common.make_out_dir(out)
+    paths = os.path.join(out, "samples.png"), os.path.join(out, "inpainting.png")
+    chain_figure(model, valid[:10], paths[0], n_steps=30)
+    inpaint_figure(model, one_per_class(test, test_y), paths[1])
+    print(f"wrote {paths[0]}, {paths[1]}")
+    return paths
+
 
 # -----------------------------------------------------------------------------
 # The report: Parzen table and figures of one or more checkpoints (`gsn_experiments.py report`, and
@@ -43,43 +116,11 @@ from common import UserError
 # consecutive steps started from the first held-out validation digit corrupted by salt-and-pepper noise (as [C], which
 # starts from test_X[0]; a validation digit keeps every test image out of the Parzen centres), all
 # training noise on, no burn-in, recording the means p(X|H). Parzen sigma is chosen on the 1000
-# held-out validation images (never trained on) from GSN_SIGMAS, as the GAN paper does; the test
+# held-out validation images (never trained on) from parzen.GSN_SIGMAS, as the GAN paper's code does; the test
 # log-likelihood +- standard error is reported at that sigma and at [C]'s fixed sigma = 0.2.
-# Reference rows (real training images, k-means centroids, independent pixels) are scored the same way.
+# The reference rows (parzen.reference_sets: the first training images, k-means centroids, independent pixels;
+# as many as the chain's means) are scored the same way.
 # Next to every Parzen number: the mean squared distance from a test image to its nearest centre (no sigma).
-
-GSN_SIGMAS = [float(s) for s in np.logspace(-1.3, -0.3, 21)]  # 0.05 .. 0.5, fine grid
-KMEANS_ITERS = 5  # Lloyd iterations of the k-means reference: enough to turn random images into averages
-
-
-@torch.no_grad()
-def kmeans(X, k, iters=KMEANS_ITERS, seed=1, chunk=2000):
-    """Lloyd's k-means: k centroids started at k distinct random rows of X (numpy seed), then `iters`
-    rounds of (assign each row to its nearest centroid, move each centroid to its rows' mean). A centroid
-    left with no rows stays where it was. Returns (k, d) float32. The Parzen reference of Theis, van den
-    Oord and Bethge (2016): averages of a few images, blurry prototypes that no sampler would draw."""
-    X = torch.as_tensor(X, dtype=torch.float32)
-    C = X[torch.from_numpy(np.random.RandomState(seed).choice(len(X), k, replace=False))].clone()
-    for _ in range(iters):
-        assign = torch.cat([D.argmin(1) for _, D in gsn.sq_distance_blocks(X, C, chunk)])
-        sums = torch.zeros_like(C).index_add_(0, assign, X)
-        counts = torch.bincount(assign, minlength=k).float()
-        moved = counts > 0
-        C[moved] = sums[moved] / counts[moved, None]
-    return C
-
-
-def reference_sets(train_X, n, seed):
-    """The reference rows' Parzen centres, as many as a model's chain means: yields (name, (n, 784) array,
-    note), each made when it is asked for (the k-means takes minutes; the real images are scored first)."""
-    yield "real training images", train_X[:n], f"{n} training images as centres (upper reference)"
-    t0 = time.time()
-    centroids = kmeans(train_X, n, seed=seed).numpy()
-    yield "k-means centroids", centroids, (f"{n} k-means centroids of the {len(train_X)} training images "
-                                           f"({KMEANS_ITERS} iterations, {time.time() - t0:.0f} s)")
-    pixels = np.random.RandomState(seed).rand(n, 784) < train_X.mean(0)
-    yield "independent pixels", pixels.astype(np.float32), "Bernoulli(training pixel means) samples"
-
 
 def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, train_seconds=None,
            references=True):
@@ -100,7 +141,7 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
 
     def score(name, samples, note, **extra):
         t0 = time.time()
-        r = gsn.parzen_evaluate(torch.as_tensor(samples), valid, test, GSN_SIGMAS)
+        r = parzen.parzen_evaluate(torch.as_tensor(samples), valid, test, parzen.GSN_SIGMAS)
         r.update(name=name, note=note, n_samples=len(samples), parzen_s=round(time.time() - t0, 1), **extra)
         rows.append(r)
         print(f"  {name}: log-lik {r['ll']:.1f} +- {r['se']:.1f} (sigma {r['sigma']:.3f}); "
@@ -113,17 +154,17 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
         torch.manual_seed(seed)
         s = gsn.sample_chain(model, 1, n_samples, start=torch.as_tensor(valid[:1]))[:, 0]    # (n_samples, 784)
         t_chain = time.time() - t0
-        gsn.chain_figure(model, valid[:8], os.path.join(out, f"{name}-chains.png"), seed=seed)
-        gsn.inpaint_figure(model, gsn.one_per_class(test, test_y), os.path.join(out, f"{name}-inpainting.png"), seed=seed)
+        chain_figure(model, valid[:8], os.path.join(out, f"{name}-chains.png"), seed=seed)
+        inpaint_figure(model, one_per_class(test, test_y), os.path.join(out, f"{name}-inpainting.png"), seed=seed)
         if len(s) >= 400:  # [C]'s figure: the first 400 consecutive means, 20 x 20
-            gsn.save_image(os.path.join(out, f"{name}-chain400.png"), gsn.tile(s[:400].numpy(), 20, 20))
+            save_image(os.path.join(out, f"{name}-chain400.png"), tile(s[:400].numpy(), 20, 20))
         desc = f"{cfg.model} K={cfg.layers} h={cfg.hidden} walkbacks={cfg.walkbacks} {cfg.optimizer} steps={step}"
         train_s = (train_seconds or {}).get(name)  # None (JSON null) when the report did not train it
         score(name, s, desc, chain_s=round(t_chain, 1), step=step,
               epochs=round(step * cfg.batch_size / len(train_X), 2),
               train_s=None if train_s is None else round(train_s, 1))
     if references:
-        for name, centres, note in reference_sets(train_X, n_samples, seed):
+        for name, centres, note in parzen.reference_sets(train_X, n_samples, seed):
             score(name, centres, note)
     lines = ["| model | Parzen log-lik (tuned sigma) | sigma | log-lik at sigma=0.2 | nearest sq. distance | training | setting |",
              "|---|---|---|---|---|---|---|"]
@@ -148,7 +189,7 @@ def report(runs, out, *, data_spec=None, seed=1, device=None, n_samples=10000, t
 def add_report_args(p):
     """The flags of `gsn_experiments.py report` (report_from_args runs it)."""
     p.add_argument("--ckpt", nargs="+", required=True, help="one or more gsn.py checkpoints (name=path allowed)")
-    p.add_argument("--dae-ckpt", default=None, help="a DAE trained without walkback, scored as a reference row")
+    p.add_argument("--dae-ckpt", default=None, help="one more checkpoint, scored and drawn as the others, named dae-no-walkback")
     p.add_argument("--data", type=gsn.data_flag, default=None, help="override the data the first checkpoint was trained on")
     p.add_argument("--out", default=None, help="figures/results folder (default: the first ckpt's folder)")
     p.add_argument("--n-samples", type=common.positive, default=10000, help="consecutive chain means used as Parzen centres")
@@ -236,7 +277,7 @@ def train_to(settings, seed, steps, run_out, u, a):
         raise UserError(f"{last} is past {steps} steps: a point before it was deleted; delete the run folder")
     cfg = gsn.GSNConfig.for_model(**settings, data=a.data, seed=seed, max_steps=steps, n_train=a.n_train)
     t0 = time.process_time()
-    gsn.train(cfg, run_out, resume=os.path.exists(last), device=a.device, quiet=True, figures=False)
+    gsn.train(cfg, run_out, resume=os.path.exists(last), device=a.device, quiet=True)
     took = time.process_time() - t0
     ckpt = os.path.join(run_out, f"ckpt_{u}.pt")
     os.replace(last, ckpt)
@@ -270,7 +311,7 @@ def run_curve(a):
                 refs = os.path.join(a.out, "references.json")
                 r = report([(f"{name}-s{seed}-{u}", ckpt)], os.path.join(run_out, f"report_{u}"), data_spec=a.data,
                            seed=a.seed, device=a.device, n_samples=a.parzen_samples, references=not os.path.exists(refs))
-                if len(r) > 1:  # the reference rows (real training images, independent pixels), once
+                if len(r) > 1:  # the reference rows: scored at the first point only (references.json)
                     common.atomic_write(refs, json.dumps(r[1:]))
                 rows.append(dict(model=name, seed=seed, units=u, steps=steps, cpu_s=round(cpu, 3),
                                  **{k: r[0][k] for k in ("ll", "se", "sigma", "ll_fixed", "se_fixed", "nearest")}))
@@ -286,7 +327,7 @@ def run_curve(a):
 
 def curve_report(rows, out):
     """Table and figure: Parzen (tuned sigma, and sigma = 0.2) against training CPU-minutes, mean over
-    the seeds at each budget; error bar: seeds_mean_se (seed and test-set terms, as error_components)."""
+    the seeds at each budget; error bar: parzen.seeds_mean_se (seed and test-set terms, as parzen.error_components)."""
     plt = common.pyplot()
     points = {}
     for r in rows:
@@ -297,7 +338,7 @@ def curve_report(rows, out):
     stats = {}
     for (model, u), rs in points.items():
         n = len(rs)
-        cell = {key: seeds_mean_se([r[key] for r in rs], [r[se_key] for r in rs])[:2]
+        cell = {key: parzen.seeds_mean_se([r[key] for r in rs], [r[se_key] for r in rs])[:2]
                 for key, se_key in (("ll", "se"), ("ll_fixed", "se_fixed"))}
         stats[model, u] = (float(np.mean([r["cpu_s"] for r in rs])) / 60, cell)
         near = [r["nearest"] for r in rs if "nearest" in r]  # points written before it was measured lack it
@@ -340,57 +381,6 @@ ERRORBAR_MODELS = {name: (settings, unit) for name, settings, unit, _ in CURVE
                    if name in ("gsn2-500", "dae-walkback-1000")}  # the curve's deep GSN and walkback DAE
 
 
-def error_components(ll):
-    """Mean of a Parzen estimate pooled over S training seeds x C chains x N test images, and its
-    standard error split by source. ll: (S, C, N), the log-likelihood of test image i under the chain c of
-    seed s. Seeds and chains are nested random effects; the N test images are shared by every chain:
-      chain: var_chain = mean over seeds of the variance of that seed's C chain means; s.e. sqrt(var_chain / (S C))
-      seed:  var_seed = variance of the S seed means - var_chain / C (floored at 0); s.e. sqrt(var_seed / S)
-      test:  variance over the images of each image's mean over all S x C chains, / N
-      total: sqrt(seed^2 + chain^2 + test^2). seed (chain) is None with one seed (chain): not measured,
-             and then left out of the total.
-    Also the standard deviations of one seed and one chain (how far a single run can land) and the per-image
-    means (for gap_components)."""
-    ll = np.asarray(ll, dtype=np.float64)
-    S, C, N = ll.shape
-    chain_means = ll.mean(2)
-    var_chain = float(chain_means.var(1, ddof=1).mean()) if C > 1 else None
-    var_seed = (max(float(chain_means.mean(1).var(ddof=1)) - (var_chain or 0.0) / C, 0.0) if S > 1 else None)
-    images = ll.mean((0, 1))
-    r = {"mean": float(ll.mean()), "seeds": S, "chains": C,
-         "seed": None if var_seed is None else math.sqrt(var_seed / S),
-         "chain": None if var_chain is None else math.sqrt(var_chain / (S * C)),
-         "test": float(images.std(ddof=1) / math.sqrt(N)),
-         "sd_seed": None if var_seed is None else math.sqrt(var_seed),
-         "sd_chain": None if var_chain is None else math.sqrt(var_chain)}
-    r["total"] = math.sqrt(sum(r[k] ** 2 for k in ("seed", "chain", "test") if r[k] is not None))
-    return r, images
-
-
-def seeds_mean_se(values, ses):
-    """(mean, total s.e., test-set s.e.) of n seeds' Parzen estimates from their summaries alone, one chain each
-    (the curve keeps no per-image values): error_components' seed and test terms. seed: sqrt(variance of the n
-    values / n) (0 with one seed); test: sqrt(mean of the seeds' se^2), NOT divided by n: every seed is scored on
-    the same test images, so their error does not average out over the seeds (error_components' test term, which
-    this equals when the seeds' per-image values differ by a constant)."""
-    n = len(values)
-    var_seed = float(np.var(values, ddof=1)) if n > 1 else 0.0
-    test = math.sqrt(float(np.mean(np.square(ses))))
-    return float(np.mean(values)), math.sqrt(var_seed / n + test ** 2), test
-
-
-def gap_components(a, b):
-    """(mean of A) - (mean of B) from two error_components results, (r, images) each: the seed and chain
-    variances add (independent runs); the test-set term is paired (both are scored on the same images), so
-    it is the variance of the per-image difference / N, smaller than either model's own."""
-    (ra, ia), (rb, ib) = a, b
-    add = lambda k: None if ra[k] is None or rb[k] is None else math.hypot(ra[k], rb[k])
-    r = {"mean": ra["mean"] - rb["mean"], "seed": add("seed"), "chain": add("chain"),
-         "test": float((ia - ib).std(ddof=1) / math.sqrt(len(ia)))}
-    r["total"] = math.sqrt(sum(r[k] ** 2 for k in ("seed", "chain", "test") if r[k] is not None))
-    return r
-
-
 def score_chains(ckpt, valid, test, n_samples, chains, chain_seed, figure=None):
     """The report's protocol, `chains` times on one checkpoint: chain c is the noise seed chain_seed + c
     (chain 0 with chain_seed 1 is the chain `report` scores). Returns ([per-chain summary dicts], (chains,
@@ -402,8 +392,8 @@ def score_chains(ckpt, valid, test, n_samples, chains, chain_seed, figure=None):
         torch.manual_seed(chain_seed + c)
         s = gsn.sample_chain(model, 1, n_samples, start=torch.as_tensor(valid[:1]))[:, 0]
         if figure and c == 0 and len(s) >= 400:
-            gsn.save_image(figure, gsn.tile(s[:400].numpy(), 20, 20))
-        r = gsn.parzen_evaluate(s, valid, test, GSN_SIGMAS, per_image=True)
+            save_image(figure, tile(s[:400].numpy(), 20, 20))
+        r = parzen.parzen_evaluate(s, valid, test, parzen.GSN_SIGMAS, per_image=True)
         lls.append(r.pop("ll_images"))
         rows.append(dict(r, chain_seed=chain_seed + c, eval_cpu_s=round(time.process_time() - t0, 1)))
     return rows, np.stack(lls)
@@ -500,8 +490,8 @@ def score_references(path, train_X, valid, test, n, seed, settings):
     path (JSON) when it exists. settings: the flags they were made with, stored in each row (check_settings)."""
     if not os.path.exists(path):
         refs = []
-        for name, centres, note in reference_sets(train_X, n, seed):
-            refs.append(dict(gsn.parzen_evaluate(torch.as_tensor(centres), valid, test, GSN_SIGMAS), name=name, note=note,
+        for name, centres, note in parzen.reference_sets(train_X, n, seed):
+            refs.append(dict(parzen.parzen_evaluate(torch.as_tensor(centres), valid, test, parzen.GSN_SIGMAS), name=name, note=note,
                              settings=settings))
             print(f"[errorbars] reference {name}: Parzen {refs[-1]['ll']:.1f} +- {refs[-1]['se']:.1f}, "
                   f"nearest sq. distance {refs[-1]['nearest']:.2f}", flush=True)
@@ -523,7 +513,7 @@ def errorbars_report(points, refs, out):
     lines = ["| model | units | steps | CPU-min | seeds x chains | Parzen (mean) | total s.e. | seed s.e. | chain s.e. | "
              "test s.e. | sd of one seed / one chain | nearest sq. distance |", "|---" * 12 + "|"]
     for (model, u), ps in groups.items():
-        r, images = error_components(np.stack([p["ll"] for p in ps]))
+        r, images = parzen.error_components(np.stack([p["ll"] for p in ps]))
         comps[model, u] = (r, images)
         near = [c["nearest"] for p in ps for c in p["chains"]]
         r.update(model=model, units=u, steps=ps[0]["steps"], cpu_min=float(np.mean([p["cpu_s"] for p in ps])) / 60,
@@ -538,7 +528,7 @@ def errorbars_report(points, refs, out):
     if len(models) >= 2:
         for u in sorted({u for _, u in groups}):
             if (models[0], u) in comps and (models[1], u) in comps:
-                g = gap_components(comps[models[0], u], comps[models[1], u])
+                g = parzen.gap_components(comps[models[0], u], comps[models[1], u])
                 g.update(units=u, name=f"{models[0]} - {models[1]}")
                 gaps.append(g)
                 lines.append(f"| *gap:* {g['name']} | {u} | | | | {g['mean']:+.1f} | {g['total']:.1f} | {fmt(g['seed'])} | "
@@ -621,7 +611,7 @@ def demo(out, seed=0, quick=False):
                 "--max-steps", str(steps[name]), "--n-train", str(p["n_train"]), "--seed", str(seed), "--out", run_out]
         print(f"$ python gsn.py {' '.join(argv)}", flush=True)
         a = gsn.parse_args(argv)
-        gsn.train(gsn.config_from_args(a), run_out, device=a.device, figures=False)
+        gsn.train(gsn.config_from_args(a), run_out, device=a.device)
         ckpts[name] = os.path.join(run_out, "ckpt.pt")
     t, c = took("train", t, c)
 
@@ -654,7 +644,7 @@ def demo(out, seed=0, quick=False):
                  f"first {n_steps} means, every {n_steps // shown}")
         panels.append((title, torch.stack(rows).numpy()))
         if name == wb:
-            gsn.inpaint_figure(model, gsn.one_per_class(test, test_y), os.path.join(out, "inpainting.png"))
+            inpaint_figure(model, one_per_class(test, test_y), os.path.join(out, "inpainting.png"))
     figure = os.path.join(out, "chains.png")
     demo_figure(panels, figure)
     took("figures", t, c)
@@ -678,19 +668,19 @@ def demo(out, seed=0, quick=False):
 
 
 def demo_figure(panels, path):
-    """panels: [(title, (rows, cols, 784) means)] -> one grey PNG (gsn.save_image: a few times smaller than
+    """panels: [(title, (rows, cols, 784) means)] -> one grey PNG (save_image: a few times smaller than
     matplotlib's RGBA), the panels one above the other."""
     plt = common.pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(7.4, 1.9 * len(panels)), squeeze=False)
     for ax, (title, frames) in zip(axes[:, 0], panels):
-        ax.imshow(gsn.tile(frames.reshape(-1, 784), *frames.shape[:2]), cmap="gray", vmin=0, vmax=1,
+        ax.imshow(tile(frames.reshape(-1, 784), *frames.shape[:2]), cmap="gray", vmin=0, vmax=1,
                   interpolation="nearest")
         ax.set_title(title, fontsize=7)
         ax.axis("off")
     fig.tight_layout()
     fig.set_dpi(80)
     fig.canvas.draw()
-    gsn.save_image(path, np.asarray(fig.canvas.buffer_rgba())[..., 0] / 255.0)  # grey: every channel is equal
+    save_image(path, np.asarray(fig.canvas.buffer_rgba())[..., 0] / 255.0)  # grey: every channel is equal
     plt.close(fig)
 
 
@@ -714,6 +704,14 @@ def add_run_args(p, out, seed=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("figures", help="samples.png and inpainting.png of a gsn.py checkpoint")
+    p.add_argument("--ckpt", required=True, help="a gsn.py checkpoint")
+    p.add_argument("--out", default=None, help="folder of the two PNGs (default: the checkpoint's)")
+    p.add_argument("--data", type=gsn.data_flag, default=None, help="override the data the checkpoint was trained on")
+    common.add_device_arg(p)
+    p.add_argument("--threads", type=common.positive, default=None, help="torch.set_num_threads")
+    p.set_defaults(func=lambda a: figures(a.ckpt, a.out, data_spec=a.data, device=a.device))
 
     p = sub.add_parser("report", help="Parzen log-likelihood, chain and inpainting figures of gsn.py checkpoints")
     add_report_args(p)

@@ -1,4 +1,4 @@
-"""Exercise 8 -- Parzen-window log-likelihood (Breuleux et al. 2011; gsn.py: parzen_log_likelihood).
+"""Exercise 8 -- Parzen-window log-likelihood (Breuleux et al. 2011; parzen.py: parzen_log_likelihood).
 
 Score test images under an isotropic Gaussian mixture centred on N generated samples. With N = 10,000
 samples, 10,000 test images and d = 784, the naive (n_test, N, d) difference tensor would be 300 GB:

@@ -3,7 +3,7 @@
 By default every test runs against the reference solutions in exercises/solutions/ (CI proves each
 exercise is solvable). A student checks their own stubs in exercises/ with
     EXERCISE_TARGET=student .venv/bin/python -m pytest -q tests/test_exercises.py -k ex03
-Each implementation is compared with the repo's own code (model.py, topr.py, train.py, gsn.py) or with a
+Each implementation is compared with the repo's own code (model.py, topr.py, train.py, gsn.py, parzen.py) or with a
 formula derived by hand, on random inputs.
 """
 import copy
@@ -26,6 +26,7 @@ import data  # noqa: E402
 import gsn  # noqa: E402
 import images  # noqa: E402
 import model as gpt_model  # noqa: E402
+import parzen  # noqa: E402
 import topr  # noqa: E402
 import train  # noqa: E402
 
@@ -303,7 +304,7 @@ def test_ex06_deterministic_chain_equals_gsn_forward(ex06, hidden):
     for N in (1, 3):
         loss, steps = ex06.walkback_loss(model, x, N)
         (g,) = torch.autograd.grad(loss, model.W[0])
-        ref, ref_steps, _ = model(x, N)
+        ref, ref_steps = model(x, N)
         (g_ref,) = torch.autograd.grad(ref, model.W[0])
         torch.testing.assert_close(loss.detach(), ref.detach())
         torch.testing.assert_close(torch.stack(list(steps)), torch.stack(ref_steps))
@@ -322,7 +323,7 @@ def test_ex06_noisy_chain_equals_gsn_forward_under_one_seed(ex06):
     torch.manual_seed(7)
     loss, steps = ex06.walkback_loss(model, x, 4, target=target)
     torch.manual_seed(7)
-    ref, ref_steps, _ = model(x, 4, target=target)
+    ref, ref_steps = model(x, 4, target=target)
     assert len(steps) == 4
     torch.testing.assert_close(loss.detach(), ref.detach())
     torch.testing.assert_close(torch.stack(list(steps)), torch.stack(ref_steps))
@@ -370,7 +371,7 @@ def test_ex08_matches_gsn_and_a_direct_formula(ex08):
     for sigma in (0.1, 0.3, 1.0):
         got = ex08.parzen_log_likelihood(test, samples, sigma, chunk=5)   # 23 = 4 chunks of 5 + 3
         assert got.shape == (23,) and got.dtype == torch.float64
-        torch.testing.assert_close(got, gsn.parzen_log_likelihood(test, samples, sigma), atol=1e-4, rtol=1e-6)
+        torch.testing.assert_close(got, parzen.parzen_log_likelihood(test, samples, sigma), atol=1e-4, rtol=1e-6)
         # direct: log mean_i N(x; s_i, sigma^2 I), with the (n, N, d) tensor (fine at this size)
         d2 = ((test.double()[:, None] - samples.double()[None]) ** 2).sum(-1)
         direct = (torch.exp(-d2 / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2) ** (9 / 2)).mean(1).log()
@@ -388,7 +389,7 @@ def test_ex08_chunking_and_stability(ex08):
     b = ex08.parzen_log_likelihood(test, samples, 0.05, chunk=1000)
     assert torch.isfinite(a).all(), "far from every centre with a small sigma: use logsumexp, not log(sum(exp))"
     torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-6)              # float32 distances, ~1e4-nat values
-    torch.testing.assert_close(a, gsn.parzen_log_likelihood(test, samples, 0.05), atol=1e-3, rtol=1e-6)
+    torch.testing.assert_close(a, parzen.parzen_log_likelihood(test, samples, 0.05), atol=1e-3, rtol=1e-6)
 
 
 # -----------------------------------------------------------------------------
@@ -662,7 +663,7 @@ def test_ex18_replays_gsn_train(ex18, tiny_mnist, tmp_path, model, settings):
     Your steps from the trainer's own start (seed, data, shuffle, model, optimizer) give gsn.train's losses
     and weights, bit for bit."""
     cfg = gsn.GSNConfig.for_model(model, data=tiny_mnist, hidden=16, batch_size=30, max_steps=7, **settings)
-    trained, losses = gsn.train(cfg, str(tmp_path / "run"), device="cpu", quiet=True, figures=False)
+    trained, losses = gsn.train(cfg, str(tmp_path / "run"), device="cpu", quiet=True)
     torch.manual_seed(cfg.seed)
     X = gsn.load_data(cfg.data)[0]
     X = torch.from_numpy(X[np.random.RandomState(cfg.seed).permutation(len(X))])

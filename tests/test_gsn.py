@@ -1,5 +1,6 @@
-"""gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, Parzen, its config, training and resume;
-gsn_experiments.py: the report, the experiment, the curve, the error bars and the demo stage."""
+"""gsn.py: the GSN/DAE model, walkback loss, chains, inpainting, its config, training and resume; parzen.py:
+the Parzen estimate, k-means and the error bars by source; gsn_experiments.py: the figures, the report, the
+experiment, the curve, the error bars and the demo stage."""
 import argparse
 import dataclasses
 import json
@@ -22,6 +23,7 @@ import eval as ev  # noqa: E402
 import gsn  # noqa: E402
 import gsn_experiments  # noqa: E402
 import images  # noqa: E402
+import parzen  # noqa: E402
 from test_images import write_fake_mnist  # noqa: E402
 
 
@@ -29,14 +31,14 @@ def test_parzen_matches_direct_formula():
     g = torch.Generator().manual_seed(0)
     test, samples = torch.rand(7, 5, generator=g), torch.rand(11, 5, generator=g)
     for sigma in (0.1, 0.3, 1.0):
-        got = gsn.parzen_log_likelihood(test, samples, sigma, chunk=3)
+        got = parzen.parzen_log_likelihood(test, samples, sigma, chunk=3)
         t, s = test.double().numpy(), samples.double().numpy()
         for i in range(len(t)):
             k = np.exp(-((t[i] - s) ** 2).sum(1) / (2 * sigma ** 2)) / (2 * np.pi * sigma ** 2) ** (5 / 2)
             assert abs(got[i].item() - np.log(k.mean())) < 1e-4
-    many = gsn.parzen_log_likelihood(test, samples, [0.1, 0.3], chunk=4)
+    many = parzen.parzen_log_likelihood(test, samples, [0.1, 0.3], chunk=4)
     assert many.shape == (2, 7)
-    assert torch.allclose(many[1], gsn.parzen_log_likelihood(test, samples, 0.3))
+    assert torch.allclose(many[1], parzen.parzen_log_likelihood(test, samples, 0.3))
 
 
 def test_parzen_recovers_a_gaussian_density():
@@ -46,10 +48,10 @@ def test_parzen_recovers_a_gaussian_density():
     g = torch.Generator().manual_seed(1)
     x = s * torch.randn(200, d, generator=g)
     true = -(x ** 2).sum(1) / (2 * s * s) - d / 2 * math.log(2 * math.pi * s * s)
-    one = gsn.parzen_log_likelihood(x, torch.zeros(1, d), s)
+    one = parzen.parzen_log_likelihood(x, torch.zeros(1, d), s)
     assert torch.allclose(one, true.double(), atol=1e-4)
     samples = s * torch.randn(20000, d, generator=g)
-    est = gsn.parzen_log_likelihood(x, samples, 0.1, chunk=50)
+    est = parzen.parzen_log_likelihood(x, samples, 0.1, chunk=50)
     assert abs(est.mean().item() - true.mean().item()) < 0.15
 
 
@@ -57,25 +59,24 @@ def test_parzen_evaluate_picks_sigma_on_validation():
     g = torch.Generator().manual_seed(2)
     samples, valid, test = torch.rand(300, 4, generator=g), torch.rand(50, 4, generator=g), torch.rand(60, 4, generator=g)
     grid = np.logspace(-1.3, -0.3, 5)
-    r = gsn.parzen_evaluate(samples, valid, test, grid)
-    val = gsn.parzen_log_likelihood(valid, samples, list(grid)).mean(1)
+    r = parzen.parzen_evaluate(samples, valid, test, grid)
+    val = parzen.parzen_log_likelihood(valid, samples, list(grid)).mean(1)
     assert r["sigma"] == pytest.approx(grid[int(val.argmax())])
-    ll = gsn.parzen_log_likelihood(test, samples, r["sigma"])
+    ll = parzen.parzen_log_likelihood(test, samples, r["sigma"])
     assert r["ll"] == pytest.approx(ll.mean().item()) and r["se"] == pytest.approx(ll.std().item() / math.sqrt(60))
 
 
-def test_nearest_sq_distance_hand_built():
-    """Each test point's squared distance to its nearest sample, on points whose answer is exact; the same from
-    the Parzen pass; and as sigma -> 0 the Parzen log-likelihood is -nearest / (2 sigma^2) + a constant."""
+def test_parzen_nearest_distance_hand_built():
+    """Each test point's squared distance to its nearest sample, from the Parzen pass, on points whose answer is
+    exact (in any chunking); and as sigma -> 0 the Parzen log-likelihood is -nearest / (2 sigma^2) + a constant."""
     test = torch.tensor([[0., 0.], [3., 4.], [10., 9.]])
     samples = torch.tensor([[1., 0.], [3., 6.], [10., 10.], [-5., -5.]])
-    assert gsn.nearest_sq_distance(test, samples).tolist() == [1.0, 4.0, 1.0]
-    assert gsn.nearest_sq_distance(test, samples, chunk=2).tolist() == [1.0, 4.0, 1.0]
-    ll, near = gsn.parzen_log_likelihood(test, samples, 0.05, chunk=1, nearest=True)
-    assert near.tolist() == [1.0, 4.0, 1.0]
+    for chunk in (1, 2, 1000):
+        assert parzen.parzen_log_likelihood(test, samples, 0.05, chunk=chunk, nearest=True)[1].tolist() == [1.0, 4.0, 1.0]
+    ll, near = parzen.parzen_log_likelihood(test, samples, 0.05, chunk=1, nearest=True)
     const = -math.log(4) - math.log(2 * math.pi * 0.05 ** 2)  # d = 2
     assert torch.allclose(ll, -near / (2 * 0.05 ** 2) + const)
-    r = gsn.parzen_evaluate(samples, test, test, [0.05, 1.0])
+    r = parzen.parzen_evaluate(samples, test, test, [0.05, 1.0])
     assert r["nearest"] == pytest.approx(2.0) and r["nearest_se"] == pytest.approx(math.sqrt(3) / math.sqrt(3))
 
 
@@ -88,7 +89,7 @@ def test_kmeans_recovers_separable_clusters():
     X = centres[labels] + 0.1 * torch.randn(60, 5, generator=g)
     # the seed's initial rows (kmeans: k distinct random rows) fall in three different clusters
     seed = next(s for s in range(100) if len(set(labels[np.random.RandomState(s).choice(60, 3, replace=False)].tolist())) == 3)
-    C = gsn_experiments.kmeans(X.numpy(), 3, iters=3, seed=seed)
+    C = parzen.kmeans(X.numpy(), 3, iters=3, seed=seed)
     means = torch.stack([X[labels == c].mean(0) for c in range(3)])
     order = [int(((means - c) ** 2).sum(1).argmin()) for c in C]
     assert sorted(order) == [0, 1, 2]
@@ -97,7 +98,7 @@ def test_kmeans_recovers_separable_clusters():
     # is left with none and stays where it was
     X2 = np.array([[0., 0.], [0., 0.], [3., 3.]], np.float32)
     seed = next(s for s in range(100) if list(np.random.RandomState(s).choice(3, 2, replace=False)) in ([0, 1], [1, 0]))
-    torch.testing.assert_close(gsn_experiments.kmeans(X2, 2, iters=1, seed=seed), torch.tensor([[1., 1.], [0., 0.]]))
+    torch.testing.assert_close(parzen.kmeans(X2, 2, iters=1, seed=seed), torch.tensor([[1., 1.], [0., 0.]]))
 
 
 def test_error_components_hand_built():
@@ -105,7 +106,7 @@ def test_error_components_hand_built():
     e = 0, 1, 2, 3. The variance components come out exactly."""
     a, b, e = np.array([0., 3., 6.]), np.array([[-1., 1.]] * 3), np.array([0., 1., 2., 3.])
     ll = a[:, None, None] + b[:, :, None] + e[None, None, :]
-    r, images = gsn_experiments.error_components(ll)
+    r, images = parzen.error_components(ll)
     var_chain, var_seed, var_test = 2.0, 9.0 - 2.0 / 2, np.var(e, ddof=1) / 4
     assert r["mean"] == pytest.approx(3.0 + 1.5) and (r["seeds"], r["chains"]) == (3, 2)
     assert r["chain"] == pytest.approx(math.sqrt(var_chain / 6)) and r["sd_chain"] == pytest.approx(math.sqrt(2))
@@ -114,13 +115,13 @@ def test_error_components_hand_built():
     assert r["total"] == pytest.approx(math.sqrt(var_seed / 3 + var_chain / 6 + var_test))
     np.testing.assert_allclose(images, 3.0 + e)
     # one seed, one chain: only the test-set term, the report's standard error
-    one, _ = gsn_experiments.error_components(ll[:1, :1])
+    one, _ = parzen.error_components(ll[:1, :1])
     assert one["seed"] is None and one["chain"] is None and one["total"] == pytest.approx(np.std(e, ddof=1) / 2)
     # a gap with itself: 0, the paired test term vanishes, seed and chain variances add
-    g = gsn_experiments.gap_components((r, images), (r, images))
+    g = parzen.gap_components((r, images), (r, images))
     assert g["mean"] == 0 and g["test"] == 0 and g["seed"] == pytest.approx(math.sqrt(2 * var_seed / 3))
     # seeds that agree better than their chains do: the seed term floors at 0
-    r2, _ = gsn_experiments.error_components(np.array([[[0.], [4.]], [[1.], [3.]]]).repeat(2, 2))
+    r2, _ = parzen.error_components(np.array([[[0.], [4.]], [[1.], [3.]]]).repeat(2, 2))
     assert r2["seed"] == 0.0 and r2["chain"] > 0
 
 
@@ -130,11 +131,11 @@ def test_curve_and_error_components_agree_on_the_test_set_term(tmp_path):
     error_components' total, seed and test-set terms alike (the curve keeps only each seed's mean and s.e.)."""
     a, e = np.array([0., 3., 6.]), np.array([0., 10., 20., 30.])
     ll = a[:, None, None] + e[None, None, :]
-    r, _ = gsn_experiments.error_components(ll)
+    r, _ = parzen.error_components(ll)
     rows = [dict(model="m", seed=s, units=1, steps=2, cpu_s=6.0, nearest=1.0, ll=float(ll[s, 0].mean()),
                  se=float(ll[s, 0].std(ddof=1) / 2), ll_fixed=float(ll[s, 0].mean()), se_fixed=float(ll[s, 0].std(ddof=1) / 2))
              for s in range(3)]
-    mean, total, test = gsn_experiments.seeds_mean_se([p["ll"] for p in rows], [p["se"] for p in rows])
+    mean, total, test = parzen.seeds_mean_se([p["ll"] for p in rows], [p["se"] for p in rows])
     assert (mean, total, test) == pytest.approx((r["mean"], r["total"], r["test"]))
     gsn_experiments.curve_report(rows, str(tmp_path))
     line = next(l for l in (tmp_path / "curve.md").read_text().splitlines() if l.startswith("| m |"))
@@ -177,16 +178,57 @@ def test_inpaint_keeps_clamped_pixels_exactly():
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_walkback_loss_is_sum_of_step_losses(layers):
+    """GSN.forward = the chain of GSN.step from the corrupted x, every step's BCE against the clean x, summed."""
     torch.manual_seed(0)
     model = gsn.GSN(784, [30] * layers)
     x = (torch.rand(8, 784) > 0.7).float()
-    loss, step_losses, logits = model(x, walkbacks=4)
-    assert len(step_losses) == len(logits) == 4
-    direct = sum(F.binary_cross_entropy(torch.sigmoid(l), x) for l in logits)
-    assert torch.allclose(loss, direct, atol=1e-5)
+    torch.manual_seed(1)
+    loss, step_losses = model(x, walkbacks=4)
+    torch.manual_seed(1)  # the same random draws, in the same order
+    hs = model.init_state(gsn.salt_and_pepper(x, model.input_noise))
+    direct = [F.binary_cross_entropy(torch.sigmoid(model.step(hs)), x) for _ in range(4)]
+    assert len(step_losses) == 4
+    torch.testing.assert_close(torch.stack(step_losses), torch.stack(direct).detach(), atol=1e-5, rtol=1e-5)
     assert torch.allclose(loss, torch.stack(step_losses).sum())
     loss.backward()  # gradients reach every layer's weights
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in model.W)
+
+
+@pytest.mark.parametrize("noiseless_h1,input_sampling", [(True, True), (False, True), (True, False), (False, False)])
+def test_noiseless_h1_and_input_sampling(noiseless_h1, input_sampling):
+    """[C]'s two options, flags -> GSNConfig -> the model. noiseless_h1: after one step h1 is exactly the
+    noise-free act(x W0 + h2 W1^T + b1) (h2 stays noisy), without it h1 is noisy too. input_sampling: the visible
+    fed back is a binary Bernoulli sample of p; without it p itself (input noise 0 here: nothing else changes it)."""
+    argv = [] if noiseless_h1 else ["--no-noiseless-h1"]
+    argv += [] if input_sampling else ["--no-input-sampling"]
+    cfg = _flags(*argv)
+    assert (cfg.noiseless_h1, cfg.input_sampling) == (noiseless_h1, input_sampling)
+    built = gsn.build_model(cfg)
+    assert (built.noiseless_h1, built.input_sampling) == (noiseless_h1, input_sampling)
+    torch.manual_seed(0)
+    model = gsn.GSN(784, [20, 20], input_noise=0.0, noiseless_h1=noiseless_h1, input_sampling=input_sampling)
+    x = torch.rand(5, 784)
+    hs = model.init_state(x)
+    with torch.no_grad():
+        clean_h1 = torch.tanh(x @ model.W[0] + model.b[1] + hs[2] @ model.W[1].T)
+        p = torch.sigmoid(model.step(hs))
+        clean_h2 = torch.tanh(hs[1] @ model.W[1] + model.b[2])
+    assert torch.allclose(hs[1], clean_h1, atol=1e-6) == noiseless_h1
+    assert not torch.allclose(hs[2], clean_h2, atol=1e-2)  # sigma 2 on h2 either way
+    assert torch.equal(hs[0], p) == (not input_sampling)
+    assert bool(((hs[0] == 0) | (hs[0] == 1)).all()) == input_sampling
+
+
+def test_noiseless_h1_and_input_sampling_flags_are_checked():
+    for argv in (["--noiseless-h1", "0"], ["--input-sampling=no"]):
+        with pytest.raises(SystemExit) as e:
+            gsn.parse_args(argv)
+        assert e.value.code == 2
+    with pytest.raises(common.UserError, match="input_sampling must be True or False, got 0"):
+        gsn.GSNConfig(input_sampling=0)
+    # a checkpoint's config written before the two options existed reads back with [C]'s (the only behaviour then)
+    old = {k: v for k, v in dataclasses.asdict(gsn.GSNConfig()).items() if k not in ("noiseless_h1", "input_sampling")}
+    assert gsn.GSNConfig(**old) == gsn.GSNConfig(noiseless_h1=True, input_sampling=True)
 
 
 def test_tiny_training_reduces_reconstruction_loss():
@@ -197,7 +239,7 @@ def test_tiny_training_reduces_reconstruction_loss():
     losses = []
     for step in range(60):
         x = X[(step % 4) * 100:(step % 4 + 1) * 100]
-        loss, _, _ = model(x, walkbacks=2)
+        loss, _ = model(x, walkbacks=2)
         opt.zero_grad(); loss.backward(); opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:4])
@@ -242,34 +284,61 @@ def test_a_checkpoint_that_is_not_a_gsn_one_is_a_user_error(tmp_path):
 def test_train_resume_is_exact(tmp_path):
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)  # 100 train + 1000 held-out validation
-    full, _ = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "a"), quiet=True, figures=False, log_every=1)
-    _, l1 = gsn.train(_cfg(folder, **{"max_steps": 3}), str(tmp_path / "b"), quiet=True, figures=False, log_every=1)
-    half, l2 = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "b"), resume=True, quiet=True, figures=False, log_every=1)
-    _, la = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "c"), quiet=True, figures=True, log_every=1)
+    full, _ = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "a"), quiet=True, log_every=1)
+    _, l1 = gsn.train(_cfg(folder, **{"max_steps": 3}), str(tmp_path / "b"), quiet=True, log_every=1)
+    half, l2 = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "b"), resume=True, quiet=True, log_every=1)
+    _, la = gsn.train(_cfg(folder, **{"max_steps": 6}), str(tmp_path / "c"), quiet=True, log_every=1)
     assert la == l1 + l2  # identical losses, step for step
     for p, q in zip(full.parameters(), half.parameters()):
         assert torch.equal(p, q)
     ck = common.load_checkpoint(str(tmp_path / "b" / "ckpt.pt"))
-    assert ck["step"] == 6 and ck["config"] == dataclasses.asdict(_cfg(folder, max_steps=6))
+    assert ck["step"] == 6 and ck["config"] == dataclasses.asdict(_cfg(folder, max_steps=6)) and ck["kind"] == "gsn"
     rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
     assert len([r for r in rows if "env" not in r]) == 6 and ["env" in r for r in rows].count(True) == 2  # each start
-    assert os.path.isfile(tmp_path / "c" / "samples.png") and os.path.isfile(tmp_path / "c" / "inpainting.png")
+    assert sorted(os.listdir(tmp_path / "c")) == ["ckpt.pt", "metrics.jsonl"]  # figures: gsn_experiments.py figures
+
+
+def test_an_old_schema_gsn_checkpoint_loads_and_resumes(tmp_path):
+    """A checkpoint as gsn.py wrote it before common.Run's one schema, built by hand: keys config, model, optimizer,
+    rng, step, metrics_rows, no kind, and a config without noiseless_h1 and input_sampling. load_model reads it
+    (with [C]'s options, the only behaviour then), and --resume continues it exactly as the same run's checkpoint of
+    today's schema, then writes today's."""
+    folder = str(tmp_path / "mnist")
+    write_fake_mnist(folder, n_train=1100, n_test=20)
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    gsn.train(_cfg(folder, max_steps=3), str(new_dir), quiet=True, log_every=1)
+    new = common.load_checkpoint(str(new_dir / "ckpt.pt"))
+    assert set(new) == {"kind", "config", "model", "optimizer", "step", "rng", "metrics_rows"} and new["kind"] == "gsn"
+    old = {"config": {k: v for k, v in new["config"].items() if k not in ("noiseless_h1", "input_sampling")},
+           "model": new["model"], "optimizer": new["optimizer"], "rng": new["rng"], "step": 3,
+           "metrics_rows": new["metrics_rows"]}
+    old_dir.mkdir()
+    torch.save(old, old_dir / "ckpt.pt")
+    shutil.copy(new_dir / "metrics.jsonl", old_dir / "metrics.jsonl")
+    model, cfg, ckpt = gsn.load_model(str(old_dir / "ckpt.pt"), "cpu")
+    assert cfg == _cfg(folder, max_steps=3) and ckpt["step"] == 3 and ckpt["kind"] == "gsn"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in new["model"].items())
+    a, la = gsn.train(_cfg(folder, max_steps=6), str(new_dir), resume=True, quiet=True, log_every=1)
+    b, lb = gsn.train(_cfg(folder, max_steps=6), str(old_dir), resume=True, quiet=True, log_every=1)
+    assert la == lb and len(la) == 3
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert torch.load(old_dir / "ckpt.pt", weights_only=True)["kind"] == "gsn"  # rewritten in today's schema
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)
     out = str(tmp_path / "run")
-    gsn.train(_cfg(folder, **{"max_steps": 2}), out, quiet=True, figures=False)
+    gsn.train(_cfg(folder, **{"max_steps": 2}), out, quiet=True)
     before = common.load_checkpoint(os.path.join(out, "ckpt.pt"))
     orig = gsn.GSN.forward
 
     def bad_forward(self, *a, **k):
-        loss, sl, lg = orig(self, *a, **k)
-        return loss * float("nan"), sl, lg
+        loss, sl = orig(self, *a, **k)
+        return loss * float("nan"), sl
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
     with pytest.raises(common.NonFiniteLoss, match="at step 3;"):  # 1-based: the first step after step 2
-        gsn.train(_cfg(folder, **{"max_steps": 4}), out, resume=True, quiet=True, figures=False)
+        gsn.train(_cfg(folder, **{"max_steps": 4}), out, resume=True, quiet=True)
     after = common.load_checkpoint(os.path.join(out, "ckpt.pt"))
     assert after["step"] == 2 and torch.equal(after["model"]["W.0"], before["model"]["W.0"])
 
@@ -284,14 +353,14 @@ def test_nan_loss_mid_interval_is_caught_before_the_next_checkpoint(tmp_path, mo
     orig, calls, checks = gsn.GSN.forward, [], []
 
     def bad_forward(self, *a, **k):
-        loss, sl, lg = orig(self, *a, **k)
+        loss, sl = orig(self, *a, **k)
         calls.append(1)
-        return (loss * float("nan") if len(calls) == 5 else loss), sl, lg
+        return (loss * float("nan") if len(calls) == 5 else loss), sl
     monkeypatch.setattr(gsn.GSN, "forward", bad_forward)
     check = common.check_finite
     monkeypatch.setattr(common, "check_finite", lambda *a, **k: checks.append(1) or check(*a, **k))
     with pytest.raises(common.NonFiniteLoss, match="at step 5;"):
-        gsn.train(_cfg(folder, **{"max_steps": 12}), str(out), quiet=True, figures=False, log_every=4, ckpt_every=6)
+        gsn.train(_cfg(folder, **{"max_steps": 12}), str(out), quiet=True, log_every=4, ckpt_every=6)
     assert not (out / "ckpt.pt").exists()
     assert [json.loads(l)["step"] for l in open(out / "metrics.jsonl") if '"env"' not in l] == [4]
     assert len(calls) == 6 and len(checks) == 2  # two steps ran past the NaN; one host read per check
@@ -303,11 +372,11 @@ def test_resume_after_a_crash_does_not_repeat_metrics_rows(tmp_path):
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)
     out = tmp_path / "run"
-    gsn.train(_cfg(folder, **{"max_steps": 3}), str(out), quiet=True, figures=False, log_every=1)
+    gsn.train(_cfg(folder, **{"max_steps": 3}), str(out), quiet=True, log_every=1)
     assert common.load_checkpoint(str(out / "ckpt.pt"))["metrics_rows"] == 4  # the environment, then 3 steps
     with open(out / "metrics.jsonl", "a") as f:  # steps 4 and 5 were logged, then the process died
         f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + json.dumps({"step": 5, "loss": 1.0}) + "\n")
-    _, losses = gsn.train(_cfg(folder, **{"max_steps": 6}), str(out), resume=True, quiet=True, figures=False, log_every=1)
+    _, losses = gsn.train(_cfg(folder, **{"max_steps": 6}), str(out), resume=True, quiet=True, log_every=1)
     rows = [json.loads(l) for l in open(out / "metrics.jsonl") if '"env"' not in l]  # the environment: each start
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in rows[3:]] == losses  # the resumed run's own rows, not the crashed ones
@@ -347,9 +416,9 @@ def test_fewer_training_images_than_a_batch_is_a_one_line_error(tmp_path, capsys
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith("error: --n-train 30") and "--batch-size 50" in err and err.count("\n") == 1
     with pytest.raises(common.UserError, match=f"--data {folder}: 40 training images.*--batch-size 50"):
-        gsn.train(_cfg(folder, max_steps=1), str(tmp_path / "b"), quiet=True, figures=False)
+        gsn.train(_cfg(folder, max_steps=1), str(tmp_path / "b"), quiet=True)
     cfg = dataclasses.replace(_cfg(folder, max_steps=1, n_train=30), batch_size=30)
-    _, losses = gsn.train(cfg, str(tmp_path / "c"), quiet=True, figures=False)
+    _, losses = gsn.train(cfg, str(tmp_path / "c"), quiet=True)
     assert len(losses) == 1  # a batch of all the images is enough
 
 
@@ -359,7 +428,7 @@ def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gsn_report")
     folder = str(tmp / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=30)
-    gsn.train(_cfg(folder, **{"max_steps": 2}), str(tmp / "run"), quiet=True, figures=False)
+    gsn.train(_cfg(folder, **{"max_steps": 2}), str(tmp / "run"), quiet=True)
     return tmp, str(tmp / "run" / "ckpt.pt")
 
 
@@ -368,7 +437,7 @@ def test_report_writes_table_json_and_figures(tiny_run, tmp_path, capsys):
     out = tmp_path / "rep"
     rows = gsn_experiments.report([("tiny", ckpt)], str(out), n_samples=40, seed=3)  # data: the checkpoint's own
     assert [r["name"] for r in rows] == ["tiny", "real training images", "k-means centroids", "independent pixels"]
-    assert rows[0]["step"] == 2 and rows[0]["n_samples"] == 40 and rows[0]["sigma"] in gsn_experiments.GSN_SIGMAS
+    assert rows[0]["step"] == 2 and rows[0]["n_samples"] == 40 and rows[0]["sigma"] in parzen.GSN_SIGMAS
     assert all(np.isfinite(r["ll"]) and r["se"] > 0 for r in rows)
     assert rows[1]["n_samples"] == rows[2]["n_samples"] == rows[3]["n_samples"] == 40  # as many centres as chain means
     assert all(r["nearest"] > 0 for r in rows)
@@ -384,6 +453,28 @@ def test_report_writes_table_json_and_figures(tiny_run, tmp_path, capsys):
     # the same seed gives the same chain, hence the same numbers
     again = gsn_experiments.report([("tiny", ckpt)], str(tmp_path / "rep2"), n_samples=40, seed=3, references=False)
     assert again[0]["ll"] == rows[0]["ll"]
+
+
+def test_figures_command_draws_the_chains_and_inpainting_of_a_checkpoint(tiny_run, tmp_path):
+    """`gsn_experiments.py figures` (gsn.train draws none): beside the checkpoint, samples.png (10 chains from the
+    first validation digits: the clean start, then 29 means) and inpainting.png (a row per class of the test set:
+    the digit, then INPAINT_SHOWN); seeded, so a second call draws the same bytes."""
+    tmp, ckpt = tiny_run
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpt, run / "ckpt.pt")
+    paths = gsn_experiments.main(["figures", "--ckpt", str(run / "ckpt.pt")])
+    assert paths == (str(run / "samples.png"), str(run / "inpainting.png"))
+    _, valid, test, test_y = gsn.load_data(str(tmp / "mnist"))
+    rows = len(gsn_experiments.one_per_class(test, test_y))
+    with Image.open(paths[0]) as chains, Image.open(paths[1]) as inpainting:
+        assert (chains.mode, chains.size) == ("L", (30 * 29 - 1, 10 * 29 - 1))
+        assert inpainting.size == ((1 + len(gsn_experiments.INPAINT_SHOWN)) * 29 - 1, rows * 29 - 1)
+        start = np.asarray(chains)[:28, :28]
+    np.testing.assert_array_equal(start, (valid[0].reshape(28, 28) * 255).round().astype(np.uint8))
+    again = gsn_experiments.figures(str(run / "ckpt.pt"), str(tmp_path / "again"))
+    for a, b in zip(paths, again):
+        assert open(a, "rb").read() == open(b, "rb").read()
 
 
 def test_report_command_end_to_end(tiny_run, tmp_path, capsys):
@@ -579,7 +670,7 @@ def test_binarize_decides_what_training_reads(tmp_path, monkeypatch):
     monkeypatch.setattr(gsn.GSN, "forward", spy)
     binary = lambda t: bool(((t == 0) | (t == 1)).all())
     for mode, want in (("both", (True, True)), ("targets", (False, True)), ("none", (False, False))):
-        gsn.train(_cfg(folder, binarize=mode, max_steps=1), str(tmp_path / mode), quiet=True, figures=False)
+        gsn.train(_cfg(folder, binarize=mode, max_steps=1), str(tmp_path / mode), quiet=True)
         assert (binary(seen["x"]), binary(seen["target"])) == want, mode
     assert gsn.GSNConfig.for_model("dae").binarize == "both" and gsn.GSNConfig().binarize == "none"
     assert gsn.GSNConfig(binarize=True).binarize == "targets" and gsn.GSNConfig(binarize=False).binarize == "none"
@@ -589,6 +680,8 @@ def test_binarize_decides_what_training_reads(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv,code,msg", [
     (["report", "--ckpt", "/nonexistent/ckpt.pt"], 1, "error: checkpoint not found"),
+    (["figures", "--ckpt", "/nonexistent/ckpt.pt"], 1, "error: checkpoint not found"),
+    (["figures", "--ckpt", "x.pt", "--data", "/nonexistent/mnist"], 2, "not found"),
     (["curve", "--budget-scale", "0"], 2, "argument --budget-scale"),
     (["experiment", "--data", "/nonexistent/mnist"], 2, "not found"),
     (["errorbars", "--units", "0"], 2, "argument --units"),

@@ -17,7 +17,7 @@ LAYERS = [
     ["topr", "model"],                   # the papers' core: torch only
     ["common"],                          # plumbing: device, DDP, checkpoints, metrics log, UserError, CLI
     ["data", "images"],                  # the text task; the digit images
-    ["gsn"],                             # GSN: model, training, sampling, Parzen estimate
+    ["gsn", "parzen"],                   # GSN: model, training, sampling; its evaluation (Parzen, k-means, error bars)
     ["eval"],                            # GPT evaluation
     ["train"],                           # SFT and RL
     ["experiments", "gsn_experiments"],  # each tower's experiments
@@ -33,7 +33,7 @@ THIRD_PARTY = {"torch", "numpy", "tiktoken", "matplotlib", "PIL"}
 GROUND = {"common"}
 TOWERS = {
     "gpt": {"topr", "model", "data", "eval", "train", "experiments"},
-    "gsn": {"images", "gsn", "gsn_experiments"},
+    "gsn": {"images", "gsn", "parzen", "gsn_experiments"},
 }
 TOP = {"bench", "demo"}              # may import both towers
 # (importer, imported) never allowed, whatever the layers say: every pair across the towers, and the
@@ -111,7 +111,7 @@ def test_imports_point_down_and_sit_at_the_top(name):
     assert violations(name, os.path.join(ROOT, name + ".py")) == []
 
 
-@pytest.mark.parametrize("name", ["train", "eval", "experiments", "gsn", "gsn_experiments"])
+@pytest.mark.parametrize("name", ["train", "eval", "experiments", "gsn", "parzen", "gsn_experiments"])
 def test_a_tower_loads_nothing_of_the_other(name):
     """What `python X.py` loads, through every import: only its own tower and the ground floor."""
     tower = next(t for t in TOWERS.values() if name in t)
