@@ -64,6 +64,10 @@ EXPERIMENTS = {"offpolicy": a_offpolicy.exp_offpolicy, "iterated": bd_iterated.e
                "reuse": hi_reuse_composition.exp_reuse, "composition": hi_reuse_composition.exp_composition,
                "credit": g_stability.exp_credit, "overlap": sft_overlap.exp_overlap, "regime": k_regime.exp_regime,
                "onepass": k_regime.exp_onepass, "tokencredit": l_tokencredit.exp_tokencredit}
+# flag -> the commands that read it: anywhere else it is refused, not silently ignored
+SCOPED_FLAGS = {"--methods": ["onpolicy", "stability"], "--length-norm": ["onpolicy", "stability"],
+                "--optimizer": ["onpolicy", "stability"], "--bases": ["regime", "onepass", "tokencredit"],
+                "--iterations": ["onpolicy"], "--lr": ["onpolicy"]}
 
 
 @common.cli
@@ -83,10 +87,10 @@ def main(argv=None):
     p.add_argument("--bases", nargs="+", choices=list(k_regime.REGIME_BASES), default=None,
                    help="regime, onepass, tokencredit: only these SFT bases (default: regime all, the others "
                         "ONEPASS_BASES)")
-    p.add_argument("--iterations", type=common.positive, default=f_onpolicy.ONPOLICY_ITERATIONS,
-                   help="onpolicy: on-policy steps per run (RESULTS (f): 20)")
-    p.add_argument("--lr", type=common.positive_float, default=f_onpolicy.ONPOLICY_LR,
-                   help="onpolicy: learning rate (RL and sft_more)")
+    p.add_argument("--iterations", type=common.positive, default=None,
+                   help=f"onpolicy: on-policy steps per run (default {f_onpolicy.ONPOLICY_ITERATIONS}, RESULTS (f))")
+    p.add_argument("--lr", type=common.positive_float, default=None,
+                   help=f"onpolicy: learning rate, RL and sft_more (default {f_onpolicy.ONPOLICY_LR})")
     p.add_argument("--methods", nargs="+", choices=sorted(set(f_onpolicy.ONPOLICY_METHODS_ALL) | set(OFF_LOSSES)),
                    default=None, help="onpolicy, stability: only these methods (default: all of the experiment's)")
     p.add_argument("--length-norm", choices=topr.LENGTH_NORMS, default="sequence",
@@ -95,19 +99,22 @@ def main(argv=None):
                    help="onpolicy, stability: train.py rl --optimizer (sgd: no gradient clipping; "
                         "folders get a suffix)")
     args = p.parse_args(argv)
+    for flag, names in SCOPED_FLAGS.items():
+        dest = flag[2:].replace("-", "_")
+        if args.name not in names and getattr(args, dest) != p.get_default(dest):
+            raise UserError(f"{flag} applies to {', '.join(names)}, not {args.name}")
     needs_sft = args.name in ("offpolicy", "iterated", "baseline") or (args.name == "verifier"
                                                                        and "default" in args.tasks)
     if needs_sft and not os.path.isfile(args.sft):
         raise UserError(f"SFT checkpoint {args.sft} not found; make it with: python train.py sft --out runs/sft")
     allowed = {"onpolicy": f_onpolicy.ONPOLICY_METHODS_ALL, "stability": list(OFF_LOSSES)}.get(args.name)
-    if allowed is None and (args.methods or args.length_norm != "sequence" or args.optimizer != "adamw"):
-        raise UserError(f"--methods, --length-norm and --optimizer apply to onpolicy and stability, not {args.name}")
     if args.methods and not set(args.methods) <= set(allowed):
         raise UserError(f"{args.name} --methods must be among {', '.join(allowed)}; got {' '.join(args.methods)}")
-    if args.bases and args.name not in ("regime", "onepass", "tokencredit"):
-        raise UserError(f"--bases applies to regime, onepass and tokencredit, not {args.name}")
     if args.name == "onpolicy" and args.methods == ["sft_more"]:
         raise UserError("onpolicy --methods needs an RL method next to sft_more (its start row comes from one)")
+    if args.name == "onpolicy":
+        args.iterations = f_onpolicy.ONPOLICY_ITERATIONS if args.iterations is None else args.iterations
+        args.lr = f_onpolicy.ONPOLICY_LR if args.lr is None else args.lr
     os.makedirs(args.figures, exist_ok=True)
     t0 = time.process_time()
     EXPERIMENTS[args.name](args)

@@ -280,6 +280,22 @@ def test_onpolicy_shortcut_base_is_the_quoted_calibrated_base(tmp_path, monkeypa
     assert set(vars(base[0])) == set(vars(quoted[0]))
 
 
+def test_iterations_and_lr_are_honoured_by_onpolicy_and_refused_elsewhere(tmp_path, monkeypatch, capsys):
+    """--iterations and --lr set onpolicy's on-policy steps and learning rate (sft_more: as many optimizer samples,
+    the same constant lr); every other command refuses them with one line naming the flag and the command."""
+    runs = dry_run("onpolicy --tasks default --methods reinforce sft_more --seeds 0 --iterations 3 --lr 0.001",
+                   tmp_path, monkeypatch)
+    assert [(a.iterations, a.lr, a.eval_every) for a in runs if a.cmd == "rl"] == [(3, 0.001, 3)]
+    sft_more = [(settings(a)["samples"], a.lr, a.min_lr) for a in runs if a.cmd == "sft" and a.init]
+    assert sft_more == [(3 * 256, 0.001, 0.001)]
+    for name in set(experiments.EXPERIMENTS) - {"onpolicy"}:
+        for flag in ("--iterations", "--lr"):
+            with pytest.raises(SystemExit) as e:
+                experiments.main([name, flag, "3", "--out", str(tmp_path / "refused")])
+            assert e.value.code == 1 and capsys.readouterr().err == f"error: {flag} applies to onpolicy, not {name}\n"
+    assert not (tmp_path / "refused").exists()
+
+
 def test_overlap_end_to_end_writes_the_quoted_table(tmp_path):
     """`python experiments.py overlap` run as RESULTS.md quotes it (the script from another folder, real data, no
     model; seconds): the table it writes is the one quoted under "What "held-out" means here"."""
