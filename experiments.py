@@ -34,8 +34,8 @@ The code behind each RESULTS.md section is one file of topr_experiments/ (its do
   onepass      (k)       k_regime.py                the paper's setting: one pass over 4x the samples, the same steps
   tokencredit  (l)       l_tokencredit.py           where a negative's push lands: --credit first_error and prefix
   (shared)               runs.py                    starting a train.py run (skipped with --skip-done if finished),
-                                                    the SFT bases of (f), the off-policy losses of (g)-(l), tables
-                                                    and figures
+                                                    the SFT bases of (f), the off-policy losses of (g)-(l), train.py
+                                                    rl's first dataset (its seeds), tables and figures
 
 (a)-(e) start from the SFT checkpoint --sft (default runs/sft/ckpt.pt, made by `python train.py sft --out
 runs/sft`); (f)-(j) from the two bases of (f), which `onpolicy` trains (and any other command that needs a missing

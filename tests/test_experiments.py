@@ -280,3 +280,27 @@ def test_each_command_lives_in_the_section_file_experiments_py_names():
         for letter in re.findall(r"[a-l]'?", section if section != "SFT" else ""):
             assert re.search(rf"\((?:[a-l]'?, )*{letter}[,)]", doc), f"{file}: section {letter} not named"
 
+
+def test_rl_dataset_is_the_dataset_train_rl_samples(tmp_path, monkeypatch):
+    """runs.rl_dataset (the rollout of gradnoise and tree_stats) is what `train.py rl --seed s` samples at each
+    iteration: the same problems, the same sampling seed; recorded from a tiny real run (seed 3, 2 iterations)."""
+    sampled, real = [], train.sample_solutions
+
+    def record(policy, tok, problems, *a, seed, **kw):
+        sampled.append(([p.question for p in problems], seed))
+        return real(policy, tok, problems, *a, seed=seed, **kw)
+    monkeypatch.setattr(train, "sample_solutions", record)
+    sft = tmp_path / "sft"
+    train.main(["sft", "--shortcut", "--out", str(sft), "--max-iters", "5", "--n-layer", "1", "--n-head", "2",
+                "--n-embd", "32", "--batch-size", "8", "--sft-examples", "50", "--val-examples", "8", "--eval-problems",
+                "2", "--eval-k", "1", "--warmup", "1", "--max-new-tokens", "8", "--eval-interval", "5"])
+    sampled.clear()
+    train.main(["rl", "--shortcut", "--init", str(sft / "ckpt.pt"), "--out", str(tmp_path / "rl"), "--seed", "3",
+                "--iterations", "2", "--prompts", "4", "--k", "2", "--batch-size", "8", "--eval-problems", "2",
+                "--eval-k", "1", "--max-new-tokens", "8"])
+    assert len(sampled) == 2 and sampled[0] != sampled[1]
+    policy, tok, _ = ev.load_gpt(str(sft / "ckpt.pt"), "cpu")
+    for itr in (0, 1):
+        problems, batch = shared_runs.rl_dataset(policy, tok, shared_runs.task_flags("shortcut"), 4, k=2,
+                                                 max_new_tokens=8, seed=3, iteration=itr)
+        assert sampled[-1] == sampled[itr] and len(batch) == 4 * 2

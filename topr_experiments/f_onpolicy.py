@@ -17,8 +17,8 @@ import eval as ev
 import topr
 import train
 from topr_experiments.runs import (ONPOLICY_BASES, ONPOLICY_EVAL, ONPOLICY_EVAL_K, ONPOLICY_SFT_DATA, base_ckpt,
-                                   eval_rows, mean_se, rl_variant_flags, run_unless_done, savefig, slices, task_flags,
-                                   variant, write_table)
+                                   eval_rows, mean_se, rl_dataset, rl_variant_flags, run_unless_done, savefig, slices,
+                                   task_flags, variant, write_table)
 
 ONPOLICY_METHODS = {
     "reinforce": ["--loss", "reinforce", "--baseline", "0"],  # = topr on-policy
@@ -117,8 +117,7 @@ def exp_gradnoise(args):
              "|---|---|" + "---|" * (len(ONPOLICY_METHODS) + 1)]
     for task in args.tasks:
         policy, tok, _ = ev.load_gpt(os.path.join(args.out, "exp_onpolicy", f"base_{task}", "ckpt.pt"), "cpu")
-        problems = task_flags(task).problems(32, 1, "train", use="rl")
-        batch = train.sample_solutions(policy, tok, problems, 8, 48, seed=0)
+        problems, batch = rl_dataset(policy, tok, task_flags(task), 32)  # train.py rl's first dataset, seed 0
         params = [p for p in policy.parameters() if p.requires_grad]
         G = []
         for i in range(len(batch)):  # per-sample gradients of log pi(y_i) / L_i, all parameters flattened

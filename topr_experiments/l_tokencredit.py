@@ -8,11 +8,10 @@ import statistics
 import data
 import eval as ev
 import topr
-import train
 from topr_experiments.g_stability import credit_table
 from topr_experiments.k_regime import (ONEPASS, ONEPASS_BASES, REGIME, REGIME_EPOCHS, conflict_share, regime_base,
                                        regime_runs, start_end)
-from topr_experiments.runs import OFF_COMMON, OFF_LOSSES, base_ckpt, eval_rows, run_unless_done, write_table
+from topr_experiments.runs import OFF_COMMON, OFF_LOSSES, base_ckpt, eval_rows, rl_dataset, run_unless_done, write_table
 
 CREDIT_MODES = ["first_error", "prefix"]
 
@@ -77,8 +76,7 @@ def tree_stats(name, folder, task):
     whose k samples share one reward (every advantage 0), and for each negative of a mixed group the share of
     its negative credit on its most negative token, and whether that token is the first operator."""
     policy, tok, _ = ev.load_gpt(os.path.join(folder, "ckpt.pt"), "cpu")
-    problems = task.problems(64, 1, "train", use="rl")
-    batch = train.sample_solutions(policy, tok, problems, 8, 48, seed=0)
+    problems, batch = rl_dataset(policy, tok, task, 64)  # train.py rl's first dataset, seed 0
     adv = topr.prefix_tree_advantages(batch.completion, batch.reward, 8)
     lines = []
     for sl in task.slices:

@@ -1,6 +1,6 @@
 """What every section of the TOPR experiments shares: starting a `train.py` run (skipped with --skip-done if
 finished) and reading its held-out evaluations; the SFT bases of (f), which (f)-(j) start from; the off-policy
-losses and flags of (g)-(l); tables and figures."""
+losses and flags of (g)-(l); the dataset train.py rl samples first (its seeds); tables and figures."""
 import argparse
 import math
 import os
@@ -79,6 +79,14 @@ def rl_run(args, folder, task, flags):
     """One off-policy `train.py rl` (OFF_COMMON) from the task's base into folder; its metrics rows."""
     return run_unless_done(args, folder, lambda: ["rl", "--init", base_ckpt(args, task), *ONPOLICY_BASES[task][0],
                                                   *OFF_COMMON, *flags])
+
+
+def rl_dataset(policy, tok, task, prompts, k=8, max_new_tokens=48, seed=0, iteration=0):
+    """The dataset that `train.py rl --seed seed` samples at `iteration` (train.rl, step 1): `prompts` training
+    problems of seed seed * 1000 + iteration + 1, k samples each of seed seed * 1000 + iteration
+    -> (problems, train.Rollout). The default: the first dataset of seed 0, which every method sees."""
+    problems = task.problems(prompts, seed * 1000 + iteration + 1, "train", use="rl")
+    return problems, train.sample_solutions(policy, tok, problems, k, max_new_tokens, seed=seed * 1000 + iteration)
 
 
 def eval_rows(folder):
