@@ -376,7 +376,7 @@ def test_problems_from_gsm8k_need_a_test_file(tmp_path):
 
 def test_parse_step_reads_negative_operands_and_results():
     """A sampled completion can write a negative number (the shortcut a-b with b > a): its first step still parses,
-    whole, from where it starts (experiments.tree_stats asks whether a negative's credit lands on its operator)."""
+    whole, from where it starts (topr_experiments/l_tokencredit.tree_stats asks whether a negative's credit lands on its operator)."""
     assert data.parse_step(" 3-5=-2. #### -2") == ("3", "-", "5", "-2")
     assert data.parse_step(" -3+5=2. #### 2") == ("-3", "+", "5", "2")
     assert data.parse_step("4--2=6.") == ("4", "-", "-2", "6")

@@ -1,10 +1,13 @@
-"""experiments.py's on-policy report: the table's means and standard errors over seeds, per slice, and the
-figure, from metrics.jsonl files written here (the runs themselves take CPU-hours)."""
+"""experiments.py and topr_experiments/: the commands' train.py runs, tables and figures from metrics.jsonl files
+written here (the runs themselves take CPU-hours); the analyses on a tiny real checkpoint; the map from each
+command to the file of its RESULTS.md section."""
 import json
 import math
 import os
+import re
 import shlex
 import shutil
+import sys
 import types
 
 import torch
@@ -15,6 +18,8 @@ import eval as ev
 import experiments
 import topr
 import train
+from topr_experiments import f_onpolicy, hi_reuse_composition, k_regime, l_tokencredit
+from topr_experiments import runs as shared_runs
 
 
 def test_onpolicy_report_table_and_figure(tmp_path):
@@ -23,7 +28,7 @@ def test_onpolicy_report_table_and_figure(tmp_path):
     args = types.SimpleNamespace(out=str(out), figures=str(figures), tasks=["default", "shortcut"], seeds=[0, 1, 2],
                                  iterations=4, lr=1e-4, length_norm="sequence", optimizer="adamw")
     runs = {}
-    methods = list(experiments.ONPOLICY_METHODS) + ["sft_more"]
+    methods = list(f_onpolicy.ONPOLICY_METHODS) + ["sft_more"]
     for task in args.tasks:
         for m in methods:
             for s in args.seeds:
@@ -34,8 +39,8 @@ def test_onpolicy_report_table_and_figure(tmp_path):
                          "test_mean_len": 10.0 + s, "test_invalid": 0.01 * s} for i, n in enumerate((0, 512, 1024))]
                 rows.insert(1, {"step": 1, "entropy": 0.5 + s})
                 (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-                runs[task, m, s] = experiments.eval_rows(str(folder))
-    experiments.onpolicy_report(args, runs, methods)
+                runs[task, m, s] = shared_runs.eval_rows(str(folder))
+    f_onpolicy.onpolicy_report(args, runs, methods)
     table = (out / "exp_onpolicy" / "table.md").read_text()
     # end values 0.02, 0.12, 0.22 over seeds: mean 0.12, s.e. 0.1 / sqrt(3); start 0.1 on average
     se = 0.1 / math.sqrt(3)
@@ -93,13 +98,13 @@ def test_offpolicy_experiments_commands_tables_and_figures(tmp_path, monkeypatch
     """stability, reuse and composition: the train.py commands they run (flags, seeds, the baseline c that
     gives each p_eff), the tables' means and standard errors, the figures; run outputs faked."""
     calls = []
-    monkeypatch.setattr(experiments, "run_train", fake_rl(calls, monkeypatch))
+    monkeypatch.setattr(shared_runs, "run_train", fake_rl(calls, monkeypatch))
     for task in ("shortcut", "default"):  # the bases exist
         os.makedirs(tmp_path / "runs" / "exp_onpolicy" / f"base_{task}")
         open(tmp_path / "runs" / "exp_onpolicy" / f"base_{task}" / "ckpt.pt", "w").close()
     where = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"), "--tasks", "shortcut", "default"]
     experiments.main(["stability", *where, "--seeds", "0", "1"])
-    assert len(calls) == 2 * 2 * len(experiments.OFF_LOSSES)
+    assert len(calls) == 2 * 2 * len(shared_runs.OFF_LOSSES)
     assert all("--shortcut" in c for c in calls[:12]) and not any("--shortcut" in c for c in calls[12:])
     table = (tmp_path / "runs" / "exp_stability" / "table.md").read_text()
     # seeds 0 and 1 end at 0.08 and 0.18 (8 epochs): mean 0.13, s.e. 0.05; after epoch 2: 0.02 and 0.12
@@ -115,10 +120,10 @@ def test_offpolicy_experiments_commands_tables_and_figures(tmp_path, monkeypatch
     del calls[n:]
     experiments.main(["composition", *where, "--seed", "0"])
     comp = calls[24:]
-    assert len(comp) == 2 * 2 * len(experiments.COMPOSITION_P_EFF)
+    assert len(comp) == 2 * 2 * len(hi_reuse_composition.COMPOSITION_P_EFF)
     cs = [float(c[c.index("--baseline") + 1]) for c in comp if "--target-pos-frac" not in c][:5]
-    for c, f in zip(cs, experiments.COMPOSITION_P_EFF):  # the dataset's p = 0.25 (stability's seed-0 topr run)
-        assert abs(experiments.topr.effective_pos_fraction(0.25, c) - f) < 1e-3
+    for c, f in zip(cs, hi_reuse_composition.COMPOSITION_P_EFF):  # the dataset's p = 0.25 (stability's seed-0 topr run)
+        assert abs(topr.effective_pos_fraction(0.25, c) - f) < 1e-3
     assert [c[c.index("--target-pos-frac") + 1] for c in comp if "--target-pos-frac" in c][:5] == ["0.05", "0.1", "0.2", "0.5", "0.9"]
     assert "p = 0.250" in (tmp_path / "runs" / "exp_composition" / "table.md").read_text()
     experiments.main(["reuse", *where, "--seeds", "0"])
@@ -146,7 +151,7 @@ def test_verifier_experiment_reports_each_slice(tmp_path, monkeypatch):
         with open(os.path.join(out, "metrics.jsonl"), "w") as f:
             f.write(json.dumps({"iteration": 0, **{f"test_{k}": v for k, v in res.items()}}) + "\n")
         open(os.path.join(out, "ckpt.pt"), "w").close()
-    monkeypatch.setattr(experiments, "run_train", run_train)
+    monkeypatch.setattr(shared_runs, "run_train", run_train)
     os.makedirs(tmp_path / "runs" / "exp_onpolicy" / "base_shortcut")
     open(tmp_path / "runs" / "exp_onpolicy" / "base_shortcut" / "ckpt.pt", "w").close()
     experiments.main(["verifier", "--tasks", "shortcut", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path)])
@@ -183,7 +188,7 @@ def test_errors_and_credit_on_a_tiny_policy(tmp_path, capsys):
     assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:]  # the same weights, the same numbers
     assert all(float(x) <= 0 for x in rows[0].split("|")[2:-1])
     # what the prefix tree has to work with on this policy's first dataset: fractions, one row per slice
-    stats = experiments.tree_stats("base", str(base), data.Task(shortcut=True))
+    stats = l_tokencredit.tree_stats("base", str(base), data.Task(shortcut=True))
     assert [r.split("|")[2].strip() for r in stats] == ["conflict", "normal"]
     assert all(0 <= float(x) <= 1 for r in stats for x in r.split("|")[3:6] if x.strip() != "nan")
 
@@ -204,7 +209,7 @@ def test_tree_stats_finds_the_operator_of_a_negative_that_writes_a_negative_resu
         return [torch.zeros(len(c)).index_fill(0, torch.tensor([max(t.find("-", 2), 0)]), -1.0)
                 for c, t in zip(completion, text)]
     monkeypatch.setattr(topr, "prefix_tree_advantages", credit)
-    (row,) = experiments.tree_stats("fake", "nowhere", data.Task())
+    (row,) = l_tokencredit.tree_stats("fake", "nowhere", data.Task())
     assert row == "| fake | all | 0.97 | 1.00 | 1.00 |"  # 62 of 64 groups one reward; 14 negatives, all on "-"
 
 
@@ -212,8 +217,8 @@ def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatc
     """regime, onepass and tokencredit: the train.py commands they run (bases, losses, --credit, the settings),
     the tables (the paired gain difference, the answers), the regime figure; run outputs faked."""
     calls = []
-    monkeypatch.setattr(experiments, "run_train", fake_rl(calls, monkeypatch))
-    for i, name in enumerate(experiments.REGIME_BASES):  # the bases exist, with their own evaluation
+    monkeypatch.setattr(shared_runs, "run_train", fake_rl(calls, monkeypatch))
+    for i, name in enumerate(k_regime.REGIME_BASES):  # the bases exist, with their own evaluation
         base = tmp_path / "runs" / "exp_regime" / f"base_{name}"
         base.mkdir(parents=True)
         (base / "ckpt.pt").touch()
@@ -222,9 +227,9 @@ def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatc
         (base / "metrics.jsonl").write_text(json.dumps(row) + "\n")
     where = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"), "--seeds", "0", "1"]
     experiments.main(["regime", *where])
-    assert len(calls) == len(experiments.REGIME_BASES) * len(experiments.REGIME_LOSSES) * 2
-    assert all(c[c.index("--epochs") + 1] == str(experiments.REGIME_EPOCHS) and "--eval-each-epoch" in c for c in calls)
-    assert sum("--conflict-direction" in c for c in calls) == len(experiments.REGIME_LOSSES) * 2  # the add base
+    assert len(calls) == len(k_regime.REGIME_BASES) * len(k_regime.REGIME_LOSSES) * 2
+    assert all(c[c.index("--epochs") + 1] == str(k_regime.REGIME_EPOCHS) and "--eval-each-epoch" in c for c in calls)
+    assert sum("--conflict-direction" in c for c in calls) == len(k_regime.REGIME_LOSSES) * 2  # the add base
     table = (tmp_path / "runs" / "exp_regime" / "table.md").read_text()
     # every loss ends like every other (the fake's rows depend on the seed only): gain differences 0, no s.e.
     assert "| both_c0.03 | 0.200 | 0.200 | 0.200 | 0.200 |" in table
@@ -233,21 +238,21 @@ def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatc
     assert (tmp_path / "figures" / "topr_regime.png").stat().st_size > 1000
     n = len(calls)
     experiments.main(["onepass", *where, "--skip-done"])  # only the one-pass runs are new
-    assert len(calls) - n == len(experiments.ONEPASS_BASES) * len(experiments.ONEPASS_LOSSES) * 2
-    assert all(c[c.index("--prompts") + 1] == str(64 * experiments.REGIME_EPOCHS) and c[c.index("--epochs") + 1] == "1"
+    assert len(calls) - n == len(k_regime.ONEPASS_BASES) * len(k_regime.ONEPASS_LOSSES) * 2
+    assert all(c[c.index("--prompts") + 1] == str(64 * k_regime.REGIME_EPOCHS) and c[c.index("--epochs") + 1] == "1"
                for c in calls[n:])
     assert "| both_c0.03 | reinforce | one pass |" in (tmp_path / "runs" / "exp_regime" / "table_onepass.md").read_text()
     n = len(calls)
     tabled = []
-    monkeypatch.setattr(experiments, "credit_table", lambda policies: tabled.append(policies) or ["| credit |"])
-    monkeypatch.setattr(experiments, "tree_stats", lambda name, folder, task: [f"| {name} | tree |"])
+    monkeypatch.setattr(l_tokencredit, "credit_table", lambda policies: tabled.append(policies) or ["| credit |"])
+    monkeypatch.setattr(l_tokencredit, "tree_stats", lambda name, folder, task: [f"| {name} | tree |"])
     default = tmp_path / "runs" / "exp_onpolicy" / "base_default"
     default.mkdir(parents=True)
     (default / "ckpt.pt").touch()
     experiments.main(["tokencredit", *where, "--skip-done"])
     new = calls[n:]
     # first_error and prefix reused, prefix in one pass; then topr and topr_prefix on the default task
-    assert len(new) == len(experiments.ONEPASS_BASES) * 2 * 3 + 2 * 2
+    assert len(new) == len(k_regime.ONEPASS_BASES) * 2 * 3 + 2 * 2
     assert sorted(c[c.index("--credit") + 1] for c in new if "--credit" in c) == ["first_error"] * 4 + ["prefix"] * 10
     assert [("--shortcut" in c, "--credit" in c) for c in new[-4:]] == [(False, False), (False, True)] * 2
     table = (tmp_path / "runs" / "exp_regime" / "table_tokencredit.md").read_text()
@@ -256,3 +261,46 @@ def test_regime_onepass_and_tokencredit_commands_and_tables(tmp_path, monkeypatc
     assert [name for name, _ in tabled[0]] == ["base", "sft_pos (reuse)", "sft_pos (one pass)", "topr (reuse)",
                                                "topr (one pass)", "topr_first_error (reuse)", "topr_prefix (reuse)",
                                                "topr_prefix (one pass)"]
+
+
+def test_each_command_lives_in_the_section_file_experiments_py_names():
+    """experiments.py's table (NAME, RESULTS.md section, file of topr_experiments/): every command is listed, its
+    function is in that file, and the file's docstring names the command, quotes a heading of RESULTS.md and
+    names each section letter of the table's row."""
+    rows = re.findall(r"^  (\w+) +(SFT|\([^)]*\)(?:, \([^)]*\))?) +(\w+\.py) ", experiments.__doc__, re.M)
+    assert sorted(name for name, _, _ in rows) == sorted(experiments.EXPERIMENTS)
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "RESULTS.md")) as f:
+        headings = [" ".join(h.split()) for h in re.findall(r"^#{2,4} (.+)$", f.read(), re.M)]
+    for name, section, file in rows:
+        function = experiments.EXPERIMENTS[name]
+        assert function.__module__ == f"topr_experiments.{file[:-3]}", f"{name}: not in {file}"
+        doc = " ".join(sys.modules[function.__module__].__doc__.split())
+        assert doc.startswith("RESULTS.md ") and (f"`experiments.py {name}`" in doc or f"`{name}`" in doc), file
+        assert any(h in doc for h in headings), f"{file}: quotes no heading of RESULTS.md"
+        for letter in re.findall(r"[a-l]'?", section if section != "SFT" else ""):
+            assert re.search(rf"\((?:[a-l]'?, )*{letter}[,)]", doc), f"{file}: section {letter} not named"
+
+
+def test_rl_dataset_is_the_dataset_train_rl_samples(tmp_path, monkeypatch):
+    """runs.rl_dataset (the rollout of gradnoise and tree_stats) is what `train.py rl --seed s` samples at each
+    iteration: the same problems, the same sampling seed; recorded from a tiny real run (seed 3, 2 iterations)."""
+    sampled, real = [], train.sample_solutions
+
+    def record(policy, tok, problems, *a, seed, **kw):
+        sampled.append(([p.question for p in problems], seed))
+        return real(policy, tok, problems, *a, seed=seed, **kw)
+    monkeypatch.setattr(train, "sample_solutions", record)
+    sft = tmp_path / "sft"
+    train.main(["sft", "--shortcut", "--out", str(sft), "--max-iters", "5", "--n-layer", "1", "--n-head", "2",
+                "--n-embd", "32", "--batch-size", "8", "--sft-examples", "50", "--val-examples", "8", "--eval-problems",
+                "2", "--eval-k", "1", "--warmup", "1", "--max-new-tokens", "8", "--eval-interval", "5"])
+    sampled.clear()
+    train.main(["rl", "--shortcut", "--init", str(sft / "ckpt.pt"), "--out", str(tmp_path / "rl"), "--seed", "3",
+                "--iterations", "2", "--prompts", "4", "--k", "2", "--batch-size", "8", "--eval-problems", "2",
+                "--eval-k", "1", "--max-new-tokens", "8"])
+    assert len(sampled) == 2 and sampled[0] != sampled[1]
+    policy, tok, _ = ev.load_gpt(str(sft / "ckpt.pt"), "cpu")
+    for itr in (0, 1):
+        problems, batch = shared_runs.rl_dataset(policy, tok, shared_runs.task_flags("shortcut"), 4, k=2,
+                                                 max_new_tokens=8, seed=3, iteration=itr)
+        assert sampled[-1] == sampled[itr] and len(batch) == 4 * 2

@@ -1,8 +1,8 @@
 """The layers of the repository, pinned: every file imports only from the layers below it, every import is
 at the top of its file (matplotlib and PIL aside: plotting imports them when it draws), and the two
 papers' core files need nothing but torch. The house has two towers on one ground floor: the GPT side
-and the GSN side share only common.py, and only the top floor (demo, bench) uses both. Read with `ast`,
-never by importing."""
+and the GSN side share only common.py, and only the top floor (demo, bench) uses both. A file of a folder
+(topr_experiments/runs.py) is a module of its own (topr_experiments.runs). Read with `ast`, never by importing."""
 import ast
 import itertools
 import os
@@ -12,6 +12,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+PACKAGES = ["topr_experiments"]  # folders of modules (their __init__.py: a docstring only)
+SECTION = "topr_experiments."     # the TOPR experiments, one file per RESULTS.md section
 # bottom to top; a file may import the files of LOWER layers only (none of its own layer)
 LAYERS = [
     ["topr", "model"],                   # the papers' core: torch only
@@ -20,6 +22,10 @@ LAYERS = [
     ["gsn", "parzen"],                   # GSN: model, training, sampling; its evaluation (Parzen, k-means, error bars)
     ["eval"],                            # GPT evaluation
     ["train"],                           # SFT and RL
+    [SECTION + "runs"],                  # what the sections share: runs, the bases of (f), tables
+    [SECTION + s for s in ("sft_overlap", "a_offpolicy", "bd_iterated", "c_baseline", "ej_verifier", "f_onpolicy",
+                           "g_stability", "hi_reuse_composition", "k_regime")],
+    [SECTION + "l_tokencredit"],         # (l): on (k)'s runs, with (g)'s credit table
     ["experiments", "gsn_experiments"],  # each tower's experiments
     ["bench", "demo"],                   # the top floor
 ]
@@ -32,7 +38,7 @@ THIRD_PARTY = {"torch", "numpy", "tiktoken", "matplotlib", "PIL"}
 # never load the GSN code, `python gsn.py` never loads the GPT's.
 GROUND = {"common"}
 TOWERS = {
-    "gpt": {"topr", "model", "data", "eval", "train", "experiments"},
+    "gpt": {"topr", "model", "data", "eval", "train", "experiments", *(n for n in LAYER if n.startswith(SECTION))},
     "gsn": {"images", "gsn", "parzen", "gsn_experiments"},
 }
 TOP = {"bench", "demo"}              # may import both towers
@@ -42,16 +48,29 @@ FORBIDDEN = ({(a, b) for t, u in itertools.permutations(TOWERS, 2) for a in TOWE
              | {("data", "model")})
 
 
+def path_of(name):
+    """A module's file: train -> train.py, topr_experiments.runs -> topr_experiments/runs.py."""
+    return os.path.join(ROOT, *name.split(".")) + ".py"
+
+
+def module(dotted):
+    """The module an import loads: its top-level name, or for a folder of PACKAGES the folder's file."""
+    parts = dotted.split(".")
+    return ".".join(parts[:2]) if parts[0] in PACKAGES and len(parts) > 1 else parts[0]
+
+
 def imports(path):
-    """[(module's top-level name, line, at module level?)] for every import statement in the file."""
+    """[(module, line, at module level?)] for every import statement in the file (module: see module())."""
     tree = ast.parse(open(path).read(), path)
     top = {id(n) for n in tree.body}
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out += [(a.name.split(".")[0], node.lineno, id(node) in top) for a in node.names]
+            out += [(module(a.name), node.lineno, id(node) in top) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in PACKAGES:
+            out += [(module(f"{node.module}.{a.name}"), node.lineno, id(node) in top) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            out.append(((node.module or "").split(".")[0] if node.level == 0 else ".", node.lineno, id(node) in top))
+            out.append((module(node.module or "") if node.level == 0 else ".", node.lineno, id(node) in top))
     return out
 
 
@@ -80,13 +99,17 @@ def closure(name):
         n = todo.pop()
         if n not in seen:
             seen.add(n)
-            todo += [mod for mod, _, _ in imports(os.path.join(ROOT, n + ".py")) if mod in LOCAL]
+            todo += [mod for mod, _, _ in imports(path_of(n)) if mod in LOCAL]
     return seen
 
 
 def test_every_top_level_file_has_a_layer():
     files = {f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")}
+    files |= {f"{p}.{f[:-3]}" for p in PACKAGES for f in os.listdir(os.path.join(ROOT, p))
+              if f.endswith(".py") and f != "__init__.py"}
     assert files == LOCAL, f"place new files in LAYERS: {sorted(files ^ LOCAL)}"
+    for p in PACKAGES:  # importing a module of the folder runs its __init__.py first: nothing there to load
+        assert imports(os.path.join(ROOT, p, "__init__.py")) == []
 
 
 def test_every_file_is_on_the_ground_floor_in_one_tower_or_on_the_top_floor():
@@ -102,13 +125,14 @@ def test_the_forbidden_pairs():
     for a in TOWERS["gpt"]:
         assert {b for b in LOCAL if (a, b) in FORBIDDEN} >= {"images", "gsn", "gsn_experiments"}
     for a in TOWERS["gsn"]:
-        assert {b for b in LOCAL if (a, b) in FORBIDDEN} == {"data", "model", "topr", "eval", "train", "experiments"}
+        assert {b for b in LOCAL if (a, b) in FORBIDDEN} == {"data", "model", "topr", "eval", "train", "experiments",
+                                                             *(n for n in LOCAL if n.startswith(SECTION))}
     assert not {a for a, b in FORBIDDEN} & (GROUND | TOP)  # the top floor may use both towers
 
 
 @pytest.mark.parametrize("name", sorted(LOCAL))
 def test_imports_point_down_and_sit_at_the_top(name):
-    assert violations(name, os.path.join(ROOT, name + ".py")) == []
+    assert violations(name, path_of(name)) == []
 
 
 @pytest.mark.parametrize("name", ["train", "eval", "experiments", "gsn", "parzen", "gsn_experiments"])
@@ -146,3 +170,15 @@ def test_the_check_catches_each_forbidden_pair(tmp_path, importer, imported):
     assert len(msgs) == 1 and f"{importer}.py:1 imports {imported}" in msgs[0]
     if LAYER[imported] < LAYER[importer]:
         assert "forbidden" in msgs[0]
+
+
+def test_a_folder_module_is_its_file(tmp_path):
+    """`from topr_experiments import runs` and `import topr_experiments.runs` load topr_experiments.runs; a file of
+    the folder importing one of a higher layer (runs importing a section) fails as any upward import does."""
+    bad = tmp_path / "runs.py"
+    bad.write_text("from topr_experiments import runs, k_regime\nimport topr_experiments.runs\n"
+                   "from topr_experiments.k_regime import regime_runs\n")
+    assert [m for m, _, _ in imports(str(bad))] == [SECTION + "runs", SECTION + "k_regime", SECTION + "runs",
+                                                    SECTION + "k_regime"]
+    msgs = violations(SECTION + "runs", str(bad))
+    assert len(msgs) == 4 and all("is not in a lower layer than topr_experiments.runs" in m for m in msgs)

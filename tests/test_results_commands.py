@@ -5,6 +5,8 @@ entry in EXPECT below fails test_every_quoted_command_is_checked: quoting a new 
 import os
 import re
 import shlex
+import subprocess
+import sys
 
 import matplotlib.figure
 import pytest
@@ -14,6 +16,8 @@ import data
 import eval as ev
 import experiments
 import train
+from topr_experiments import l_tokencredit
+from topr_experiments import runs as shared_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(ROOT, "RESULTS.md")) as f:
@@ -217,11 +221,11 @@ def dry_run(command, tmp_path, monkeypatch):
         assert len(runs) == n + 1, f"train.py {shlex.join(argv)} did not reach the point where it trains"
         for name in ("ckpt.pt", "metrics.jsonl"):  # what later existence checks look for
             open(os.path.join(runs[-1].out, name), "w").close()
-    monkeypatch.setattr(experiments, "run_train", run_train)
-    monkeypatch.setattr(experiments.ev, "read_metrics", lambda folder: rows)
+    monkeypatch.setattr(shared_runs, "run_train", run_train)
+    monkeypatch.setattr(ev, "read_metrics", lambda folder: rows)
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda *a, **kw: None)  # figures: not checked here, slow
     for analysis in ("credit_table", "tree_stats"):  # they read real checkpoints (tests/test_experiments.py runs them)
-        monkeypatch.setattr(experiments, analysis, lambda *a, **kw: [])
+        monkeypatch.setattr(l_tokencredit, analysis, lambda *a, **kw: [])
     sft = tmp_path / "sft_ckpt.pt"
     sft.touch()
     experiments.main([*shlex.split(command), "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"),
@@ -274,3 +278,30 @@ def test_onpolicy_shortcut_base_is_the_quoted_calibrated_base(tmp_path, monkeypa
     differ = {k: (v, vars(quoted[0]).get(k)) for k, v in vars(base[0]).items() if k != "out" and v != vars(quoted[0]).get(k)}
     assert not differ, f"(f) base: (experiments.py, RESULTS.md) differ in {differ}"
     assert set(vars(base[0])) == set(vars(quoted[0]))
+
+
+def test_iterations_and_lr_are_honoured_by_onpolicy_and_refused_elsewhere(tmp_path, monkeypatch, capsys):
+    """--iterations and --lr set onpolicy's on-policy steps and learning rate (sft_more: as many optimizer samples,
+    the same constant lr); every other command refuses them with one line naming the flag and the command."""
+    runs = dry_run("onpolicy --tasks default --methods reinforce sft_more --seeds 0 --iterations 3 --lr 0.001",
+                   tmp_path, monkeypatch)
+    assert [(a.iterations, a.lr, a.eval_every) for a in runs if a.cmd == "rl"] == [(3, 0.001, 3)]
+    sft_more = [(settings(a)["samples"], a.lr, a.min_lr) for a in runs if a.cmd == "sft" and a.init]
+    assert sft_more == [(3 * 256, 0.001, 0.001)]
+    for name in set(experiments.EXPERIMENTS) - {"onpolicy"}:
+        for flag in ("--iterations", "--lr"):
+            with pytest.raises(SystemExit) as e:
+                experiments.main([name, flag, "3", "--out", str(tmp_path / "refused")])
+            assert e.value.code == 1 and capsys.readouterr().err == f"error: {flag} applies to onpolicy, not {name}\n"
+    assert not (tmp_path / "refused").exists()
+
+
+def test_overlap_end_to_end_writes_the_quoted_table(tmp_path):
+    """`python experiments.py overlap` run as RESULTS.md quotes it (the script from another folder, real data, no
+    model; seconds): the table it writes is the one quoted under "What "held-out" means here"."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "overlap", "--out", "runs"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in (tmp_path / "runs" / "exp_overlap" / "table.md").read_text().splitlines()
+            if line.startswith("|")]
+    assert len(rows) == 5 and "\n".join(rows) in RESULTS
