@@ -67,7 +67,6 @@ class KVCache:
         self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
         self.padded = False  # any padding written? If not, forward builds no mask (the decode hot path)
         self.pos = 0
-        self.T_max = T_max
 
     def write(self, layer, kv):
         """Store this call's keys/values kv (2, B, nh, T, hs) at [pos, pos+T); return views (K, V) of
@@ -472,25 +471,23 @@ def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False,
     return logp, torch.where(compl_mask, ent, torch.zeros_like(ent))
 
 
-def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
-    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
-    pass; gradients flow: the generative verifier's log pi, on the RL gradient path like sequence_logprobs. restricted=False: the unrestricted next-token log-probs of the two tokens."""
+def verdict_logp(model, prompts, yes_no, pad_id):
+    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward pass,
+    pi = the next-token distribution restricted to the two verdicts: the softmax of their two logits. The
+    generative verifier's policy; gradients flow (the RL update differentiates it via verdict_logp_at)."""
     device = next(model.parameters()).device
     tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
     last = torch.tensor([len(p) - 1 for p in prompts])
-    return verdict_logp_at(model, tokens.to(device), last.to(device), yes_no, restricted)
+    return verdict_logp_at(model, tokens.to(device), last.to(device), yes_no)
 
 
-def verdict_logp_at(model, tokens, last, yes_no, restricted=True):
+def verdict_logp_at(model, tokens, last, yes_no):
     """verdict_logp of rows already on the device: tokens (B, T) padded at the ends of rows only, last (B,)
     each row's last prompt position (what follows it in the row is never read: attention is causal)."""
     logits, _ = model(tokens, logits_at=last)  # the LM head at each prompt's last token only
     logits = logits[:, 0].float()  # (B, vocab): next-token logits
     # the two columns as views, stacked: indexing with a list would copy an index to the device (a stall)
-    pair = lambda x: torch.stack([x[:, yes_no[0]], x[:, yes_no[1]]], dim=1)
-    if restricted:
-        return F.log_softmax(pair(logits), dim=-1)
-    return pair(F.log_softmax(logits, dim=-1))
+    return F.log_softmax(torch.stack([logits[:, yes_no[0]], logits[:, yes_no[1]]], dim=1), dim=-1)
 
 
 def entropy(logits):
