@@ -2,16 +2,19 @@
 data.py -- the text task: what the GPT reads, and how its answers are scored.
 
   1. Tokenizer: an offline byte-level tiktoken tokenizer (or GPT-2's BPE from local files).
-  2. The task: procedural GSM8K-style word problems with worked solutions, and the reward.
+  2. The task: Task, its flags and their defaults (written once, here), its slices, its problems; procedural
+     GSM8K-style word problems with worked solutions (OPERATIONS and _slice_rule: the rules that the
+     generators and the split counter both read), and the reward.
   3. Verification: a problem + a candidate solution -> "Yes"/"No" (the generative verifier).
   4. GSM8K: the real data set's jsonl files.
-  5. Task: the task's flags and defaults, its slices, its problems; problems(...): the ONE function that
-     draws the problems of a split; parse_step: the first "a+b=x" of a worked solution.
+  5. problems(...): the ONE function that draws the problems of a split; parse_step: the first "a+b=x" of
+     a worked solution.
 
 Imports common.py only (for UserError).
 """
 import hashlib
 import json
+import operator
 import os
 import random
 import re
@@ -130,6 +133,60 @@ class Problem:
     slice: str = "all"  # the shortcut task: "normal" or "conflict" (evaluation reports each slice)
 
 
+SLICES = ["conflict", "normal"]  # the shortcut task's slices, reported apart; every other task has one, "all"
+CALIBRATED_SFT_CONFLICT_FRAC = 0.03  # the shortcut base of RESULTS.md (f)-(j): conflict problems among its SFT data
+
+
+@dataclass(frozen=True)
+class Task:
+    """The task in one place: its flags with their defaults (train.py, eval.py, experiments.py and demo.py read
+    them from here, and so do the keyword defaults of this file's generators), its slices, and the problems of
+    each use. `--shortcut` sets how many conflict problems each set holds: few among the worked solutions, half
+    of the RL prompts and of the test sets."""
+    steps: tuple = (1, 2)            # operations per problem
+    max_num: int = 10                # largest number in a question
+    ops: str = "+-"                  # subset of +-*/
+    gsm8k: str = None                # train on a GSM8K jsonl file instead of the procedural task
+    gsm8k_test: str = None           # its test jsonl (required with gsm8k)
+    shortcut: bool = False           # the shortcut task (make_shortcut_problems)
+    sft_conflict_frac: float = 0.05  # shortcut: conflict problems among the worked solutions
+    rl_conflict_frac: float = 0.5    # shortcut: among the RL prompts
+    test_conflict_frac: float = 0.5  # shortcut: among the held-out problems (as many as normal ones)
+    conflict_direction: str = "both"  # shortcut: the conflicts' verbs (CONFLICT_DIRECTIONS)
+
+    def __post_init__(self):
+        if self.conflict_direction not in CONFLICT_DIRECTIONS:
+            raise UserError(f"--conflict-direction must be one of {', '.join(CONFLICT_DIRECTIONS)}, "
+                            f"got {self.conflict_direction!r}")
+        if self.conflict_direction != "both" and not self.shortcut:
+            raise UserError("--conflict-direction only applies to the shortcut task (--shortcut)")
+        if self.shortcut and self.gsm8k is not None:  # each replaces the procedural task: a run needs to know which
+            raise UserError("--shortcut and --gsm8k are two different tasks: choose one")
+        # the shortcut task would ignore --ops and --steps: only their defaults (given or not) pass
+        ignored = "its own one-step '+'/'-' problems"
+        if self.shortcut and set(self.ops) != set(Task.ops):
+            raise UserError(f"--shortcut draws {ignored}: --ops {self.ops} does not apply")
+        if self.shortcut and tuple(self.steps) != Task.steps:
+            raise UserError(f"--shortcut draws {ignored}: --steps {' '.join(map(str, self.steps))} does not apply")
+
+    @classmethod
+    def from_args(cls, args):
+        """The Task of parsed CLI flags (the fields a parser defines; the others keep their defaults)."""
+        given = {k: getattr(args, k) for k in cls.__dataclass_fields__ if getattr(args, k, None) is not None}
+        return cls(**{**given, **({"steps": tuple(given["steps"])} if "steps" in given else {})})
+
+    @property
+    def slices(self):
+        return SLICES if self.shortcut else ["all"]
+
+    def problems(self, n, seed, split, use="test"):
+        """n problems of the split for `use` ("sft", "rl" or "test": which conflict fraction they hold)."""
+        frac = {"sft": self.sft_conflict_frac, "rl": self.rl_conflict_frac, "test": self.test_conflict_frac}[use]
+        return problems(n, seed, split, steps=tuple(self.steps), max_num=self.max_num, ops=self.ops, gsm8k=self.gsm8k,
+                        gsm8k_test=self.gsm8k_test, shortcut=self.shortcut, conflict_frac=frac,
+                        conflict_direction=self.conflict_direction)
+
+
 NAMES = [("Ana", "she"), ("Ben", "he"), ("Carla", "she"), ("David", "he"), ("Emma", "she"),
          ("Farid", "he"), ("Grace", "she"), ("Hugo", "he"), ("Ines", "she"), ("Jamal", "he"),
          ("Kim", "she"), ("Leo", "he"), ("Maya", "she"), ("Noah", "he"), ("Olga", "she"),
@@ -173,6 +230,14 @@ OBJ = {"she": "her", "he": "him"}
 POS = {"she": "her", "he": "his"}
 MAX_MULTIPLIER = 5  # "* b" draws b from 2..min(5, max_num): keeps products readable, like GSM8K's "3 times as many"
 
+# The arithmetic of a step "x op b", ONE table that the generator (_problem_chain) and the split counter (_chains)
+# both read: op -> (the value of x op b, the operands b that may follow the value x when the numbers go up to m).
+# Nothing negative or fractional: "-" takes at most x, "/" only the divisors of an x >= 1.
+OPERATIONS = {"+": (operator.add, lambda x, m: range(1, m + 1)),
+              "-": (operator.sub, lambda x, m: range(1, min(m, x) + 1)),
+              "*": (operator.mul, lambda x, m: range(2, min(MAX_MULTIPLIER, m) + 1)),
+              "/": (operator.floordiv, lambda x, m: [b for b in range(2, m + 1) if x >= 1 and x % b == 0])}
+
 
 def _question_split(question):
     """'test' for ~10% of all question texts, by a stable hash of the text itself: train and
@@ -197,26 +262,38 @@ def _problem_chain(rng, n_steps, max_num, ops):
             return None
         op, bs = rng.choice(choices)  # op first, then operand: every op is equally likely
         b = rng.choice(bs)
-        x = {"+": x + b, "-": x - b, "*": x * b, "/": x // b}[op]
+        x = OPERATIONS[op][0](x, b)
         out.append((op, b, x))
     return a, out
 
 
 def _step_choices(x, max_num, ops):
-    """[(op, operands)] that may follow the value x: nothing negative or fractional."""
-    choices = []
-    for op in ops:
-        if op == "+":
-            choices.append((op, list(range(1, max_num + 1))))
-        elif op == "-" and x >= 1:
-            choices.append((op, list(range(1, min(max_num, x) + 1))))
-        elif op == "*" and max_num >= 2:
-            choices.append((op, list(range(2, min(MAX_MULTIPLIER, max_num) + 1))))
-        elif op == "/":
-            divisors = [b for b in range(2, max_num + 1) if x >= 1 and x % b == 0]
-            if divisors:
-                choices.append((op, divisors))
-    return choices
+    """[(op, operands)] that may follow the value x (OPERATIONS), for each op of ops that has an operand."""
+    choices = [(op, list(OPERATIONS[op][1](x, max_num))) for op in ops]
+    return [(op, bs) for op, bs in choices if bs]
+
+
+# The rules of a question's text, read by the generator (_problem_text) and the split counter (_question_texts)
+
+def _slots(name, s, other, x, c, t, a):
+    """The values of a template's placeholders (FAMILIES)."""
+    return dict(N=name, O=other, s=s, obj=OBJ[s], pos=POS[s], x=x, c=c, t=t, a=a)
+
+
+def _joins(clause, last, sentence):
+    """Whether a clause about {s} may join the sentence before it, "She buys 7 more and gives 5 to Ben.": when
+    that one is about {s} too (last: its subject) and holds no "and" yet. The generator joins half of these."""
+    return clause[:4] == "{s} " and last == "{s} " and " and " not in clause + sentence
+
+
+def _named(clause, last):
+    """The clause, or, after a clause about {O}, a clause about {s} that names her again ("Ben takes 2. She
+    loses 1." is ambiguous)."""
+    return "{N} " + clause[4:] if clause[:4] == "{s} " and last == "{O} " else clause
+
+
+def _singular(text):
+    return re.sub(r"\b1 (\w+)s\b", r"1 \1", text)  # "1 apples" -> "1 apple"
 
 
 def _problem_text(rng, a, chain, cue=None):
@@ -225,29 +302,23 @@ def _problem_text(rng, a, chain, cue=None):
     family = rng.choice(sorted(FAMILIES))
     fam = FAMILIES[family]
     (name, s), (other, _) = rng.sample(NAMES, 2)
-    slots = dict(N=name, O=other, s=s, obj=OBJ[s], pos=POS[s], x=rng.choice(ITEMS),
-                 c=rng.choice(CONTAINERS), t=rng.choice(THINGS), a=a)
+    slots = _slots(name, s, other, rng.choice(ITEMS), rng.choice(CONTAINERS), rng.choice(THINGS), a)
     sentences = [rng.choice(fam["intro"]).format(**slots)]
-    last = None  # subject of the previous clause: "{s} ", "{O} ", "{N} ", "{pos"
+    last = None  # subject of the previous clause: "{s} ", "{O} ", "{N} ", "{pos"; "and" after a join
     for i, (op, b, _) in enumerate(chain):
         clause = rng.choice(fam["ops"][op])
-        subject, last_subject = clause[:4], last
-        last = subject
-        if (subject == "{s} " and last_subject == "{s} " and " and " not in clause + sentences[-1]
-                and rng.random() < 0.5):
-            # "She buys 7 more and gives 5 to Ben.": only when both clauses are about {s}
+        if _joins(clause, last, sentences[-1]) and rng.random() < 0.5:
             sentences[-1] = sentences[-1][:-1] + " and " + clause[4:].format(b=b, **slots) + "."
             last = "and"  # at most one "and" per sentence
             continue
-        if subject == "{s} " and last_subject == "{O} ":
-            clause = "{N} " + clause[4:]  # "Ben takes 2. She loses 1." is ambiguous: name her again
-        text = clause.format(b=b, **slots)
+        text = _named(clause, last).format(b=b, **slots)
+        last = clause[:4]
         lead = rng.choice(CONNECTORS) if i > 0 else ""
         text = lead + text if lead else text[0].upper() + text[1:]
         sentences.append(text + ".")
     question = CUE_QUESTIONS[family][cue] if cue else rng.choice(fam["question"])
     sentences.append(question.format(**slots))
-    return re.sub(r"\b1 (\w+)s\b", r"1 \1", " ".join(sentences))  # "1 apples" -> "1 apple"
+    return _singular(" ".join(sentences))
 
 
 # How many distinct questions a split holds. Drawing stalls when a split runs out of questions, and only
@@ -265,7 +336,7 @@ def _chains(n_steps, max_num, ops):
             return
         for op, bs in _step_choices(x, max_num, ops):
             for b in bs:
-                y = {"+": x + b, "-": x - b, "*": x * b, "/": x // b}[op]
+                y = OPERATIONS[op][0](x, b)
                 yield from extend(y, chain + [(op, b, y)])
     for a in range(1, max_num + 1):
         for chain in extend(a, []):
@@ -283,15 +354,12 @@ def _question_texts(a, chain, cue=None):
             return
         op, b, _ = chain[i]
         for clause in fam["ops"][op]:
-            subject = clause[:4]
-            if subject == "{s} " and last == "{s} " and " and " not in clause + sentences[-1]:  # both ways
+            if _joins(clause, last, sentences[-1]):  # joined, and (below) not
                 joined = sentences[-1][:-1] + " and " + clause[4:].replace("{b}", str(b)) + "."
                 yield from clauses(fam, i + 1, sentences[:-1] + [joined], "and")
-            if subject == "{s} " and last == "{O} ":
-                clause = "{N} " + clause[4:]
-            text = clause.replace("{b}", str(b))
+            text = _named(clause, last).replace("{b}", str(b))
             for lead in (CONNECTORS if i > 0 else [""]):
-                yield from clauses(fam, i + 1, sentences + [(lead + text if lead else "^" + text) + "."], subject)
+                yield from clauses(fam, i + 1, sentences + [(lead + text if lead else "^" + text) + "."], clause[:4])
 
     for family in sorted(FAMILIES):
         fam = FAMILIES[family]
@@ -310,39 +378,34 @@ def _fill_in(template, a):
         for x in (ITEMS if "x" in used else ITEMS[:1]):
             for c in (CONTAINERS if "c" in used else CONTAINERS[:1]):
                 for t in (THINGS if "t" in used else THINGS[:1]):
-                    slots = dict(N=name, O=o, s=s, obj=OBJ[s], pos=POS[s], x=x, c=c, t=t, a=a)
-                    sentences = [part.format(**slots) for part in template]
-                    text = " ".join(f[1].upper() + f[2:] if f[0] == "^" else f for f in sentences)
-                    yield re.sub(r"\b1 (\w+)s\b", r"1 \1", text)
+                    sentences = [part.format(**_slots(name, s, o, x, c, t, a)) for part in template]
+                    yield _singular(" ".join(f[1].upper() + f[2:] if f[0] == "^" else f for f in sentences))
 
 
-def _split_texts(split, chains, kind=None, direction="both"):
-    """Every distinct question of the split the generator can write for these chains (kind: the shortcut task's
-    slice, "normal" or "conflict", which fixes the cue of each chain; direction: the conflicts' verbs,
-    CONFLICT_DIRECTIONS)."""
+def _split_texts(split, chains, cues=None):
+    """Every distinct question of the split the generator can write for these chains (cues: a shortcut slice's
+    {the operation of a chain's verb: the operation its question's cue suggests}, _slice_rule; None: the
+    procedural task's questions)."""
     texts = set()
     for a, chain in chains:
-        op = chain[0][0]
-        if kind == "conflict" and op not in CONFLICT_DIRECTIONS[direction]:
-            continue
-        cue = None if kind is None else op if kind == "normal" else "+-".replace(op, "")
+        cue = cues[chain[0][0]] if cues else None
         texts.update(q for q in _question_texts(a, chain, cue) if _question_split(q) == split)
     return texts
 
 
-def _split_size(split, chains, kind=None, direction="both"):
+def _split_size(split, chains, cues=None):
     """Exactly how many distinct questions of the split the generator can write for these chains (_split_texts)."""
-    return len(_split_texts(split, chains, kind, direction))
+    return len(_split_texts(split, chains, cues))
 
 
-def make_problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-"):
+def make_problems(n, seed=0, split="train", steps=Task.steps, max_num=Task.max_num, ops=Task.ops):
     """n distinct word problems of the given split, deterministic from (seed, split, knobs); a UserError
     saying how many the split holds if that is fewer than n.
 
     steps:   allowed numbers of operations (an int or a tuple, each drawn uniformly)
     max_num: every number in the question is in 1..max_num (multipliers in 2..min(5, max_num))
     ops:     a subset of "+-*/"; '/' is always exact; intermediates are never negative.
-    The default (1-2 steps, numbers <= 10, '+-') is the base task; harder held-out splits:
+    The defaults (Task's: 1-2 steps, numbers <= 10, '+-') are the base task; harder held-out splits:
     max_num=20, and steps=(3,), ops="+-*".
     """
     steps = (steps,) if isinstance(steps, int) else tuple(steps)
@@ -350,11 +413,11 @@ def make_problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-"):
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
     if not steps or any(not isinstance(k, int) or k < 1 for k in steps):
         raise UserError(f"steps must be positive ints, got {steps!r}")
-    if not ops or set(ops) - set("+-*/"):
-        raise UserError(f"ops must be a non-empty subset of '+-*/', got {ops!r}")
+    if not ops or set(ops) - set(OPERATIONS):
+        raise UserError(f"ops must be a non-empty subset of '{''.join(OPERATIONS)}', got {ops!r}")
     if max_num < 1 or (set(ops) <= set("*/") and max_num < 2):
         raise UserError(f"max_num={max_num} is too small for ops={ops!r}")
-    ops = "".join(sorted(set(ops), key="+-*/".index))  # "-+" and "+-" give the same problems
+    ops = "".join(sorted(set(ops), key=list(OPERATIONS).index))  # "-+" and "+-" give the same problems
     # A str seed goes through sha512 in random.seed: stable across runs and PYTHONHASHSEED.
     rng = random.Random(f"{seed}|{split}|{steps}|{max_num}|{ops}")
     problems, seen, misses, size = [], set(), 0, None
@@ -403,7 +466,18 @@ CUE_QUESTIONS = {  # family -> the operation the question's cue word suggests ->
 CONFLICT_DIRECTIONS = {"both": "+-", "add": "+", "sub": "-"}
 
 
-def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num=20, direction="both"):
+def _slice_rule(kind, direction):
+    """A shortcut slice's rule, ONE for the generator (make_shortcut_problems) and the split counter: (the
+    operations its problems' verbs perform, {a verb's operation: the operation its question's cue suggests}).
+    A normal problem's cue agrees with its verb; a conflict problem's names the other operation, and its verbs
+    are the direction's (CONFLICT_DIRECTIONS)."""
+    if kind == "normal":
+        return "+-", {"+": "+", "-": "-"}
+    return CONFLICT_DIRECTIONS[direction], {"+": "-", "-": "+"}
+
+
+def make_shortcut_problems(n, seed=0, split="train", conflict_frac=Task.test_conflict_frac, max_num=Task.max_num,
+                           direction=Task.conflict_direction):
     """n distinct one-step '+'/'-' problems of the split; exactly round(n * conflict_frac) of them are
     conflict problems (cue and verb disagree; their verbs: CONFLICT_DIRECTIONS[direction]), in random positions.
     Deterministic from the arguments; a UserError saying how many the split holds if a slice holds fewer than
@@ -419,22 +493,22 @@ def make_shortcut_problems(n, seed=0, split="train", conflict_frac=0.05, max_num
     rng = random.Random(f"shortcut|{seed}|{split}|{max_num}")
     kinds = ["conflict"] * round(n * conflict_frac) + ["normal"] * (n - round(n * conflict_frac))
     rng.shuffle(kinds)
+    rules = {kind: _slice_rule(kind, direction) for kind in SLICES}  # kind -> (its verbs' operations, their cues)
     problems, seen, texts = [], set(), None
     for kind in kinds:
+        verbs, cues = rules[kind]
         misses = 0
         while True:
-            a, chain = _problem_chain(rng, 1, max_num, CONFLICT_DIRECTIONS[direction] if kind == "conflict" else "+-")
+            a, chain = _problem_chain(rng, 1, max_num, verbs)
             op, b, x = chain[0]
-            cue = op if kind == "normal" else "+-".replace(op, "")
-            question = _problem_text(rng, a, chain, cue)
+            question = _problem_text(rng, a, chain, cues[op])
             if _question_split(question) == split and question not in seen:
                 break
             misses += 1
             if misses % STALLED == 0:  # a slice may be exhausted: are enough of its questions left undrawn?
                 # Its size alone does not tell: the slices share a question when a cue question does not depend on
                 # the cue, and one that the other slice drew is gone (such a request used to draw forever).
-                texts = texts or {k: _split_texts(split, list(_chains(1, max_num, "+-")), k, direction)
-                                  for k in ("conflict", "normal")}
+                texts = texts or {k: _split_texts(split, _chains(1, max_num, v), c) for k, (v, c) in rules.items()}
                 if any(kinds[len(problems):].count(k) > len(texts[k] - seen) for k in texts):
                     shared = len(texts["conflict"] & texts["normal"])
                     raise UserError(f"the {split!r} split of the shortcut task with max_num={max_num} and conflict "
@@ -568,65 +642,12 @@ def load_gsm8k(path):
 
 
 # -----------------------------------------------------------------------------
-# 5. Problems of a split: the one entry point of every script
+# 5. Problems of a split: the one entry point of every script (Task.problems calls it)
 
 def _gsm8k_is_val(question):
     """5% of a GSM8K training file, by a stable hash of the question, is the validation split:
     disjoint from the training problems whatever the seed."""
     return int.from_bytes(hashlib.sha1(question.encode()).digest()[:8], "big") % 20 == 0
-
-
-SLICES = ["conflict", "normal"]  # the shortcut task's slices, reported apart; every other task has one, "all"
-CALIBRATED_SFT_CONFLICT_FRAC = 0.03  # the shortcut base of RESULTS.md (f)-(j): conflict problems among its SFT data
-
-
-@dataclass(frozen=True)
-class Task:
-    """The task in one place: its flags with their defaults (train.py, eval.py, experiments.py and demo.py
-    read them from here), its slices, and the problems of each use. `--shortcut` sets how many conflict
-    problems each set holds: few among the worked solutions, half of the RL prompts and of the test sets."""
-    steps: tuple = (1, 2)            # operations per problem
-    max_num: int = 10                # largest number in a question
-    ops: str = "+-"                  # subset of +-*/
-    gsm8k: str = None                # train on a GSM8K jsonl file instead of the procedural task
-    gsm8k_test: str = None           # its test jsonl (required with gsm8k)
-    shortcut: bool = False           # the shortcut task (make_shortcut_problems)
-    sft_conflict_frac: float = 0.05  # shortcut: conflict problems among the worked solutions
-    rl_conflict_frac: float = 0.5    # shortcut: among the RL prompts
-    test_conflict_frac: float = 0.5  # shortcut: among the held-out problems (as many as normal ones)
-    conflict_direction: str = "both"  # shortcut: the conflicts' verbs (CONFLICT_DIRECTIONS)
-
-    def __post_init__(self):
-        if self.conflict_direction not in CONFLICT_DIRECTIONS:
-            raise UserError(f"--conflict-direction must be one of {', '.join(CONFLICT_DIRECTIONS)}, "
-                            f"got {self.conflict_direction!r}")
-        if self.conflict_direction != "both" and not self.shortcut:
-            raise UserError("--conflict-direction only applies to the shortcut task (--shortcut)")
-        if self.shortcut and self.gsm8k is not None:  # each replaces the procedural task: a run needs to know which
-            raise UserError("--shortcut and --gsm8k are two different tasks: choose one")
-        # the shortcut task would ignore --ops and --steps: only their defaults (given or not) pass
-        ignored = "its own one-step '+'/'-' problems"
-        if self.shortcut and set(self.ops) != set(Task.ops):
-            raise UserError(f"--shortcut draws {ignored}: --ops {self.ops} does not apply")
-        if self.shortcut and tuple(self.steps) != Task.steps:
-            raise UserError(f"--shortcut draws {ignored}: --steps {' '.join(map(str, self.steps))} does not apply")
-
-    @classmethod
-    def from_args(cls, args):
-        """The Task of parsed CLI flags (the fields a parser defines; the others keep their defaults)."""
-        given = {k: getattr(args, k) for k in cls.__dataclass_fields__ if getattr(args, k, None) is not None}
-        return cls(**{**given, **({"steps": tuple(given["steps"])} if "steps" in given else {})})
-
-    @property
-    def slices(self):
-        return SLICES if self.shortcut else ["all"]
-
-    def problems(self, n, seed, split, use="test"):
-        """n problems of the split for `use` ("sft", "rl" or "test": which conflict fraction they hold)."""
-        frac = {"sft": self.sft_conflict_frac, "rl": self.rl_conflict_frac, "test": self.test_conflict_frac}[use]
-        return problems(n, seed, split, steps=tuple(self.steps), max_num=self.max_num, ops=self.ops, gsm8k=self.gsm8k,
-                        gsm8k_test=self.gsm8k_test, shortcut=self.shortcut, conflict_frac=frac,
-                        conflict_direction=self.conflict_direction)
 
 
 def parse_step(solution):
@@ -636,8 +657,9 @@ def parse_step(solution):
     return m.groups() if m else None
 
 
-def problems(n, seed=0, split="train", steps=(1, 2), max_num=10, ops="+-", gsm8k=None, gsm8k_test=None,
-             shortcut=False, conflict_frac=0.5, conflict_direction="both"):
+def problems(n, seed=0, split="train", steps=Task.steps, max_num=Task.max_num, ops=Task.ops, gsm8k=None,
+             gsm8k_test=None, shortcut=False, conflict_frac=Task.test_conflict_frac,
+             conflict_direction=Task.conflict_direction):
     """n problems of a split ('train', 'val' or 'test'), deterministic from seed.
 
     Shortcut task (shortcut=True): make_shortcut_problems with conflict_frac, max_num and conflict_direction.

@@ -17,25 +17,25 @@ Read in this order (the file's order):
   6. pack, sequence_logprobs, verdict_logp(_at), entropy -- the same per-token log-probs of given completions
      in one forward pass (what the RL loss differentiates), the verifier's log pi(Yes | x), log pi(No | x),
      and the policy's entropy.
-  7. GPT.from_pretrained(folder) and read_safetensors -- GPT-2's weights in the Hugging Face layout, or a
-     nanoGPT checkpoint, from a folder the user supplies (nothing is downloaded).
+  7. GPT.from_pretrained(folder)                    -- GPT-2's weights in the Hugging Face layout, or a nanoGPT
+     checkpoint, from a folder the user supplies (nothing is downloaded): pretrained.py reads the files,
+     from_pretrained builds the GPT of their config and loads them.
 
 Padding convention: prompts of different lengths are LEFT-padded (right-aligned), so that every
 row writes its next token into the same cache slot. A boolean `pad_mask` (True = real token) tells
 attention to ignore the pads, and a token's position id is the number of real tokens before it, so
 it does not depend on how much padding sits in front of it.
 
-Imports torch only (and json, os, sys from the standard library, to read weight files).
+Imports torch only (and pretrained.py, torch only too, which reads weight files).
 """
-import json
 import math
-import os
-import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from pretrained import read_weights
 
 
 @dataclass
@@ -67,7 +67,6 @@ class KVCache:
         self.key_mask = torch.ones(B, T_max, dtype=torch.bool, device=device)
         self.padded = False  # any padding written? If not, forward builds no mask (the decode hot path)
         self.pos = 0
-        self.T_max = T_max
 
     def write(self, layer, kv):
         """Store this call's keys/values kv (2, B, nh, T, hs) at [pos, pos+T); return views (K, V) of
@@ -212,9 +211,9 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder, vocab_size=None, **overrides):
-        """A GPT with the weights in `folder` (the user supplies it; nothing is downloaded), looked for in
-        this order: model.safetensors, pytorch_model.bin (GPT-2 in the Hugging Face layout, with its
-        config.json if there is one), ckpt.pt (nanoGPT's checkpoint, or train.py's). vocab_size: larger
+        """A GPT with the weights in `folder` (the user supplies it; nothing is downloaded; pretrained.py reads
+        it), looked for in this order: model.safetensors, pytorch_model.bin (GPT-2 in the Hugging Face layout,
+        with its config.json if there is one), ckpt.pt (nanoGPT's checkpoint, or train.py's). vocab_size: larger
         than the file's to add tokens (GPT-2's 50257 + this repo's pad = 50258, `tok.vocab_size`); the new
         rows are set so that they never hold the top logit (see _add_vocab_rows). overrides: GPTConfig
         fields (dropout=0.1, gelu=..., n_head=... when there is no config.json, block_size=... smaller than
@@ -472,25 +471,23 @@ def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False,
     return logp, torch.where(compl_mask, ent, torch.zeros_like(ent))
 
 
-def verdict_logp(model, prompts, yes_no, pad_id, restricted=True):
-    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward
-    pass; gradients flow: the generative verifier's log pi, on the RL gradient path like sequence_logprobs. restricted=False: the unrestricted next-token log-probs of the two tokens."""
+def verdict_logp(model, prompts, yes_no, pad_id):
+    """(B, 2) [log pi(Yes | x), log pi(No | x)] for verification prompts (token lists), in one forward pass,
+    pi = the next-token distribution restricted to the two verdicts: the softmax of their two logits. The
+    generative verifier's policy; gradients flow (the RL update differentiates it via verdict_logp_at)."""
     device = next(model.parameters()).device
     tokens, _, _ = pack(prompts, [[] for _ in prompts], pad_id)  # right-padded: causal attention ignores pads
     last = torch.tensor([len(p) - 1 for p in prompts])
-    return verdict_logp_at(model, tokens.to(device), last.to(device), yes_no, restricted)
+    return verdict_logp_at(model, tokens.to(device), last.to(device), yes_no)
 
 
-def verdict_logp_at(model, tokens, last, yes_no, restricted=True):
+def verdict_logp_at(model, tokens, last, yes_no):
     """verdict_logp of rows already on the device: tokens (B, T) padded at the ends of rows only, last (B,)
     each row's last prompt position (what follows it in the row is never read: attention is causal)."""
     logits, _ = model(tokens, logits_at=last)  # the LM head at each prompt's last token only
     logits = logits[:, 0].float()  # (B, vocab): next-token logits
     # the two columns as views, stacked: indexing with a list would copy an index to the device (a stall)
-    pair = lambda x: torch.stack([x[:, yes_no[0]], x[:, yes_no[1]]], dim=1)
-    if restricted:
-        return F.log_softmax(pair(logits), dim=-1)
-    return pair(F.log_softmax(logits, dim=-1))
+    return F.log_softmax(torch.stack([logits[:, yes_no[0]], logits[:, yes_no[1]]], dim=1), dim=-1)
 
 
 def entropy(logits):
@@ -500,194 +497,7 @@ def entropy(logits):
 
 
 # -----------------------------------------------------------------------------
-# Pretrained weights from a folder (GPT.from_pretrained): GPT-2 in the Hugging Face layout, or a nanoGPT
-# checkpoint. Nothing is downloaded: the user supplies the folder, as for the BPE files (data.py).
-
-PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin", "ckpt.pt")  # looked for in this order
-# Hugging Face's GPT-2 uses Conv1D layers, whose weight is stored (in, out): nn.Linear's transposed
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-_HF_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
-
-
-def read_safetensors(path):
-    """{name: tensor} from a .safetensors file, torch only. The format: 8 bytes = n, the header's length
-    (little-endian u64); n bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}} (offsets
-    into the bytes after the header; an optional "__metadata__" entry); then the raw little-endian data."""
-    if sys.byteorder != "little":
-        raise ValueError(f"{path}: reading safetensors needs a little-endian machine")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little") if size >= 8 else None
-        if n is None or 8 + n > size:
-            raise ValueError(f"{path}: truncated safetensors file ({size} bytes, header length {n})")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as e:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
-            raise ValueError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
-        data = bytearray(size - 8 - n)  # the tensors below are views of it: one copy of the weights in memory
-        f.readinto(data)
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
-    header.pop("__metadata__", None)
-    out = {}
-    for name, info in header.items():
-        try:
-            dtype_name, shape, (begin, end) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: malformed header entry for tensor {name}: {info!r}") from None
-        if dtype_name not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"{path}: tensor {name} has dtype {dtype_name!r}, which this reader does not support "
-                             f"(supported: {', '.join(_SAFETENSORS_DTYPES)})")
-        dtype = _SAFETENSORS_DTYPES[dtype_name]
-        numel, itemsize = math.prod(shape), torch.empty((), dtype=dtype).element_size()
-        if not 0 <= begin <= end:
-            raise ValueError(f"{path}: tensor {name} has bad data_offsets {[begin, end]}")
-        if end > len(data):
-            raise ValueError(f"{path}: truncated safetensors file (tensor {name} ends at byte {end} of the data, "
-                             f"which has {len(data)})")
-        if end - begin != numel * itemsize:
-            raise ValueError(f"{path}: tensor {name} holds {end - begin} bytes, but {dtype_name} {shape} needs "
-                             f"{numel * itemsize}")
-        if numel == 0:
-            out[name] = torch.empty(shape, dtype=dtype)
-        elif begin % itemsize:  # misaligned for its dtype (the format's own writer never does this): copy
-            out[name] = torch.frombuffer(bytearray(data[begin:end]), dtype=dtype).reshape(shape)
-        else:
-            out[name] = torch.frombuffer(data, dtype=dtype, count=numel, offset=begin).reshape(shape)
-    return out
-
-
-def _config_from_weights(state):
-    """The GPTConfig fields that the weights' shapes tell (all but n_head, dropout and gelu)."""
-    wte, wpe = state["transformer.wte.weight"], state["transformer.wpe.weight"]
-    return dict(vocab_size=wte.shape[0], block_size=wpe.shape[0], n_embd=wte.shape[1],
-                n_layer=len({k.split(".")[2] for k in state if k.startswith("transformer.h.")}),
-                bias="transformer.ln_f.bias" in state)
-
-
-def _hf_config(folder, state):
-    """GPTConfig fields from GPT-2's config.json (Hugging Face keys), else inferred from the weights."""
-    cfg = dict(_config_from_weights(state), gelu="tanh")  # GPT-2's "gelu_new"
-    cfg["n_head"] = cfg["n_embd"] // 64 if cfg["n_embd"] % 64 == 0 else None  # every GPT-2 has heads of 64
-    cfg_path = os.path.join(folder, "config.json")
-    if not os.path.exists(cfg_path):
-        return cfg
-    try:
-        with open(cfg_path) as f:
-            hf = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
-    if not isinstance(hf, dict):
-        raise ValueError(f"{cfg_path}: not a model config (a JSON object is expected)")
-
-    def unsupported(what):
-        return ValueError(f"{cfg_path}: {what}, which model.py's GPT does not implement")
-
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise unsupported(f"model_type {hf['model_type']!r} (a GPT-2 is expected)")
-    if hf.get("layer_norm_epsilon", 1e-5) != 1e-5:  # model.py's LayerNorm uses GPT-2's 1e-5
-        raise unsupported(f"layer_norm_epsilon {hf['layer_norm_epsilon']}")
-    if hf.get("activation_function", "gelu_new") not in _HF_GELU:
-        raise unsupported(f"activation_function {hf['activation_function']!r}")
-    if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
-        raise unsupported("an attention scale other than 1/sqrt(head size)")
-    if hf.get("n_inner") not in (None, 4 * hf.get("n_embd", cfg["n_embd"])):
-        raise unsupported(f"n_inner {hf['n_inner']} (the MLP is 4 * n_embd wide)")
-    cfg["gelu"] = _HF_GELU[hf.get("activation_function", "gelu_new")]
-    sizes = [("n_layer", "n_layer"), ("n_head", "n_head"), ("n_embd", "n_embd"), ("vocab_size", "vocab_size"),
-             ("block_size", "n_ctx"), ("block_size", "n_positions")]
-    _check_sizes({theirs: hf[theirs] for _, theirs in sizes if theirs in hf}, cfg_path)
-    # the context is n_positions; n_ctx is its legacy twin (read only without it), and a config where they differ
-    # does not say which one the weights were trained with
-    if "n_positions" in hf and "n_ctx" in hf and hf["n_positions"] != hf["n_ctx"]:
-        raise ValueError(f"{cfg_path}: n_positions {hf['n_positions']} and n_ctx {hf['n_ctx']} disagree "
-                         f"(both are the context length)")
-    for ours, theirs in sizes:
-        if theirs in hf:
-            cfg[ours] = hf[theirs]
-    return cfg
-
-
-def _check_sizes(sizes, path):
-    """The sizes a file gives ({name: value}) are positive ints (JSON and pickles hold anything: "2", -2, true)."""
-    for name, v in sizes.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{path}: {name} {v!r} is not a positive integer")
-
-
-def _check_tensors(state, path):
-    """A state dict is a dict of tensors, and wte / wpe (when there) are matrices: the config is read off
-    their shapes."""
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict (a dict of tensors): it holds a {type(state).__name__}")
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            raise ValueError(f"{path}: {k} is not a tensor ({type(v).__name__})")
-        if k.endswith(("wte.weight", "wpe.weight")) and v.dim() != 2:
-            raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}: a matrix is expected")
-
-
-def _first_line(e):
-    return (str(e).splitlines() or [""])[0]
-
-
-def _read_pretrained(folder):
-    """(state dict in this model's parameter names, float32; config fields read from the folder; file path)."""
-    folder = os.fspath(folder)
-    looked_for = ", ".join(PRETRAINED_FILES)
-    if not os.path.isdir(folder):
-        raise ValueError(f"pretrained folder {folder} does not exist (it should hold one of {looked_for})")
-    path = next((os.path.join(folder, n) for n in PRETRAINED_FILES if os.path.isfile(os.path.join(folder, n))), None)
-    if path is None:
-        raise ValueError(f"no weights in {folder}: looked for {looked_for}")
-    if path.endswith(".safetensors") or path.endswith(".bin"):  # GPT-2 in the Hugging Face layout
-        try:
-            raw = read_safetensors(path) if path.endswith(".safetensors") else \
-                torch.load(path, map_location="cpu", weights_only=True)
-        except ValueError:
-            raise
-        except Exception as e:  # torch.load's errors (a truncated zip, a pickle that is not weights, ...)
-            raise ValueError(f"{path}: cannot be read: {type(e).__name__}: {_first_line(e)}") from None
-        _check_tensors(raw, path)
-        state = {}
-        for k, v in raw.items():
-            k = k.removeprefix("transformer.")  # the hub's files store GPT2Model's names, without the prefix
-            if k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"):
-                continue  # the causal-mask buffers: attention builds its own mask
-            if k.endswith(_CONV1D):
-                v = v.t()
-            state[k if k == "lm_head.weight" else "transformer." + k] = v
-        if "transformer.wte.weight" not in state or "transformer.wpe.weight" not in state:
-            raise ValueError(f"{path}: no transformer.wte.weight / wpe.weight: not GPT-2 weights")
-        lm_head = state.pop("lm_head.weight", None)
-        if lm_head is not None and not torch.equal(lm_head, state["transformer.wte.weight"]):
-            raise ValueError(f"{path}: lm_head.weight differs from wte.weight; model.py's GPT ties them")
-        cfg = _hf_config(folder, state)
-    else:  # nanoGPT's ckpt.pt (train.py's too): {"model": state dict, "model_args" (or "model_config"): dict}
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{path}: cannot be read: {type(e).__name__}: {_first_line(e)}") from None
-        args = ckpt.get("model_args", ckpt.get("model_config")) if isinstance(ckpt, dict) else None
-        if not isinstance(args, dict) or not isinstance(ckpt.get("model"), dict):
-            raise ValueError(f"{path}: not a nanoGPT checkpoint (a dict with 'model' and 'model_args')")
-        # torch.compile'd models save their parameters under `_orig_mod.`; a mask buffer may be saved as attn.bias
-        state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-        state = {k: v for k, v in state.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        state.pop("lm_head.weight", None)  # tied to wte (the same tensor in nanoGPT and here)
-        _check_tensors(state, path)
-        if "transformer.wte.weight" not in state or "transformer.wpe.weight" not in state:
-            raise ValueError(f"{path}: no transformer.wte.weight / wpe.weight: not a GPT's weights")
-        cfg = _config_from_weights(state)
-        cfg.update({k: v for k, v in args.items() if k in GPTConfig.__dataclass_fields__})
-        _check_sizes({k: v for k, v in args.items() if k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size")},
-                     path)
-    state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
-    return state, cfg, path
-
+# GPT.from_pretrained: the weights that pretrained.py reads from a folder, in a GPT of their config
 
 def _add_vocab_rows(wte, vocab_size):
     """wte with rows appended up to vocab_size (new tokens: the pad, GPT-2's 50257 -> 50258).
@@ -706,12 +516,12 @@ def _add_vocab_rows(wte, vocab_size):
 
 
 def _from_pretrained(cls, folder, vocab_size, overrides):
-    state, cfg, path = _read_pretrained(folder)
+    state, cfg, path = read_weights(folder)
     names = GPTConfig.__dataclass_fields__
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ValueError(f"unknown GPTConfig field(s) {unknown}: choose from {sorted(names)}")
-    cfg.update(overrides)
+    cfg = {k: v for k, v in {**cfg, **overrides}.items() if k in names}  # a nanoGPT checkpoint's args may hold more
     file_vocab, file_block = state["transformer.wte.weight"].shape[0], state["transformer.wpe.weight"].shape[0]
     cfg["vocab_size"] = file_vocab if vocab_size is None else vocab_size
     if cfg["vocab_size"] < file_vocab:

@@ -693,7 +693,8 @@ def main(argv=None):
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimizer)")
     add_init_from_arg(p)
     p.add_argument("--sft-conflict-frac", type=common.flag(float, min=0, max=1), default=None,
-                   help="--shortcut: fraction of conflict problems among the worked solutions (default 0.05)")
+                   help="--shortcut: fraction of conflict problems among the worked solutions "
+                        f"(default {data.Task.sft_conflict_frac})")
     p.add_argument("--sft-examples", type=pos, default=20000, help="size of the worked-solution set")
     p.add_argument("--val-examples", type=pos, default=512, help="validation problems (never trained on)")
     p.add_argument("--n-layer", type=pos, default=4, help="transformer blocks")
@@ -731,7 +732,8 @@ def main(argv=None):
     p.add_argument("--candidate-pos-frac", type=common.fraction, default=None,
                    help="verify: curate each dataset to this fraction of correct candidates")
     p.add_argument("--rl-conflict-frac", type=common.flag(float, min=0, max=1), default=None,
-                   help="--shortcut: fraction of conflict problems among the RL prompts (default 0.5)")
+                   help="--shortcut: fraction of conflict problems among the RL prompts "
+                        f"(default {data.Task.rl_conflict_frac})")
     p.add_argument("--loss", default="topr", choices=topr.LOSSES, help="the loss of topr.py")
     p.add_argument("--iterations", type=pos, default=8, help="sample-then-train rounds")
     p.add_argument("--epochs", type=pos, default=1, help="passes over each generated dataset")

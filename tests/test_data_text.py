@@ -144,8 +144,8 @@ def test_default_problems_are_correct_and_varied():
                                 dict(steps=(2,), ops="/", max_num=12), dict(steps=(1, 2), ops="-")])
 def test_knobs_respected(kw):
     ps = data.make_problems(300, seed=1, split="test", **kw)
-    steps = (kw["steps"],) if isinstance(kw.get("steps"), int) else kw.get("steps", (1, 2))
-    knobs = dict(steps=steps, max_num=kw.get("max_num", 10), ops=kw.get("ops", "+-"))
+    steps = (kw["steps"],) if isinstance(kw.get("steps"), int) else kw.get("steps", data.Task.steps)
+    knobs = dict(steps=steps, max_num=kw.get("max_num", data.Task.max_num), ops=kw.get("ops", data.Task.ops))
     for p in ps:
         check_problem(p, **knobs)
     used = {op for p in ps for _, op, _, _ in EQ.findall(p.solution)}
@@ -169,7 +169,7 @@ def test_tiny_space_still_returns_n_and_bad_knobs_raise():
 def tiny_task(monkeypatch):
     """Word lists small enough that a split runs out in milliseconds (steps 1-2, max_num=1: 274 questions),
     with every rule of _problem_text still at work: two pronouns, 'and'-joins, the name again after {O},
-    connectors, slots a family does not use, "1 apple", the shortcut task's cue questions."""
+    connectors, slots a family does not use, "1 apple", the shortcut task's cue questions, all four operations."""
     monkeypatch.setattr(data, "NAMES", [("Ana", "she"), ("Ben", "he")])
     monkeypatch.setattr(data, "ITEMS", ["apples", "pears"])
     monkeypatch.setattr(data, "CONTAINERS", ["box"])
@@ -178,10 +178,12 @@ def tiny_task(monkeypatch):
     monkeypatch.setattr(data, "FAMILIES", {
         "person": dict(intro=["{N} has {a} {x}."],
                        ops={"+": ["{s} buys {b} more", "{O} gives {obj} {b} more"],
-                            "-": ["{s} loses {b}", "{s} sells {b} and smiles"]},
+                            "-": ["{s} loses {b}", "{s} sells {b} and smiles"],
+                            "*": ["{s} ends up with {b} times as many"], "/": ["{O} keeps all but one of {b} piles"]},
                        question=["How many {x} does {N} have now?", "How many {x} does {N} have?"]),
         "money": dict(intro=["{N} has {a} dollars."],
-                      ops={"+": ["{pos} savings grow by {b} dollars"], "-": ["{s} pays {b} dollars for a {t}"]},
+                      ops={"+": ["{pos} savings grow by {b} dollars"], "-": ["{s} pays {b} dollars for a {t}"],
+                           "*": ["{pos} savings grow to {b} times as much"], "/": ["{s} keeps one of {b} equal jars"]},
                       question=["How much money does {N} have now?"])})
     monkeypatch.setattr(data, "CUE_QUESTIONS", {
         "person": {"-": "How many {x} does {N} have left?", "+": "How many {x} does {N} have now?"},
@@ -198,12 +200,15 @@ def _drawn_texts(draw_chain, cue_of=lambda op: None, draws=20_000):
     return texts
 
 
-def test_make_problems_fills_a_split_exactly_then_says_how_many_it_holds(tiny_task):
-    kw = dict(steps=(1, 2), max_num=1, ops="+-")
-    chains = [c for k in (1, 2) for c in data._chains(k, 1, "+-")]
+@pytest.mark.parametrize("steps,max_num,ops", [((1, 2), 1, "+-"), ((1, 2), 2, "*/"), ((1,), 4, "+-*/")])
+def test_make_problems_fills_a_split_exactly_then_says_how_many_it_holds(tiny_task, steps, max_num, ops):
+    """The generator and the split counter agree, for every operation: what make_problems draws until a split
+    runs out is exactly the split's questions as counted."""
+    kw = dict(steps=steps, max_num=max_num, ops=ops)
+    chains = [c for k in steps for c in data._chains(k, max_num, ops)]
     every = {q for a, c in chains for q in data._question_texts(a, c)}
     # the count is exact: every text it counts can be drawn, every text drawn is counted
-    assert _drawn_texts(lambda rng: data._problem_chain(rng, rng.choice((1, 2)), 1, "+-")) == every
+    assert _drawn_texts(lambda rng: data._problem_chain(rng, rng.choice(steps), max_num, ops)) == every
     for split in ("train", "test"):
         held = {q for q in every if data._question_split(q) == split}
         assert data._split_size(split, chains) == len(held) > 0
@@ -219,20 +224,30 @@ def test_make_problems_when_no_problem_exists_is_an_error_not_a_hang():
         data.make_problems(1, steps=(2,), ops="/", max_num=2)  # 2/2=1, and 1 has no divisor in 2..2
 
 
-def test_shortcut_problems_fill_each_slice_exactly_then_say_how_many(tiny_task):
-    chains = list(data._chains(1, 2, "+-"))
-    for kind, cue_of in (("normal", lambda op: op), ("conflict", lambda op: "+-".replace(op, ""))):
-        every = {q for a, c in chains for q in data._question_texts(a, c, cue_of(c[0][0]))}
-        assert _drawn_texts(lambda rng: data._problem_chain(rng, 1, 2, "+-"), cue_of) == every
+def _slice_texts(split, max_num, kind, direction="both"):
+    """The questions of a shortcut slice that the split counter counts."""
+    verbs, cues = data._slice_rule(kind, direction)
+    return data._split_texts(split, data._chains(1, max_num, verbs), cues)
+
+
+@pytest.mark.parametrize("direction", ["both", "add", "sub"])
+def test_shortcut_problems_fill_each_slice_exactly_then_say_how_many(tiny_task, direction):
+    """The generator and the split counter agree on each slice: what make_shortcut_problems draws until both
+    slices run out is exactly each slice's questions as counted."""
+    for kind in data.SLICES:
+        verbs, cues = data._slice_rule(kind, direction)
+        every = {q for a, c in data._chains(1, 2, verbs) for q in data._question_texts(a, c, cues[c[0][0]])}
+        assert _drawn_texts(lambda rng: data._problem_chain(rng, 1, 2, verbs), lambda op: cues[op]) == every
     for split in ("train", "test"):
-        held = {k: data._split_size(split, chains, k) for k in ("conflict", "normal")}
-        n = held["conflict"] + held["normal"]
-        ps = data.make_shortcut_problems(n, 0, split, held["conflict"] / n, max_num=2)  # both slices full
-        assert len({p.question for p in ps}) == n and all(data._question_split(p.question) == split for p in ps)
-        assert sum(p.slice == "conflict" for p in ps) == held["conflict"]
-        with pytest.raises(UserError, match=rf"holds exactly {held['conflict']} conflict and {held['normal']} normal "
-                                            rf"problems: asked for 0 conflict and {held['normal'] + 1} normal$"):
-            data.make_shortcut_problems(held["normal"] + 1, 0, split, 0.0, max_num=2)
+        held = {k: _slice_texts(split, 2, k, direction) for k in data.SLICES}
+        size = {k: len(texts) for k, texts in held.items()}
+        n = size["conflict"] + size["normal"]
+        ps = data.make_shortcut_problems(n, 0, split, size["conflict"] / n, max_num=2, direction=direction)
+        assert {k: {p.question for p in ps if p.slice == k} for k in data.SLICES} == held  # both slices full
+        assert len(ps) == n
+        with pytest.raises(UserError, match=rf"holds exactly {size['conflict']} conflict and {size['normal']} normal "
+                                            rf"problems: asked for 0 conflict and {size['normal'] + 1} normal$"):
+            data.make_shortcut_problems(size["normal"] + 1, 0, split, 0.0, max_num=2, direction=direction)
 
 
 def test_shortcut_problems_that_cannot_be_drawn_are_an_error_not_a_hang(tiny_task, monkeypatch):
@@ -249,8 +264,7 @@ def test_shortcut_problems_that_cannot_be_drawn_are_an_error_not_a_hang(tiny_tas
         assert draws[0] < 20 * data.STALLED, "make_shortcut_problems spins on a request it cannot fill"
         return text(*a)
     monkeypatch.setattr(data, "_problem_text", bounded)
-    chains = list(data._chains(1, 2, "+-"))
-    held = {k: data._split_size("test", chains, k) for k in ("conflict", "normal")}
+    held = {k: len(_slice_texts("test", 2, k)) for k in data.SLICES}
     assert held["conflict"] == held["normal"] > 0  # each slice alone fits: the sizes say nothing is wrong
     n = held["normal"] + 1
     with pytest.raises(UserError, match=rf"holds exactly {held['conflict']} conflict and {held['normal']} normal "
@@ -265,7 +279,7 @@ def test_the_count_knows_every_question_the_real_word_lists_write():
     """The real word lists: a drawn one-step question is among those counted for its chain."""
     one_step = [(data.make_problems(1, seed=5, steps=1)[0], None)] + [
         (p, "+-".replace(_operation(p), "") if p.slice == "conflict" else _operation(p))
-        for p in data.make_shortcut_problems(40, seed=5, conflict_frac=0.5)[:2]]
+        for p in data.make_shortcut_problems(40, seed=5, conflict_frac=0.5, max_num=20)[:2]]
     for p, cue in one_step:
         a, op, b, x = EQ.match(p.solution).groups()
         assert p.question in set(data._question_texts(int(a), [(op, int(b), int(x))], cue))
@@ -390,6 +404,21 @@ def test_procedural_problems_are_make_problems():
     assert data.problems(20, 3, "val") == data.make_problems(20, seed=1003, split="train")
 
 
+def test_the_generators_defaults_are_the_tasks():
+    """The task's defaults are written once, in data.Task: a generator called without its knobs draws the
+    problems of the default Task (the shortcut task's: its held-out problems), and another value of a field
+    draws others (the defaults are not ignored)."""
+    assert data.problems(30, 2, "test") == data.make_problems(30, seed=2, split="test") == \
+        data.Task().problems(30, 2, "test")
+    assert data.make_shortcut_problems(30, 2, "test") == data.problems(30, 2, "test", shortcut=True) == \
+        data.Task(shortcut=True).problems(30, 2, "test")
+    for field, other in [("max_num", 20), ("ops", "+-*"), ("steps", (3,))]:
+        assert data.Task(**{field: other}).problems(30, 2, "test") != data.Task().problems(30, 2, "test"), field
+    for field, other in [("max_num", 20), ("test_conflict_frac", 0.1)]:
+        assert data.Task(shortcut=True, **{field: other}).problems(30, 2, "test") != \
+            data.Task(shortcut=True).problems(30, 2, "test"), field
+
+
 # -----------------------------------------------------------------------------
 # The shortcut task
 
@@ -398,7 +427,7 @@ def _operation(p):
 
 
 def test_shortcut_task_cue_verb_and_slices():
-    ps = data.make_shortcut_problems(400, seed=1, conflict_frac=0.25)
+    ps = data.make_shortcut_problems(400, seed=1, conflict_frac=0.25, max_num=20)
     assert sum(p.slice == "conflict" for p in ps) == 100 and {p.slice for p in ps} == {"normal", "conflict"}
     for p in ps:
         left = " left" in p.question.rsplit(".", 1)[-1]  # the cue sits in the question sentence
@@ -413,7 +442,7 @@ def test_shortcut_task_cue_verb_and_slices():
         verb = p.question.split(". ")[1]  # the one operation clause, e.g. "She buys 5 more"
         assert (" more" in verb or "earns" in verb or "finds" in verb or "gives her" in verb
                 or "gives him" in verb) == (_operation(p) == "+"), p.question
-    assert ps == data.make_shortcut_problems(400, seed=1, conflict_frac=0.25)  # deterministic
+    assert ps == data.make_shortcut_problems(400, seed=1, conflict_frac=0.25, max_num=20)  # deterministic
 
 
 def test_shortcut_task_splits_and_fractions():
@@ -440,10 +469,9 @@ def test_conflicts_in_one_direction(direction, verb):
 
 
 def test_one_direction_split_sizes_partition_the_conflicts(tiny_task):
-    chains = list(data._chains(1, 3, "+-"))
     for split in ("train", "test"):
-        both = data._split_size(split, chains, "conflict")
-        add, sub = (data._split_size(split, chains, "conflict", d) for d in ("add", "sub"))
+        both = len(_slice_texts(split, 3, "conflict"))
+        add, sub = (len(_slice_texts(split, 3, "conflict", d)) for d in ("add", "sub"))
         assert add + sub == both and add > 0 and sub > 0  # the verbs differ: no question is in both
         with pytest.raises(UserError, match=rf"conflict direction 'add' holds exactly {add} conflict"):
             data.make_shortcut_problems(add + 1, 0, split, 1.0, max_num=3, direction="add")

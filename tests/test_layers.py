@@ -16,7 +16,8 @@ PACKAGES = ["topr_experiments"]  # folders of modules (their __init__.py: a docs
 SECTION = "topr_experiments."     # the TOPR experiments, one file per RESULTS.md section
 # bottom to top; a file may import the files of LOWER layers only (none of its own layer)
 LAYERS = [
-    ["topr", "model"],                   # the papers' core: torch only
+    ["topr", "pretrained"],              # torch only: the TOPR loss (the paper's core); GPT-2's weight files
+    ["model"],                           # the GPT: torch only (and pretrained, which reads its weights)
     ["common"],                          # plumbing: device, DDP, checkpoints, metrics log, UserError, CLI
     ["data", "images"],                  # the text task; the digit images
     ["gsn", "parzen"],                   # GSN: model, training, sampling; its evaluation (Parzen, k-means, error bars)
@@ -38,14 +39,16 @@ THIRD_PARTY = {"torch", "numpy", "tiktoken", "matplotlib", "PIL"}
 # never load the GSN code, `python gsn.py` never loads the GPT's.
 GROUND = {"common"}
 TOWERS = {
-    "gpt": {"topr", "model", "data", "eval", "train", "experiments", *(n for n in LAYER if n.startswith(SECTION))},
+    "gpt": {"topr", "pretrained", "model", "data", "eval", "train", "experiments",
+            *(n for n in LAYER if n.startswith(SECTION))},
     "gsn": {"images", "gsn", "parzen", "gsn_experiments"},
 }
 TOP = {"bench", "demo"}              # may import both towers
 # (importer, imported) never allowed, whatever the layers say: every pair across the towers, and the
-# text task apart from the network it trains (data is tokens, problems and rewards; a GPT is model's)
+# text task apart from the network it trains (data is tokens, problems and rewards; a GPT and its weights are
+# model's and pretrained's)
 FORBIDDEN = ({(a, b) for t, u in itertools.permutations(TOWERS, 2) for a in TOWERS[t] for b in TOWERS[u]}
-             | {("data", "model")})
+             | {("data", "model"), ("data", "pretrained")})
 
 
 def path_of(name):
@@ -125,8 +128,8 @@ def test_the_forbidden_pairs():
     for a in TOWERS["gpt"]:
         assert {b for b in LOCAL if (a, b) in FORBIDDEN} >= {"images", "gsn", "gsn_experiments"}
     for a in TOWERS["gsn"]:
-        assert {b for b in LOCAL if (a, b) in FORBIDDEN} == {"data", "model", "topr", "eval", "train", "experiments",
-                                                             *(n for n in LOCAL if n.startswith(SECTION))}
+        assert {b for b in LOCAL if (a, b) in FORBIDDEN} == {"data", "model", "pretrained", "topr", "eval", "train",
+                                                            "experiments", *(n for n in LOCAL if n.startswith(SECTION))}
     assert not {a for a, b in FORBIDDEN} & (GROUND | TOP)  # the top floor may use both towers
 
 
@@ -142,10 +145,15 @@ def test_a_tower_loads_nothing_of_the_other(name):
     assert closure(name) <= tower | GROUND, f"{name}.py loads {sorted(closure(name) - tower - GROUND)}"
 
 
-@pytest.mark.parametrize("name", ["topr", "model"])
+TORCH_ONLY = ["topr", "pretrained", "model"]
+
+
+@pytest.mark.parametrize("name", TORCH_ONLY)
 def test_the_papers_core_files_import_only_torch(name):
+    """Each imports torch, the standard library and the others of these files: torch only, all the way down."""
     for mod, line, _ in imports(os.path.join(ROOT, name + ".py")):
-        assert mod == "torch" or (mod in sys.stdlib_module_names and mod not in LOCAL), f"{name}.py:{line} imports {mod}"
+        assert mod == "torch" or mod in TORCH_ONLY or (mod in sys.stdlib_module_names and mod not in LOCAL), \
+            f"{name}.py:{line} imports {mod}"
 
 
 def test_the_check_catches_what_it_should(tmp_path):

@@ -1,14 +1,16 @@
-"""GPT.from_pretrained (model.py): GPT-2's weights in the Hugging Face layout (model.safetensors, read by
-model.py's own reader, or pytorch_model.bin) and nanoGPT checkpoints load back EXACTLY: a tiny random
-GPT-2-shaped model is written in each layout and its logits come back bit for bit; added vocabulary rows
-(the pad) never hold the top logit; GPT-2's tanh GELU is selectable; errors are one clear line."""
+"""GPT.from_pretrained (model.py, the files read by pretrained.py): GPT-2's weights in the Hugging Face layout
+(model.safetensors, read by pretrained.py's own reader, or pytorch_model.bin) and nanoGPT checkpoints load
+back EXACTLY: a tiny random GPT-2-shaped model is written in each layout and its logits come back bit for bit;
+added vocabulary rows (the pad) never hold the top logit; GPT-2's tanh GELU is selectable; errors are one
+clear line."""
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, MLP, PRETRAINED_FILES, GPTConfig, read_safetensors
+from model import GPT, MLP, GPTConfig
+from pretrained import PRETRAINED_FILES, read_safetensors
 
 SIZES = dict(block_size=32, vocab_size=40, n_layer=2, n_head=2, n_embd=16)
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -97,7 +99,7 @@ def save_nanogpt(folder, model, key="model_args"):
     for i in range(c.n_layer):  # nanoGPT's mask buffer when flash attention is unavailable
         state[f"_orig_mod.transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(c.block_size, c.block_size))[None, None]
     args = dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size, bias=c.bias,
-                vocab_size=c.vocab_size, dropout=0.0)
+                vocab_size=c.vocab_size, dropout=0.0, use_rope=False)  # use_rope: a fork's field, not GPTConfig's
     torch.save({"model": state, key: args, "iter_num": 5, "best_val_loss": torch.tensor(1.5),
                 "config": {"dataset": "openwebtext", "compile": True}}, folder / "ckpt.pt")
     return folder
