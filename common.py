@@ -13,10 +13,11 @@ common.py -- the plumbing every script shares, and nothing else (like nanochat's
   check_finite, check_pending       stop every process on a nan/inf loss, naming its step (1-based, below)
   StopFlag                          Ctrl-C: save a checkpoint at the next step and stop
   atomic_write, atomic_save         every file a run writes (tables, JSON, figures; checkpoints), whole or not at all
-  CHECKPOINT_KINDS, load_checkpoint     the checkpoint schema and its one loader
+  CHECKPOINT_KINDS, load_checkpoint     the checkpoint's kinds and its one loader (older schemas read as today's)
   make_out_dir                      the run folder, created (or a one-line error) before any work
   rng_state, set_rng_state          every global RNG, saved in and restored from a checkpoint
   Metrics                           the JSONL metrics log (on resume, rows past the checkpoint are dropped)
+  Run                               a trainer's frame: its folder, resume, checkpoint (one schema), log, Ctrl-C
   t_quantile, t_interval, verdict   the t-based 95% interval (df = n - 1) and the rule that turns it into a verdict
   environment                       what decides a run's floats (threads, MKL_CBWR, CPU capability, device, dtype)
   pyplot                            matplotlib.pyplot on the Agg backend (imported when first drawn)
@@ -25,12 +26,18 @@ Step numbers are 1-based in every trainer, as in their log lines: the run's n-th
 (the step counter's value once that step is done). A nan/inf error names the first bad step that way:
 check_finite(loss of step n, n); check_pending(pending, step - len(pending) + 1) after `step += 1`.
 
-A checkpoint (one dict, written by atomic_save, read by load_checkpoint) holds "model" (the state_dict),
-the model's settings under the key that tells its kind (CHECKPOINT_KINDS: "model_config" for a train.py
-GPT, "config" for a gsn.py GSNConfig), "optimizer", "rng" (rng_state()), "metrics_rows" (Metrics.rows)
-and the run's position (sft: iter, best_val; rl: iteration, step, samples, and kind="rl", the stage its --resume checks;
-gsn: step):
-tensors and plain values only (weights_only loading).
+A checkpoint is one dict, written by Run.save (atomic_save), read by load_checkpoint; tensors and plain values
+only (weights_only loading). Every trainer writes the same keys:
+  kind          the trainer that wrote it: "sft" or "rl" (train.py, a GPT) or "gsn" (gsn.py); CHECKPOINT_KINDS
+  config        the model's settings as a dict (a GPTConfig or a GSNConfig)
+  model, optimizer      their state_dicts
+  step          optimizer steps done (1-based numbering: the last step's number)
+  rng           rng_state(), plus the trainer's own generators (sft: "batch", the batch order)
+  metrics_rows  Metrics.rows at the save (a resumed log is cut back to them)
+  ...           the trainer's position and what its readers need: sft best_val, in_band, tokenizer, args;
+                rl iteration, samples, tokenizer, args
+Older checkpoints keep loading: train.py's sft ("model_config", "iter"), rl ("model_config", kind "rl") and
+gsn.py's (no kind) are renamed to these keys by load_checkpoint, in one place (_upgrade).
 
 Imports torch and numpy only (matplotlib inside pyplot()).
 """
@@ -44,6 +51,7 @@ import random
 import signal
 import sys
 import tempfile
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -339,15 +347,34 @@ def atomic_save(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
-# a checkpoint's kind: the key that holds its model's settings, and the script that writes it
-CHECKPOINT_KINDS = {"gpt": ("model_config", "train.py"), "gsn": ("config", "gsn.py")}
+# The checkpoint's kinds: the trainer that writes it -> its model ("gpt" or "gsn"). The script that writes
+# each, for the error messages.
+CHECKPOINT_KINDS = {"sft": "gpt", "rl": "gpt", "gsn": "gsn"}
+_WRITER = {"gpt": "train.py", "gsn": "gsn.py", "sft": "train.py sft", "rl": "train.py rl"}
+
+
+def _upgrade(ckpt):
+    """A checkpoint of an older schema in today's, renamed in this one place (see the module docstring).
+    train.py wrote the model's settings as "model_config" (sft its step as "iter"; rl kind "rl", "iteration",
+    "step"), gsn.py "config" and "step" without a kind. Anything that is not a dict with a model: as it is."""
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        return ckpt
+    ckpt = dict(ckpt)
+    if "model_config" in ckpt:
+        ckpt["config"] = ckpt.pop("model_config")
+        ckpt.setdefault("kind", "sft")
+        if "iter" in ckpt:
+            ckpt["step"] = ckpt.pop("iter")
+    elif "config" in ckpt:
+        ckpt.setdefault("kind", "gsn")
+    return ckpt
 
 
 def load_checkpoint(path, kind=None):
-    """The checkpoint dict at path (the schema: the module docstring), on the CPU, loaded with
-    weights_only=True (no pickled code). kind "gpt" or "gsn": it must be of that kind (else any of them).
-    A missing file, a corrupt one, or one that is not a checkpoint of this repo or of that kind is a
-    one-line UserError."""
+    """The checkpoint dict at path (the schema: the module docstring; an older one is read as today's), on
+    the CPU, loaded with weights_only=True (no pickled code). kind: its model ("gpt", "gsn") or the trainer
+    that wrote it ("sft", "rl", "gsn"); it must match (None: any). A missing file, a corrupt one, or one that
+    is not a checkpoint of this repo or of that kind is a one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     if os.path.getsize(path) == 0:  # an interrupted copy, a `touch`: torch.load's EOFError would say nothing
@@ -357,12 +384,14 @@ def load_checkpoint(path, kind=None):
     except Exception as e:
         why = (str(e).splitlines() or [""])[0][:200]  # some exceptions have no message
         raise UserError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}" + (f": {why}" if why else ""))
-    found = next((k for k, (key, _) in CHECKPOINT_KINDS.items() if isinstance(ckpt, dict) and "model" in ckpt
-                  and key in ckpt), None)
-    if found is None or kind not in (None, found):
-        wanted = f"a {CHECKPOINT_KINDS[kind][1]}" if kind else "a train.py or gsn.py"
-        it_is = f" (it is a {CHECKPOINT_KINDS[found][1]} one)" if found else ""
-        raise UserError(f"{path} is not {wanted} checkpoint{it_is}")
+    ckpt = _upgrade(ckpt)
+    found = ckpt.get("kind") if isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt else None
+    if found not in CHECKPOINT_KINDS:
+        raise UserError(f"{path} is not a {_WRITER[kind] if kind else 'train.py or gsn.py'} checkpoint")
+    if kind not in (None, found, CHECKPOINT_KINDS[found]):
+        model = CHECKPOINT_KINDS.get(kind, kind)  # name the trainer only when the model is the same
+        it_is = found if model == CHECKPOINT_KINDS[found] else CHECKPOINT_KINDS[found]
+        raise UserError(f"{path} is not a {_WRITER[kind]} checkpoint (it is a {_WRITER[it_is]} one)")
     return ckpt
 
 
@@ -430,6 +459,64 @@ class Metrics:
 
 
 # -----------------------------------------------------------------------------
+# The frame of every trainer: its folder, checkpoint, log and Ctrl-C
+
+class Run:
+    """What every trainer (train.py sft and rl, gsn.py) does around its steps, the same way:
+
+        run = Run(out, kind, resume=False, master=True, device=None, config=None)
+            the folder `out` (created); on resume its ckpt.pt, read by load_checkpoint(path, kind) into
+            run.ckpt ({} for a fresh run), whose model settings must be `config` if one is given (a dataclass:
+            sft's flags; else the trainer takes them from the checkpoint); the metrics log run.metrics (on
+            resume cut back to the checkpoint's rows; its first row: the environment on `device`); Ctrl-C
+            caught (StopFlag). Only the master process (rank 0) logs and saves.
+        run.restore(model, optimizer)  on resume: their states and every global RNG from run.ckpt; returns
+                                       the step the checkpoint was written at (0 for a fresh run: nothing done)
+        run.log(**row)                 one metrics row
+        run.should_stop(world, device) Ctrl-C in any process (agree): every process stops at the same step
+        run.save(model, optimizer, config, step, rng=None, **extras)   out/ckpt.pt, atomically (master only)
+        run.close()                    close the log
+
+    restore sets the global RNGs: call it where a fresh run would seed them, after building the model."""
+
+    def __init__(self, out, kind, resume=False, master=True, device=None, config=None):
+        if kind not in CHECKPOINT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(CHECKPOINT_KINDS)}, got {kind!r}")
+        self.kind, self.master = kind, master
+        self.path = os.path.join(make_out_dir(out), "ckpt.pt")
+        self.ckpt = load_checkpoint(self.path, kind=kind) if resume else {}
+        if self.ckpt and config is not None and type(config)(**self.ckpt["config"]) != config:
+            raise UserError(f"{self.path} was trained with a different model config: {self.ckpt['config']}")
+        self.metrics = Metrics(out, resume, self.ckpt.get("metrics_rows"), enabled=master, device=device)
+        self._stop = StopFlag()
+
+    def restore(self, model, optimizer):
+        if not self.ckpt:
+            return 0
+        model.load_state_dict(self.ckpt["model"])
+        optimizer.load_state_dict(self.ckpt["optimizer"])
+        set_rng_state(self.ckpt["rng"])
+        return self.ckpt["step"]
+
+    def log(self, **row):
+        self.metrics.log(**row)
+
+    def should_stop(self, world, device):
+        return agree(self._stop.stop, world, device)
+
+    def save(self, model, optimizer, config, step, rng=None, **extras):
+        """The one schema (module docstring). config: the model's settings (a dataclass or a dict); rng: the
+        trainer's own generators' states, saved beside rng_state()'s; extras: the trainer's position."""
+        if self.master:
+            atomic_save(dict(kind=self.kind, config=config if isinstance(config, dict) else asdict(config),
+                             model=model.state_dict(), optimizer=optimizer.state_dict(), step=step,
+                             rng={**(rng or {}), **rng_state()}, metrics_rows=self.metrics.rows, **extras), self.path)
+
+    def close(self):
+        self.metrics.close()
+
+
+# -----------------------------------------------------------------------------
 # Statistics: the t-based 95% interval, and a verdict decided by it
 
 @functools.lru_cache(maxsize=None)  # the same few quantiles are asked for at every point of a figure
@@ -483,3 +570,4 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+

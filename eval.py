@@ -31,7 +31,7 @@ def load_gpt(path, device):
     """(model, tokenizer, checkpoint dict) from a checkpoint written by train.py. The model is in eval mode
     (dropout off): every caller samples from it or scores with it; one that trains it calls .train() itself."""
     ckpt = common.load_checkpoint(path, kind="gpt")
-    model = GPT(GPTConfig(**ckpt["model_config"]))
+    model = GPT(GPTConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), data.get_tokenizer(ckpt.get("tokenizer", "byte")), ckpt
 

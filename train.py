@@ -20,7 +20,7 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -57,14 +57,14 @@ def lr_at(it, lr, min_lr, warmup, decay_iters):
     return min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - min_lr)
 
 
-def band_check(model, tok, problems, args, it, metrics):
+def band_check(model, tok, problems, args, it, run):
     """--stop-when: is every named metric of the model, measured on held-out problems, inside its band?
     The base's headroom is then set by a measurement, not by a step count: the same recipe lands at other
     points on other machines (1 vs 2 threads sum in another order), but it stops where the band says."""
     res = ev.evaluate_gpt(model, tok, problems, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     values = {name: res[name] for name, _, _ in args.band}
     inside = all(lo <= res[name] <= hi for name, lo, hi in args.band)
-    metrics.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
+    run.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
     print(f"iter {it:5d} | band {' '.join(f'{k} {v:.3f}' for k, v in values.items())} | "
           f"{'inside: stop' if inside else 'outside'}", flush=True)
     return inside
@@ -121,7 +121,7 @@ def sft(rank, world, device, args):
     if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
         init = common.load_checkpoint(args.init, kind="gpt")
         # --dropout over the checkpoint's, as with --init-from (and nanoGPT's init_from)
-        cfg = GPTConfig(**{**init["model_config"], "dropout": args.dropout})
+        cfg = GPTConfig(**{**init["config"], "dropout": args.dropout})
     elif args.init_from:  # pretrained weights from a folder (GPT-2's): --block-size keeps their first positions
         init = pretrained(args.init_from, tok, dropout=args.dropout, block_size=args.block_size)
         init, cfg = {"model": init.state_dict()}, init.config
@@ -138,32 +138,21 @@ def sft(rank, world, device, args):
         model.load_state_dict(init["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)  # the batch order
-    it, best_val = 0, float("inf")
-    ckpt_path = os.path.join(args.out, "ckpt.pt")
-    ckpt = {}
+    run = common.Run(args.out, "sft", args.resume, master, device, config=cfg)
+    it = run.restore(model, opt)  # on --resume: the checkpoint's step, weights, optimizer and RNGs
     if args.resume:
-        ckpt = common.load_checkpoint(ckpt_path, kind="gpt")
-        if GPTConfig(**ckpt.get("model_config", {})) != cfg:
-            raise UserError(f"{ckpt_path} was trained with a different model config: {ckpt.get('model_config')}")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"]["batch"])
-        common.set_rng_state(ckpt["rng"])
-        it, best_val = ckpt["iter"], ckpt["best_val"]
-        print(f"resumed from {ckpt_path} at iter {it}")
-    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master, device=device)
-    stop = common.StopFlag()
+        gen.set_state(run.ckpt["rng"]["batch"])
+        print(f"resumed from {run.path} at iter {it}")
+    best_val = run.ckpt.get("best_val", float("inf"))
+    in_band = run.ckpt.get("in_band", False)  # a resumed base in its band stays
     train_model = common.ddp_wrap(model, device, world)
     if master:
         print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device} x {world}, "
               f"{args.max_iters} iters of batch {args.batch_size}", flush=True)
 
     def save():
-        if master:
-            common.atomic_save(dict(model_config=asdict(cfg), model=model.state_dict(), optimizer=opt.state_dict(),
-                                    iter=it, best_val=best_val, in_band=in_band, tokenizer=args.tokenizer, args=plain_args(args),
-                                    metrics_rows=metrics.rows, rng=dict(batch=gen.get_state(), **common.rng_state())),
-                               ckpt_path)
+        run.save(model, opt, cfg, it, rng=dict(batch=gen.get_state()), best_val=best_val, in_band=in_band,
+                 tokenizer=args.tokenizer, args=plain_args(args))
 
     @torch.no_grad()
     def val_loss():
@@ -182,10 +171,10 @@ def sft(rank, world, device, args):
     # 1-based step numbers, like the "iter N" log lines
     check_losses = lambda: common.check_pending(unchecked, it - len(unchecked) + 1, world, device)
 
-    t0, tokens, start_it, in_band = time.time(), 0, it, ckpt.get("in_band", False)  # a resumed base in its band stays
+    t0, tokens, start_it = time.time(), 0, it
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
     model.train()
-    while it < stop_at and not in_band and not common.agree(stop.stop, world, device):  # Ctrl-C in any process stops all
+    while it < stop_at and not in_band and not run.should_stop(world, device):  # Ctrl-C in any process stops all
         for g in opt.param_groups:
             g["lr"] = lr_at(it, args.lr, args.min_lr, args.warmup, args.lr_decay_iters or args.max_iters)
         # every process draws the same global batch and takes its share of rows
@@ -213,16 +202,16 @@ def sft(rank, world, device, args):
                 torch.distributed.all_reduce(loss)  # every process takes part in this collective
             el = time.time() - t0
             if master:
-                metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
+                run.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
                 print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
                       f"{tokens / el:.0f} tok/s | ETA {el / (it - start_it) * (stop_at - it):.0f}s", flush=True)
         if master and (it % args.eval_interval == 0 or it == args.max_iters):
             vl = val_loss()
             best_val = min(best_val, vl)
-            metrics.log(iter=it, val_loss=vl)
+            run.log(iter=it, val_loss=vl)
             print(f"iter {it:5d} | val loss {vl:.4f}", flush=True)
             if band_problems:
-                in_band = band_check(model, tok, band_problems, args, it, metrics)
+                in_band = band_check(model, tok, band_problems, args, it, run)
             save()
         if band_problems and it % args.eval_interval == 0 and common.agree(in_band, world, device):
             break  # in the band: every process stops at the same step
@@ -240,9 +229,9 @@ def sft(rank, world, device, args):
     res = ev.evaluate_gpt(model, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     if band_problems:
         res["in_band"] = in_band  # the demo reports a base outside its band
-    metrics.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
+    run.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
     print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
-          f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {ckpt_path}", flush=True)
+          f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {run.path}", flush=True)
     return res
 
 
@@ -542,40 +531,34 @@ def rl(rank, world, device, args):
     curation, (3) --epochs of minibatch updates with topr.topr_loss; evaluate, checkpoint, repeat."""
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
-    ckpt_path = os.path.join(args.out, "ckpt.pt")
+    if args.credit == "first_error" and world > 1:
+        raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
+    run = common.Run(args.out, "rl", args.resume, master, device)
     if args.init_from and not args.resume:  # pretrained weights from a folder (GPT-2's), no SFT checkpoint
         tok = data.get_tokenizer(args.tokenizer)
-        policy, ckpt = pretrained(args.init_from, tok).to(device), {}
+        policy = pretrained(args.init_from, tok).to(device)
     else:
-        policy, tok, ckpt = ev.load_gpt(ckpt_path if args.resume else args.init, device)
+        policy, tok, _ = ev.load_gpt(run.path if args.resume else args.init, device)
     args.micro_batch = args.micro_batch or default_micro_batch(policy.config)
     # The policy stays in eval mode throughout (dropout off): the samples come from it, and log mu and the
     # updates' log pi must be the same function of the weights, or on-policy rho != 1.
     policy.eval()
     opt = (torch.optim.SGD(policy.parameters(), lr=args.lr) if args.optimizer == "sgd" else  # plain SGD: no momentum
            torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0))
-    itr, step, samples = 0, 0, 0
-    if args.resume:
-        if ckpt.get("kind") != "rl":
-            raise UserError(f"{ckpt_path} is not an RL checkpoint")
-        opt.load_state_dict(ckpt["optimizer"])
-        itr, step, samples = ckpt["iteration"], ckpt["step"], ckpt["samples"]
-        common.set_rng_state(ckpt["rng"])
-        if master:
-            print(f"resumed from {ckpt_path} at iteration {itr}")
+    step = run.restore(policy, opt)  # on --resume: the checkpoint's step, optimizer state and RNGs
+    itr, samples = run.ckpt.get("iteration", 0), run.ckpt.get("samples", 0)
+    if args.resume and master:
+        print(f"resumed from {run.path} at iteration {itr}")
     start_itr = itr
     model = common.ddp_wrap(policy, device, world)
     task = data.Task.from_args(args)
     sample, log_pi, evaluate = rl_task(args, task, policy, tok, device, rank, world, master)
-    if args.credit == "first_error" and world > 1:
-        raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
     # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
     loss_kw = dict(name=args.loss, length_norm=args.length_norm, ppo_eps=args.ppo_eps,
                    max_len=args.max_new_tokens if args.task == "solve" else 1)
     credit_kw = dict(name=args.loss, length_norm=args.length_norm, max_len=loss_kw["max_len"],  # --credit prefix: the
                      ratio="token" if args.credit == "first_error" else "sequence")  # sequence ratio (topr.py, 5.)
-    metrics = common.Metrics(args.out, args.resume, ckpt.get("metrics_rows"), enabled=master, device=device)
-    stop = common.StopFlag()
+    metrics = run.metrics
     if master:
         c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
         adv = f"baseline {'group mean' if c == 'group' else f'c={c:+g}'}"
@@ -598,7 +581,7 @@ def rl(rank, world, device, args):
     if itr == 0:
         log_eval()  # the SFT start
     t0 = time.time()
-    while itr < args.iterations and not common.agree(stop.stop, world, device):  # Ctrl-C in any process
+    while itr < args.iterations and not run.should_stop(world, device):  # Ctrl-C in any process
         # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
         #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
         t_roll = time.time()
@@ -689,11 +672,8 @@ def rl(rank, world, device, args):
                   flush=True)
         if itr % args.eval_every == 0 or itr == args.iterations:
             log_eval()
-        if master:
-            common.atomic_save(dict(kind="rl", model_config=asdict(policy.config), model=policy.state_dict(),
-                                    optimizer=opt.state_dict(), iteration=itr, step=step, samples=samples,
-                                    tokenizer=tok.name, args=plain_args(args), metrics_rows=metrics.rows,
-                                    rng=common.rng_state()), ckpt_path)
+        run.save(policy, opt, policy.config, step, iteration=itr, samples=samples, tokenizer=tok.name,
+                 args=plain_args(args))
     return None
 
 

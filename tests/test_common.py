@@ -1,6 +1,7 @@
 """common.py: flag validation, the metrics log on resume, RNG state across machines, one-process agreement;
 the --device flag, the DDP wrap, atomic writes, the checkpoint loader, pyplot; its docstring's list."""
 import argparse
+import dataclasses
 import json
 import os
 
@@ -120,21 +121,109 @@ def test_atomic_write_whole_or_not_at_all(tmp_path):
 
 def test_load_checkpoint_one_shape_one_line_errors(tmp_path):
     gpt, gsn_ckpt = str(tmp_path / "gpt.pt"), str(tmp_path / "gsn.pt")
-    common.atomic_save({"model_config": {"n_layer": 1}, "model": {"w": torch.ones(2)}}, gpt)
-    common.atomic_save({"config": {"model": "gsn"}, "model": {}, "step": 3}, gsn_ckpt)
+    common.atomic_save({"kind": "sft", "config": {"n_layer": 1}, "model": {"w": torch.ones(2)}, "step": 2}, gpt)
+    common.atomic_save({"kind": "gsn", "config": {"model": "gsn"}, "model": {}, "step": 3}, gsn_ckpt)
     assert common.load_checkpoint(gpt)["model"]["w"].tolist() == [1.0, 1.0]
-    assert common.load_checkpoint(gpt, kind="gpt")["model_config"] == {"n_layer": 1}  # the same dict either way
+    assert common.load_checkpoint(gpt, kind="gpt")["step"] == common.load_checkpoint(gpt, kind="sft")["step"] == 2
     assert common.load_checkpoint(gsn_ckpt, kind="gsn")["step"] == 3
     (tmp_path / "bad.pt").write_bytes(open(gpt, "rb").read()[:40])  # truncated
     torch.save({"weights": {}}, tmp_path / "other.pt")
     for path, kind, msg in ((str(tmp_path / "none.pt"), None, "checkpoint not found"),
                             (str(tmp_path / "bad.pt"), None, "corrupt or unreadable checkpoint"),
                             (str(tmp_path / "other.pt"), None, "is not a train.py or gsn.py checkpoint"),
+                            (str(tmp_path / "other.pt"), "rl", "is not a train.py rl checkpoint"),
                             (gsn_ckpt, "gpt", "is not a train.py checkpoint (it is a gsn.py one)"),
-                            (gpt, "gsn", "is not a gsn.py checkpoint (it is a train.py one)")):
+                            (gsn_ckpt, "sft", "is not a train.py sft checkpoint (it is a gsn.py one)"),
+                            (gpt, "gsn", "is not a gsn.py checkpoint (it is a train.py one)"),
+                            (gpt, "rl", "is not a train.py rl checkpoint (it is a train.py sft one)")):
         with pytest.raises(common.UserError, match=msg.replace("(", r"\(").replace(")", r"\)")) as e:
             common.load_checkpoint(path, kind=kind)
         assert "\n" not in str(e.value)
+
+
+def _old_checkpoints(tmp_path):
+    """One checkpoint of each schema the trainers wrote before the one schema, built by hand as they wrote
+    them: train.py sft, train.py rl, gsn.py. -> {name: (path, model config dict, state_dict)}."""
+    import gsn
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=16, vocab_size=258, n_layer=1, n_head=2, n_embd=8)
+    gpt = GPT(cfg)
+    opt = torch.optim.AdamW(gpt.parameters())
+    gcfg = gsn.GSNConfig(model="dae", layers=1, hidden=8, max_steps=6)
+    net = gsn.build_model(gcfg)
+    gopt = torch.optim.Adam(net.parameters())
+    for m, o in ((gpt, opt), (net, gopt)):  # one step: the optimizers have moments to save
+        sum(p.square().sum() for p in m.parameters()).backward()
+        o.step()
+    batch = torch.Generator().manual_seed(1).get_state()
+    old = {"sft": dict(model_config=dataclasses.asdict(cfg), model=gpt.state_dict(), optimizer=opt.state_dict(),
+                       iter=7, best_val=1.5, in_band=False, tokenizer="byte", args={"lr": 0.003}, metrics_rows=3,
+                       rng=dict(batch=batch, **common.rng_state())),
+           "rl": dict(kind="rl", model_config=dataclasses.asdict(cfg), model=gpt.state_dict(),
+                      optimizer=opt.state_dict(), iteration=2, step=4, samples=32, tokenizer="byte", args={},
+                      metrics_rows=5, rng=common.rng_state()),
+           "gsn": {"config": dataclasses.asdict(gcfg), "model": net.state_dict(), "optimizer": gopt.state_dict(),
+                   "rng": common.rng_state(), "step": 6, "metrics_rows": 2}}
+    out = {}
+    for name, ckpt in old.items():
+        os.makedirs(tmp_path / name)
+        torch.save(ckpt, tmp_path / name / "ckpt.pt")
+        out[name] = (str(tmp_path / name / "ckpt.pt"), ckpt.get("model_config", ckpt.get("config")), ckpt["model"])
+    return out
+
+
+def test_a_checkpoint_of_each_old_schema_loads_as_today_s(tmp_path):
+    """sft's ("model_config", "iter"), rl's ("model_config", kind "rl", "iteration", "step") and gsn.py's ("config",
+    "step", no kind) read as today's schema through the public loaders, and a trainer resumes each (Run)."""
+    import eval as ev
+    import gsn
+    old = _old_checkpoints(tmp_path)
+    for name, step in (("sft", 7), ("rl", 4), ("gsn", 6)):
+        path, config, weights = old[name]
+        ckpt = common.load_checkpoint(path)
+        assert ckpt["kind"] == name and ckpt["config"] == config and ckpt["step"] == step
+        assert "model_config" not in ckpt and "iter" not in ckpt
+        if name == "gsn":
+            model, cfg, _ = gsn.load_model(path, "cpu")
+            assert dataclasses.asdict(cfg) == config
+        else:
+            model, tok, _ = ev.load_gpt(path, "cpu")
+            assert dataclasses.asdict(model.config) == config and tok.name == "byte"
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+        run = common.Run(os.path.dirname(path), name, resume=True)
+        opt = torch.optim.Adam(model.parameters()) if name == "gsn" else torch.optim.AdamW(model.parameters())
+        assert run.restore(model, opt) == step and opt.state_dict()["state"]  # the optimizer's moments came back
+        run.close()
+    assert common.load_checkpoint(old["rl"][0])["iteration"] == 2 and common.load_checkpoint(old["sft"][0])["best_val"] == 1.5
+
+
+def test_run_saves_one_schema_and_resumes_it(tmp_path):
+    """Run: a fresh folder, save (rank 0 only), resume (the RNGs, the trainer's kind checked, the log cut back)."""
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = common.Run(str(tmp_path / "r"), "rl")
+    assert run.ckpt == {} and run.restore(model, opt) == 0 and not run.should_stop(1, torch.device("cpu"))
+    run.log(step=1)
+    torch.manual_seed(5)
+    run.save(model, opt, {"n": 3}, 1, iteration=1, samples=8)
+    after_save = torch.rand(3)
+    run.log(step=2)  # logged after the checkpoint: dropped on resume
+    run.close()
+    common.Run(str(tmp_path / "other"), "rl", master=False).save(model, opt, {"n": 3}, 1)  # not rank 0: no file
+    assert not os.path.exists(tmp_path / "other" / "ckpt.pt")
+    ckpt = common.load_checkpoint(str(tmp_path / "r" / "ckpt.pt"))
+    assert set(ckpt) == {"kind", "config", "model", "optimizer", "step", "rng", "metrics_rows", "iteration", "samples"}
+    assert (ckpt["kind"], ckpt["config"], ckpt["step"], ckpt["metrics_rows"]) == ("rl", {"n": 3}, 1, 1)
+    run = common.Run(str(tmp_path / "r"), "rl", resume=True)
+    assert run.restore(torch.nn.Linear(3, 2), opt) == 1 and torch.equal(torch.rand(3), after_save)
+    run.log(step=2)
+    run.close()
+    assert [json.loads(l)["step"] for l in open(tmp_path / "r" / "metrics.jsonl")] == [1, 2]
+    with pytest.raises(common.UserError, match="is not a train.py sft checkpoint \\(it is a train.py rl one\\)"):
+        common.Run(str(tmp_path / "r"), "sft", resume=True)
+    with pytest.raises(common.UserError, match="checkpoint not found"):
+        common.Run(str(tmp_path / "new"), "gsn", resume=True)
 
 
 def test_pyplot_draws_without_a_display(tmp_path):

@@ -29,7 +29,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
          "train.py", "sft", "--out", str(two), *TINY], tmp_path)
     a = torch.load(one / "ckpt.pt", weights_only=True)
     b = torch.load(two / "ckpt.pt", weights_only=True)
-    assert a["iter"] == b["iter"] == 6
+    assert a["step"] == b["step"] == 6
     for k in a["model"]:
         # same global batch, same gradients up to float summation order
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5, rtol=1e-4), k
@@ -145,4 +145,4 @@ def test_ctrl_c_in_one_process_stops_every_process_after_a_checkpoint(tmp_path):
     assert p.returncode == 0, stdout[-3000:]
     assert "stopped at iter" in stdout
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)
-    assert 3 <= ckpt["iter"] < 100000
+    assert 3 <= ckpt["step"] < 100000

@@ -36,7 +36,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, m
     err = capsys.readouterr().err
     assert e.value.code == 1 and "nan" in err and "step 8" in err
     ckpt = common.load_checkpoint(str(tmp_path / "ckpt.pt"))
-    assert ckpt["iter"] == 5  # the checkpoint written at the last evaluation, untouched
+    assert ckpt["step"] == 5  # the checkpoint written at the last evaluation, untouched
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
@@ -81,7 +81,7 @@ def test_sigint_writes_a_checkpoint_and_resume_finishes(tmp_path):
     assert "SIGINT" in stdout and "stopped at iter" in stdout
     ckpt = common.load_checkpoint(str(out / "ckpt.pt"))
     logged = [json.loads(l)["iter"] for l in metrics.read_text().splitlines() if '"env"' not in l]
-    assert 3 <= ckpt["iter"] < 100000 and ckpt["iter"] >= max(logged)
+    assert 3 <= ckpt["step"] < 100000 and ckpt["step"] >= max(logged)
 
 
 def test_resume_with_another_config_is_refused(tmp_path, capsys):

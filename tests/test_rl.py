@@ -187,7 +187,7 @@ def test_on_policy_ratio_is_exactly_one_with_dropout(tmp_path):
     train.main(["sft", "--out", str(sft), "--max-iters", "10", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
                 "--dropout", "0.3", "--batch-size", "16", "--sft-examples", "200", "--val-examples", "16",
                 "--eval-problems", "2", "--eval-k", "1", "--warmup", "5", "--max-new-tokens", "8", "--eval-interval", "10"])
-    assert torch.load(sft / "ckpt.pt", weights_only=True)["model_config"]["dropout"] == 0.3
+    assert torch.load(sft / "ckpt.pt", weights_only=True)["config"]["dropout"] == 0.3
     train.main(["rl", "--init", str(sft / "ckpt.pt"), "--prompts", "4", "--k", "4", "--batch-size", "16",
                 "--micro-batch", "8", "--iterations", "1", "--eval-problems", "2", "--eval-k", "1",
                 "--max-new-tokens", "8", "--loss", "topr", "--baseline", "0", "--out", str(tmp_path / "rl")])

@@ -1,4 +1,5 @@
 """train.py sft and eval.py gpt: tiny end-to-end runs and the metric helpers."""
+import dataclasses
 import json
 import types
 
@@ -29,7 +30,7 @@ def test_tiny_sft_loss_falls_and_checkpoint_loads(tmp_path):
     vals = [r["val_loss"] for r in read_metrics(tmp_path) if "val_loss" in r]
     assert vals[-1] < vals[0]
     model, tok, ckpt = ev.load_gpt(str(tmp_path / "ckpt.pt"), "cpu")
-    assert ckpt["iter"] == 40 and tok.vocab_size == model.config.vocab_size
+    assert ckpt["step"] == 40 and ckpt["kind"] == "sft" and tok.vocab_size == model.config.vocab_size
     final = read_metrics(tmp_path)[-1]
     assert 0.0 <= final["test_pass@1"] <= 1.0 and 0.0 <= final["test_invalid"] <= 1.0
 
@@ -160,14 +161,14 @@ def test_sft_and_rl_init_from_a_folder_start_from_from_pretrained(tmp_path, voca
     weights for sft and rl; with 257 tokens the pad row is added (vocab 258, the byte tokenizer's)."""
     folder = _byte_folder(tmp_path / "weights", vocab)
     model = GPT.from_pretrained(folder, vocab_size=258)
-    train.common.atomic_save(dict(model_config=train.asdict(model.config), model=model.state_dict(), tokenizer="byte"),
+    train.common.atomic_save(dict(model_config=dataclasses.asdict(model.config), model=model.state_dict(), tokenizer="byte"),
                              tmp_path / "init.pt")
     for cmd, small in (("sft", SMALL_SFT), ("rl", SMALL_RL)):
         train.main([cmd, "--init-from", str(folder), "--out", str(tmp_path / f"{cmd}_folder"), *small])
         train.main([cmd, "--init", str(tmp_path / "init.pt"), "--out", str(tmp_path / f"{cmd}_ckpt"), *small])
         a, b = (torch.load(tmp_path / f"{cmd}_{x}" / "ckpt.pt", weights_only=True) for x in ("folder", "ckpt"))
-        assert a["model_config"] == b["model_config"] and a["model_config"]["vocab_size"] == 258
-        assert a["model_config"]["gelu"] == "tanh"  # GPT-2's, from config.json
+        assert a["config"] == b["config"] and a["config"]["vocab_size"] == 258
+        assert a["config"]["gelu"] == "tanh"  # GPT-2's, from config.json
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
         assert _rows(tmp_path / f"{cmd}_folder") == _rows(tmp_path / f"{cmd}_ckpt")
 
@@ -200,9 +201,9 @@ def test_sft_stop_when_stops_inside_the_band_and_resume_keeps_it(tmp_path, capsy
     assert "env" in rows[0]
     band = [r for r in rows if "band_in" in r]
     assert [r["iter"] for r in band] == [20] and band[0]["band_in"] and 0 <= band[0]["band_pass@1"] <= 1
-    assert rows[-1]["test_in_band"] is True and common.load_checkpoint(str(tmp_path / "ckpt.pt"))["iter"] == 20
+    assert rows[-1]["test_in_band"] is True and common.load_checkpoint(str(tmp_path / "ckpt.pt"))["step"] == 20
     train.main(["sft", "--out", str(tmp_path), "--max-iters", "60", *TINY, "--stop-when", "pass@1=0:1", "--resume"])
-    assert common.load_checkpoint(str(tmp_path / "ckpt.pt"))["iter"] == 20
+    assert common.load_checkpoint(str(tmp_path / "ckpt.pt"))["step"] == 20
 
 
 def test_sft_stop_when_out_of_reach_runs_to_the_cap_and_says_so(tmp_path, capsys):
@@ -246,4 +247,4 @@ def test_sft_init_takes_dropout_from_the_flag(tmp_path):
     for flag, want in ((["--dropout", "0.1"], 0.1), ([], 0.0)):
         out = tmp_path / f"init_{want}"
         train.main(["sft", "--init", str(tmp_path / "a" / "ckpt.pt"), "--out", str(out), *flag, *small])
-        assert torch.load(out / "ckpt.pt", weights_only=True)["model_config"]["dropout"] == want
+        assert torch.load(out / "ckpt.pt", weights_only=True)["config"]["dropout"] == want
