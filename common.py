@@ -20,7 +20,9 @@ common.py -- the plumbing every script shares, and nothing else (like nanochat's
   Run                               a trainer's frame: its folder, resume, checkpoint (one schema), log, Ctrl-C
   t_quantile, t_interval, verdict   the t-based 95% interval (df = n - 1) and the rule that turns it into a verdict
   environment                       what decides a run's floats (threads, MKL_CBWR, CPU capability, device, dtype)
-  pyplot                            matplotlib.pyplot on the Agg backend (imported when first drawn)
+  pyplot, save_figure               matplotlib.pyplot on the Agg backend (imported when first drawn) to draw a
+                                    figure, and the one way to write it (atomic_write by its suffix, then closed).
+                                    An array of pixels is an image, not a figure: gsn.save_image writes it
 
 Step numbers are 1-based in every trainer, as in their log lines: the run's n-th optimizer step is step n
 (the step counter's value once that step is done). A nan/inf error names the first bad step that way:
@@ -571,3 +573,10 @@ def pyplot():
     import matplotlib.pyplot as plt
     return plt
 
+
+def save_figure(fig, path, dpi=80):
+    """A drawn figure to path, in the format its suffix names (.png, .pdf, .svg; none: PNG), whole or not at all
+    (atomic_write), then closed: pyplot keeps every open figure alive otherwise."""
+    fmt = os.path.splitext(path)[1][1:] or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), binary=True)
+    pyplot().close(fig)

@@ -226,15 +226,15 @@ def test_run_saves_one_schema_and_resumes_it(tmp_path):
         common.Run(str(tmp_path / "new"), "gsn", resume=True)
 
 
-def test_pyplot_draws_without_a_display(tmp_path):
+def test_pyplot_draws_without_a_display_and_save_figure_writes_and_closes(tmp_path):
     plt = common.pyplot()
     import matplotlib
     assert matplotlib.get_backend().lower() == "agg"
-    fig, ax = plt.subplots()
-    ax.plot([0, 1])
-    common.atomic_write(str(tmp_path / "f.png"), lambda f: fig.savefig(f, format="png"), binary=True)
-    plt.close(fig)
-    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    for name, magic in (("f.png", b"\x89PNG"), ("sub/f.pdf", b"%PDF"), ("g", b"\x89PNG")):  # the suffix names it
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        common.save_figure(fig, str(tmp_path / name))
+        assert (tmp_path / name).read_bytes()[:4] == magic and not plt.fignum_exists(fig.number)
 
 
 def test_t_quantiles_match_the_table():
