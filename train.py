@@ -4,15 +4,21 @@ train.py -- GPT training on the word-problem task.
   python train.py sft --out runs/sft                          supervised: learn worked solutions
   python train.py rl --init runs/sft/ckpt.pt --loss topr      RL fine-tuning (TOPR and baselines)
 
-Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under --out, continue from
-there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
-Read `sft` and `rl` top to bottom: each is the whole algorithm in one function, its helpers above it.
+Both write `ckpt.pt` (atomically, common.Run's one schema) and `metrics.jsonl` (one JSON per line) under --out,
+continue from there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
+Read `sft` and `rl` top to bottom: each is its algorithm's loop in one function, its helpers above it
+(rl's iteration: prepare, then update_step per minibatch).
 
-  1. SFT: sft_batch, lr_at, ddp_sync, pretrained (--init-from), sft
-  2. RL: Rollout, on_device (a dataset on the device once), sample_solutions / solution_logp (solve),
-     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_steps / behaviour_logp
-     (log mu), rl_task, step_stats, default_micro_batch, rl
-  3. The command line: main, add_init_from_arg, add_run_args, check_args
+  1. SFT: sft_batch, lr_at, band_check (--stop-when), pretrained (--init-from), plain_args (the flags, as a
+     checkpoint stores them), sft
+  2. RL's data: Rollout (a dataset), on_device / on_tokens (a dataset on the device once), in_chunks (rollouts
+     shared by the processes), sample_solutions / first_departure / solution_logp (--task solve),
+     sample_verdicts / verdict_policy_logp (--task verify), curated, minibatches, behavior_steps /
+     behavior_logp (log mu), rl_task, token_advantages (--credit)
+  3. RL's loop: step_stats, LOGIT_BYTES / MICRO_BATCH_LOGITS / default_micro_batch (--micro-batch), rl_policy,
+     rl_objective (the loss of a micro-batch), prepare (an iteration's dataset), ddp_sync, update_step (one
+     optimizer step), describe (the start-up line), rl
+  4. The command line: main, add_run_args, add_init_from_arg, baseline_flag, band_flag, check_args
 """
 import argparse
 import contextlib
@@ -68,12 +74,6 @@ def band_check(model, tok, problems, args, it, run):
     print(f"iter {it:5d} | band {' '.join(f'{k} {v:.3f}' for k, v in values.items())} | "
           f"{'inside: stop' if inside else 'outside'}", flush=True)
     return inside
-
-
-def ddp_sync(model, world, last):
-    """Under DDP, all-reduce the gradients once per optimizer step: skip it for all but the last
-    micro-batch of this process (no_sync); a single process needs nothing."""
-    return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
 
 
 def pretrained(folder, tok, **overrides):
@@ -239,7 +239,7 @@ def sft(rank, world, device, args):
 # RL: the paper's iterated off-policy scheme (TOPR Sec. 4)
 #
 #   for each iteration:
-#       behaviour policy mu := current policy pi (frozen)
+#       behavior policy mu := current policy pi (frozen)
 #       sample k completions per prompt at temperature 1, store (prompt, completion, log mu, reward)
 #       --epochs passes of the chosen loss over that dataset (1 = mildly off-policy, several =
 #       strongly off-policy; --iterations 1 = the fully offline setting)
@@ -247,11 +247,13 @@ def sft(rank, world, device, args):
 
 @dataclass
 class Rollout:
-    """A generated dataset: N samples, grouped by prompt (k consecutive rows per prompt)."""
+    """A generated dataset: N samples, the rows of a prompt next to each other. As sampled, k consecutive rows
+    per prompt (what topr.group_baseline and token_advantages read, before curation); curation keeps a subset
+    in the same order, so a prompt may then have fewer rows, or none."""
     prompt: list                   # N token lists: the prompt each sample answers
     completion: list               # N token lists: the sampled completion (its EOS included)
     text: list                     # N strings: the decoded completion (the verdict, for the verifier)
-    logp_behavior: torch.Tensor    # (N,) log mu(y|x): summed, untempered log-probs of the behaviour policy
+    logp_behavior: torch.Tensor    # (N,) log mu(y|x): summed, untempered log-probs of the behavior policy
     reward: torch.Tensor           # (N,) +1 / -1
     invalid: torch.Tensor          # (N,) bool: no parsable '#### N' (the verifier: in the judged candidate)
     candidate_reward: torch.Tensor = None  # (N,) verifier only: is the judged candidate right (+1) or not (-1)
@@ -367,7 +369,7 @@ def solution_logp(model, tok, batch, device):
 @torch.no_grad()
 def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch=128):
     """k candidates per problem from the frozen solver, then one verdict per candidate from the frozen
-    verifier (the behaviour policy mu): a Rollout grouped by problem, where prompt = the verification
+    verifier (the behavior policy mu): a Rollout grouped by problem, where prompt = the verification
     prompt, completion = [verdict token], candidate_reward = +-1 (is the candidate right)."""
     cands = sample_solutions(solver, tok, problems, k, max_new_tokens, seed, rank, world)
     yes_no = data.verdict_ids(tok)
@@ -424,8 +426,8 @@ def minibatches(order, batch_size, micro_batch, rank, world):
             yield order[s:s + n], [mine[m:m + micro_batch] for m in range(0, len(mine), micro_batch)]
 
 
-def behaviour_steps(order, batch_size, micro_batch, rank, world):
-    """The micro-batches that compute log mu (behaviour_logp): the first epoch's, minibatches(order), so that its
+def behavior_steps(order, batch_size, micro_batch, rank, world):
+    """The micro-batches that compute log mu (behavior_logp): the first epoch's, minibatches(order), so that its
     on-policy rho is 1 exactly; then the rows those leave out under DDP (each minibatch's last len % world),
     shared among the processes: a later epoch's order trains on them, and every row needs its log mu."""
     steps = list(minibatches(order, batch_size, micro_batch, rank, world))
@@ -438,9 +440,9 @@ def behaviour_steps(order, batch_size, micro_batch, rank, world):
 
 
 @torch.no_grad()
-def behaviour_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
+def behavior_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
     """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
-    log pi (same function, autocast and micro-batches: `steps` = behaviour_steps(), the first epoch's); with
+    log pi (same function, autocast and micro-batches: `steps` = behavior_steps(), the first epoch's); with
     per_token also each sample's per-token log mu (a list of (len,) tensors on the host; one process only:
     the diagnostic --credit first_error, which reads the host once per micro-batch here)."""
     logp = torch.zeros(len(batch), dtype=torch.float64, device=device)  # filled on the device: no read per micro-batch
@@ -573,7 +575,7 @@ def rl_objective(args, log_pi, tok, device):
 def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, device):
     """Steps 1 and 2 of an iteration, and the dataset laid out for step 3: (the dataset on the training device
     with its recomputed log mu, the --epochs orders of its rows, the metrics row that describes it)."""
-    # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
+    # 1. Fresh prompts (answers only), k samples each from the frozen behavior policy mu = pi.
     #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
     t_roll = time.time()
     batch = sample(task.problems(args.prompts, args.seed * 1000 + itr + 1, "train", use="rl"), args.seed * 1000 + itr)
@@ -600,13 +602,13 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
     #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
     #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence);
-    #    under DDP also of the rows that epoch leaves out (behaviour_steps), which later epochs train on.
+    #    under DDP also of the rows that epoch leaves out (behavior_steps), which later epochs train on.
     order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
     orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
     batch = on_device(batch, tok, device)  # ONCE per dataset: the updates read nothing from the host
     sampled = batch.logp_behavior  # generate's log mu: the sampler's kernels (and precision)
-    batch.logp_behavior, batch.token_logp_behavior = behaviour_logp(
-        policy, tok, batch, log_pi, behaviour_steps(orders[0], args.batch_size, args.micro_batch, rank, world),
+    batch.logp_behavior, batch.token_logp_behavior = behavior_logp(
+        policy, tok, batch, log_pi, behavior_steps(orders[0], args.batch_size, args.micro_batch, rank, world),
         world, device, per_token=args.credit == "first_error")
     # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
     gap = (batch.logp_behavior.double() - sampled.double()).abs()
@@ -617,6 +619,12 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
         if batch.token_logp_behavior is not None:
             batch.token_logp_behavior = on_tokens(batch, batch.token_logp_behavior, device)
     return batch, orders, row
+
+
+def ddp_sync(model, world, last):
+    """Under DDP, all-reduce the gradients once per optimizer step: skip it for all but the last
+    micro-batch of this process (no_sync); a single process needs nothing."""
+    return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
 
 
 def update_step(model, opt, mb, micros, objective, step, grad_clip, world, device):
