@@ -469,15 +469,13 @@ class Run:
         run = Run(out, kind, resume=False, master=True, device=None, config=None)
             the folder `out` (created); on resume its ckpt.pt, read by load_checkpoint(path, kind) into
             run.ckpt ({} for a fresh run), whose model settings must be `config` if one is given (a dataclass:
-            sft's flags; else the trainer takes them from the checkpoint); the metrics log run.metrics (on
-            resume cut back to the checkpoint's rows; its first row: the environment on `device`); Ctrl-C
-            caught (StopFlag). Only the master process (rank 0) logs and saves.
+            sft's flags; else the trainer takes them from the checkpoint); the metrics log run.metrics (a
+            Metrics: run.metrics.log(**row); on resume cut back to the checkpoint's rows; its first row: the
+            environment on `device`); Ctrl-C caught (StopFlag). Only the master process (rank 0) logs and saves.
         run.restore(model, optimizer)  on resume: their states and every global RNG from run.ckpt; returns
                                        the step the checkpoint was written at (0 for a fresh run: nothing done)
-        run.log(**row)                 one metrics row
         run.should_stop(world, device) Ctrl-C in any process (agree): every process stops at the same step
         run.save(model, optimizer, config, step, rng=None, **extras)   out/ckpt.pt, atomically (master only)
-        run.close()                    close the log
 
     restore sets the global RNGs: call it where a fresh run would seed them, after building the model."""
 
@@ -500,9 +498,6 @@ class Run:
         set_rng_state(self.ckpt["rng"])
         return self.ckpt["step"]
 
-    def log(self, **row):
-        self.metrics.log(**row)
-
     def should_stop(self, world, device):
         return agree(self._stop.stop, world, device)
 
@@ -513,9 +508,6 @@ class Run:
             atomic_save(dict(kind=self.kind, config=config if isinstance(config, dict) else asdict(config),
                              model=model.state_dict(), optimizer=optimizer.state_dict(), step=step,
                              rng={**(rng or {}), **rng_state()}, metrics_rows=self.metrics.rows, **extras), self.path)
-
-    def close(self):
-        self.metrics.close()
 
 
 # -----------------------------------------------------------------------------

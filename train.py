@@ -63,14 +63,14 @@ def lr_at(it, lr, min_lr, warmup, decay_iters):
     return min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - min_lr)
 
 
-def band_check(model, tok, problems, args, it, run):
+def band_check(model, tok, problems, args, it, metrics):
     """--stop-when: is every named metric of the model, measured on held-out problems, inside its band?
     The base's headroom is then set by a measurement, not by a step count: the same recipe lands at other
     points on other machines (1 vs 2 threads sum in another order), but it stops where the band says."""
     res = ev.evaluate_gpt(model, tok, problems, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     values = {name: res[name] for name, _, _ in args.band}
     inside = all(lo <= res[name] <= hi for name, lo, hi in args.band)
-    run.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
+    metrics.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
     print(f"iter {it:5d} | band {' '.join(f'{k} {v:.3f}' for k, v in values.items())} | "
           f"{'inside: stop' if inside else 'outside'}", flush=True)
     return inside
@@ -202,16 +202,16 @@ def sft(rank, world, device, args):
                 torch.distributed.all_reduce(loss)  # every process takes part in this collective
             el = time.time() - t0
             if master:
-                run.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
+                run.metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
                 print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
                       f"{tokens / el:.0f} tok/s | ETA {el / (it - start_it) * (stop_at - it):.0f}s", flush=True)
         if master and (it % args.eval_interval == 0 or it == args.max_iters):
             vl = val_loss()
             best_val = min(best_val, vl)
-            run.log(iter=it, val_loss=vl)
+            run.metrics.log(iter=it, val_loss=vl)
             print(f"iter {it:5d} | val loss {vl:.4f}", flush=True)
             if band_problems:
-                in_band = band_check(model, tok, band_problems, args, it, run)
+                in_band = band_check(model, tok, band_problems, args, it, run.metrics)
             save()
         if band_problems and it % args.eval_interval == 0 and common.agree(in_band, world, device):
             break  # in the band: every process stops at the same step
@@ -229,7 +229,7 @@ def sft(rank, world, device, args):
     res = ev.evaluate_gpt(model, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     if band_problems:
         res["in_band"] = in_band  # the demo reports a base outside its band
-    run.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
+    run.metrics.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
     print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
           f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {run.path}", flush=True)
     return res
@@ -546,7 +546,15 @@ def rl_policy(args, run, device):
 
 def rl_objective(args, log_pi, tok, device):
     """The loss of one micro-batch, as chosen by --loss and --credit: objective(model, micro) -> (loss, the
-    summed entropy of its tokens, {name: (b,) per-sample values}: topr.py's rows and the lengths)."""
+    summed entropy of its tokens, {name: (b,) per-sample values}: topr.py's rows and the lengths).
+
+    Two paths, on purpose. Sequence credit is token credit with A_i on every token (tests/test_topr.py:
+    token_credit_loss then equals the sequence loss), and sent through token_credit_loss it gave the same
+    weights bit for bit (topr and tis, 12 off-policy steps) at the same speed (+0.15 ms per 128-row
+    micro-batch, in a 5-10 s step). It stays apart because topr_loss must stay anyway (ppo, sft_pos and
+    neg_only are not of token credit's family, and the verifier's one-token action has no per-token log pi)
+    and because two logged statistics would change meaning: "objective" (the taper T has no per-token form:
+    the surrogate instead) and "mean_adv" (the sum over the tokens, L_i A_i); "loss" moved by 1 ulp."""
     # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
     max_len = args.max_new_tokens if args.task == "solve" else 1
     ratio = "token" if args.credit == "first_error" else "sequence"  # --credit prefix: the sequence ratio (topr.py, 5.)
@@ -596,7 +604,7 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     row = dict(dataset_size=len(batch), dataset_pos_frac=frac(batch.reward > 0), rollout_invalid=frac(batch.invalid),
                rollout_s=t_roll, **({} if batch.candidate_reward is None else
                                     {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
-    run.log(iteration=itr, **row)
+    run.metrics.log(iteration=itr, **row)
 
     # 3. (its data) --epochs passes of minibatch updates over the stored dataset, in these orders.
     #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
@@ -613,7 +621,7 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
     gap = (batch.logp_behavior.double() - sampled.double()).abs()
     gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
-    run.log(iteration=itr, mismatch_mean=gap_mean, mismatch_max=gap_max)
+    run.metrics.log(iteration=itr, mismatch_mean=gap_mean, mismatch_max=gap_max)
     if args.credit != "sequence":  # the per-token values on the device once, like the rest of the dataset
         batch.token_adv = on_tokens(batch, batch.token_adv, device)
         if batch.token_logp_behavior is not None:
@@ -685,7 +693,7 @@ def rl(rank, world, device, args):
         if master and evaluated != step:
             evaluated = step
             res, line = evaluate()
-            run.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
+            run.metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
             print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
 
     if itr == 0:
@@ -700,7 +708,7 @@ def rl(rank, world, device, args):
             for rows, micros in minibatches(order, args.batch_size, args.micro_batch, rank, world):
                 stats = update_step(model, opt, batch[rows], micros, objective, step + 1, args.grad_clip, world, device)
                 step, samples = step + 1, samples + len(rows)  # samples seen by the optimizer (reuse counts again)
-                run.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
+                run.metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
                 if args.eval_steps and step % args.eval_steps == 0:
                     log_eval()  # points through one pass over a dataset
             if args.eval_each_epoch and epoch + 1 < args.epochs:
