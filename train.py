@@ -716,10 +716,10 @@ def rl(rank, world, device, args):
         itr += 1
         if master:  # update: the rest of the iteration (log mu's recomputation, the epochs)
             el, t_roll = time.time() - t0, dataset["rollout_s"]
-            print(f"iter {itr:3d} | pos frac {dataset['dataset_pos_frac']:.3f} | loss {stats['loss']:.4f} | mean alpha "
-                  f"{stats['mean_alpha']:.3f} | logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | "
-                  f"rollout {t_roll:.1f}s update {time.time() - t_itr - t_roll:.1f}s | "
-                  f"ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
+            print(f"iter {itr:3d} | pos frac {dataset['dataset_pos_frac']:.3f} | loss {stats['loss']:.4f} | "
+                  f"mean alpha {stats['mean_alpha']:.3f} | logp+ {stats['logp_reward_pos']:.2f} "
+                  f"logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s update {time.time() - t_itr - t_roll:.1f}s"
+                  f" | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
         if itr % args.eval_every == 0 or itr == args.iterations:
             log_eval()
         run.save(policy, opt, policy.config, step, iteration=itr, samples=samples, tokenizer=tok.name,
