@@ -474,7 +474,9 @@ class Run:
             environment on `device`); Ctrl-C caught (StopFlag). Only the master process (rank 0) logs and saves.
         run.restore(model, optimizer)  on resume: their states and every global RNG from run.ckpt; returns
                                        the step the checkpoint was written at (0 for a fresh run: nothing done)
-        run.should_stop(world, device) Ctrl-C in any process (agree): every process stops at the same step
+        run.should_stop(world, device, also=False)    Ctrl-C, or `also` (a trainer's own reason: gsn.py's
+                                       --minutes deadline), in any process: one agree, every process stops
+                                       at the same step
         run.save(model, optimizer, config, step, rng=None, **extras)   out/ckpt.pt, atomically (master only)
 
     restore sets the global RNGs: call it where a fresh run would seed them, after building the model."""
@@ -498,8 +500,8 @@ class Run:
         set_rng_state(self.ckpt["rng"])
         return self.ckpt["step"]
 
-    def should_stop(self, world, device):
-        return agree(self._stop.stop, world, device)
+    def should_stop(self, world, device, also=False):
+        return agree(self._stop.stop or bool(also), world, device)
 
     def save(self, model, optimizer, config, step, rng=None, **extras):
         """The one schema (module docstring). config: the model's settings (a dataclass or a dict); rng: the

@@ -204,6 +204,7 @@ def test_run_saves_one_schema_and_resumes_it(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     run = common.Run(str(tmp_path / "r"), "rl")
     assert run.ckpt == {} and run.restore(model, opt) == 0 and not run.should_stop(1, torch.device("cpu"))
+    assert run.should_stop(1, torch.device("cpu"), also=True)  # a trainer's own reason (a deadline) stops it too
     run.metrics.log(step=1)
     torch.manual_seed(5)
     run.save(model, opt, {"n": 3}, 1, iteration=1, samples=8)
