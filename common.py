@@ -20,7 +20,9 @@ common.py -- the plumbing every script shares, and nothing else (like nanochat's
   Run                               a trainer's frame: its folder, resume, checkpoint (one schema), log, Ctrl-C
   t_quantile, t_interval, verdict   the t-based 95% interval (df = n - 1) and the rule that turns it into a verdict
   environment                       what decides a run's floats (threads, MKL_CBWR, CPU capability, device, dtype)
-  pyplot                            matplotlib.pyplot on the Agg backend (imported when first drawn)
+  pyplot, save_figure               matplotlib.pyplot on the Agg backend (imported when first drawn) to draw a
+                                    figure, and the one way to write it (atomic_write by its suffix, then closed).
+                                    An array of pixels is an image, not a figure: gsn_experiments.save_image writes it
 
 Step numbers are 1-based in every trainer, as in their log lines: the run's n-th optimizer step is step n
 (the step counter's value once that step is done). A nan/inf error names the first bad step that way:
@@ -467,15 +469,15 @@ class Run:
         run = Run(out, kind, resume=False, master=True, device=None, config=None)
             the folder `out` (created); on resume its ckpt.pt, read by load_checkpoint(path, kind) into
             run.ckpt ({} for a fresh run), whose model settings must be `config` if one is given (a dataclass:
-            sft's flags; else the trainer takes them from the checkpoint); the metrics log run.metrics (on
-            resume cut back to the checkpoint's rows; its first row: the environment on `device`); Ctrl-C
-            caught (StopFlag). Only the master process (rank 0) logs and saves.
+            sft's flags; else the trainer takes them from the checkpoint); the metrics log run.metrics (a
+            Metrics: run.metrics.log(**row); on resume cut back to the checkpoint's rows; its first row: the
+            environment on `device`); Ctrl-C caught (StopFlag). Only the master process (rank 0) logs and saves.
         run.restore(model, optimizer)  on resume: their states and every global RNG from run.ckpt; returns
                                        the step the checkpoint was written at (0 for a fresh run: nothing done)
-        run.log(**row)                 one metrics row
-        run.should_stop(world, device) Ctrl-C in any process (agree): every process stops at the same step
+        run.should_stop(world, device, also=False)    Ctrl-C, or `also` (a trainer's own reason: gsn.py's
+                                       --minutes deadline), in any process: one agree, every process stops
+                                       at the same step
         run.save(model, optimizer, config, step, rng=None, **extras)   out/ckpt.pt, atomically (master only)
-        run.close()                    close the log
 
     restore sets the global RNGs: call it where a fresh run would seed them, after building the model."""
 
@@ -498,11 +500,8 @@ class Run:
         set_rng_state(self.ckpt["rng"])
         return self.ckpt["step"]
 
-    def log(self, **row):
-        self.metrics.log(**row)
-
-    def should_stop(self, world, device):
-        return agree(self._stop.stop, world, device)
+    def should_stop(self, world, device, also=False):
+        return agree(self._stop.stop or bool(also), world, device)
 
     def save(self, model, optimizer, config, step, rng=None, **extras):
         """The one schema (module docstring). config: the model's settings (a dataclass or a dict); rng: the
@@ -511,9 +510,6 @@ class Run:
             atomic_save(dict(kind=self.kind, config=config if isinstance(config, dict) else asdict(config),
                              model=model.state_dict(), optimizer=optimizer.state_dict(), step=step,
                              rng={**(rng or {}), **rng_state()}, metrics_rows=self.metrics.rows, **extras), self.path)
-
-    def close(self):
-        self.metrics.close()
 
 
 # -----------------------------------------------------------------------------
@@ -571,3 +567,10 @@ def pyplot():
     import matplotlib.pyplot as plt
     return plt
 
+
+def save_figure(fig, path, dpi=80):
+    """A drawn figure to path, in the format its suffix names (.png, .pdf, .svg; none: PNG), whole or not at all
+    (atomic_write), then closed: pyplot keeps every open figure alive otherwise."""
+    fmt = os.path.splitext(path)[1][1:] or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), binary=True)
+    pyplot().close(fig)

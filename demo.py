@@ -102,8 +102,7 @@ def figure(runs, table, path):
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    common.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def print_verdicts(table):

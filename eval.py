@@ -381,9 +381,7 @@ def cmd_compare(args):
     if args.title:
         fig.suptitle(args.title, fontsize=11)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    common.atomic_write(args.out, lambda f: fig.savefig(f, format=os.path.splitext(args.out)[1][1:] or "png", dpi=80),
-                        binary=True)
+    common.save_figure(fig, args.out)
     print(f"wrote {args.out}")
     keys = [k for k in summary[0] if k != "run"]
     print(f"{'run':<16}" + "".join(f"{k:>22}" for k in keys))

@@ -382,8 +382,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
         while max_steps is None or step < max_steps:
             # Ctrl-C or the --minutes deadline in any process stops all (a process that stopped alone
             # would leave the others waiting in DDP's next all-reduce)
-            stopped = run.should_stop(world, dev) or (deadline is not None and
-                                                      common.agree(time.time() >= deadline, world, dev))
+            stopped = run.should_stop(world, dev, also=deadline is not None and time.time() >= deadline)
             if stopped:
                 break
             epoch, i = divmod(step, per_epoch)
@@ -412,7 +411,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
                        "loss_last_step": step_losses[-1].item(), "lr": opt.param_groups[0]["lr"],
                        "img_per_s": round((step - last_step) * B / max(now - last_t, 1e-9), 1),
                        "elapsed_s": round(now - t0, 1)}
-                run.log(**rec)
+                run.metrics.log(**rec)
                 last_t, last_step = now, step
                 if not quiet:
                     left = (now - t0) / len(losses) * (max_steps - step) if max_steps else max(deadline - now, 0)
@@ -423,7 +422,7 @@ def _train(rank, world, dev, *, cfg, out, resume, log_every, ckpt_every, quiet):
         check_losses()  # stopped between two checks (Ctrl-C, --minutes)
         save()
     finally:
-        run.close()
+        run.metrics.close()
     if stopped and (deadline is None or time.time() < deadline) and master:
         print(f"stopped at step {step}; continue with --resume", flush=True)
     if not quiet:

@@ -368,8 +368,7 @@ def curve_report(rows, out):
     axes[0].set_ylabel("test log-likelihood (nats)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    common.atomic_write(os.path.join(out, "curve.png"), lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
-    plt.close(fig)
+    common.save_figure(fig, os.path.join(out, "curve.png"))
 
 
 # -----------------------------------------------------------------------------
@@ -560,8 +559,7 @@ def errorbars_report(points, refs, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    common.atomic_write(os.path.join(out, "errorbars.png"), lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
-    plt.close(fig)
+    common.save_figure(fig, os.path.join(out, "errorbars.png"))
     return rows
 
 

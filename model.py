@@ -285,7 +285,7 @@ class GPT(nn.Module):
 
         Returns (tokens (B*num_samples, T_new) long, logprobs (B*num_samples, T_new) float) where
         logprobs are log pi(token) under the UNTEMPERED, UNTRUNCATED model distribution (TOPR's
-        behaviour log-probs, log mu), and T_new <= max_new_tokens (stops early when all rows are done).
+        behavior log-probs, log mu), and T_new <= max_new_tokens (stops early when all rows are done).
         Under autocast (bf16) it runs in the training precision, the KV cache in the autocast dtype.
         done_check_every: decode steps between two checks for "all rows done" (default: every step on
         CPU, DONE_CHECK_EVERY on a GPU); the output does not depend on it.
@@ -447,7 +447,7 @@ def pack(prompts, completions, pad_id):
 def sequence_logprobs(model, tokens, pad_mask, compl_mask, return_entropy=False, chunk=64):
     """Per-token log pi(tokens[:, t] | tokens[:, :t]) for t on the completion (zero elsewhere), (B, T).
 
-    One forward pass; gradients flow (call under no_grad for behaviour log-probs). With
+    One forward pass; gradients flow (call under no_grad for behavior log-probs). With
     return_entropy, also the per-token entropy of pi at those positions (for logging).
     Memory, which a 50k vocabulary makes matter: log pi(token) = logit(token) - logsumexp(logits), so no
     (B, T, vocab) log-softmax copy is kept for the backward pass; the entropy is a statistic, computed

@@ -193,13 +193,14 @@ def _read_hf(path, folder):
 
 
 def _read_nanogpt(path):
-    """nanoGPT's ckpt.pt (train.py's too), {"model": state dict, "model_args" (or "model_config"): dict}:
-    (state dict, config fields)."""
+    """nanoGPT's ckpt.pt, {"model": state dict, "model_args": dict}, or train.py's ({"config": dict}; before the
+    one checkpoint schema, "model_config"): (state dict, config fields)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path}: cannot be read: {type(e).__name__}: {_first_line(e)}") from None
-    args = ckpt.get("model_args", ckpt.get("model_config")) if isinstance(ckpt, dict) else None
+    args = next((ckpt[k] for k in ("model_args", "model_config", "config") if k in ckpt), None) if (
+        isinstance(ckpt, dict) and ckpt.get("kind") != "gsn") else None
     if not isinstance(args, dict) or not isinstance(ckpt.get("model"), dict):
         raise ValueError(f"{path}: not a nanoGPT checkpoint (a dict with 'model' and 'model_args')")
     # torch.compile'd models save their parameters under `_orig_mod.`; a mask buffer may be saved as attn.bias

@@ -1,18 +1,21 @@
 """
 topr.py -- Tapered Off-Policy REINFORCE (Le Roux, Bellemare, Lebensold et al., 2025) and relatives.
 
-Pure torch on (B,) tensors of sequence log-probs; imports nothing from this repo.
+Pure torch; imports nothing from this repo. Sections 1-4 work on (B,) tensors of sequence log-probs, one
+value per sample; section 5 on (B, T) tensors of per-token log-probs, one value per token.
 
   1. The truncated importance-sampling family: one loss, limits [a+, b+] / [a-, b-] (topr, reinforce,
      tis, is, sft_pos, neg_only), and `topr_loss` to pick a preset (or `ppo`) by name.
   2. PPO's clipped ratio objective (sequence-level ratio), the common baseline.
   3. The tapered objective T(rho; a, b), whose gradient the TOPR loss follows (logged, not optimised).
   4. Baseline c and dataset composition: p_eff and its inverse; group-mean baseline; curation.
-Every loss returns (loss, rows): rows holds each sample's values (ratio, weight, ...), on the device;
-`summarize(rows)` turns them into the logged statistics in one transfer.
+  5. Token-level credit: each token its own advantage (the group's prefix tree), and the family's loss
+     with a (B, T) advantage (`token_credit_loss`; one advantage per sequence gives section 1's loss).
+Every loss returns (loss, rows): rows holds each sample's values (ratio, weight, ...), (B,) tensors on the
+device; `summarize(rows)` turns them into the logged statistics in one transfer.
 
 Notation: completion y of prompt x, reward R in {+1, -1}; pi = current policy,
-mu = behaviour policy that sampled y; logp = sum_t log pi(y_t), logp_behavior = sum_t log mu(y_t);
+mu = behavior policy that sampled y; logp = sum_t log pi(y_t), logp_behavior = sum_t log mu(y_t);
 ratio rho = pi(y|x) / mu(y|x); advantage A = R - c; a sample is *positive* iff A >= 0; L = the normaliser
 of each sequence's term (LENGTH_NORMS).
 Sign convention: every function returns a LOSS to minimise (= minus the objective).

@@ -4,15 +4,21 @@ train.py -- GPT training on the word-problem task.
   python train.py sft --out runs/sft                          supervised: learn worked solutions
   python train.py rl --init runs/sft/ckpt.pt --loss topr      RL fine-tuning (TOPR and baselines)
 
-Both write `ckpt.pt` (atomically) and `metrics.jsonl` (one JSON per line) under --out, continue from
-there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
-Read `sft` and `rl` top to bottom: each is the whole algorithm in one function, its helpers above it.
+Both write `ckpt.pt` (atomically, common.Run's one schema) and `metrics.jsonl` (one JSON per line) under --out,
+continue from there with --resume, and run as they are under torchrun (rank 0 logs, evaluates and saves).
+Read `sft` and `rl` top to bottom: each is its algorithm's loop in one function, its helpers above it
+(rl's iteration: prepare, then update_step per minibatch).
 
-  1. SFT: sft_batch, lr_at, ddp_sync, pretrained (--init-from), sft
-  2. RL: Rollout, on_device (a dataset on the device once), sample_solutions / solution_logp (solve),
-     sample_verdicts / verdict_policy_logp (verify), curated, minibatches, behaviour_steps / behaviour_logp
-     (log mu), rl_task, step_stats, default_micro_batch, rl
-  3. The command line: main, add_init_from_arg, add_run_args, check_args
+  1. SFT: sft_batch, lr_at, band_check (--stop-when), pretrained (--init-from), plain_args (the flags, as a
+     checkpoint stores them), sft
+  2. RL's data: Rollout (a dataset), on_device / on_tokens (a dataset on the device once), in_chunks (rollouts
+     shared by the processes), sample_solutions / first_departure / solution_logp (--task solve),
+     sample_verdicts / verdict_policy_logp (--task verify), curated, minibatches, behavior_steps /
+     behavior_logp (log mu), rl_task, token_advantages (--credit)
+  3. RL's loop: step_stats, LOGIT_BYTES / MICRO_BATCH_LOGITS / default_micro_batch (--micro-batch), rl_policy,
+     rl_objective (the loss of a micro-batch), prepare (an iteration's dataset), ddp_sync, update_step (one
+     optimizer step), describe (the start-up line), rl
+  4. The command line: main, add_run_args, add_init_from_arg, baseline_flag, band_flag, check_args
 """
 import argparse
 import contextlib
@@ -57,23 +63,17 @@ def lr_at(it, lr, min_lr, warmup, decay_iters):
     return min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - min_lr)
 
 
-def band_check(model, tok, problems, args, it, run):
+def band_check(model, tok, problems, args, it, metrics):
     """--stop-when: is every named metric of the model, measured on held-out problems, inside its band?
     The base's headroom is then set by a measurement, not by a step count: the same recipe lands at other
     points on other machines (1 vs 2 threads sum in another order), but it stops where the band says."""
     res = ev.evaluate_gpt(model, tok, problems, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     values = {name: res[name] for name, _, _ in args.band}
     inside = all(lo <= res[name] <= hi for name, lo, hi in args.band)
-    run.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
+    metrics.log(iter=it, band_in=inside, **{f"band_{k}": v for k, v in values.items()})
     print(f"iter {it:5d} | band {' '.join(f'{k} {v:.3f}' for k, v in values.items())} | "
           f"{'inside: stop' if inside else 'outside'}", flush=True)
     return inside
-
-
-def ddp_sync(model, world, last):
-    """Under DDP, all-reduce the gradients once per optimizer step: skip it for all but the last
-    micro-batch of this process (no_sync); a single process needs nothing."""
-    return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
 
 
 def pretrained(folder, tok, **overrides):
@@ -202,16 +202,16 @@ def sft(rank, world, device, args):
                 torch.distributed.all_reduce(loss)  # every process takes part in this collective
             el = time.time() - t0
             if master:
-                run.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
+                run.metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
                 print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
                       f"{tokens / el:.0f} tok/s | ETA {el / (it - start_it) * (stop_at - it):.0f}s", flush=True)
         if master and (it % args.eval_interval == 0 or it == args.max_iters):
             vl = val_loss()
             best_val = min(best_val, vl)
-            run.log(iter=it, val_loss=vl)
+            run.metrics.log(iter=it, val_loss=vl)
             print(f"iter {it:5d} | val loss {vl:.4f}", flush=True)
             if band_problems:
-                in_band = band_check(model, tok, band_problems, args, it, run)
+                in_band = band_check(model, tok, band_problems, args, it, run.metrics)
             save()
         if band_problems and it % args.eval_interval == 0 and common.agree(in_band, world, device):
             break  # in the band: every process stops at the same step
@@ -229,7 +229,7 @@ def sft(rank, world, device, args):
     res = ev.evaluate_gpt(model, tok, test, k=args.eval_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     if band_problems:
         res["in_band"] = in_band  # the demo reports a base outside its band
-    run.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
+    run.metrics.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
     print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
           f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {run.path}", flush=True)
     return res
@@ -239,7 +239,7 @@ def sft(rank, world, device, args):
 # RL: the paper's iterated off-policy scheme (TOPR Sec. 4)
 #
 #   for each iteration:
-#       behaviour policy mu := current policy pi (frozen)
+#       behavior policy mu := current policy pi (frozen)
 #       sample k completions per prompt at temperature 1, store (prompt, completion, log mu, reward)
 #       --epochs passes of the chosen loss over that dataset (1 = mildly off-policy, several =
 #       strongly off-policy; --iterations 1 = the fully offline setting)
@@ -247,11 +247,13 @@ def sft(rank, world, device, args):
 
 @dataclass
 class Rollout:
-    """A generated dataset: N samples, grouped by prompt (k consecutive rows per prompt)."""
+    """A generated dataset: N samples, the rows of a prompt next to each other. As sampled, k consecutive rows
+    per prompt (what topr.group_baseline and token_advantages read, before curation); curation keeps a subset
+    in the same order, so a prompt may then have fewer rows, or none."""
     prompt: list                   # N token lists: the prompt each sample answers
     completion: list               # N token lists: the sampled completion (its EOS included)
     text: list                     # N strings: the decoded completion (the verdict, for the verifier)
-    logp_behavior: torch.Tensor    # (N,) log mu(y|x): summed, untempered log-probs of the behaviour policy
+    logp_behavior: torch.Tensor    # (N,) log mu(y|x): summed, untempered log-probs of the behavior policy
     reward: torch.Tensor           # (N,) +1 / -1
     invalid: torch.Tensor          # (N,) bool: no parsable '#### N' (the verifier: in the judged candidate)
     candidate_reward: torch.Tensor = None  # (N,) verifier only: is the judged candidate right (+1) or not (-1)
@@ -367,7 +369,7 @@ def solution_logp(model, tok, batch, device):
 @torch.no_grad()
 def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, rank=0, world=1, batch=128):
     """k candidates per problem from the frozen solver, then one verdict per candidate from the frozen
-    verifier (the behaviour policy mu): a Rollout grouped by problem, where prompt = the verification
+    verifier (the behavior policy mu): a Rollout grouped by problem, where prompt = the verification
     prompt, completion = [verdict token], candidate_reward = +-1 (is the candidate right)."""
     cands = sample_solutions(solver, tok, problems, k, max_new_tokens, seed, rank, world)
     yes_no = data.verdict_ids(tok)
@@ -424,8 +426,8 @@ def minibatches(order, batch_size, micro_batch, rank, world):
             yield order[s:s + n], [mine[m:m + micro_batch] for m in range(0, len(mine), micro_batch)]
 
 
-def behaviour_steps(order, batch_size, micro_batch, rank, world):
-    """The micro-batches that compute log mu (behaviour_logp): the first epoch's, minibatches(order), so that its
+def behavior_steps(order, batch_size, micro_batch, rank, world):
+    """The micro-batches that compute log mu (behavior_logp): the first epoch's, minibatches(order), so that its
     on-policy rho is 1 exactly; then the rows those leave out under DDP (each minibatch's last len % world),
     shared among the processes: a later epoch's order trains on them, and every row needs its log mu."""
     steps = list(minibatches(order, batch_size, micro_batch, rank, world))
@@ -438,9 +440,9 @@ def behaviour_steps(order, batch_size, micro_batch, rank, world):
 
 
 @torch.no_grad()
-def behaviour_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
+def behavior_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
     """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
-    log pi (same function, autocast and micro-batches: `steps` = behaviour_steps(), the first epoch's); with
+    log pi (same function, autocast and micro-batches: `steps` = behavior_steps(), the first epoch's); with
     per_token also each sample's per-token log mu (a list of (len,) tensors on the host; one process only:
     the diagnostic --credit first_error, which reads the host once per micro-batch here)."""
     logp = torch.zeros(len(batch), dtype=torch.float64, device=device)  # filled on the device: no read per micro-batch
@@ -526,25 +528,153 @@ def default_micro_batch(config):
     return int(max(1, min(128, MICRO_BATCH_LOGITS // (LOGIT_BYTES * config.block_size * config.vocab_size))))
 
 
-def rl(rank, world, device, args):
-    """`train.py rl`: set-up, then per iteration (1) the frozen policy samples a Rollout, (2) baseline and
-    curation, (3) --epochs of minibatch updates with topr.topr_loss; evaluate, checkpoint, repeat."""
-    master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
-    torch.manual_seed(args.seed)
-    if args.credit == "first_error" and world > 1:
-        raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
-    run = common.Run(args.out, "rl", args.resume, master, device)
+def rl_policy(args, run, device):
+    """(policy, tokenizer, optimizer) of `train.py rl`: the policy from --init, --init-from or, on --resume, the
+    run's checkpoint (rl then calls run.restore for the optimizer's state and the RNGs)."""
     if args.init_from and not args.resume:  # pretrained weights from a folder (GPT-2's), no SFT checkpoint
         tok = data.get_tokenizer(args.tokenizer)
         policy = pretrained(args.init_from, tok).to(device)
     else:
         policy, tok, _ = ev.load_gpt(run.path if args.resume else args.init, device)
-    args.micro_batch = args.micro_batch or default_micro_batch(policy.config)
     # The policy stays in eval mode throughout (dropout off): the samples come from it, and log mu and the
     # updates' log pi must be the same function of the weights, or on-policy rho != 1.
     policy.eval()
     opt = (torch.optim.SGD(policy.parameters(), lr=args.lr) if args.optimizer == "sgd" else  # plain SGD: no momentum
            torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0))
+    return policy, tok, opt
+
+
+def rl_objective(args, log_pi, tok, device):
+    """The loss of one micro-batch, as chosen by --loss and --credit: objective(model, micro) -> (loss, the
+    summed entropy of its tokens, {name: (b,) per-sample values}: topr.py's rows and the lengths).
+
+    Two paths, on purpose. Sequence credit is token credit with A_i on every token (tests/test_topr.py:
+    token_credit_loss then equals the sequence loss), and sent through token_credit_loss it gave the same
+    weights bit for bit (topr and tis, 12 off-policy steps) at the same speed (+0.15 ms per 128-row
+    micro-batch, in a 5-10 s step). It stays apart because topr_loss must stay anyway (ppo, sft_pos and
+    neg_only are not of token credit's family, and the verifier's one-token action has no per-token log pi)
+    and because two logged statistics would change meaning: "objective" (the taper T has no per-token form:
+    the surrogate instead) and "mean_adv" (the sum over the tokens, L_i A_i); "loss" moved by 1 ulp."""
+    # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
+    max_len = args.max_new_tokens if args.task == "solve" else 1
+    ratio = "token" if args.credit == "first_error" else "sequence"  # --credit prefix: the sequence ratio (topr.py, 5.)
+
+    def objective(model, micro):
+        with common.autocast(device):
+            lp, lengths, ent, per_token = log_pi(model, tok, micro, device)  # log pi(y|x), summed
+        if args.credit == "sequence":
+            loss, values = topr.topr_loss(lp.float(), micro.logp_behavior, micro.reward, baseline=micro.baseline,
+                                          name=args.loss, lengths=lengths, length_norm=args.length_norm,
+                                          max_len=max_len, ppo_eps=args.ppo_eps)
+        else:  # token-level credit (topr.py, 5.): each token its advantage, placed like its log pi
+            tok_lp, compl = per_token
+            cut = lambda t: None if t is None else t[:, :tok_lp.shape[1]]  # this micro-batch's width
+            loss, values = topr.token_credit_loss(
+                tok_lp, compl, micro.logp_behavior, micro.reward, cut(micro.token_adv), name=args.loss, ratio=ratio,
+                token_logp_behavior=cut(micro.token_logp_behavior), lengths=lengths, length_norm=args.length_norm,
+                max_len=max_len)
+            if args.credit == "first_error":  # log A = R - c per sequence, as the other modes do
+                A = micro.reward - micro.baseline  # (not the sum over a positive's tokens, L (R - c))
+                values = {**values, "advantage": A.to(values["advantage"].dtype)}
+        return loss, ent, {**values, "length": lengths}
+    return objective
+
+
+def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, device):
+    """Steps 1 and 2 of an iteration, and the dataset laid out for step 3: (the dataset on the training device
+    with its recomputed log mu, the --epochs orders of its rows, the metrics row that describes it)."""
+    # 1. Fresh prompts (answers only), k samples each from the frozen behavior policy mu = pi.
+    #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
+    t_roll = time.time()
+    batch = sample(task.problems(args.prompts, args.seed * 1000 + itr + 1, "train", use="rl"), args.seed * 1000 + itr)
+    t_roll = time.time() - t_roll
+
+    # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
+    #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
+    #    keep a fraction of correct candidates (verifier) and of positive samples.
+    batch.baseline = (topr.group_baseline(batch.reward, args.k) if args.baseline == "group"
+                      else torch.full_like(batch.reward, args.baseline))
+    if args.credit != "sequence":  # token-level credit (topr.py section 5), before curation splits groups
+        batch.token_adv = token_advantages(batch, args.credit, args.k)
+    if args.candidate_pos_frac is not None:  # verifier: e.g. 0.5 = as many right as wrong candidates
+        batch = curated(batch, batch.candidate_reward, args.candidate_pos_frac, args.seed + itr, run.master)
+    if args.target_pos_frac is not None:
+        batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, run.master)
+    frac = lambda mask: mask.sum().item() / len(batch)
+    row = dict(dataset_size=len(batch), dataset_pos_frac=frac(batch.reward > 0), rollout_invalid=frac(batch.invalid),
+               rollout_s=t_roll, **({} if batch.candidate_reward is None else
+                                    {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
+    run.metrics.log(iteration=itr, **row)
+
+    # 3. (its data) --epochs passes of minibatch updates over the stored dataset, in these orders.
+    #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
+    #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
+    #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence);
+    #    under DDP also of the rows that epoch leaves out (behavior_steps), which later epochs train on.
+    order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
+    orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
+    batch = on_device(batch, tok, device)  # ONCE per dataset: the updates read nothing from the host
+    sampled = batch.logp_behavior  # generate's log mu: the sampler's kernels (and precision)
+    batch.logp_behavior, batch.token_logp_behavior = behavior_logp(
+        policy, tok, batch, log_pi, behavior_steps(orders[0], args.batch_size, args.micro_batch, rank, world),
+        world, device, per_token=args.credit == "first_error")
+    # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
+    gap = (batch.logp_behavior.double() - sampled.double()).abs()
+    gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
+    run.metrics.log(iteration=itr, mismatch_mean=gap_mean, mismatch_max=gap_max)
+    if args.credit != "sequence":  # the per-token values on the device once, like the rest of the dataset
+        batch.token_adv = on_tokens(batch, batch.token_adv, device)
+        if batch.token_logp_behavior is not None:
+            batch.token_logp_behavior = on_tokens(batch, batch.token_logp_behavior, device)
+    return batch, orders, row
+
+
+def ddp_sync(model, world, last):
+    """Under DDP, all-reduce the gradients once per optimizer step: skip it for all but the last
+    micro-batch of this process (no_sync); a single process needs nothing."""
+    return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
+
+
+def update_step(model, opt, mb, micros, objective, step, grad_clip, world, device):
+    """One optimizer step over the minibatch mb (the same rows in every process): this process's micro-batches
+    (positions in mb), each loss backpropagated with its share of the minibatch's mean, the gradient clipped;
+    step: this step's number. Returns its statistics (step_stats, which stops every process on a nan/inf loss
+    before the optimizer step, and the fraction of invalid samples)."""
+    opt.zero_grad(set_to_none=True)
+    parts = []  # per micro-batch: its positions in mb, loss, entropy, per-sample values (on the device)
+    for j, idx in enumerate(micros):
+        with ddp_sync(model, world, last=j == len(micros) - 1):  # DDP: all-reduce on the last one
+            loss, ent, values = objective(model, mb[idx])
+            (loss * len(idx) / len(mb) * world).backward()  # its share of the minibatch's mean
+        parts.append((idx, loss, ent, values))
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    stats = step_stats(parts, len(mb), grad_norm, step, world, device)  # stops on nan/inf
+    opt.step()
+    return {**stats, "invalid": mb.invalid.sum().item() / len(mb)}
+
+
+def describe(args, device, world):
+    """rl's start-up line: the task, the loss and what makes its advantages."""
+    c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
+    adv = f"baseline {'group mean' if c == 'group' else f'c={c:+g}'}"
+    adv = {"sequence": adv, "first_error": f"{adv}, credit first_error",  # --credit prefix uses no baseline
+           "prefix": "credit prefix (the group's prefix tree)"}[args.credit]
+    return (f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
+            f"{args.k} samples, {args.epochs} epoch(s), {adv}, "
+            f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}")
+
+
+def rl(rank, world, device, args):
+    """`train.py rl`: set-up, then per iteration (1) the frozen policy samples a Rollout, (2) baseline and
+    curation (prepare), (3) --epochs of minibatch updates (update_step) with topr.py's loss; evaluate,
+    checkpoint, repeat."""
+    master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
+    torch.manual_seed(args.seed)
+    if args.credit == "first_error" and world > 1:
+        raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
+    run = common.Run(args.out, "rl", args.resume, master, device)
+    policy, tok, opt = rl_policy(args, run, device)
+    args.micro_batch = args.micro_batch or default_micro_batch(policy.config)
     step = run.restore(policy, opt)  # on --resume: the checkpoint's step, optimizer state and RNGs
     itr, samples = run.ckpt.get("iteration", 0), run.ckpt.get("samples", 0)
     if args.resume and master:
@@ -553,21 +683,9 @@ def rl(rank, world, device, args):
     model = common.ddp_wrap(policy, device, world)
     task = data.Task.from_args(args)
     sample, log_pi, evaluate = rl_task(args, task, policy, tok, device, rank, world, master)
-    # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
-    loss_kw = dict(name=args.loss, length_norm=args.length_norm, ppo_eps=args.ppo_eps,
-                   max_len=args.max_new_tokens if args.task == "solve" else 1)
-    credit_kw = dict(name=args.loss, length_norm=args.length_norm, max_len=loss_kw["max_len"],  # --credit prefix: the
-                     ratio="token" if args.credit == "first_error" else "sequence")  # sequence ratio (topr.py, 5.)
-    metrics = run.metrics
+    objective = rl_objective(args, log_pi, tok, device)
     if master:
-        c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
-        adv = f"baseline {'group mean' if c == 'group' else f'c={c:+g}'}"
-        adv = {"sequence": adv, "first_error": f"{adv}, credit first_error",  # --credit prefix uses no baseline
-               "prefix": "credit prefix (the group's prefix tree)"}[args.credit]
-        print(f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
-              f"{args.k} samples, {args.epochs} epoch(s), {adv}, "
-              f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}", flush=True)
-
+        print(describe(args, device, world), flush=True)
     evaluated = None  # the step of the last evaluation: none is repeated at the same step
 
     def log_eval():
@@ -575,101 +693,33 @@ def rl(rank, world, device, args):
         if master and evaluated != step:
             evaluated = step
             res, line = evaluate()
-            metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
+            run.metrics.log(iteration=itr, step=step, samples=samples, **{f"test_{k}": v for k, v in res.items()})
             print(f"iter {itr:3d} | samples {samples:6d} | {line}", flush=True)
 
     if itr == 0:
         log_eval()  # the SFT start
     t0 = time.time()
     while itr < args.iterations and not run.should_stop(world, device):  # Ctrl-C in any process
-        # 1. Fresh prompts (answers only), k samples each from the frozen behaviour policy mu = pi.
-        #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
-        t_roll = time.time()
-        batch = sample(task.problems(args.prompts, args.seed * 1000 + itr + 1, "train", use="rl"), args.seed * 1000 + itr)
-        t_roll = time.time() - t_roll
-
-        # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
-        #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
-        #    keep a fraction of correct candidates (verifier) and of positive samples.
-        batch.baseline = (topr.group_baseline(batch.reward, args.k) if args.baseline == "group"
-                          else torch.full_like(batch.reward, args.baseline))
-        if args.credit != "sequence":  # token-level credit (topr.py section 5), before curation splits groups
-            batch.token_adv = token_advantages(batch, args.credit, args.k)
-        if args.candidate_pos_frac is not None:  # verifier: e.g. 0.5 = as many right as wrong candidates
-            batch = curated(batch, batch.candidate_reward, args.candidate_pos_frac, args.seed + itr, master)
-        if args.target_pos_frac is not None:
-            batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, master)
-        frac = lambda mask: mask.sum().item() / len(batch)
-        p_pos = frac(batch.reward > 0)
-        metrics.log(iteration=itr, dataset_size=len(batch), dataset_pos_frac=p_pos, rollout_invalid=frac(batch.invalid),
-                    rollout_s=t_roll, **({} if batch.candidate_reward is None else
-                                         {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
-
+        t_itr = time.time()
+        batch, orders, dataset = prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, device)
         # 3. --epochs passes of minibatch updates over the stored dataset. A minibatch is the same in
         #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
-        #    log mu is recomputed first, by the frozen policy with the forward pass, precision (autocast)
-        #    and micro-batches of the first epoch's updates: on-policy, rho = 1 exactly (generate's own
-        #    log-probs take other kernels: under bf16 they differ by a few hundredths of a nat per sequence);
-        #    under DDP also of the rows that epoch leaves out (behaviour_steps), which later epochs train on.
-        t_upd = time.time()
-        order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
-        orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
-        split = lambda order: minibatches(order, args.batch_size, args.micro_batch, rank, world)
-        batch = on_device(batch, tok, device)  # ONCE per dataset: the updates read nothing from the host
-        sampled = batch.logp_behavior  # generate's log mu: the sampler's kernels (and precision)
-        batch.logp_behavior, batch.token_logp_behavior = behaviour_logp(
-            policy, tok, batch, log_pi, behaviour_steps(orders[0], args.batch_size, args.micro_batch, rank, world),
-            world, device, per_token=args.credit == "first_error")
-        # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
-        gap = (batch.logp_behavior.double() - sampled.double()).abs()
-        gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
-        metrics.log(iteration=itr, mismatch_mean=gap_mean, mismatch_max=gap_max)
-        if args.credit != "sequence":  # the per-token values on the device once, like the rest of the dataset
-            batch.token_adv = on_tokens(batch, batch.token_adv, device)
-            if batch.token_logp_behavior is not None:
-                batch.token_logp_behavior = on_tokens(batch, batch.token_logp_behavior, device)
         for epoch, order in enumerate(orders):
-            for rows, micros in split(order):
-                mb = batch[rows]
-                opt.zero_grad(set_to_none=True)
-                parts = []  # per micro-batch: its positions in mb, loss, entropy, per-sample values (on the device)
-                for j, idx in enumerate(micros):
-                    micro = mb[idx]
-                    with ddp_sync(model, world, last=j == len(micros) - 1):  # DDP: all-reduce on the last one
-                        with common.autocast(device):
-                            lp, lengths, ent, per_token = log_pi(model, tok, micro, device)  # log pi(y|x), summed
-                        if args.credit == "sequence":
-                            loss, values = topr.topr_loss(lp.float(), micro.logp_behavior.to(device),
-                                                          micro.reward.to(device), baseline=micro.baseline.to(device),
-                                                          lengths=lengths, **loss_kw)
-                        else:  # token-level credit (topr.py, 5.): each token its advantage, placed like its log pi
-                            tok_lp, compl = per_token
-                            cut = lambda t: None if t is None else t[:, :tok_lp.shape[1]]  # this micro-batch's width
-                            loss, values = topr.token_credit_loss(
-                                tok_lp, compl, micro.logp_behavior, micro.reward, cut(micro.token_adv),
-                                token_logp_behavior=cut(micro.token_logp_behavior), lengths=lengths, **credit_kw)
-                            if args.credit == "first_error":  # log A = R - c per sequence, as the other modes do
-                                A = micro.reward - micro.baseline  # (not the sum over a positive's tokens, L (R - c))
-                                values = {**values, "advantage": A.to(values["advantage"].dtype)}
-                        (loss * len(idx) / len(rows) * world).backward()  # its share of the minibatch's mean
-                    parts.append((idx, loss, ent, {**values, "length": lengths}))
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
-                stats = step_stats(parts, len(rows), grad_norm, step + 1, world, device)  # stops on nan/inf
-                opt.step()
+            for rows, micros in minibatches(order, args.batch_size, args.micro_batch, rank, world):
+                stats = update_step(model, opt, batch[rows], micros, objective, step + 1, args.grad_clip, world, device)
                 step, samples = step + 1, samples + len(rows)  # samples seen by the optimizer (reuse counts again)
-                metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats,
-                            invalid=mb.invalid.sum().item() / len(rows))
+                run.metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
                 if args.eval_steps and step % args.eval_steps == 0:
                     log_eval()  # points through one pass over a dataset
             if args.eval_each_epoch and epoch + 1 < args.epochs:
                 log_eval()
         itr += 1
-        if master:
-            el = time.time() - t0
-            print(f"iter {itr:3d} | pos frac {p_pos:.3f} | loss {stats['loss']:.4f} | mean alpha {stats['mean_alpha']:.3f} | "
-                  f"logp+ {stats['logp_reward_pos']:.2f} logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s "
-                  f"update {time.time() - t_upd:.1f}s | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s",
-                  flush=True)
+        if master:  # update: the rest of the iteration (log mu's recomputation, the epochs)
+            el, t_roll = time.time() - t0, dataset["rollout_s"]
+            print(f"iter {itr:3d} | pos frac {dataset['dataset_pos_frac']:.3f} | loss {stats['loss']:.4f} | "
+                  f"mean alpha {stats['mean_alpha']:.3f} | logp+ {stats['logp_reward_pos']:.2f} "
+                  f"logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s update {time.time() - t_itr - t_roll:.1f}s"
+                  f" | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
         if itr % args.eval_every == 0 or itr == args.iterations:
             log_eval()
         run.save(policy, opt, policy.config, step, iteration=itr, samples=samples, tokenizer=tok.name,

@@ -194,7 +194,7 @@ def test_a_checkpoint_of_each_old_schema_loads_as_today_s(tmp_path):
         run = common.Run(os.path.dirname(path), name, resume=True)
         opt = torch.optim.Adam(model.parameters()) if name == "gsn" else torch.optim.AdamW(model.parameters())
         assert run.restore(model, opt) == step and opt.state_dict()["state"]  # the optimizer's moments came back
-        run.close()
+        run.metrics.close()
     assert common.load_checkpoint(old["rl"][0])["iteration"] == 2 and common.load_checkpoint(old["sft"][0])["best_val"] == 1.5
 
 
@@ -204,12 +204,13 @@ def test_run_saves_one_schema_and_resumes_it(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     run = common.Run(str(tmp_path / "r"), "rl")
     assert run.ckpt == {} and run.restore(model, opt) == 0 and not run.should_stop(1, torch.device("cpu"))
-    run.log(step=1)
+    assert run.should_stop(1, torch.device("cpu"), also=True)  # a trainer's own reason (a deadline) stops it too
+    run.metrics.log(step=1)
     torch.manual_seed(5)
     run.save(model, opt, {"n": 3}, 1, iteration=1, samples=8)
     after_save = torch.rand(3)
-    run.log(step=2)  # logged after the checkpoint: dropped on resume
-    run.close()
+    run.metrics.log(step=2)  # logged after the checkpoint: dropped on resume
+    run.metrics.close()
     common.Run(str(tmp_path / "other"), "rl", master=False).save(model, opt, {"n": 3}, 1)  # not rank 0: no file
     assert not os.path.exists(tmp_path / "other" / "ckpt.pt")
     ckpt = common.load_checkpoint(str(tmp_path / "r" / "ckpt.pt"))
@@ -217,8 +218,8 @@ def test_run_saves_one_schema_and_resumes_it(tmp_path):
     assert (ckpt["kind"], ckpt["config"], ckpt["step"], ckpt["metrics_rows"]) == ("rl", {"n": 3}, 1, 1)
     run = common.Run(str(tmp_path / "r"), "rl", resume=True)
     assert run.restore(torch.nn.Linear(3, 2), opt) == 1 and torch.equal(torch.rand(3), after_save)
-    run.log(step=2)
-    run.close()
+    run.metrics.log(step=2)
+    run.metrics.close()
     assert [json.loads(l)["step"] for l in open(tmp_path / "r" / "metrics.jsonl")] == [1, 2]
     with pytest.raises(common.UserError, match="is not a train.py sft checkpoint \\(it is a train.py rl one\\)"):
         common.Run(str(tmp_path / "r"), "sft", resume=True)
@@ -226,15 +227,15 @@ def test_run_saves_one_schema_and_resumes_it(tmp_path):
         common.Run(str(tmp_path / "new"), "gsn", resume=True)
 
 
-def test_pyplot_draws_without_a_display(tmp_path):
+def test_pyplot_draws_without_a_display_and_save_figure_writes_and_closes(tmp_path):
     plt = common.pyplot()
     import matplotlib
     assert matplotlib.get_backend().lower() == "agg"
-    fig, ax = plt.subplots()
-    ax.plot([0, 1])
-    common.atomic_write(str(tmp_path / "f.png"), lambda f: fig.savefig(f, format="png"), binary=True)
-    plt.close(fig)
-    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    for name, magic in (("f.png", b"\x89PNG"), ("sub/f.pdf", b"%PDF"), ("g", b"\x89PNG")):  # the suffix names it
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        common.save_figure(fig, str(tmp_path / name))
+        assert (tmp_path / name).read_bytes()[:4] == magic and not plt.fignum_exists(fig.number)
 
 
 def test_t_quantiles_match_the_table():

@@ -529,7 +529,7 @@ def test_ex15_matches_topr_on_random_groups(ex15):
 
 
 # -----------------------------------------------------------------------------
-# ex16: rho on the first on-policy step and under reuse (train.py rl: behaviour_logp, solution_logp)
+# ex16: rho on the first on-policy step and under reuse (train.py rl: behavior_logp, solution_logp)
 
 def ex16_dataset(dropout=0.0):
     """A tiny random policy in eval mode and a dataset it sampled (train.sample_solutions, as train.py rl does):
@@ -565,7 +565,7 @@ def test_ex16_completion_logp_is_the_rl_log_pi(ex16):
 
 
 def test_ex16_rho_is_one_on_the_first_step_only_and_matches_train(ex16):
-    """Your ratios against train.py rl's own functions: log mu from behaviour_logp over the first epoch's
+    """Your ratios against train.py rl's own functions: log mu from behavior_logp over the first epoch's
     minibatches, log pi from solution_logp, the same updates applied to a copy of the policy."""
     tok, policy, batch, tokens, compl = ex16_dataset()
     mine = copy.deepcopy(policy)
@@ -574,8 +574,8 @@ def test_ex16_rho_is_one_on_the_first_step_only_and_matches_train(ex16):
     assert torch.equal(rhos[0], torch.ones(4))                       # (a) on-policy: 1 to the last bit
     assert all(not torch.equal(r, torch.ones(4)) for r in rhos[1:])  # one update later, already off-policy
     ref, cpu = copy.deepcopy(policy), torch.device("cpu")
-    mu_ref, _ = train.behaviour_logp(ref, tok, batch, train.solution_logp,
-                                     train.behaviour_steps(torch.arange(8), 4, 4, 0, 1), 1, cpu)
+    mu_ref, _ = train.behavior_logp(ref, tok, batch, train.solution_logp,
+                                     train.behavior_steps(torch.arange(8), 4, 4, 0, 1), 1, cpu)
     torch.testing.assert_close(log_mu, mu_ref, atol=1e-5, rtol=1e-6)
     step = topr_sgd(ref)
     for i, rows in enumerate([torch.arange(4), torch.arange(4, 8)] * 2):

@@ -226,7 +226,7 @@ def test_noiseless_h1_and_input_sampling_flags_are_checked():
         assert e.value.code == 2
     with pytest.raises(common.UserError, match="input_sampling must be True or False, got 0"):
         gsn.GSNConfig(input_sampling=0)
-    # a checkpoint's config written before the two options existed reads back with [C]'s (the only behaviour then)
+    # a checkpoint's config written before the two options existed reads back with [C]'s (the only behavior then)
     old = {k: v for k, v in dataclasses.asdict(gsn.GSNConfig()).items() if k not in ("noiseless_h1", "input_sampling")}
     assert gsn.GSNConfig(**old) == gsn.GSNConfig(noiseless_h1=True, input_sampling=True)
 
@@ -301,7 +301,7 @@ def test_train_resume_is_exact(tmp_path):
 def test_an_old_schema_gsn_checkpoint_loads_and_resumes(tmp_path):
     """A checkpoint as gsn.py wrote it before common.Run's one schema, built by hand: keys config, model, optimizer,
     rng, step, metrics_rows, no kind, and a config without noiseless_h1 and input_sampling. load_model reads it
-    (with [C]'s options, the only behaviour then), and --resume continues it exactly as the same run's checkpoint of
+    (with [C]'s options, the only behavior then), and --resume continues it exactly as the same run's checkpoint of
     today's schema, then writes today's."""
     folder = str(tmp_path / "mnist")
     write_fake_mnist(folder, n_train=1100, n_test=20)

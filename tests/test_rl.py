@@ -32,7 +32,7 @@ def test_toy_rl_raises_reward(loss):
         return tokens, mask, (logp_tok * mask).sum(-1), reward
 
     start = sample(512)[3].eq(1).float().mean().item()
-    for _ in range(4):  # iterations: behaviour policy = current policy
+    for _ in range(4):  # iterations: behavior policy = current policy
         tokens, mask, logp_b, reward = sample(128)
         comps = [t[m].tolist() for t, m in zip(tokens, mask)]
         seq, pad_mask, compl = pack(prompt * 128, comps, pad_id=19)
@@ -171,7 +171,7 @@ def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, 
     else:
         batch, log_pi = train.sample_verdicts(policy, policy, tok, problems, 4, 8, seed=0), train.verdict_policy_logp
     order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))
-    recomputed, _ = train.behaviour_logp(policy, tok, batch, log_pi, train.minibatches(order, 16, 5, 0, 1), 1,
+    recomputed, _ = train.behavior_logp(policy, tok, batch, log_pi, train.minibatches(order, 16, 5, 0, 1), 1,
                                          torch.device("cpu"))
     gap = (recomputed.double() - batch.logp_behavior.double()).abs()
     logged = [json.loads(l) for l in open(tmp_path / "topr" / "metrics.jsonl") if '"mismatch_mean"' in l]
@@ -195,7 +195,7 @@ def test_on_policy_ratio_is_exactly_one_with_dropout(tmp_path):
     assert first["mean_ratio"] == 1.0 and first["frac_clipped"] == 0
 
 
-def test_several_epochs_use_the_frozen_behaviour_logp(tiny_sft, tmp_path):
+def test_several_epochs_use_the_frozen_behavior_logp(tiny_sft, tmp_path):
     """The whole update loop, strongly off-policy (one dataset, 4 epochs, lr 1e-2): after the first step the
     ratio pi / mu moves away from 1, so some negatives have rho < 1, and TOPR (negatives weighted by
     clip(rho, 0, 1)) and REINFORCE (weight 1) part ways. If the loss were handed the current policy's log-probs
@@ -326,14 +326,14 @@ def test_token_credit_logs_what_it_uses(tiny_sft, tmp_path, monkeypatch, capsys,
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_behaviour_steps_give_every_row_to_one_process(world):
+def test_behavior_steps_give_every_row_to_one_process(world):
     """log mu's micro-batches: over the processes, every row of the dataset exactly once (minibatches() alone
     leaves out each minibatch's last len % world rows under DDP: 9 rows in 4s on 2 processes lose one), in
     micro-batches of at most --micro-batch; the first epoch's own steps first, as they are."""
     order = torch.randperm(9, generator=torch.Generator().manual_seed(0))
     got = []
     for rank in range(world):
-        steps = train.behaviour_steps(order, 4, 2, rank, world)
+        steps = train.behavior_steps(order, 4, 2, rank, world)
         first = list(train.minibatches(order, 4, 2, rank, world))
         assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(steps, first))
         assert all(len(idx) <= 2 for _, micros in steps for idx in micros)

@@ -248,3 +248,18 @@ def test_sft_init_takes_dropout_from_the_flag(tmp_path):
         out = tmp_path / f"init_{want}"
         train.main(["sft", "--init", str(tmp_path / "a" / "ckpt.pt"), "--out", str(out), *flag, *small])
         assert torch.load(out / "ckpt.pt", weights_only=True)["config"]["dropout"] == want
+
+
+def test_the_module_index_lists_what_train_py_holds():
+    """Every top-level definition of train.py (functions, classes, constants) is in its docstring's index, and
+    every name in the index exists."""
+    import ast
+    import re
+    tree = ast.parse(open(train.__file__).read())
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    index = train.__doc__[train.__doc__.index("  1. SFT"):]
+    listed = set(re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\b", re.sub(r"\([^)]*\)", "", index)))
+    listed = {n for n in listed if "_" in n or n in defined}  # the prose between the names has no underscores
+    assert defined <= listed and listed <= defined, (sorted(defined - listed), sorted(listed - defined))
+

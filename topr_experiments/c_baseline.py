@@ -6,7 +6,7 @@ import statistics
 
 import common
 import topr
-from topr_experiments.runs import SFT_EVAL, eval_rows, run_unless_done, savefig, write_table
+from topr_experiments.runs import SFT_EVAL, eval_rows, run_unless_done, write_table
 
 # topr with a constant c, 2 iterations of 32 prompts x 16
 BASELINE_LOSS = "topr"
@@ -41,7 +41,7 @@ def exp_baseline(args):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    savefig(fig, os.path.join(args.figures, "topr_baseline.png"), 80)
+    common.save_figure(fig, os.path.join(args.figures, "topr_baseline.png"), 80)
     lines = ["| baseline c | positive fraction p | p_eff | pass@1 start | pass@1 end | invalid end |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['c']:+.1f} | {r['p']:.3f} | {r['p_eff']:.3f} | {r['start']:.3f} | {r['end']:.3f} "

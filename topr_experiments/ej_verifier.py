@@ -6,7 +6,7 @@ import math
 import os
 
 import common
-from topr_experiments.runs import ONPOLICY_BASES, base_ckpt, eval_rows, run_unless_done, savefig, slices, write_table
+from topr_experiments.runs import ONPOLICY_BASES, base_ckpt, eval_rows, run_unless_done, slices, write_table
 
 # The SFT model (or the shortcut base) as a generative verifier of its own candidates.
 # name -> (loss, curation): balanced candidates (half right, half wrong) for the three losses, and topr on the
@@ -92,5 +92,5 @@ def verifier_task(args, task, solver, out, figure):
     fig.suptitle(f"{task} task, generative verifier: 8 iterations x 128 prompts x 8 candidates (balanced unless "
                  f"'uncurated'), group baseline, seed {args.seed}", fontsize=10)
     fig.tight_layout()
-    savefig(fig, os.path.join(args.figures, figure), 80)
+    common.save_figure(fig, os.path.join(args.figures, figure), 80)
     write_table(out, lines)

@@ -17,7 +17,7 @@ import eval as ev
 import topr
 import train
 from topr_experiments.runs import (ONPOLICY_BASES, ONPOLICY_EVAL, ONPOLICY_EVAL_K, ONPOLICY_SFT_DATA, base_ckpt,
-                                   eval_rows, mean_se, rl_dataset, rl_variant_flags, run_unless_done, savefig, slices,
+                                   eval_rows, mean_se, rl_dataset, rl_variant_flags, run_unless_done, slices,
                                    task_flags, variant, write_table)
 
 ONPOLICY_METHODS = {
@@ -105,7 +105,7 @@ def onpolicy_report(args, runs, methods):
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, os.path.join(args.figures, f"topr_onpolicy{variant(args)}.png"), 80)
+    common.save_figure(fig, os.path.join(args.figures, f"topr_onpolicy{variant(args)}.png"), 80)
 
 
 def exp_gradnoise(args):

@@ -10,7 +10,7 @@ import common
 import data
 import eval as ev
 from model import pack, sequence_logprobs
-from topr_experiments.runs import (OFF_LOSSES, eval_rows, mean_se, rl_run, rl_variant_flags, savefig, slices,
+from topr_experiments.runs import (OFF_LOSSES, eval_rows, mean_se, rl_run, rl_variant_flags, slices,
                                    task_flags, variant, write_table)
 
 # one dataset of 64 prompts x 8 samples, 8 epochs (64 steps of 64), every loss of OFF_LOSSES
@@ -70,7 +70,7 @@ def exp_stability(args):
         fig.suptitle(f"{task} task: one dataset (64 prompts x 8), 8 epochs, c = 0; mean of seeds "
                      f"{' '.join(map(str, args.seeds))}", fontsize=10)
         fig.tight_layout()
-        savefig(fig, os.path.join(args.figures, f"topr_stability_{task}{variant(args)}.png"), 70)
+        common.save_figure(fig, os.path.join(args.figures, f"topr_stability_{task}{variant(args)}.png"), 70)
     write_table(out, lines, f"table{variant(args)}.md")
 
 

@@ -7,7 +7,7 @@ import common
 import eval as ev
 import topr
 from common import UserError
-from topr_experiments.runs import OFF_LOSSES, eval_rows, mean_se, rl_run, savefig, slices, write_table
+from topr_experiments.runs import OFF_LOSSES, eval_rows, mean_se, rl_run, slices, write_table
 
 # (h) Sample reuse: 4 datasets of 32 prompts x 8 samples (1024 generated), each used for E epochs
 REUSE_LOSSES = ["topr", "reinforce", "sft_pos"]
@@ -62,7 +62,7 @@ def exp_reuse(args):
                 ax.grid(alpha=0.3)
         axes[0][1].legend(fontsize=6, ncol=3)
         fig.tight_layout()
-        savefig(fig, os.path.join(args.figures, f"topr_reuse_{task}.png"), 70)
+        common.save_figure(fig, os.path.join(args.figures, f"topr_reuse_{task}.png"), 70)
     write_table(out, lines)
 
 
@@ -113,5 +113,5 @@ def exp_composition(args):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
-    savefig(fig, os.path.join(args.figures, "topr_composition.png"), 70)
+    common.save_figure(fig, os.path.join(args.figures, "topr_composition.png"), 70)
     write_table(out, lines)

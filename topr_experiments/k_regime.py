@@ -9,7 +9,7 @@ import statistics
 import common
 import eval as ev
 from topr_experiments.runs import (OFF_COMMON, OFF_LOSSES, ONPOLICY_EVAL, ONPOLICY_EVAL_K, SHORTCUT_SFT, eval_rows,
-                                   mean_se, run_unless_done, savefig, sft_base, write_table)
+                                   mean_se, run_unless_done, sft_base, write_table)
 
 REGIME_BASES = {  # name -> the task's flags, the base's conflict fraction among its worked solutions
     "both_c0.01": (["--shortcut"], "0.01"), "both_c0.02": (["--shortcut"], "0.02"),
@@ -133,7 +133,7 @@ def exp_regime(args):
                  f"(hollow); square: conflicts in one direction; mean +- s.e., seeds {' '.join(map(str, seeds))}",
                  fontsize=9)
     fig.tight_layout()
-    savefig(fig, os.path.join(args.figures, "topr_regime.png"), 80)
+    common.save_figure(fig, os.path.join(args.figures, "topr_regime.png"), 80)
 
 
 def conflict_share(row, kind):

@@ -133,8 +133,3 @@ def write_table(out, lines, name="table.md"):
     print("\n" + text)
     common.atomic_write(os.path.join(out, name), text + "\n")
 
-
-def savefig(fig, path, dpi):
-    """A figure as a PNG, written atomically (common.atomic_write)."""
-    common.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi), binary=True)
-    common.pyplot().close(fig)  # pyplot keeps every open figure alive otherwise
