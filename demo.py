@@ -47,19 +47,24 @@ def run(module, argv):
     return module.main(argv)
 
 
-def curves(folder, key):
-    """(steps, values) of a held-out metric through an RL run."""
-    rows = [r for r in ev.read_metrics(folder) if "test_pass@1" in r]
+def read_evals(runs):
+    """runs[loss][seed] = run folder -> evals[loss][seed] = its held-out evaluation rows, read once."""
+    return {loss: {s: [r for r in ev.read_metrics(d) if "test_pass@1" in r] for s, d in seeds.items()}
+            for loss, seeds in runs.items()}
+
+
+def curves(rows, key):
+    """(steps, values) of a held-out metric through an RL run (its evaluation rows)."""
     return [r["step"] for r in rows], [r[f"test_{key}"] for r in rows]
 
 
-def gpt_verdicts(runs):
-    """The TOPR claims, each with its interval. runs[loss][seed] = run folder. topr and sft_pos share, seed by
-    seed, the base, the dataset and the test problems: their differences are paired (df = seeds - 1).
-    REINFORCE ran once: its interval is over test problems (a binomial bound on the s.e. of a difference of two
-    pass@1 on the same n problems, wider than the paired one), not over seeds."""
-    end = lambda loss, key: [curves(runs[loss][s], key)[1][-1] for s in RL_SEEDS]
-    gain = lambda loss, key: [v[-1] - v[0] for v in (curves(runs[loss][s], key)[1] for s in RL_SEEDS)]
+def gpt_verdicts(evals):
+    """The TOPR claims, each with its interval. evals[loss][seed] = a run's evaluation rows (read_evals). topr
+    and sft_pos share, seed by seed, the base, the dataset and the test problems: their differences are paired
+    (df = seeds - 1). REINFORCE ran once: its interval is over test problems (a binomial bound on the s.e. of a
+    difference of two pass@1 on the same n problems, wider than the paired one), not over seeds."""
+    end = lambda loss, key: [curves(evals[loss][s], key)[1][-1] for s in RL_SEEDS]
+    gain = lambda loss, key: [v[-1] - v[0] for v in (curves(evals[loss][s], key)[1] for s in RL_SEEDS)]
     diff = lambda key: [a - b for a, b in zip(end("topr", key), end("sft_pos", key))]
     rows = [("TOPR raises the conflict slice (end - start)", gain("topr", "conflict_pass@1"), +1),
             ("TOPR gains more than SFT on the positives on the conflict slice (topr - sft_pos)",
@@ -70,8 +75,8 @@ def gpt_verdicts(runs):
         mean, half = common.t_interval(values)
         table.append(dict(claim=claim, value=mean, half=half, n=len(values), unit="RL seeds, one base",
                           verdict=common.verdict(mean, half, sign)))
-    _, normal = curves(runs["reinforce"][RL_SEEDS[0]], "normal_pass@1")
-    n = round(ev.read_metrics(runs["reinforce"][RL_SEEDS[0]])[-1]["test_n"] * (1 - data.Task.test_conflict_frac))
+    _, normal = curves(evals["reinforce"][RL_SEEDS[0]], "normal_pass@1")
+    n = round(evals["reinforce"][RL_SEEDS[0]][-1]["test_n"] * (1 - data.Task.test_conflict_frac))
     p0, p1 = normal[0], normal[-1]
     half = 1.96 * ((p0 * (1 - p0) + p1 * (1 - p1)) / n) ** 0.5
     table.append(dict(claim="naive REINFORCE (c = 0) loses the normal slice (end - start)", value=p1 - p0, half=half,
@@ -79,14 +84,14 @@ def gpt_verdicts(runs):
     return table
 
 
-def figure(runs, table, path):
+def figure(evals, table, path):
     """Both test slices through the pass: one line per loss, its band the t-interval over seeds at each point;
     the y-axis is the whole [0, 1] so that noise is not drawn as a trend; each panel's title gives the verdict."""
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, row in zip(axes, ["conflict_pass@1", "normal_pass@1"], [table[1], table[2]]):
-        for color, loss in zip(["C0", "C2", "C3"], runs):
-            ys = [curves(runs[loss][s], key) for s in runs[loss]]
+        for color, loss in zip(["C0", "C2", "C3"], evals):
+            ys = [curves(evals[loss][s], key) for s in evals[loss]]
             steps = ys[0][0]
             if len(ys) == 1:
                 ax.plot(steps, ys[0][1], color=color, ls="--", marker="o", ms=3, label=f"{loss} (1 seed)")
@@ -160,8 +165,9 @@ def main(argv=None):
             if loss != "reinforce" or s == RL_SEEDS[0]:
                 runs[loss][s] = os.path.join(out, f"rl_{loss}_seed{s}")
                 run(train, rl_common + ["--loss", loss, "--seed", str(s), "--out", runs[loss][s]])
-    table = gpt_verdicts(runs)
-    figure(runs, table, os.path.join(out, "rl.png"))
+    evals = read_evals(runs)
+    table = gpt_verdicts(evals)
+    figure(evals, table, os.path.join(out, "rl.png"))
     times["rl"] = time.time() - t0 - times["sft"]
 
     # ---- 3. GSN: does walkback help a denoising auto-encoder's chain, at equal compute?

@@ -47,7 +47,7 @@ def test_gpt_verdicts_pair_topr_and_sft_pos_by_seed(tmp_path):
     runs = {"topr": {s: log(f"t{s}", [0.4, 0.6 + s / 100], [0.9, 0.9]) for s in demo.RL_SEEDS},
             "sft_pos": {s: log(f"s{s}", [0.4, 0.5], [0.9, 0.92 - s / 100]) for s in demo.RL_SEEDS},
             "reinforce": {0: log("r0", [0.4, 0.4], [0.9, 0.3])}}
-    table = demo.gpt_verdicts(runs)
+    table = demo.gpt_verdicts(demo.read_evals(runs))
     gain, gap, price, collapse = table
     assert abs(gain["value"] - 0.21) < 1e-9 and gain["verdict"] == "holds"
     assert abs(gap["value"] - 0.11) < 1e-9 and abs(gap["half"] - 4.303 * 0.01 / 3 ** 0.5) < 1e-3
