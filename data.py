@@ -8,7 +8,7 @@ data.py -- the text task: what the GPT reads, and how its answers are scored.
   3. Verification: a problem + a candidate solution -> "Yes"/"No" (the generative verifier).
   4. GSM8K: the real data set's jsonl files.
   5. problems(...): the ONE function that draws the problems of a split; parse_step: the first "a+b=x" of
-     a worked solution.
+     a worked solution; encode_example; fitting / prompts_fitting: over-long examples and prompts dropped.
 
 Imports common.py only (for UserError).
 """
@@ -694,3 +694,21 @@ def encode_example(tok, problem):
     prompt = tok.encode(format_prompt(problem.question))
     completion = tok.encode(format_completion(problem.solution)) + [tok.eos_id]
     return prompt, completion
+
+
+def fitting(items, lengths, limit, what, fix):
+    """(the items whose length in tokens is at most limit, in their order; how many were dropped). One over-long
+    GSM8K example (a long worked solution, a long question) is dropped and counted rather than ending the run;
+    none left is a one-line UserError: `what` names the items ("training example"), `fix` says what to change."""
+    kept = [x for x, n in zip(items, lengths) if n <= limit]
+    if items and not kept:
+        raise UserError(f"every {what} ({len(items)}) is longer than {max(limit, 0)} tokens (the shortest has "
+                        f"{min(lengths, default=0)}): {fix}")
+    return kept, len(items) - len(kept)
+
+
+def prompts_fitting(tok, problems, block_size, max_new_tokens, what):
+    """fitting for prompts that sample up to max_new_tokens: prompt + max_new_tokens <= block_size (eval.check_fits's
+    rule), so generation never runs past the context."""
+    lengths = [len(tok.encode(format_prompt(p.question))) for p in problems]
+    return fitting(problems, lengths, block_size - max_new_tokens, what, "raise --block-size or lower --max-new-tokens")

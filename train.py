@@ -9,8 +9,9 @@ continue from there with --resume, and run as they are under torchrun (rank 0 lo
 Read `sft` and `rl` top to bottom: each is its algorithm's loop in one function, its helpers above it
 (rl's iteration: prepare, then update_step per minibatch).
 
-  1. SFT: sft_batch, lr_at, band_check (--stop-when), pretrained (--init-from), plain_args (the flags, as a
-     checkpoint stores them), sft
+  1. SFT: sft_batch, sft_step (--grad-accum), SFT_DEFAULTS / sft_schedule (the lr: from scratch or fine-tuning),
+     lr_at, sft_fitting (over-long examples dropped), band_check (--stop-when), pretrained (--init-from),
+     plain_args (the flags, as a checkpoint stores them), sft
   2. RL's data: Rollout (a dataset), on_device / on_tokens (a dataset on the device once), in_chunks (rollouts
      shared by the processes), sample_solutions / first_departure / solution_logp (--task solve),
      sample_verdicts / verdict_policy_logp (--task verify), curated, minibatches, behavior_steps /
@@ -55,12 +56,66 @@ def sft_batch(examples, ix, pad_id, device):
     return common.to_device(x, device), common.to_device(y, device)  # on CUDA: queued, the host does not wait
 
 
+def sft_step(model, train, ix, micro_steps, pad_id, rank, world, device):
+    """Forward and backward of one optimizer step over the global batch ix (the same rows in every process), in
+    micro_steps equal parts (--grad-accum). The loss is the mean over the completion tokens of the WHOLE batch: each
+    part's summed loss is divided by the batch's token count, so the parts' gradients add up to the big batch's
+    (a part with more tokens weighs more, as it does there), never to a mean of the parts' means. In each part,
+    process `rank` takes rows rank, rank + world, ... and scales by world (DDP averages over the processes), and
+    DDP all-reduces once, on the last part (ddp_sync). Returns (this process's share of the loss x world, on the
+    device; the tokens the step read, padding included)."""
+    n_tokens = sum(len(train[i][1]) for i in ix)  # predicted tokens in the GLOBAL batch
+    size = len(ix) // micro_steps
+    loss, tokens = 0.0, 0
+    for j in range(micro_steps):
+        x, y = sft_batch(train, ix[j * size:(j + 1) * size][rank::world], pad_id, device)
+        with ddp_sync(model, world, last=j == micro_steps - 1):
+            with common.autocast(device):
+                logits, _ = model(x)
+            # sum over this share / tokens of the global batch, times world (DDP averages over processes):
+            # exactly the single-process mean over the global batch
+            part = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1,
+                                   reduction="sum") * world / n_tokens
+            part.backward()
+        loss, tokens = loss + part.detach(), tokens + x.numel() * world
+    return loss, tokens
+
+
+# sft's schedule when --lr, --min-lr, --warmup are not given (min_lr None: --lr, a constant rate). From random
+# weights (or --init, this repo's own SFT checkpoint): warm-up, then cosine decay. From pretrained weights
+# (--init-from): nanoGPT's fine-tuning config (config/finetune_shakespeare.py: learning_rate 3e-5, decay_lr False):
+# constant, no warm-up. The from-scratch peak, 3e-3, is 5x GPT-2's own pretraining peak (6e-4): it would overwrite
+# what the weights know rather than fine-tune them. --grad-clip is 1.0 for both, as nanoGPT's.
+SFT_DEFAULTS = {"scratch": dict(lr=3e-3, min_lr=3e-4, warmup=100), "init_from": dict(lr=3e-5, min_lr=None, warmup=0)}
+
+
+def sft_schedule(args):
+    """(lr, min_lr, warmup): each flag as given, else SFT_DEFAULTS' for how the run starts (check_args resolves
+    them once; sft prints them)."""
+    base = SFT_DEFAULTS["init_from" if args.init_from else "scratch"]
+    lr = base["lr"] if args.lr is None else args.lr
+    min_lr = args.min_lr if args.min_lr is not None else lr if base["min_lr"] is None else base["min_lr"]
+    return lr, min_lr, base["warmup"] if args.warmup is None else args.warmup
+
+
 def lr_at(it, lr, min_lr, warmup, decay_iters):
     """Linear warm-up, then cosine decay from lr to min_lr by decay_iters, then min_lr (nanoGPT's get_lr)."""
     if it < warmup:
         return lr * (it + 1) / warmup
     frac = min(1.0, (it - warmup) / max(1, decay_iters - warmup))
     return min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - min_lr)
+
+
+def sft_fitting(tok, block_size, max_new_tokens, train, val, test, band):
+    """sft's sets without what does not fit the context (data.fitting): worked solutions (prompt + completion)
+    longer than block_size; held-out prompts (the test set, --stop-when's) without room for max_new_tokens.
+    -> (train, val, test, band, {set: how many it lost} for the sets that lost any)."""
+    lengths = lambda examples: [len(p) + len(c) for p, c in examples]
+    train, d_train = data.fitting(train, lengths(train), block_size, "training example", "raise --block-size")
+    val, d_val = data.fitting(val, lengths(val), block_size, "validation example", "raise --block-size")
+    test, d_test = data.prompts_fitting(tok, test, block_size, max_new_tokens, "test prompt")
+    band, d_band = data.prompts_fitting(tok, band, block_size, max_new_tokens, "--stop-when prompt") if band else (band, 0)
+    return train, val, test, band, {k: n for k, n in zip(("train", "val", "test", "band"), (d_train, d_val, d_test, d_band)) if n}
 
 
 def band_check(model, tok, problems, args, it, metrics):
@@ -101,7 +156,8 @@ def plain_args(args):
 
 def sft(rank, world, device, args):
     """`train.py sft`: next-token cross-entropy on the completions of worked solutions (AdamW, warm-up +
-    cosine lr, gradient clipping); val loss + checkpoint every --eval-interval; held-out accuracy at the end."""
+    cosine lr or, from pretrained weights, a constant one: sft_schedule; gradient clipping; --grad-accum
+    micro-steps per step); val loss + checkpoint every --eval-interval; held-out accuracy at the end."""
     master = rank == 0  # only rank 0 logs, evaluates and writes checkpoints
     torch.manual_seed(args.seed)
     task = data.Task.from_args(args)
@@ -114,10 +170,6 @@ def sft(rank, world, device, args):
     test = task.problems(args.eval_problems, args.seed, "test")
     # --stop-when: the band is measured on held-out problems of the val split (never the test problems)
     band_problems = task.problems(args.eval_problems, args.seed, "val", use="test") if args.stop_when else None
-    if args.batch_size > len(train):
-        raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} examples)")
-    if args.batch_size % world:
-        raise UserError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     if args.init:  # continue SFT from a checkpoint's weights with a fresh optimizer (a baseline for RL)
         init = common.load_checkpoint(args.init, kind="gpt")
         # --dropout over the checkpoint's, as with --init-from (and nanoGPT's init_from)
@@ -130,9 +182,14 @@ def sft(rank, world, device, args):
             raise UserError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
         cfg = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer,
                         n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=True)
-    longest = max(len(p) + len(c) for p, c in train + val)
-    if longest > cfg.block_size:
-        raise UserError(f"longest example has {longest} tokens > --block-size {cfg.block_size}")
+    train, val, test, band_problems, dropped = sft_fitting(tok, cfg.block_size, args.max_new_tokens, train, val, test,
+                                                           band_problems)
+    step_size = args.batch_size * args.grad_accum  # sequences per optimizer step
+    if step_size > len(train):
+        accum = f" x --grad-accum {args.grad_accum} = {step_size}" if args.grad_accum > 1 else ""
+        raise UserError(f"--batch-size {args.batch_size}{accum} is larger than the training set ({len(train)} examples)")
+    if args.batch_size % world:
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     model = GPT(cfg).to(device)
     if args.init or args.init_from:
         model.load_state_dict(init["model"])
@@ -147,8 +204,16 @@ def sft(rank, world, device, args):
     in_band = run.ckpt.get("in_band", False)  # a resumed base in its band stays
     train_model = common.ddp_wrap(model, device, world)
     if master:
+        accum = f" x {args.grad_accum} micro-steps" if args.grad_accum > 1 else ""
+        decay = args.lr_decay_iters or args.max_iters
+        lr = (f"lr {args.lr:g} constant" if args.lr == args.min_lr and not args.warmup else
+              f"lr {args.lr:g} (warm-up {args.warmup}, cosine to {args.min_lr:g} by iter {decay})")
         print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device} x {world}, "
-              f"{args.max_iters} iters of batch {args.batch_size}", flush=True)
+              f"{args.max_iters} iters of batch {args.batch_size}{accum}, {lr}, clip {args.grad_clip:g}", flush=True)
+        if dropped:  # data.fitting: an over-long example is dropped, not the run
+            run.metrics.log(iter=it, **{f"dropped_{k}": n for k, n in dropped.items()})
+            print(f"sft: dropped over-long examples (context {cfg.block_size}, prompts + --max-new-tokens "
+                  f"{args.max_new_tokens}): {', '.join(f'{k} {n}' for k, n in dropped.items())}", flush=True)
 
     def save():
         run.save(model, opt, cfg, it, rng=dict(batch=gen.get_state()), best_val=best_val, in_band=in_band,
@@ -178,26 +243,18 @@ def sft(rank, world, device, args):
         for g in opt.param_groups:
             g["lr"] = lr_at(it, args.lr, args.min_lr, args.warmup, args.lr_decay_iters or args.max_iters)
         # every process draws the same global batch and takes its share of rows
-        ix = torch.randint(len(train), (args.batch_size,), generator=gen).tolist()
-        n_tokens = sum(len(train[i][1]) for i in ix)  # predicted tokens in the GLOBAL batch
-        x, y = sft_batch(train, ix[rank::world], tok.pad_id, device)
-        with common.autocast(device):
-            logits, _ = train_model(x)
-        # sum over this share / tokens of the global batch, times world (DDP averages over processes):
-        # exactly the single-process mean over the global batch
-        loss_sum = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum")
-        loss = loss_sum * world / n_tokens
-        unchecked.append(loss.detach())
+        ix = torch.randint(len(train), (step_size,), generator=gen).tolist()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, n = sft_step(train_model, train, ix, args.grad_accum, tok.pad_id, rank, world, device)
+        unchecked.append(loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         it += 1
-        tokens += x.numel() * world
+        tokens += n
         if it % args.log_interval == 0 or it % args.eval_interval == 0 or it == args.max_iters:
             check_losses()  # in every process (a collective under torchrun), before anything is logged or saved
         if it % args.log_interval == 0 or it == args.max_iters:
-            loss = loss.detach() / world  # this process's share of the global mean
+            loss = loss / world  # this process's share of the global mean
             if world > 1:
                 torch.distributed.all_reduce(loss)  # every process takes part in this collective
             el = time.time() - t0
@@ -230,7 +287,7 @@ def sft(rank, world, device, args):
     if band_problems:
         res["in_band"] = in_band  # the demo reports a base outside its band
     run.metrics.log(iter=it, **{f"test_{k}": v for k, v in res.items()})
-    print(f"sft done: {it} iters in {time.time() - t0:.0f}s | test greedy {res['greedy']:.3f} | "
+    print(f"sft done: {it} iters in {time.time() - t0:.0f}s | {res['n']} test problems: greedy {res['greedy']:.3f} | "
           f"pass@1 {res['pass@1']:.3f} | invalid {res['invalid']:.3f} | ckpt {run.path}", flush=True)
     return res
 
@@ -752,14 +809,21 @@ def main(argv=None):
     p.add_argument("--n-embd", type=pos, default=128, help="embedding width")
     p.add_argument("--block-size", type=pos, default=256, help="context length in tokens")
     p.add_argument("--dropout", type=common.flag(float, min=0.0, max=0.99), default=0.0)
-    p.add_argument("--batch-size", type=pos, default=24, help="sequences per optimizer step")
+    p.add_argument("--batch-size", type=pos, default=24, help="sequences per optimizer step (per micro-step with "
+                   "--grad-accum)")
+    p.add_argument("--grad-accum", type=pos, default=1,
+                   help="micro-steps per optimizer step, each of --batch-size sequences: the step of one batch of "
+                        "--batch-size x --grad-accum (its per-token mean loss, exactly: sft_step) in less memory")
     p.add_argument("--max-iters", type=pos, default=600, help="iterations (and the lr schedule's length)")
     p.add_argument("--lr-decay-iters", type=pos, default=None,
                    help="the cosine decay ends here, then --min-lr until --max-iters (default: --max-iters)")
     p.add_argument("--stop-at", type=pos, default=None, help="stop (and save) at this iter; --resume continues")
-    p.add_argument("--lr", type=posf, default=3e-3, help="peak learning rate")
-    p.add_argument("--min-lr", type=common.flag(float, min=0.0), default=3e-4, help="learning rate at the end")
-    p.add_argument("--warmup", type=common.flag(int, min=0), default=100, help="linear warm-up iterations")
+    p.add_argument("--lr", type=posf, default=None, help="peak learning rate (default 3e-3; with --init-from "
+                   "nanoGPT's fine-tuning 3e-5: SFT_DEFAULTS; printed at start-up)")
+    p.add_argument("--min-lr", type=common.flag(float, min=0.0), default=None,
+                   help="learning rate at the end (default 3e-4; with --init-from --lr: constant)")
+    p.add_argument("--warmup", type=common.flag(int, min=0), default=None,
+                   help="linear warm-up iterations (default 100; with --init-from 0)")
     p.add_argument("--weight-decay", type=common.flag(float, min=0.0), default=0.0)
     p.add_argument("--grad-clip", type=posf, default=1.0, help="max global gradient norm")
     p.add_argument("--log-interval", type=pos, default=25, help="iterations between log lines")
@@ -823,7 +887,8 @@ def main(argv=None):
 
 
 def add_run_args(p):
-    p.add_argument("--eval-problems", type=common.positive, default=256, help="held-out test problems")
+    p.add_argument("--eval-problems", type=common.positive, default=None,
+                   help="held-out test problems (default 256; with --gsm8k every problem of --gsm8k-test)")
     p.add_argument("--eval-k", type=common.positive, default=8, help="samples per test problem for pass@1/maj@k")
     p.add_argument("--max-new-tokens", type=common.positive, default=48, help="longest completion")
     p.add_argument("--seed", type=int, default=0)
@@ -869,6 +934,10 @@ def check_args(args):
             setattr(args, flag, getattr(data.Task, flag))  # the default: data.Task's
     if getattr(args, "stop_when", None):
         args.band = [band_flag(s, args) for s in args.stop_when]
+    if args.eval_problems is None:  # GSM8K: the whole test file (its 1,319), as papers report it
+        args.eval_problems = len(data.load_gsm8k(args.gsm8k_test)) if args.gsm8k and args.gsm8k_test else 256
+    if args.func is sft:
+        args.lr, args.min_lr, args.warmup = sft_schedule(args)
     if args.init_from is not None:
         if args.init:
             raise UserError("--init and --init-from exclude each other: a checkpoint or a folder of weights")

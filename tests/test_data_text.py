@@ -67,16 +67,23 @@ def test_gpt2_without_files_is_a_helpful_error(tmp_path, monkeypatch):
     assert "TIKTOKEN_CACHE_DIR" in msg and data.GPT2_DIR_ENV in msg and "--tokenizer byte" in msg
 
 
-def test_gpt2_from_local_files(tmp_path, monkeypatch):
-    # A miniature GPT-2-format vocabulary (256 bytes + merges "h e", "he l") in data-gym's encoding.
+def write_tiny_bpe(folder):
+    """A miniature GPT-2-format vocabulary (256 bytes + merges "h e", "he l", then <|endoftext|>: 259 tokens, 260
+    with data.py's pad) in data-gym's encoding: vocab.bpe + encoder.json, as $GPT2_BPE_DIR holds GPT-2's."""
     printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
     order = printable + [b for b in range(256) if b not in printable]
     to_gym = {b: chr(b) for b in printable}
     to_gym.update({b: chr(256 + n) for n, b in enumerate(b for b in range(256) if b not in printable)})
     encoder = {to_gym[b]: i for i, b in enumerate(order)}
     encoder.update({"he": 256, "hel": 257, "<|endoftext|>": 258})
-    (tmp_path / "vocab.bpe").write_text("#version: 0.2\nh e\nhe l\n")
-    (tmp_path / "encoder.json").write_text(json.dumps(encoder))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.bpe").write_text("#version: 0.2\nh e\nhe l\n")
+    (folder / "encoder.json").write_text(json.dumps(encoder))
+    return folder
+
+
+def test_gpt2_from_local_files(tmp_path, monkeypatch):
+    write_tiny_bpe(tmp_path)
     monkeypatch.setenv(data.GPT2_DIR_ENV, str(tmp_path))
     tok = data.get_tokenizer("gpt2")
     assert (tok.vocab_size, tok.eos_id, tok.pad_id) == (260, 258, 259)
@@ -386,6 +393,30 @@ def test_problems_from_gsm8k_need_a_test_file(tmp_path):
     train = _gsm8k_file(tmp_path / "train.jsonl", 40, "train")
     with pytest.raises(UserError, match="--gsm8k needs --gsm8k-test"):
         data.problems(8, 0, "test", gsm8k=train)
+
+
+def test_fitting_drops_and_counts_what_is_longer_than_the_limit():
+    """data.fitting: the items of length <= limit, in order, and how many were dropped; none left is a one-line
+    UserError that says what to change; nothing to filter is no error."""
+    kept, dropped = data.fitting(["a", "b", "c", "d"], [5, 9, 10, 3], 9, "training example", "raise --block-size")
+    assert kept == ["a", "b", "d"] and dropped == 1  # the limit itself fits
+    assert data.fitting(["a"], [3], 9, "x", "y") == (["a"], 0)
+    assert data.fitting([], [], 9, "x", "y") == ([], 0)
+    with pytest.raises(UserError, match=r"^every training example \(2\) is longer than 4 tokens \(the shortest has 5\): "
+                                        r"raise --block-size$"):
+        data.fitting(["a", "b"], [5, 9], 4, "training example", "raise --block-size")
+
+
+def test_prompts_fitting_leaves_room_for_the_completion():
+    """A prompt fits when its tokens + max_new_tokens <= the context: eval.check_fits's rule, so what is kept never
+    stops a generation."""
+    tok = data.get_tokenizer("byte")
+    probs = [data.Problem("x" * n, "#### 1", "1") for n in (10, 30, 20)]
+    room = len(tok.encode(data.format_prompt("x" * 20)))  # "Q: " + 20 + "\nA:"
+    kept, dropped = data.prompts_fitting(tok, probs, room + 8, 8, "test prompt")
+    assert [len(p.question) for p in kept] == [10, 20] and dropped == 1
+    with pytest.raises(UserError, match="every test prompt .* lower --max-new-tokens"):
+        data.prompts_fitting(tok, probs, room + 8, 40, "test prompt")
 
 
 def test_parse_step_reads_negative_operands_and_results():

@@ -1,6 +1,8 @@
 """train.py sft and eval.py gpt: tiny end-to-end runs and the metric helpers."""
+import contextlib
 import dataclasses
 import json
+import sys
 import types
 
 import pytest
@@ -158,12 +160,13 @@ def _rows(folder):
 @pytest.mark.parametrize("vocab", [257, 258])
 def test_sft_and_rl_init_from_a_folder_start_from_from_pretrained(tmp_path, vocab):
     """--init-from <folder> is --init <a checkpoint of GPT.from_pretrained(folder)>: the same metrics and final
-    weights for sft and rl; with 257 tokens the pad row is added (vocab 258, the byte tokenizer's)."""
+    weights for sft and rl; with 257 tokens the pad row is added (vocab 258, the byte tokenizer's). sft's lr is
+    given: its defaults differ between the two (test_sft_lr_defaults_depend_on_how_the_run_starts)."""
     folder = _byte_folder(tmp_path / "weights", vocab)
     model = GPT.from_pretrained(folder, vocab_size=258)
     train.common.atomic_save(dict(model_config=dataclasses.asdict(model.config), model=model.state_dict(), tokenizer="byte"),
                              tmp_path / "init.pt")
-    for cmd, small in (("sft", SMALL_SFT), ("rl", SMALL_RL)):
+    for cmd, small in (("sft", [*SMALL_SFT, "--lr", "1e-3", "--min-lr", "1e-4"]), ("rl", SMALL_RL)):
         train.main([cmd, "--init-from", str(folder), "--out", str(tmp_path / f"{cmd}_folder"), *small])
         train.main([cmd, "--init", str(tmp_path / "init.pt"), "--out", str(tmp_path / f"{cmd}_ckpt"), *small])
         a, b = (torch.load(tmp_path / f"{cmd}_{x}" / "ckpt.pt", weights_only=True) for x in ("folder", "ckpt"))
@@ -248,6 +251,176 @@ def test_sft_init_takes_dropout_from_the_flag(tmp_path):
         out = tmp_path / f"init_{want}"
         train.main(["sft", "--init", str(tmp_path / "a" / "ckpt.pt"), "--out", str(out), *flag, *small])
         assert torch.load(out / "ckpt.pt", weights_only=True)["config"]["dropout"] == want
+
+
+# -----------------------------------------------------------------------------
+# sft's learning-rate defaults: from scratch, or fine-tuning pretrained weights (--init-from)
+
+def parsed(monkeypatch, argv):
+    """train.main's flags after check_args, the run itself not started."""
+    monkeypatch.setattr(train.common, "distributed", lambda fn, args, device: args)
+    return train.main(argv)
+
+
+@pytest.mark.parametrize("flags, want", [
+    ([], (3e-3, 3e-4, 100)),  # from random weights: warm-up, cosine decay
+    (["--init", "{tmp}/x.pt"], (3e-3, 3e-4, 100)),  # this repo's own SFT checkpoint: as before
+    (["--init-from", "{tmp}/weights"], (3e-5, 3e-5, 0)),  # nanoGPT's fine-tuning: 3e-5, constant, no warm-up
+    (["--init-from", "{tmp}/weights", "--lr", "1e-4"], (1e-4, 1e-4, 0)),  # still constant, at the given lr
+    (["--init-from", "{tmp}/weights", "--min-lr", "0", "--warmup", "10"], (3e-5, 0.0, 10)),  # given flags win
+    (["--lr", "1e-3", "--min-lr", "1e-5", "--warmup", "3"], (1e-3, 1e-5, 3)),
+])
+def test_sft_lr_defaults_depend_on_how_the_run_starts(tmp_path, monkeypatch, flags, want):
+    (tmp_path / "weights").mkdir()
+    args = parsed(monkeypatch, ["sft", "--out", str(tmp_path / "out"), *(f.format(tmp=tmp_path) for f in flags)])
+    assert (args.lr, args.min_lr, args.warmup, args.grad_clip) == (*want, 1.0)
+
+
+def test_sft_from_pretrained_weights_runs_at_the_fine_tuning_lr_and_says_so(tmp_path, capsys):
+    folder = _byte_folder(tmp_path / "weights", 257)
+    w = SMALL_SFT.index("--warmup")
+    train.main(["sft", "--init-from", str(folder), "--out", str(tmp_path / "run"), *SMALL_SFT[:w], *SMALL_SFT[w + 2:]])
+    assert {r["lr"] for r in read_metrics(tmp_path / "run") if "lr" in r} == {3e-5}
+    assert "lr 3e-05 constant, clip 1" in capsys.readouterr().out
+    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["args"]["lr"] == 3e-5  # what was used
+
+
+# -----------------------------------------------------------------------------
+# --grad-accum: N micro-steps of batch B are one step of batch N x B
+
+def _tiny_gpt_and_examples(n=12):
+    tok = data.get_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(train.GPTConfig(block_size=192, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32, bias=True))
+    return model, tok, [data.encode_example(tok, p) for p in data.make_problems(n, seed=0)]
+
+
+def _step_grads(model, examples, ix, micro_steps, pad_id, rank=0, world=1):
+    model.zero_grad(set_to_none=True)
+    loss, _ = train.sft_step(model, examples, ix, micro_steps, pad_id, rank, world, torch.device("cpu"))
+    return loss, [p.grad.clone() for p in model.parameters()]
+
+
+def test_grad_accum_micro_steps_give_the_big_batchs_gradient():
+    """sft_step over 8 rows in 1, 2, 4 or 8 micro-steps: the same loss and gradient (float tolerance). The loss is
+    the per-token mean over the WHOLE batch; a mean of the micro-steps' own means (rows of other lengths) would
+    give another gradient, which the test tells apart."""
+    model, tok, examples = _tiny_gpt_and_examples()
+    ix = [3, 0, 7, 7, 11, 2, 5, 9]
+    loss, grads = _step_grads(model, examples, ix, 1, tok.pad_id)
+    for micro in (2, 4, 8):
+        l, g = _step_grads(model, examples, ix, micro, tok.pad_id)
+        assert torch.allclose(l, loss, rtol=1e-6)
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(g, grads)), micro
+    halves = [_step_grads(model, examples, h, 1, tok.pad_id)[1] for h in (ix[:4], ix[4:])]
+    assert sum(len(examples[i][1]) for i in ix[:4]) != sum(len(examples[i][1]) for i in ix[4:])
+    mean_of_means = [(a + b) / 2 for a, b in zip(*halves)]
+    assert not all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(mean_of_means, grads))
+
+
+class NoSyncRecorder(torch.nn.Module):
+    """A stand-in for DDP's wrapper: records, for each forward pass, whether it ran inside no_sync()."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.inside, self.forwards = model, False, []
+
+    def forward(self, x):
+        self.forwards.append(self.inside)
+        return self.model(x)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.inside = True
+        yield
+        self.inside = False
+
+
+def test_grad_accum_under_ddp_syncs_on_the_last_micro_step_only():
+    """With 2 processes each micro-step's forward and backward but the last run inside no_sync (DDP all-reduces
+    once per optimizer step); the two processes' gradients, averaged as DDP does, are the one-process gradient."""
+    model, tok, examples = _tiny_gpt_and_examples()
+    ix = [3, 0, 7, 7, 11, 2, 5, 9]
+    _, alone = _step_grads(model, examples, ix, 1, tok.pad_id)
+    per_rank = []
+    for rank in (0, 1):
+        wrapped = NoSyncRecorder(model)
+        per_rank.append(_step_grads(wrapped, examples, ix, 4, tok.pad_id, rank, world=2)[1])
+        assert wrapped.forwards == [True, True, True, False]
+    averaged = [(a + b) / 2 for a, b in zip(*per_rank)]
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(averaged, alone))
+
+
+def test_sft_grad_accum_trains_as_the_bigger_batch(tmp_path):
+    """--batch-size 16 == --batch-size 8 --grad-accum 2 == --batch-size 4 --grad-accum 4 (the same rows, the same
+    steps: weights and logged losses up to float rounding); --batch-size 8 alone is another run."""
+    runs = {"16x1": ["--batch-size", "16"], "8x2": ["--batch-size", "8", "--grad-accum", "2"],
+            "4x4": ["--batch-size", "4", "--grad-accum", "4"], "8x1": ["--batch-size", "8"]}
+    for name, flags in runs.items():
+        train.main(["sft", "--out", str(tmp_path / name), "--max-iters", "10", *TINY, "--eval-interval", "10", *flags])
+    ckpt = {n: common.load_checkpoint(str(tmp_path / n / "ckpt.pt"))["model"] for n in runs}
+    losses = {n: [r["loss"] for r in read_metrics(tmp_path / n) if "loss" in r] for n in runs}
+    close = lambda a, b: all(torch.allclose(ckpt[a][k], ckpt[b][k], rtol=1e-4, atol=1e-5) for k in ckpt[a])
+    for name in ("8x2", "4x4"):
+        assert close(name, "16x1") and losses[name] == pytest.approx(losses["16x1"], rel=1e-5)
+    assert not close("8x1", "16x1")
+
+
+def test_sft_grad_accum_under_torchrun_equals_one_process(tmp_path):
+    """2 processes x 2 micro-steps of 4 rows (2 each) == 1 process, one step of 8: DDP's no_sync on the first
+    micro-step, its all-reduce on the last."""
+    from test_ddp import TINY as DDP_TINY, run
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([sys.executable, "train.py", "sft", "--out", str(one), *DDP_TINY], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", "sft",
+         "--out", str(two), *DDP_TINY, "--batch-size", "4", "--grad-accum", "2"], tmp_path)
+    a, b = (torch.load(d / "ckpt.pt", weights_only=True) for d in (one, two))
+    assert a["step"] == b["step"] == 6
+    assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5, rtol=1e-4) for k in a["model"])
+    la, lb = ([r["loss"] for r in read_metrics(d) if "loss" in r] for d in (one, two))
+    assert len(la) == 2 and la == pytest.approx(lb, abs=1e-4)
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--grad-accum", "0"], 2, "argument --grad-accum: must be >= 1, got 0"),
+    (["--sft-examples", "20", "--batch-size", "8", "--grad-accum", "4"], 1,
+     "--batch-size 8 x --grad-accum 4 = 32 is larger than the training set (20 examples)"),
+])
+def test_grad_accum_bad_values_are_one_line_errors(tmp_path, capsys, argv, code, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(["sft", "--out", str(tmp_path), *argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == code and message in lines[-1] and (code == 2 or len(lines) == 1)  # 2: argparse's usage
+
+
+# -----------------------------------------------------------------------------
+# Over-long examples are dropped and counted, not the run
+
+def test_sft_drops_over_long_examples_and_prompts_with_a_count(tmp_path, capsys):
+    """At --block-size 130 some worked solutions are longer than the context and some test prompts leave less than
+    --max-new-tokens 12: sft drops exactly those (a metrics row, a printed line) and trains on the rest. Before,
+    the first over-long example ended the run."""
+    block, new = 130, 12
+    train.main(["sft", "--out", str(tmp_path), "--max-iters", "2", *TINY, "--block-size", str(block)])
+    tok, task = data.get_tokenizer(), data.Task()
+    examples = [data.encode_example(tok, p) for p in task.problems(400, 0, "train", use="sft")]
+    prompts = [tok.encode(data.format_prompt(p.question)) for p in task.problems(8, 0, "test")]
+    want = dict(dropped_train=sum(len(p) + len(c) > block for p, c in examples),
+                dropped_test=sum(len(p) + new > block for p in prompts))
+    assert want["dropped_train"] > 0 and want["dropped_test"] > 0  # the test checks a real drop
+    row = next(r for r in read_metrics(tmp_path) if "dropped_train" in r)
+    assert {k: row[k] for k in want} == want
+    out = capsys.readouterr().out
+    assert f"train {want['dropped_train']}" in out and f"{400 - want['dropped_train']} examples" in out
+    assert read_metrics(tmp_path)[-1]["test_n"] == 8 - want["dropped_test"]
+
+
+def test_sft_with_no_example_that_fits_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["sft", "--out", str(tmp_path), *TINY, "--block-size", "60"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: every training example (400) is longer than 60 tokens")
+    assert err.count("\n") == 1
 
 
 def test_the_module_index_lists_what_train_py_holds():
