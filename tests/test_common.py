@@ -337,7 +337,7 @@ def test_setup_precision_on_cuda_uses_the_current_tf32_api_and_deterministic_mod
     try:
         line = common.setup_precision(cuda, head_dim=64)
         assert line == "precision: bfloat16 autocast, TF32 fp32 matmuls, memory-efficient attention"
-        assert torch.backends.cuda.matmul.fp32_precision == "tf32" and torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("tf32", "tf32")
         assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
         line = common.setup_precision(cuda, deterministic=True)
         assert line.endswith("deterministic (CUBLAS_WORKSPACE_CONFIG=:4096:8; slower)")
