@@ -6,8 +6,9 @@ eval.py -- GPT evaluation and the figure that compares RL runs (the GPT tower; G
   python eval.py compare runs/a runs/b ...        one figure comparing RL runs (metrics.jsonl)
 
   1. load_gpt, check_fits, add_task_args (the task flags of train.py and eval.py; defaults: data.Task)
-  2. Solver accuracy: sample_completions (the one sample-and-decode core, also train.py's rollouts),
-     decode_completions, sample_answers, evaluate_gpt, accuracy, by_slice, majority_vote, evaluate_solver
+  2. Solver accuracy: sample_completions (the one sample-and-decode core, also train.py's rollouts, in the
+     training precision: common.autocast), prompts_per_call (generate_bytes: how many prompts one generate call
+     holds), decode_completions, sample_answers, evaluate_gpt, accuracy, by_slice, majority_vote, evaluate_solver
   3. The generative verifier: score_candidates (P(Yes)), weighted_majority_vote, best_of, verifier_metrics
   4. The command line: gpt, compare (read_metrics, verifier_table)
 """
@@ -74,9 +75,11 @@ def decode_completions(tok, tokens):
 def sample_completions(model, tok, prompts, k, max_new_tokens, temperature, generator):
     """The one sample-and-decode core (evaluation here, rollouts in train.py): k completions of each prompt
     (token lists), prompt-major -> rows of (completion ids up to and with EOS, its text without EOS, its
-    summed log-prob under the untempered model: log mu)."""
-    tokens, logp = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
-                                  num_samples=k, generator=generator, pad_id=tok.pad_id)
+    summed log-prob under the untempered model: log mu). In the training precision (common.autocast: on CUDA
+    bf16 or fp16 with the KV cache in that dtype, the attention kernel the updates use; fp32 on CPU)."""
+    with common.autocast(model.lm_head.weight.device):
+        tokens, logp = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
+                                      num_samples=k, generator=generator, pad_id=tok.pad_id)
     ids, texts = decode_completions(tok, tokens.cpu())
     logp = logp.cpu()  # a completion is a prefix of its row (completion_mask): its log mu, the first len(ids)
     return [(r, text, logp[i, :len(r)].sum().item()) for i, (r, text) in enumerate(zip(ids, texts))]
@@ -96,12 +99,61 @@ def majority_vote(answers):
     return next(a for a in answers if a is not None and counts[a] == best)
 
 
+# Prompts per generate call: BATCH_PROMPTS at most -- always on the CPU, where every sample behind RESULTS.md
+# was drawn in chunks of 64 from one generator (another chunking draws other samples) -- fewer on a GPU whose
+# free memory cannot hold that many: GENERATE_MEMORY_FRACTION of it, the rest left to what generate_bytes
+# leaves out (the allocator's fragmentation, cuBLAS's workspace).
+BATCH_PROMPTS = 64
+GENERATE_MEMORY_FRACTION = 0.7
+DECODE_LOGIT_COPIES = 6  # fp32 (rows, vocabulary) tensors of a decode step: logits, log mu, tempered, probs, race x 2
+
+
+def generate_bytes(config, k, positions, cache_bytes):
+    """The bytes one prompt's share of a generate call holds at its peak (k samples, `positions` = prompt +
+    max_new_tokens, the KV cache's dtype of cache_bytes: 2 under bf16 or fp16 autocast, 4 in fp32): its KV cache,
+    n_layer x (K, V) x n_embd per row and position, for k rows and, when k > 1, the prefill's row that they are
+    copied from (KVCache.repeat_rows: both alive at once); a decode step's fp32 tensors of the vocabulary's width
+    per row; and the prefill's activations, about 12 n_embd fp32 values per position. GPT-2 124M (12 x 768,
+    vocabulary 50,304 rows), block 512, bf16, k = 8: 198 MB; 64 prompts, 12.7 GB."""
+    kv_row = config.n_layer * 2 * config.n_embd * positions * cache_bytes
+    cache_rows = k + 1 if k > 1 else 1
+    return cache_rows * kv_row + k * DECODE_LOGIT_COPIES * config.vocab_rows * 4 + 12 * config.n_embd * positions * 4
+
+
+def prompts_that_fit(bytes_per_prompt, budget):
+    """Prompts per generate call: BATCH_PROMPTS, or as many as `budget` bytes hold if fewer (at least 1);
+    budget None (the CPU): BATCH_PROMPTS."""
+    if budget is None:
+        return BATCH_PROMPTS
+    return int(max(1, min(BATCH_PROMPTS, budget // bytes_per_prompt)))
+
+
+def generate_budget(device):
+    """The bytes a generate call may take: on CUDA GENERATE_MEMORY_FRACTION of the free memory, counting as free
+    what torch's allocator holds unused (after a training step, gigabytes that mem_get_info counts as taken);
+    None elsewhere (the CPU keeps BATCH_PROMPTS)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return GENERATE_MEMORY_FRACTION * (free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def prompts_per_call(model, k, positions):
+    """How many prompts (k samples each, `positions` long at most) one generate call of `model` takes, under
+    common.autocast on the model's device: prompts_that_fit(generate_bytes(...), generate_budget(device))."""
+    device = model.lm_head.weight.device
+    cache_bytes = torch.finfo(common.amp_dtype(device) or model.lm_head.weight.dtype).bits // 8
+    return prompts_that_fit(generate_bytes(model.config, k, positions, cache_bytes), generate_budget(device))
+
+
 @torch.no_grad()
-def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generator, batch_prompts=64):
-    """k completions per problem: (texts, lengths), both lists of lists [problem][sample]."""
+def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generator, batch_prompts=None):
+    """k completions per problem: (texts, lengths), both lists of lists [problem][sample]. batch_prompts: prompts
+    per generate call (default: prompts_per_call, BATCH_PROMPTS on the CPU)."""
     texts, lengths = [], []
     encoded = [tok.encode(data.format_prompt(p.question)) for p in problems]
     check_fits(model, encoded, max_new_tokens)
+    batch_prompts = batch_prompts or prompts_per_call(model, k, max(map(len, encoded)) + max_new_tokens)
     for s in range(0, len(problems), batch_prompts):
         chunk, prompts = problems[s:s + batch_prompts], encoded[s:s + batch_prompts]
         rows = sample_completions(model, tok, prompts, k, max_new_tokens, temperature, generator)
@@ -241,7 +293,9 @@ def score_candidates(verifier, tok, problems, texts, batch=128):
         check_fits(verifier, prompts, 1, "a verification prompt")  # + 1: the verdict
     p_yes = []
     for s in range(0, len(prompts), batch):
-        p_yes += verdict_logp(verifier, prompts[s:s + batch], data.verdict_ids(tok), tok.pad_id)[:, 0].exp().tolist()
+        with common.autocast(verifier.lm_head.weight.device):  # the training precision, as the verifier's updates
+            logp = verdict_logp(verifier, prompts[s:s + batch], data.verdict_ids(tok), tok.pad_id)
+        p_yes += logp[:, 0].exp().tolist()
     verifier.train(was_training)
     out, i = [], 0
     for ts in texts:

@@ -3,7 +3,7 @@ model.py -- a nanoGPT-compatible GPT with KV-cached sampling, in the shape of na
 ONE forward pass serves training, prefill and decode (an edit to MLP or attention reaches all three).
 
 Read in this order (the file's order):
-  1. GPTConfig                                      -- the model's size.
+  1. GPTConfig                                      -- the model's size (and its vocabulary's padding: VOCAB_PAD).
   2. KVCache                                        -- per-layer K and V tensors, preallocated.
   3. LayerNorm, _dropout, CausalSelfAttention, MLP, Block  -- nanoGPT's modules, same parameter names,
      so a nanoGPT state_dict loads with strict=True; attention reads and writes the optional KV cache.
@@ -29,13 +29,14 @@ it does not depend on how much padding sits in front of it.
 Imports torch only (and pretrained.py, torch only too, which reads weight files).
 """
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from pretrained import read_weights
+from pretrained import PRETRAINED_FILES, read_weights
 
 
 @dataclass
@@ -50,6 +51,24 @@ class GPTConfig:
     # the MLP's GELU: "none" = exact (erf), nanoGPT's nn.GELU; "tanh" = GPT-2's approximation ("gelu_new").
     # Checkpoints saved before this field existed load with the default, the function they were trained with.
     gelu: str = "none"
+    # The embedding (and the tied LM head) holds vocab_size rounded up to a multiple of pad_vocab_to rows: GPT-2's
+    # 50,258 tokens (with the pad) in 50,304 rows, as nanoGPT pads, so the LM head's matmul has a width tensor
+    # cores tile evenly (from_pretrained pads GPT-2's weights: VOCAB_PAD). The rows past vocab_size are no token:
+    # forward cuts their logits off, so they are never sampled, never the argmax, and every softmax and
+    # log-prob is over the vocab_size real tokens only. 1 (the default, and older checkpoints): no padding.
+    pad_vocab_to: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.pad_vocab_to, bool) or not isinstance(self.pad_vocab_to, int) or self.pad_vocab_to < 1:
+            raise ValueError(f"pad_vocab_to must be an integer >= 1, got {self.pad_vocab_to!r}")
+
+    @property
+    def vocab_rows(self):
+        """The embedding's rows: vocab_size rounded up to a multiple of pad_vocab_to."""
+        return -(-self.vocab_size // self.pad_vocab_to) * self.pad_vocab_to
+
+
+VOCAB_PAD = 64  # GPT-2's weights from from_pretrained: 50,304 rows, as nanoGPT's
 
 
 # -----------------------------------------------------------------------------
@@ -184,13 +203,13 @@ class GPT(nn.Module):
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wte=nn.Embedding(config.vocab_rows, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=_dropout(config.dropout),
             h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_rows, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # GPT-2: scaled init of residual projections
@@ -217,7 +236,9 @@ class GPT(nn.Module):
         than the file's to add tokens (GPT-2's 50257 + this repo's pad = 50258, `tok.vocab_size`); the new
         rows are set so that they never hold the top logit (see _add_vocab_rows). overrides: GPTConfig
         fields (dropout=0.1, gelu=..., n_head=... when there is no config.json, block_size=... smaller than
-        the file's keeps the first positions). Errors are one-line ValueErrors."""
+        the file's keeps the first positions, pad_vocab_to=1 to keep GPT-2's embedding unpadded: by default
+        the Hugging Face layout's is padded to a multiple of VOCAB_PAD, a checkpoint's kept as it was saved).
+        Errors are one-line ValueErrors."""
         return _from_pretrained(cls, folder, vocab_size, overrides)
 
     def forward(self, idx, targets=None, pad_mask=None, cache=None, logits_at=None):
@@ -259,6 +280,8 @@ class GPT(nn.Module):
         if logits_at is not None:
             x = x[torch.arange(B, device=x.device), logits_at][:, None]
         logits = self.lm_head(self.transformer.ln_f(x))
+        if logits.size(-1) > self.config.vocab_size:  # padded (GPTConfig.pad_vocab_to): only real tokens have logits
+            logits = logits[..., :self.config.vocab_size]  # a view: no copy
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
@@ -521,8 +544,16 @@ def _from_pretrained(cls, folder, vocab_size, overrides):
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ValueError(f"unknown GPTConfig field(s) {unknown}: choose from {sorted(names)}")
-    cfg = {k: v for k, v in {**cfg, **overrides}.items() if k in names}  # a nanoGPT checkpoint's args may hold more
-    file_vocab, file_block = state["transformer.wte.weight"].shape[0], state["transformer.wpe.weight"].shape[0]
+    wte, file_block = state["transformer.wte.weight"], state["transformer.wpe.weight"].shape[0]
+    file_vocab = wte.shape[0]
+    if cfg.get("pad_vocab_to", 1) > 1:  # a padded checkpoint of this repo: the rows past its vocab_size are padding
+        file_vocab = cfg["vocab_size"]
+        if file_vocab > wte.shape[0]:
+            raise ValueError(f"{path}: vocab_size {file_vocab} but {wte.shape[0]} embedding rows")
+    # GPT-2's embedding padded (VOCAB_PAD); a checkpoint's as it was saved (nanoGPT pads its vocab_size itself)
+    hf_layout = os.path.basename(path) in PRETRAINED_FILES[:2]
+    cfg = {"pad_vocab_to": VOCAB_PAD if hf_layout else 1, **cfg, **overrides}
+    cfg = {k: v for k, v in cfg.items() if k in names}  # a nanoGPT checkpoint's args may hold more
     cfg["vocab_size"] = file_vocab if vocab_size is None else vocab_size
     if cfg["vocab_size"] < file_vocab:
         raise ValueError(f"vocab_size {cfg['vocab_size']} is smaller than the {file_vocab} tokens in {path}")
@@ -532,10 +563,13 @@ def _from_pretrained(cls, folder, vocab_size, overrides):
         raise ValueError(f"{path}: the number of heads is unknown (no config.json): pass n_head=...")
     if cfg["n_embd"] % cfg["n_head"]:
         raise ValueError(f"n_embd {cfg['n_embd']} is not divisible by n_head {cfg['n_head']}")
-    state["transformer.wte.weight"] = _add_vocab_rows(state["transformer.wte.weight"], cfg["vocab_size"])
+    config = GPTConfig(**cfg)
+    wte = _add_vocab_rows(wte[:file_vocab], config.vocab_size)
+    # the padding rows: zeros (no token: forward never shows their logits)
+    state["transformer.wte.weight"] = torch.cat([wte, wte.new_zeros(config.vocab_rows - len(wte), wte.shape[1])])
     state["transformer.wpe.weight"] = state["transformer.wpe.weight"][:cfg["block_size"]]  # causal: a prefix
     state["lm_head.weight"] = state["transformer.wte.weight"]  # tied
-    model = cls(GPTConfig(**cfg))
+    model = cls(config)
     want = model.state_dict()
     for k in sorted(set(want) | set(state)):
         if k not in state:

@@ -210,6 +210,6 @@ def _read_nanogpt(path):
     _check_tensors(state, path)
     if "transformer.wte.weight" not in state or "transformer.wpe.weight" not in state:
         raise ValueError(f"{path}: no transformer.wte.weight / wpe.weight: not a GPT's weights")
-    _check_sizes({k: v for k, v in args.items() if k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size")},
-                 path)
+    _check_sizes({k: v for k, v in args.items()
+                  if k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "pad_vocab_to")}, path)
     return state, {**_config_from_weights(state), **args}

@@ -339,3 +339,57 @@ def test_a_50k_vocabulary_gives_the_simple_implementations_numbers():
     at, _ = model(tokens, logits_at=last)
     full, _ = model(tokens)
     torch.testing.assert_close(at[:, 0], full[torch.arange(2), last], rtol=0, atol=1e-5)
+
+
+def padded_twin(model, pad=64):
+    """The model with its vocabulary padded (GPTConfig.pad_vocab_to): the same real rows, and padding rows set so
+    that, were they logits, they would hold the top one everywhere (+-1000 along each hidden axis)."""
+    c = model.config
+    twin = GPT(GPTConfig(**{**c.__dict__, "pad_vocab_to": pad})).eval()
+    state = dict(model.state_dict())
+    extra = twin.config.vocab_rows - c.vocab_size
+    axes = torch.eye(c.n_embd).repeat(2, 1) * torch.tensor([1000.0, -1000.0]).repeat_interleave(c.n_embd)[:, None]
+    assert extra <= len(axes)
+    state["transformer.wte.weight"] = state["lm_head.weight"] = torch.cat([state["lm_head.weight"], axes[:extra]])
+    twin.load_state_dict(state)
+    return twin
+
+
+@torch.no_grad()
+def test_padded_vocabulary_rows_are_never_a_token():
+    """A vocabulary padded to a multiple of 64 (37 -> 64 rows) gives exactly the unpadded model's numbers in every
+    path -- logits, loss, greedy and sampled generate with their log mu, sequence_logprobs, the entropy -- though
+    its padding rows would hold the top logit at every position were they logits: they are never sampled, never
+    the argmax, and the softmax is over the real tokens only."""
+    model = tiny()
+    twin = padded_twin(model)
+    V = model.config.vocab_size
+    assert twin.transformer.wte.weight.shape[0] == 64 and twin.lm_head.weight is twin.transformer.wte.weight
+    idx = torch.randint(0, V, (4, 12), generator=torch.Generator().manual_seed(0))
+    x = twin.transformer.wte(idx) + twin.transformer.wpe.weight[:12]
+    for block in twin.transformer.h:
+        x = block(x)
+    raw = twin.lm_head(twin.transformer.ln_f(x))  # the head's whole output: the padding columns dominate it
+    assert bool((raw.argmax(-1) >= V).all())
+    (logits, loss), (ref, ref_loss) = twin(idx, idx), model(idx, idx)
+    assert logits.shape[-1] == V and torch.equal(logits, ref) and torch.equal(loss, ref_loss)
+    prompts = [[1, 2, 3], [4, 5], [6]]
+    for temperature in (0.0, 1.0, 3.0):  # a hot temperature spreads the samples over the whole vocabulary
+        out = [m.generate(prompts, 20, temperature=temperature, num_samples=8, pad_id=36,
+                          generator=torch.Generator().manual_seed(1)) for m in (twin, model)]
+        assert bool((out[0][0] < V).all())
+        assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    rows = [p for p in prompts for _ in range(8)]
+    tokens, pad_mask, compl = pack(rows, out[0][0].tolist(), 36)
+    lp, ent = sequence_logprobs(twin, tokens, pad_mask, compl, return_entropy=True)
+    lp_ref, ent_ref = sequence_logprobs(model, tokens, pad_mask, compl, return_entropy=True)
+    assert torch.equal(lp, lp_ref) and torch.equal(ent, ent_ref) and bool(torch.isfinite(ent).all())
+
+
+def test_the_vocabulary_is_unpadded_unless_asked():
+    assert GPTConfig().vocab_rows == 258 and GPTConfig(vocab_size=50258, pad_vocab_to=64).vocab_rows == 50304
+    assert GPTConfig(vocab_size=50304, pad_vocab_to=64).vocab_rows == 50304  # a multiple already
+    assert tiny().transformer.wte.weight.shape[0] == 37
+    for bad in (0, -64, 1.5, True):
+        with pytest.raises(ValueError, match="pad_vocab_to must be an integer >= 1"):
+            GPTConfig(pad_vocab_to=bad)

@@ -3,13 +3,14 @@
 back EXACTLY: a tiny random GPT-2-shaped model is written in each layout and its logits come back bit for bit;
 added vocabulary rows (the pad) never hold the top logit; GPT-2's tanh GELU is selectable; errors are one
 clear line."""
+import dataclasses
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, MLP, GPTConfig
+from model import GPT, MLP, VOCAB_PAD, GPTConfig, pack, sequence_logprobs
 from pretrained import PRETRAINED_FILES, read_safetensors
 
 SIZES = dict(block_size=32, vocab_size=40, n_layer=2, n_head=2, n_embd=16)
@@ -35,6 +36,11 @@ def tokens(n=8, T=32, vocab=40, seed=1):
 @torch.no_grad()
 def logits_of(model, idx):
     return model.eval()(idx)[0]
+
+
+def padded(config):
+    """The config from_pretrained gives GPT-2's weights (the Hugging Face layout): the embedding padded."""
+    return dataclasses.replace(config, pad_vocab_to=VOCAB_PAD)
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -114,7 +120,7 @@ def test_safetensors_f32_loads_back_exactly(tmp_path, prefix, lm_head):
     src = tiny(gelu="tanh")
     folder = save_hf(tmp_path / "gpt2", src, prefix=prefix, lm_head=lm_head)
     model = GPT.from_pretrained(folder)
-    assert model.config == src.config  # from config.json: gelu_new -> "tanh"
+    assert model.config == padded(src.config)  # from config.json: gelu_new -> "tanh"
     assert model.lm_head.weight is model.transformer.wte.weight  # still tied
     assert torch.equal(logits_of(model, tokens()), logits_of(src, tokens()))
 
@@ -123,7 +129,7 @@ def test_pytorch_model_bin_loads_back_exactly(tmp_path):
     src = tiny(gelu="tanh")
     folder = save_hf(tmp_path / "gpt2", src, fmt="bin", prefix="")
     model = GPT.from_pretrained(str(folder))
-    assert model.config == src.config
+    assert model.config == padded(src.config)
     assert torch.equal(logits_of(model, tokens()), logits_of(src, tokens()))
 
 
@@ -184,7 +190,7 @@ def test_without_config_json_the_sizes_come_from_the_weights(tmp_path):
     with pytest.raises(ValueError, match="number of heads is unknown.*n_head"):
         GPT.from_pretrained(folder)  # n_embd 16: not GPT-2's heads of 64
     model = GPT.from_pretrained(folder, n_head=2)
-    assert model.config == src.config  # gelu "tanh": what every GPT-2 uses
+    assert model.config == padded(src.config)  # gelu "tanh": what every GPT-2 uses
     assert torch.equal(logits_of(model, tokens()), logits_of(src, tokens()))
 
 
@@ -269,7 +275,7 @@ def test_added_row_stays_below_for_any_hidden_state(tmp_path):
     with torch.no_grad():
         src.transformer.wte.weight += u
     V = src.config.vocab_size
-    W = GPT.from_pretrained(save_hf(tmp_path / "gpt2", src), vocab_size=V + 1).lm_head.weight.detach()
+    W = GPT.from_pretrained(save_hf(tmp_path / "gpt2", src), vocab_size=V + 1).lm_head.weight.detach()[:V + 1]
     h = torch.randn(20000, src.config.n_embd, generator=torch.Generator().manual_seed(0)) * 10
     h = torch.cat([h, -u[None], -3 * u[None]])
     real = h[-2:] @ src.lm_head.weight.detach().T
@@ -277,6 +283,48 @@ def test_added_row_stays_below_for_any_hidden_state(tmp_path):
     full = h @ W.T
     assert bool((full.argmax(-1) < V).all())
     assert bool((full[:, V] <= full[:, :V].max(-1).values).all())
+
+
+# -----------------------------------------------------------------------------
+# The vocabulary padded to a multiple of 64 (GPT-2's 50,258 tokens with the pad: 50,304 rows)
+
+def test_gpt2_weights_are_padded_to_64_and_the_padding_is_never_a_token(tmp_path):
+    """from_pretrained pads GPT-2's embedding (the Hugging Face layout) to a multiple of VOCAB_PAD. With its padding
+    rows set so that they would hold the top logit everywhere, the padded model still samples, decodes greedily
+    and scores exactly as the unpadded one: the padding is never a token. A train.py checkpoint keeps it."""
+    src = tiny(gelu="tanh")
+    folder = save_hf(tmp_path / "gpt2", src)
+    V = src.config.vocab_size + 1  # + the pad token, as --tokenizer gpt2 adds it
+    model, ref = (GPT.from_pretrained(folder, vocab_size=V, **kw) for kw in ({}, {"pad_vocab_to": 1}))
+    assert model.config.vocab_size == V and model.config.pad_vocab_to == VOCAB_PAD == 64
+    assert model.transformer.wte.weight.shape[0] == 64 and ref.transformer.wte.weight.shape[0] == V
+    assert GPTConfig(vocab_size=50258, pad_vocab_to=VOCAB_PAD).vocab_rows == 50304  # GPT-2's, as nanoGPT's
+    with torch.no_grad():  # each padding row: +-1000 along one hidden axis
+        axes = torch.cat([torch.eye(16), -torch.eye(16)]) * 1000
+        model.transformer.wte.weight[V:] = axes[:64 - V]
+    idx = tokens(vocab=V)
+    x = model.transformer.wte(idx) + model.transformer.wpe.weight[:idx.shape[1]]
+    for block in model.transformer.h:
+        x = block(x)
+    assert bool((model.lm_head(model.transformer.ln_f(x)).argmax(-1) >= V).all())  # they would dominate
+    assert torch.equal(logits_of(model, idx), logits_of(ref, idx))  # ... but are no logits
+    for temperature in (0.0, 1.0, 3.0):
+        out, out_ref = (m.generate(idx[:3, :4], 16, temperature=temperature, num_samples=4,
+                                   generator=torch.Generator().manual_seed(0)) for m in (model, ref))
+        assert bool((out[0] < V).all()) and torch.equal(out[0], out_ref[0]) and torch.equal(out[1], out_ref[1])
+    rows = [p for p in idx[:3, :4].tolist() for _ in range(4)]
+    packed = pack(rows, out[0].tolist(), V - 1)
+    assert torch.equal(sequence_logprobs(model, *packed), sequence_logprobs(ref, *packed))
+    # train.py's checkpoint of the padded model loads back padded, or unpadded on request
+    (tmp_path / "run").mkdir()
+    torch.save({"kind": "sft", "config": dataclasses.asdict(model.config), "model": model.state_dict()},
+               tmp_path / "run" / "ckpt.pt")
+    back = GPT.from_pretrained(tmp_path / "run")  # its padding rows read as zeros: they hold no token
+    assert back.config == model.config and torch.equal(logits_of(back, idx), logits_of(ref, idx))
+    assert torch.equal(back.transformer.wte.weight[:V], ref.transformer.wte.weight)
+    unpadded = GPT.from_pretrained(tmp_path / "run", pad_vocab_to=1)
+    assert unpadded.transformer.wte.weight.shape[0] == V and torch.equal(logits_of(unpadded, idx), logits_of(ref, idx))
+    one_line_error("pad_vocab_to must be an integer >= 1, got 0", GPT.from_pretrained, folder, pad_vocab_to=0)
 
 
 # -----------------------------------------------------------------------------
