@@ -5,8 +5,15 @@ common.py -- the plumbing every script shares, and nothing else (like nanochat's
   @cli                              a script's main: only UserError becomes `error: ...`; a bug keeps its traceback
   flag(kind, ...), positive, positive_float, fraction     argparse types that reject bad numbers where they
                                     enter (`--lr nan`, `--n -3`)
-  get_device, add_device_arg, autocast      the --device flag ("auto": cuda, else mps, else cpu; a named
-                                    device is checked at once; TF32 for fp32 matmuls on CUDA) and bf16 autocast on CUDA
+  get_device, add_device_arg         the --device flag ("auto": cuda, else mps, else cpu; a named device is
+                                    checked at once; TF32 for fp32 matmuls on CUDA)
+  precision_for, amp_dtype, grad_scaler     the autocast dtype by the card (bf16, else fp16 with a GradScaler,
+                                    else a one-line error; None on CPU: fp32) and the trainers' loss scaler
+  sdpa_backends, attention_kernel, autocast      the attention kernel pinned on CUDA (the same in sampling and
+                                    update: on-policy rho = 1) and the context of every GPT forward (autocast in
+                                    amp_dtype with that kernel on CUDA; nothing on CPU)
+  setup_precision, CUBLAS_DETERMINISTIC     a run's float settings and their line to print (TF32 by torch's
+                                    current API; --deterministic: deterministic algorithms, cuBLAS's workspace)
   to_device                         a host tensor on the device without waiting (pinned memory, non_blocking)
   ddp_setup, ddp_cleanup, distributed, ddp_wrap, agree, all_gather_rows     torchrun: join/leave the
                                     process group, wrap the model in DDP, agree on a flag, gather rows
@@ -58,6 +65,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
@@ -124,7 +132,7 @@ fraction = flag(float, above=0, below=1, name="fraction")
 def get_device(name="auto"):
     """The torch device of --device. "auto": cuda if available, else mps if available, else cpu. A named
     device (cpu, cuda, cuda:1, mps) is checked here: one this machine lacks is a one-line UserError now,
-    not a traceback at its first use deep inside a run."""
+    not a traceback at its first use deep inside a run. On CUDA, fp32 matmuls may use TF32 (_tf32)."""
     if name == "auto":
         if torch.cuda.is_available():
             return _tf32(torch.device("cuda"))
@@ -147,10 +155,12 @@ def get_device(name="auto"):
 
 def _tf32(dev):
     # On CUDA the fp32 work (the GSN, the GPT's fp32 parts outside autocast) may use TF32 tensor cores: its
-    # 10-bit mantissa is what bf16 autocast already accepts for the GPT, at several times fp32's speed.
+    # 10-bit mantissa is what bf16 autocast already accepts for the GPT, at several times fp32's speed. Set
+    # with torch's fp32_precision: the allow_tf32 flags are deprecated, and torch raises on reading one
+    # after the other API was used, so nothing in this repo touches them.
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
     return dev
 
 
@@ -161,11 +171,97 @@ def add_device_arg(parser):
                              "(cpu, cuda, cuda:1, mps), checked at start: one this machine lacks is a one-line error")
 
 
+def precision_for(capability, bf16_supported, name="this GPU"):
+    """The autocast dtype of a CUDA card of compute `capability` (major, minor): bf16 where the card runs it
+    (8.0 and up: A100, H100, RTX 30xx on): fp32's range, so no loss scaling; else fp16 on cards with
+    tensor cores (7.x: V100, T4, RTX 20xx), whose 5-bit exponent needs a GradScaler (grad_scaler) so that
+    small gradients do not flush to zero; older cards have neither fast path: a one-line UserError."""
+    if bf16_supported:
+        return torch.bfloat16
+    if tuple(capability) >= (7, 0):
+        return torch.float16
+    major, minor = capability
+    raise UserError(f"{name} has compute capability {major}.{minor}: neither bf16 nor fp16 tensor cores, which "
+                    f"the GPT's autocast needs; use a GPU of compute capability 7.0 or newer (V100, T4, A100, "
+                    f"H100) or --device cpu")
+
+
+def amp_dtype(device):
+    """The autocast dtype on `device`: None on CPU and MPS (fp32, as always), precision_for the card on CUDA."""
+    if device.type != "cuda":
+        return None
+    return _card_dtype(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.lru_cache(maxsize=None)  # asked at every autocast: the card does not change
+def _card_dtype(index):
+    capability = torch.cuda.get_device_capability(index)
+    bf16 = torch.version.hip is not None or capability >= (8, 0)  # is_bf16_supported without emulation, per card
+    return precision_for(capability, bf16, f"GPU {index} ({torch.cuda.get_device_name(index)})")
+
+
+def sdpa_backends(device):
+    """The attention kernels allowed on `device`, in priority order; None: torch's own choice (CPU, MPS).
+    On CUDA torch picks a kernel per call, among flash, memory-efficient, cuDNN and math, by the inputs' shape
+    and dtype, the card, and whether a gradient is needed (cuDNN comes first on Hopper for some shapes): the
+    sampler, log mu's recomputation (no gradient) and the update (gradient) could then run different kernels,
+    and on-policy rho = pi / mu would not be 1. Pinned: memory-efficient attention, the one fused kernel that
+    takes every call this repo makes (the padding masks of the sampler's prefill and decode: flash takes no
+    mask) on every card that trains here; math only where it cannot run (a head size that is not a multiple
+    of 8): a choice by shape alone, the same for the recomputation and the update."""
+    if device.type != "cuda":
+        return None
+    return [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def attention_kernel(device, head_dim):
+    """The name of the attention kernel that runs on `device` for heads of `head_dim` (printed at the start)."""
+    if sdpa_backends(device) is None:
+        return "torch's choice"
+    return "memory-efficient" if head_dim % 8 == 0 else "math"
+
+
+@contextlib.contextmanager
 def autocast(device):
-    """bf16 autocast on CUDA (weights and optimizer stay fp32); plain fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The context every GPT forward runs in (training, sampling, evaluation): on CUDA, autocast to amp_dtype
+    (weights and optimizer stay fp32) with the attention kernel pinned (sdpa_backends); plain fp32 elsewhere."""
+    dtype = amp_dtype(device)
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype), sdpa_kernel(sdpa_backends(device), set_priority=True):
+        yield
+
+
+def grad_scaler(device):
+    """The loss scaler of a trainer: a GradScaler enabled only where autocast runs in fp16 (a no-op
+    otherwise: scale(loss) is the loss, step(opt) is opt.step()). With it, a step is
+    scaler.scale(loss).backward(); scaler.unscale_(opt) before clipping; scaler.step(opt); scaler.update()."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+
+
+CUBLAS_DETERMINISTIC = ":4096:8"  # the workspace setting cuBLAS needs to repeat its results (cuBLAS's docs)
+
+
+def setup_precision(device, deterministic=False, head_dim=None):
+    """The float settings of a run on `device`, set once, before its model does any work; returns the line to
+    print (with the attention kernel that runs for heads of head_dim, if given). CUDA: TF32 for fp32 matmuls
+    (_tf32) and autocast in amp_dtype (a card with neither bf16 nor fp16 is the one-line error, here at the
+    start). deterministic (CUDA): torch's deterministic algorithms and cuBLAS's deterministic workspace
+    (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts: hence before any work), so that a rerun repeats a run
+    bit for bit; slower (kernels without atomics: attention's backward, for one, without split keys).
+    A CPU run repeats already at the same thread count (`environment`): it is left as it is."""
+    kernel = "" if head_dim is None else f", {attention_kernel(device, head_dim)} attention"
+    if device.type != "cuda":
+        return f"precision: float32 on {device.type}{kernel}" + (", deterministic already" if deterministic else "")
+    _tf32(device)
+    dtype = str(amp_dtype(device)).removeprefix("torch.")
+    line = f"precision: {dtype} autocast{' + GradScaler' if dtype == 'float16' else ''}, TF32 fp32 matmuls{kernel}"
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+        torch.use_deterministic_algorithms(True)
+        line += f", deterministic (CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}; slower)"
+    return line
 
 
 def environment(device):
@@ -175,7 +271,7 @@ def environment(device):
     a seed): runs are compared by their conclusions, not their digits."""
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "mkl_cbwr": os.environ.get("MKL_CBWR", "unset"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "device": str(device), "dtype": "bfloat16" if device.type == "cuda" else "float32"}
+            "device": str(device), "dtype": str(amp_dtype(device) or torch.float32).removeprefix("torch.")}
 
 
 def to_device(t, device):

@@ -274,3 +274,76 @@ def test_load_checkpoint_empty_or_garbage_file_is_one_line_error(tmp_path):
         with pytest.raises(common.UserError, match=msg) as e:
             common.load_checkpoint(path)
         assert path in str(e.value) and "\n" not in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# Precision by the card, the pinned attention kernel, --deterministic (the CUDA paths' decisions, on the CPU)
+
+def test_precision_by_the_card_bf16_else_fp16_else_a_one_line_error():
+    assert common.precision_for((9, 0), True) == torch.bfloat16  # H100
+    assert common.precision_for((8, 0), True) == torch.bfloat16  # A100
+    assert common.precision_for((7, 5), False) == torch.float16  # T4: with a GradScaler
+    assert common.precision_for((7, 0), False) == torch.float16  # V100
+    with pytest.raises(common.UserError, match=r"GPU 0 \(Tesla P4\) has compute capability 6\.1.*7\.0 or newer") as e:
+        common.precision_for((6, 1), False, "GPU 0 (Tesla P4)")
+    assert "\n" not in str(e.value) and "--device cpu" in str(e.value)
+
+
+def test_on_the_cpu_precision_is_fp32_and_nothing_is_set(monkeypatch):
+    cpu = torch.device("cpu")
+    assert common.amp_dtype(cpu) is None and common.sdpa_backends(cpu) is None
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.are_deterministic_algorithms_enabled())
+    assert common.setup_precision(cpu, deterministic=True) == "precision: float32 on cpu, deterministic already"
+    assert common.setup_precision(cpu, head_dim=32) == "precision: float32 on cpu, torch's choice attention"
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.are_deterministic_algorithms_enabled()) == before
+    with common.autocast(cpu):
+        assert not torch.is_autocast_enabled("cpu") and torch.backends.cuda.flash_sdp_enabled()
+    scaler = common.grad_scaler(cpu)
+    assert not scaler.is_enabled()
+    loss = torch.tensor(2.5)
+    assert scaler.scale(loss) is loss  # a disabled scaler: the plain step, the same floats
+
+
+def test_grad_scaler_is_on_exactly_where_autocast_is_fp16(monkeypatch):
+    for dtype, on in ((torch.float16, True), (torch.bfloat16, False), (None, False)):
+        monkeypatch.setattr(common, "amp_dtype", lambda device: dtype)
+        assert common.grad_scaler(torch.device("cpu")).is_enabled() == on
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # torch.autocast("cuda") on a CPU build: off
+def test_cuda_autocast_pins_one_attention_kernel_and_restores_torch_s_choice(monkeypatch):
+    """On CUDA (its decisions, run here on the CPU): inside common.autocast only memory-efficient attention and
+    its math fallback are enabled (no flash, no cuDNN), whether or not a gradient is taken; after it, all four."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(common, "amp_dtype", lambda device: torch.bfloat16)
+    enabled = lambda: (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+                       torch.backends.cuda.math_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled())
+    assert enabled() == (True, True, True, True)
+    with common.autocast(cuda):
+        assert enabled() == (False, True, True, False)
+    assert enabled() == (True, True, True, True)
+    assert common.attention_kernel(cuda, 64) == "memory-efficient"  # GPT-2: heads of 64
+    assert common.attention_kernel(cuda, 20) == "math"  # the memory-efficient kernel needs multiples of 8
+
+
+def test_setup_precision_on_cuda_uses_the_current_tf32_api_and_deterministic_mode(monkeypatch):
+    """TF32 through fp32_precision (reading a deprecated allow_tf32 flag after it would raise: torch refuses a
+    mix), and --deterministic: deterministic algorithms and cuBLAS's workspace. Run on the CPU with a bf16 card
+    assumed; torch's global settings are put back."""
+    cuda = torch.device("cuda")
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    monkeypatch.setattr(common, "amp_dtype", lambda device: torch.bfloat16)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        line = common.setup_precision(cuda, head_dim=64)
+        assert line == "precision: bfloat16 autocast, TF32 fp32 matmuls, memory-efficient attention"
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32" and torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        line = common.setup_precision(cuda, deterministic=True)
+        assert line.endswith("deterministic (CUBLAS_WORKSPACE_CONFIG=:4096:8; slower)")
+        assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        monkeypatch.setattr(common, "amp_dtype", lambda device: torch.float16)
+        assert common.setup_precision(cuda).startswith("precision: float16 autocast + GradScaler")
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved

@@ -39,8 +39,8 @@ def test_cached_decoding_agrees_with_recomputation(precision):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=64, vocab_size=300, n_layer=2, n_head=2, n_embd=64)).to(CUDA).eval()
     prompts = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11]]
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    tf32 = torch.backends.cuda.matmul.fp32_precision  # the current API (common._tf32): no deprecated flag
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
     try:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"), torch.no_grad():
             out, logp = model.generate(prompts, 16, num_samples=2, generator=torch.Generator(device=CUDA).manual_seed(0))
@@ -48,6 +48,6 @@ def test_cached_decoding_agrees_with_recomputation(precision):
             tokens, pad_mask, compl = pack(rows, out.tolist(), 0)
             again = sequence_logprobs(model, tokens.to(CUDA), pad_mask.to(CUDA), compl.to(CUDA))[compl.to(CUDA)]
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cuda.matmul.fp32_precision = tf32
     tol = 1e-4 if precision == "fp32" else 0.05
     torch.testing.assert_close(again.view_as(logp), logp, rtol=0, atol=tol)
