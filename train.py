@@ -17,9 +17,9 @@ Read `sft` and `rl` top to bottom: each is its algorithm's loop in one function,
      behavior_steps / behavior_logp (log mu), rl_task, token_advantages (--credit)
   3. RL's loop: step_stats, LOGIT_BYTES / MICRO_BATCH_LOGITS / ACTIVATION_BYTES / FREE_SHARE / default_micro_batch /
      row_bytes (--micro-batch), PEAK_FLOPS / peak_flops / flops_per_token / mfu (model FLOPs utilization),
-     rl_policy, rl_objective (the loss of a micro-batch), prepare (an iteration's dataset), zero_std_share /
-     mismatch (its statistics), ddp_sync, update_step (one optimizer step), describe (the start-up line), speed
-     (tokens/s and MFU), rl
+     rl_policy, rl_device (precision, loss scaler, micro-batch, peak FLOP/s), rl_objective (the loss of a
+     micro-batch), prepare (an iteration's dataset), zero_std_share / mismatch (its statistics), ddp_sync,
+     update_step (one optimizer step), describe (the start-up line), speed (tokens/s and MFU), rl
   4. The command line: main, add_run_args, add_init_from_arg, baseline_flag, band_flag, check_args
 """
 import argparse
@@ -725,22 +725,42 @@ def ddp_sync(model, world, last):
     return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
 
 
-def update_step(model, opt, mb, micros, objective, step, grad_clip, world, device):
+def update_step(model, opt, mb, micros, objective, step, grad_clip, world, device, scaler):
     """One optimizer step over the minibatch mb (the same rows in every process): this process's micro-batches
     (positions in mb), each loss backpropagated with its share of the minibatch's mean, the gradient clipped;
-    step: this step's number. Returns its statistics (step_stats, which stops every process on a nan/inf loss
-    before the optimizer step, and the fraction of invalid samples)."""
+    step: this step's number; scaler: common.grad_scaler (fp16: the loss scaled up for the backward pass, the
+    gradient unscaled before clipping, a step with an inf/nan gradient skipped; otherwise a no-op). Returns its
+    statistics (step_stats, which stops every process on a nan/inf loss before the optimizer step, and the
+    fraction of invalid samples)."""
     opt.zero_grad(set_to_none=True)
     parts = []  # per micro-batch: its positions in mb, loss, entropy, per-sample values (on the device)
     for j, idx in enumerate(micros):
         with ddp_sync(model, world, last=j == len(micros) - 1):  # DDP: all-reduce on the last one
             loss, ent, values = objective(model, mb[idx])
-            (loss * len(idx) / len(mb) * world).backward()  # its share of the minibatch's mean
+            scaler.scale(loss * len(idx) / len(mb) * world).backward()  # its share of the minibatch's mean
         parts.append((idx, loss, ent, values))
+    scaler.unscale_(opt)  # the clip and the logged norm see the true gradient
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     stats = step_stats(parts, len(mb), grad_norm, step, world, device)  # stops on nan/inf
-    opt.step()
+    scaler.step(opt)
+    scaler.update()
     return {**stats, "invalid": mb.invalid.sum().item() / len(mb)}
+
+
+def rl_device(args, run, policy, device, world):
+    """What the device decides in `train.py rl`, before the policy does any work: (the loss scaler: fp16 cards,
+    restored on --resume; the card's name on CUDA; the peak FLOP/s of all the processes' cards for MFU, None if
+    not known; the float settings' line: common.setup_precision, --deterministic). Sets --micro-batch's default:
+    on CUDA from the card's free memory (each process its own: any micro-batch gives the same update)."""
+    cfg, cuda = policy.config, device.type == "cuda"
+    precision = common.setup_precision(device, args.deterministic, cfg.n_embd // cfg.n_head)
+    scaler = common.grad_scaler(device)
+    if run.ckpt.get("scaler"):
+        scaler.load_state_dict(run.ckpt["scaler"])
+    free = torch.cuda.mem_get_info(device)[0] if cuda else None
+    args.micro_batch = args.micro_batch or default_micro_batch(cfg, free, policy.get_num_params(False))
+    card = torch.cuda.get_device_name(device) if cuda else None
+    return scaler, card, peak_flops(card) and peak_flops(card) * world, precision
 
 
 def describe(args, device, world, card=None):
@@ -781,11 +801,7 @@ def rl(rank, world, device, args):
         raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
     run = common.Run(args.out, "rl", args.resume, master, device)
     policy, tok, opt = rl_policy(args, run, device)
-    cuda = device.type == "cuda"  # there: the micro-batch by the card's free memory (each process its own), MFU
-    free = torch.cuda.mem_get_info(device)[0] if cuda else None
-    args.micro_batch = args.micro_batch or default_micro_batch(policy.config, free, policy.get_num_params(False))
-    card = torch.cuda.get_device_name(device) if cuda else None
-    peak = peak_flops(card) * world if peak_flops(card) else None
+    scaler, card, peak, precision = rl_device(args, run, policy, device, world)
     step = run.restore(policy, opt)  # on --resume: the checkpoint's step, optimizer state and RNGs
     itr, samples = run.ckpt.get("iteration", 0), run.ckpt.get("samples", 0)
     if args.resume and master:
@@ -796,7 +812,7 @@ def rl(rank, world, device, args):
     sample, log_pi, evaluate = rl_task(args, task, policy, tok, device, rank, world, master)
     objective = rl_objective(args, log_pi, tok, device)
     if master:
-        print(describe(args, device, world, card), flush=True)
+        print(describe(args, device, world, card), precision, sep="\n", flush=True)
     evaluated = None  # the step of the last evaluation: none is repeated at the same step
 
     def log_eval():
@@ -820,7 +836,8 @@ def rl(rank, world, device, args):
         for epoch, order in enumerate(orders):
             for rows, micros in minibatches(order, args.batch_size, args.micro_batch, rank, world):
                 t_step = time.time()
-                stats = update_step(model, opt, batch[rows], micros, objective, step + 1, args.grad_clip, world, device)
+                stats = update_step(model, opt, batch[rows], micros, objective, step + 1, args.grad_clip, world, device,
+                                    scaler)
                 t_steps, tokens = t_steps + time.time() - t_step, tokens + int(lengths[rows].sum())
                 step, samples = step + 1, samples + len(rows)  # samples seen by the optimizer (reuse counts again)
                 run.metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
@@ -845,7 +862,7 @@ def rl(rank, world, device, args):
         if itr % args.eval_every == 0 or itr == args.iterations:
             log_eval()
         run.save(policy, opt, policy.config, step, iteration=itr, samples=samples, tokenizer=tok.name,
-                 args=plain_args(args))
+                 args=plain_args(args), scaler=scaler.state_dict())
     return None
 
 
@@ -952,6 +969,9 @@ def add_run_args(p):
     common.add_device_arg(p)
     p.add_argument("--out", required=True, help="run folder: ckpt.pt and metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+    p.add_argument("--deterministic", action="store_true",
+                   help="CUDA: deterministic algorithms and cuBLAS's workspace setting, so that a rerun repeats a run "
+                        "bit for bit; slower (common.setup_precision). A CPU run repeats already")
 
 
 def add_init_from_arg(p):

@@ -1,4 +1,6 @@
 """The RL loop: a toy problem where TOPR must raise the reward, and the train.py rl CLI end to end."""
+import argparse
+import copy
 import dataclasses
 import json
 import shutil
@@ -314,6 +316,55 @@ def test_default_micro_batch_from_free_memory():
     assert train.default_micro_batch(gpt2, 20 * 10 ** 9, 124 * 10 ** 6) == 14
     assert train.default_micro_batch(gpt2, 10 ** 9, 124 * 10 ** 6) == 1  # too little: one row (it may not fit)
     assert train.default_micro_batch(byte, 80 * 10 ** 9, 10 ** 6) == 128  # the cap
+
+
+def test_update_step_under_fp16s_loss_scaler(tiny_sft):
+    """common.grad_scaler on an fp16 card, enabled here on the CPU: the loss scaled by a power of two and the
+    gradient unscaled before the clip give the unscaled step bit for bit (the weights and every statistic);
+    a step whose scaled gradient overflows is skipped (the weights as they were) and the scale halved."""
+    policy, tok, _ = train.ev.load_gpt(tiny_sft, "cpu")
+    cpu = torch.device("cpu")
+    batch = train.sample_solutions(policy, tok, train.data.problems(4, 2, "train"), 4, 8, seed=0)
+    batch.reward, batch.baseline = torch.tensor([1.0, -1.0] * 8), torch.zeros(16)  # positives and negatives
+    batch = train.on_device(batch, tok, cpu)
+    args = argparse.Namespace(max_new_tokens=8, task="solve", credit="sequence", loss="topr", length_norm="sequence",
+                              ppo_eps=0.2)
+    objective = train.rl_objective(args, train.solution_logp, tok, cpu)
+
+    def step(scaler, overflow=False):
+        model = copy.deepcopy(policy)
+        if overflow:  # fp16's overflow: an inf in the (scaled) gradient
+            model.lm_head.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        stats = train.update_step(model, opt, batch, [list(range(0, 16, 2)), list(range(1, 16, 2))], objective, 1,
+                                  1e-3, 1, cpu, scaler)  # clip 1e-3: the clip acts, on the unscaled norm
+        return model.state_dict(), stats
+
+    plain, plain_stats = step(torch.amp.GradScaler("cpu", enabled=False))
+    scaled, scaled_stats = step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 16))
+    assert plain_stats == scaled_stats and plain_stats["grad_norm"] > 1e-3
+    assert all(torch.equal(plain[k], scaled[k]) for k in plain)
+    assert any(not torch.equal(plain[k], policy.state_dict()[k]) for k in plain)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    skipped, _ = step(scaler, overflow=True)
+    assert all(torch.equal(skipped[k], policy.state_dict()[k]) for k in skipped) and scaler.get_scale() == 2.0 ** 15
+
+
+def test_deterministic_reaches_setup_precision_and_the_start_up_lines_say_what_runs(tiny_sft, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """--deterministic goes to common.setup_precision (with the policy's head size, for the attention kernel's
+    name), whose line is printed after rl's start-up line; on a CPU that line says fp32 and that a CPU run
+    repeats already, and the start-up line that MFU is left out; the scaler's state is saved (empty: disabled)."""
+    real, calls = common.setup_precision, []
+    monkeypatch.setattr(common, "setup_precision", lambda *a: calls.append(a) or real(*a))
+    train.main(["rl", "--init", tiny_sft, "--prompts", "2", "--k", "2", "--batch-size", "4", "--iterations", "1",
+                "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--deterministic", "--out", str(tmp_path)])
+    assert calls == [(torch.device("cpu"), True, 16)]
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("rl: "))
+    assert lines[start].endswith("micro-batch 128, device cpu x 1, no MFU on cpu (no peak FLOP/s)"), lines[start]
+    assert lines[start + 1] == "precision: float32 on cpu, torch's choice attention, deterministic already"
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["scaler"] == {}
 
 
 def test_over_long_rl_prompts_are_dropped_with_a_count(tiny_sft, tmp_path, monkeypatch, capsys):
