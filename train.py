@@ -660,7 +660,7 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     t_roll = time.time()
     batch = sample(problems, args.seed * 1000 + itr)
     t_roll = time.time() - t_roll
-    speed = {"rollout_tok_per_s": sum(map(len, batch.completion)) / t_roll} if args.task == "solve" else {}
+    rollout_speed = {"rollout_tok_per_s": sum(map(len, batch.completion)) / t_roll} if args.task == "solve" else {}
     zero_std = zero_std_share(batch.reward, args.k)  # before curation splits the groups
 
     # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
@@ -676,8 +676,9 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
         batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, run.master)
     frac = lambda mask: mask.sum().item() / len(batch)
     row = dict(dataset_size=len(batch), dataset_pos_frac=frac(batch.reward > 0), rollout_invalid=frac(batch.invalid),
-               rollout_s=t_roll, prompts_dropped=dropped, frac_reward_zero_std=zero_std, **speed,
-               **({} if batch.candidate_reward is None else {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
+               rollout_s=t_roll, prompts_dropped=dropped, frac_reward_zero_std=zero_std, **rollout_speed,
+               **({} if batch.candidate_reward is None else
+                  {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
     run.metrics.log(iteration=itr, **row)
 
     # 3. (its data) --epochs passes of minibatch updates over the stored dataset, in these orders.
@@ -781,7 +782,9 @@ def speed(dataset, tokens, seconds, context, n_params, config, peak):
     """An iteration's throughput beside the rollout's tokens/s (prepare's row, --task solve): the updates'
     tokens/s (tokens: of every row of every optimizer step; seconds: the steps' own time) and, with the peak
     FLOP/s of all the processes' cards (PEAK_FLOPS; None: left out), the MFU of the rollout (a forward pass per
-    new token) and of the updates (training), at T = context (the dataset's mean row length)."""
+    new token) and of the updates (training), at T = context (the dataset's mean row length). No step: {}."""
+    if not tokens:
+        return {}
     row = {"update_tok_per_s": tokens / seconds}
     if peak:
         row["update_mfu"] = mfu(flops_per_token(n_params, config, context, True), row["update_tok_per_s"], peak)
@@ -855,10 +858,11 @@ def rl(rank, world, device, args):
                   f"mean alpha {stats['mean_alpha']:.3f} | logp+ {stats['logp_reward_pos']:.2f} "
                   f"logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s update {time.time() - t_itr - t_roll:.1f}s"
                   f" | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
-            mfus = [f"{k.split('_')[0]} {speeds[k]:.1%}" for k in ("rollout_mfu", "update_mfu") if k in speeds]
-            print(f"iter {itr:3d} | zero-std groups {dataset['frac_reward_zero_std']:.3f} | tok/s "
-                  + (f"rollout {dataset['rollout_tok_per_s']:.0f} " if "rollout_tok_per_s" in dataset else "")
-                  + f"update {speeds['update_tok_per_s']:.0f}" + (f" | MFU {', '.join(mfus)}" if mfus else ""), flush=True)
+            rates = {**dataset, **speeds}
+            tok_s = [f"{k.split('_')[0]} {rates[k]:.0f}" for k in ("rollout_tok_per_s", "update_tok_per_s") if k in rates]
+            mfus = [f"{k.split('_')[0]} {rates[k]:.1%}" for k in ("rollout_mfu", "update_mfu") if k in rates]
+            print(f"iter {itr:3d} | zero-std groups {dataset['frac_reward_zero_std']:.3f} | tok/s {', '.join(tok_s)}"
+                  + (f" | MFU {', '.join(mfus)}" if mfus else ""), flush=True)
         if itr % args.eval_every == 0 or itr == args.iterations:
             log_eval()
         run.save(policy, opt, policy.config, step, iteration=itr, samples=samples, tokenizer=tok.name,

@@ -185,7 +185,8 @@ def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, 
     sampled = torch.zeros(compl.shape).masked_scatter(compl, torch.cat(batch.token_logp_sampler))
     tok_gap = (tokens.double() - sampled.double()).abs()[compl]
     assert torch.equal(torch.stack([t.sum() for t in batch.token_logp_sampler]), batch.logp_behavior)  # their sums
-    assert [(r["mismatch_token_mean"], r["mismatch_token_max"]) for r in logged] == [(tok_gap.mean().item(), tok_gap.max().item())]
+    assert [(r["mismatch_token_mean"], r["mismatch_token_max"]) for r in logged] == [(tok_gap.mean().item(),
+                                                                                      tok_gap.max().item())]
     assert (tokens[~compl] == 0).all() and torch.allclose(tokens.sum(1), recomputed, atol=1e-4)
     if task == "solve":  # and the recomputation is what makes rho 1: decoding with a cache rounds otherwise
         assert gap.max() > 0 and tok_gap.max() > 0
@@ -281,7 +282,8 @@ def test_mismatch_and_zero_std_share_by_hand():
 def test_mfu_and_flops_per_token_by_hand():
     """A 2-layer GPT, width 8, vocabulary 10, context 16, counted by hand: per layer ln_1 16, c_attn 8 x 24 + 24,
     c_proj 64 + 8, ln_2 16, c_fc 8 x 32 + 32, c_proj 32 x 8 + 8 = 872; + wte 80 (tied with the LM head) + ln_f 16
-    = 1,840 parameters without the position embeddings (nanoGPT's N). Training: 6N + 12 L d T; a forward: 2N + 4 L d T."""
+    = 1,840 parameters without the position embeddings (nanoGPT's N). Training: 6N + 12 L d T; a forward:
+    2N + 4 L d T."""
     cfg = GPTConfig(block_size=16, vocab_size=10, n_layer=2, n_head=2, n_embd=8)
     n = GPT(cfg).get_num_params()
     assert n == 1840
@@ -358,7 +360,8 @@ def test_deterministic_reaches_setup_precision_and_the_start_up_lines_say_what_r
     real, calls = common.setup_precision, []
     monkeypatch.setattr(common, "setup_precision", lambda *a: calls.append(a) or real(*a))
     train.main(["rl", "--init", tiny_sft, "--prompts", "2", "--k", "2", "--batch-size", "4", "--iterations", "1",
-                "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--deterministic", "--out", str(tmp_path)])
+                "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--deterministic",
+                "--out", str(tmp_path)])
     assert calls == [(torch.device("cpu"), True, 16)]
     lines = capsys.readouterr().out.splitlines()
     start = next(i for i, l in enumerate(lines) if l.startswith("rl: "))
@@ -377,14 +380,16 @@ def test_over_long_rl_prompts_are_dropped_with_a_count(tiny_sft, tmp_path, monke
     def with_long(n_long):
         def draw(task, n, seed, split, use="test"):
             got = problems(task, n, seed, split, use=use)
-            return [dataclasses.replace(p, question=long) if use == "rl" and i < n_long else p for i, p in enumerate(got)]
+            return [dataclasses.replace(p, question=long) if use == "rl" and i < n_long else p
+                    for i, p in enumerate(got)]
         monkeypatch.setattr(train.data.Task, "problems", draw)
 
     with_long(1)
     train.main([*rl, "--out", str(tmp_path / "a")])
     row = next(json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl") if "dataset_size" in l)
     assert row["prompts_dropped"] == 1 and row["dataset_size"] == 6
-    assert "iter   1 | 1 of 4 prompts dropped: longer than --block-size - --max-new-tokens (248 tokens)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "iter   1 | 1 of 4 prompts dropped: longer than --block-size - --max-new-tokens (248 tokens)" in out
     with_long(4)
     with pytest.raises(SystemExit):
         train.main([*rl, "--out", str(tmp_path / "b")])
