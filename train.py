@@ -801,7 +801,7 @@ def rl(rank, world, device, args):
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
     if args.credit == "first_error" and world > 1:
-        raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
+        raise UserError("--credit first_error runs in one process (a diagnostic, not checked under torchrun)")
     run = common.Run(args.out, "rl", args.resume, master, device)
     policy, tok, opt = rl_policy(args, run, device)
     scaler, card, peak, precision = rl_device(args, run, policy, device, world)
