@@ -7,9 +7,11 @@ interleaved repetitions (the machine is shared and noisy; absolute numbers drift
   python bench.py gsn     GSN training images/s and matmul FLOP/s vs this machine's matmul peak
   python bench.py memory  peak memory of one RL micro-batch at GPT-2's vocabulary, measured and predicted
   python bench.py all     the four above
-  python bench.py gpu-check   one prepared check for a GPU (<= 5 min): environment, no stall inside a step,
-                          rho == 1 under bf16, the GPT-2 shape's speed and memory, a short sft + rl, pytest -m gpu;
-                          on a CPU a small version (tests/test_bench.py runs it)
+  python bench.py gpu-check   one prepared check for a GPU (<= 5 min): environment and precision, free memory and
+                          the RL micro-batch it gives, the attention kernel that runs, no stall inside a step,
+                          rho == 1 under bf16, the GPT-2 shape's speed, MFU and memory, rho and the sampler's
+                          mismatch at GPT-2's shape with padded prompts, the evaluation path, a short sft + rl,
+                          pytest -m gpu; on a CPU a small version (tests/test_bench.py runs it; no MFU there)
 Each section runs at 1 and at 2 threads (--threads 1 2; on a GPU once), on --device (auto: cuda if available,
 else mps, else cpu); on a GPU the training and update sections run under bf16 autocast, as the trainers do,
 every timed section is warmed up first, it synchronises around each timed call (CUDA kernels run
@@ -20,11 +22,13 @@ asynchronously) and reports the peak GPU memory.
   bench_rl                                        bench.py rl
   bench_gsn                                       bench.py gsn (FLOPs: gsn.train_flops)
   update_memory, peak_rss, bench_memory           bench.py memory
-  sync_check, bf16, gpt2_shape, gpu_check         bench.py gpu-check
+  sync_check, bf16, gpt2_config, mfu_text,        bench.py gpu-check
+  gpt2_shape, gpt2_rho, eval_path, attention_kernels, attention_check, memory_check, gpu_check
   main                                            the command line
 """
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -365,17 +369,37 @@ def sync_check(dev, folder):
     return steps
 
 
+def gpt2_config(quick, vocab_size=GPT2_VOCAB, quick_block=64):
+    """GPT-2's shape (124M: 12 layers, 12 heads, 768 wide, block 512; vocab 50,258 unless given), or, quick (a
+    CPU), a small stand-in: 2 layers, 2 heads, 64 wide, block quick_block."""
+    if quick:
+        return GPTConfig(block_size=quick_block, vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=64)
+    return GPTConfig(block_size=512, vocab_size=vocab_size, n_layer=12, n_head=12, n_embd=768, gelu="tanh")
+
+
+def mfu_text(flops_per_token, tokens_per_s, dev):
+    """MFU as the trainers compute it (train.mfu against train.PEAK_FLOPS), or why there is none."""
+    if dev.type != "cuda":
+        return "MFU n/a on CPU (no peak FLOP/s)"
+    card = torch.cuda.get_device_name(dev)
+    peak = train.peak_flops(card)
+    if peak is None:
+        return f"MFU n/a ({card} is not in train.PEAK_FLOPS)"
+    return f"MFU {train.mfu(flops_per_token, tokens_per_s, peak):.1%} of {peak / 1e12:g} TFLOP/s"
+
+
 def gpt2_shape(dev, quick):
-    """Rollout and update tokens/s and peak memory at GPT-2's shape (124M: 12 layers, 12 heads, 768 wide;
-    vocab 50,258; block 512) under common.autocast, random weights: 16 prompts x 8 samples of 256 tokens after
-    256-token prompts; one update of train.default_micro_batch rows of 512 tokens (forward, backward, AdamW).
-    quick (a CPU): 2 layers, 64 wide, block 64, 2 x 2 samples, an update of 2 rows, the same vocabulary."""
-    cfg = (GPTConfig(block_size=64, vocab_size=GPT2_VOCAB, n_layer=2, n_head=2, n_embd=64) if quick else
-           GPTConfig(block_size=512, vocab_size=GPT2_VOCAB, n_layer=12, n_head=12, n_embd=768, gelu="tanh"))
+    """Rollout and update tokens/s, MFU and peak memory at GPT-2's shape (gpt2_config) under common.autocast,
+    random weights: 16 prompts x 8 samples of 256 tokens after 256-token prompts; one update (forward, backward,
+    AdamW) of full-context rows, as many as train.py rl's default micro-batch takes (on CUDA: what the card's
+    free memory holds, train.default_micro_batch; its peak must stay under that free memory). MFU counts a row's
+    FLOPs at its length (train.flops_per_token: T = 512). quick (a CPU): gpt2_config's stand-in, 2 x 2 samples of
+    32 after 32, an update of 2 rows."""
+    cfg = gpt2_config(quick)
     prompts, k, L = (2, 2, cfg.block_size // 2) if quick else (16, 8, 256)
     torch.manual_seed(0)
     model = GPT(cfg).to(dev).eval()
-    cuda = dev.type == "cuda"
+    cuda, n = dev.type == "cuda", model.get_num_params()
     peak = lambda: f"{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB" if cuda else "n/a on CPU (bench.py memory)"
     idx = torch.randint(0, GPT2_VOCAB - 1, (prompts, L), device=dev)
 
@@ -386,8 +410,13 @@ def gpt2_shape(dev, quick):
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t = timed(rollout, dev)
-    print(f"rollout {prompts} x {k} samples, {L} + {L} tokens: {prompts * k * L / t:9.0f} new tok/s | peak {peak()}")
-    rows = 2 if quick else train.default_micro_batch(cfg)
+    tok_s = prompts * k * L / t
+    print(f"rollout {prompts} x {k} samples, {L} + {L} tokens: {tok_s:9.0f} new tok/s | "
+          f"{mfu_text(train.flops_per_token(n, cfg, 2 * L, False), tok_s, dev)} | peak {peak()}")
+    if cuda:  # as train.py rl starts: the model on the card, nothing in the allocator's cache
+        torch.cuda.empty_cache()
+        free, before = torch.cuda.mem_get_info(dev)[0], torch.cuda.memory_allocated()
+    rows = train.default_micro_batch(cfg, free, model.get_num_params(False)) if cuda else 2
     x = torch.randint(0, GPT2_VOCAB - 1, (rows, cfg.block_size), device=dev)
     compl = torch.ones_like(x, dtype=torch.bool)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -402,7 +431,125 @@ def gpt2_shape(dev, quick):
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t = timed(update, dev)
-    print(f"update, micro-batch {rows} x {cfg.block_size} tokens (the default): {x.numel() / t:9.0f} tok/s | peak {peak()}")
+    tok_s, chosen = x.numel() / t, f"rl's default from {free / 2 ** 30:.1f} GiB free" if cuda else "quick"
+    print(f"update, micro-batch {rows} x {cfg.block_size} tokens ({chosen}): {tok_s:9.0f} tok/s | "
+          f"{mfu_text(train.flops_per_token(n, cfg, cfg.block_size, True), tok_s, dev)} | peak {peak()}")
+    if cuda and torch.cuda.max_memory_allocated() - before > free:
+        raise AssertionError("the default micro-batch's update needed more than the free memory it was chosen from")
+
+
+def gpt2_rho(dev, quick):
+    """On-policy rho and the sampler's mismatch at GPT-2's depth and width (gpt2_config with the byte vocabulary,
+    the problems' tokens), random weights, under common.autocast: rollouts of 8 problems x 4 samples
+    (train.sample_solutions) whose prompts differ in length (left-padded: generate's masked prefill and decode),
+    then as the same questions cut to one length (no padding); log mu recomputed (train.behavior_logp), then the
+    first update's log pi with gradients, micro-batch by micro-batch: rho == 1 exactly. The per-token mismatch
+    (train.mismatch: the sampler's padded decode vs the training forward) is printed for both; finite, under a
+    nat per token (a broken padding mask moves tokens by nats)."""
+    tok = data.get_tokenizer("byte")
+    cfg = gpt2_config(quick, tok.vocab_size, quick_block=256)
+    torch.manual_seed(0)
+    policy = GPT(cfg).to(dev).eval()
+    problems = data.problems(4 if quick else 8, seed=5, split="train")
+    k, new = (2, 8) if quick else (4, 64)
+    cut = min(len(p.question) for p in problems)
+    same_length = [dataclasses.replace(p, question=p.question[:cut]) for p in problems]
+    for what, probs in (("padded prompts", problems), ("equal-length prompts", same_length)):
+        batch = train.sample_solutions(policy, tok, probs, k, new, seed=0)
+        batch = train.on_device(batch, tok, dev)
+        steps = train.behavior_steps(torch.arange(len(batch)), len(batch), 4, 0, 1)
+        mu, mu_tokens = train.behavior_logp(policy, tok, batch, train.solution_logp, steps, 1, dev)
+        gap = train.mismatch(batch.logp_behavior, mu, train.on_tokens(batch, batch.token_logp_sampler, dev), mu_tokens,
+                             batch.compl_mask)
+        worst = 0.0
+        for rows, micros in steps:
+            for idx in micros:
+                with common.autocast(dev):
+                    lp = train.solution_logp(policy, tok, batch[rows[idx]], dev)[0]  # with gradients, as an update
+                worst = max(worst, (torch.exp(lp.float() - mu[rows[idx]].to(dev)) - 1).abs().max().item())
+        print(f"rho at {cfg.n_layer} x {cfg.n_embd}, {what} ({len(set(map(len, batch.prompt)))} lengths): "
+              f"max |rho - 1| {worst:g} | mismatch per token mean {gap['mismatch_token_mean']:.4f} max "
+              f"{gap['mismatch_token_max']:.4f}, per sequence max {gap['mismatch_max']:.4f} nats")
+        if worst != 0:
+            raise AssertionError(f"on-policy rho is not exactly 1 ({what})")
+        if not gap["mismatch_token_max"] < 1.0:  # also nan
+            raise AssertionError(f"the sampler's log mu is {gap['mismatch_token_max']} nats off per token ({what})")
+
+
+def eval_path(dev, quick):
+    """eval.py's path as the recipe runs it after each iteration: ev.evaluate_solver (greedy, k samples, maj@k) at
+    GPT-2's depth and width (gpt2_config, byte vocabulary, random weights), 32 problems x 4 samples of 128 new
+    tokens (quick: 4 x 2 of 8): its time and peak memory; its numbers are fractions."""
+    tok = data.get_tokenizer("byte")
+    torch.manual_seed(0)
+    model = GPT(gpt2_config(quick, tok.vocab_size, quick_block=256)).to(dev).eval()
+    problems, k, new = data.problems(4 if quick else 32, seed=7, split="test"), 2 if quick else 4, 8 if quick else 128
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    res, line = ev.evaluate_solver(model, tok, problems, k, new, seed=0)
+    print(f"evaluation ({len(problems)} problems x {k} samples, {new} new tokens): {time.time() - t0:.1f}s | peak "
+          + (f"{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB" if cuda else "n/a on CPU") + f" | {line}")
+    if not all(0 <= res[key] <= 1 for key in ("greedy", "pass@1", f"maj@{k}", "invalid")):
+        raise AssertionError(f"evaluation numbers outside [0, 1]: {res}")
+
+
+def attention_kernels(fn):
+    """The SDPA kernels fn() ran (forward ones; torch.profiler's op names without 'aten::_scaled_dot_product_')."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sorted({e.key.removeprefix("aten::_scaled_dot_product_") for e in prof.key_averages()
+                   if e.key.startswith("aten::_scaled_dot_product_") and "backward" not in e.key})
+
+
+def attention_check(dev, quick):
+    """Which attention kernel ran, for each call the recipe makes: sampling with padded prompts (the masked
+    prefill and decode), log mu's recomputation (no gradient) and the update (with one), under common.autocast
+    at GPT-2's head size (64; quick: 32). On CUDA one kernel for all three (common.sdpa_backends pins it: on-policy
+    rho = 1 and the sampler's mismatch need it), named as common.attention_kernel names it; on a CPU torch's
+    choice, printed."""
+    cfg = gpt2_config(quick, 300)
+    torch.manual_seed(0)
+    model = GPT(cfg).to(dev).eval()
+    tokens = torch.randint(0, 299, (2, 24), device=dev)
+    compl = torch.ones_like(tokens, dtype=torch.bool)
+
+    def sample():
+        with common.autocast(dev), torch.no_grad():
+            model.generate([[1, 2, 3], [4, 5, 6, 7, 8, 9]], 4, generator=torch.Generator(device=dev).manual_seed(0))
+
+    def recompute():
+        with common.autocast(dev), torch.no_grad():
+            sequence_logprobs(model, tokens, None, compl)
+
+    def update():
+        with common.autocast(dev):
+            sequence_logprobs(model, tokens, None, compl).sum().backward()
+
+    calls = (("sampling", sample), ("recomputation", recompute), ("update", update))
+    ran = {what: attention_kernels(fn) for what, fn in calls}
+    head, kernels = cfg.n_embd // cfg.n_head, {tuple(k) for k in ran.values()}
+    print(f"attention (head size {head}; common: {common.attention_kernel(dev, head)}): "
+          + " | ".join(f"{what} {', '.join(k) or '?'}" for what, k in ran.items()))
+    if dev.type == "cuda" and (len(kernels) != 1 or len(next(iter(kernels))) != 1):
+        raise AssertionError(f"not one attention kernel for sampling, log mu and the update: {ran}")
+
+
+def memory_check(dev):
+    """The memory the recipe starts from: on CUDA the card's free and total memory and the RL micro-batch train.py rl
+    would take from it at GPT-2's shape (train.default_micro_batch); on a CPU the CPU rule's micro-batch."""
+    cfg = gpt2_config(False)
+    if dev.type != "cuda":
+        print(f"memory: free memory n/a on CPU; rl's micro-batch at GPT-2's shape: {train.default_micro_batch(cfg)} "
+              f"(the CPU rule)")
+        return
+    free, total = torch.cuda.mem_get_info(dev)
+    with torch.device("meta"):  # its parameters counted, none allocated
+        n = GPT(cfg).get_num_params(False)
+    print(f"memory: {free / 2 ** 30:.1f} of {total / 2 ** 30:.1f} GiB free; rl's micro-batch at GPT-2's shape from "
+          f"it: {train.default_micro_batch(cfg, free, n)} rows of {cfg.block_size} "
+          f"({train.row_bytes(cfg) / 2 ** 30:.2f} GiB each by train.row_bytes)")
 
 
 def gpu_check(threads, args):
@@ -412,8 +559,7 @@ def gpu_check(threads, args):
     cuda, failed = dev.type == "cuda", []
     name = torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine()
     print(f"environment: torch {torch.__version__}, CUDA {torch.version.cuda}, {dev} ({name}), python "
-          f"{platform.python_version()}, {threads} thread(s)" + (f", bf16 {torch.cuda.is_bf16_supported()}, "
-                                                               f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}" if cuda else ""))
+          f"{platform.python_version()}, {threads} thread(s) | {common.setup_precision(dev)}")
 
     def part(what, fn):
         t0 = time.time()
@@ -440,7 +586,8 @@ def gpu_check(threads, args):
             gap = next(r for r in rl if "mismatch_mean" in r)
             print(f"rho under bf16, on-policy: mean {first['mean_ratio']!r}, clipped {first['frac_clipped']:g} "
                   f"({'== 1 exactly' if first['mean_ratio'] == 1.0 else 'NOT 1'}) | log mu mismatch (sampler vs "
-                  f"training forward) mean {gap['mismatch_mean']:.4f}, max {gap['mismatch_max']:.4f} nats/sequence")
+                  f"training forward) mean {gap['mismatch_mean']:.4f}, max {gap['mismatch_max']:.4f} nats/sequence, "
+                  f"per token mean {gap['mismatch_token_mean']:.4f}, max {gap['mismatch_token_max']:.4f}")
             sl = [r for r in sft if "loss" in r]
             print(f"sft + rl: sft loss {sl[0]['loss']:.3f} -> {sl[-1]['loss']:.3f} in {len(sl)} steps; rl step loss "
                   f"{first['loss']:.4f}, grad norm {first['grad_norm']:.4f}")
@@ -459,9 +606,17 @@ def gpu_check(threads, args):
                 print("\n".join(lines[-30:]))
                 raise AssertionError(f"pytest -m gpu exited with {out.returncode}")
 
+        def at_gpt2_shape(check):  # in bf16 (a CPU: the stand-in), quick on a CPU
+            with bf16(dev):
+                check(dev, quick=not cuda)
+
+        part("memory", lambda: memory_check(dev))
+        part("attention kernel", lambda: at_gpt2_shape(attention_check))
         part("sync", sync)
         part("bf16 + short run", runs)
         part("GPT-2 shape", lambda: gpt2_shape(dev, quick=not cuda))
+        part("rho at GPT-2 shape", lambda: at_gpt2_shape(gpt2_rho))
+        part("evaluation", lambda: at_gpt2_shape(eval_path))
         part("gpu tests", gpu_tests)
     print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'all passed'}", flush=True)
     if failed:

@@ -74,15 +74,17 @@ def decode_completions(tok, tokens):
 
 def sample_completions(model, tok, prompts, k, max_new_tokens, temperature, generator):
     """The one sample-and-decode core (evaluation here, rollouts in train.py): k completions of each prompt
-    (token lists), prompt-major -> rows of (completion ids up to and with EOS, its text without EOS, its
-    summed log-prob under the untempered model: log mu). In the training precision (common.autocast: on CUDA
-    bf16 or fp16 with the KV cache in that dtype, the attention kernel the updates use; fp32 on CPU)."""
+    (token lists), prompt-major -> rows of (completion ids up to and with EOS, its text without EOS, the
+    log-prob of each of its tokens under the untempered model: log mu's terms, a (len,) tensor). In the training
+    precision (common.autocast: on CUDA bf16 or fp16 with the KV cache in that dtype, the attention kernel the
+    updates use; fp32 on CPU)."""
     with common.autocast(model.lm_head.weight.device):
         tokens, logp = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=tok.eos_id,
                                       num_samples=k, generator=generator, pad_id=tok.pad_id)
     ids, texts = decode_completions(tok, tokens.cpu())
     logp = logp.cpu()  # a completion is a prefix of its row (completion_mask): its log mu, the first len(ids)
-    return [(r, text, logp[i, :len(r)].sum().item()) for i, (r, text) in enumerate(zip(ids, texts))]
+    return [(r, text, logp[i, :len(r)].clone()) for i, (r, text) in enumerate(zip(ids, texts))]  # clone: its own
+    # storage, not the whole chunk's (a row is pickled when processes share rollouts)
 
 
 def is_right(answer, problem):

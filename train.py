@@ -13,12 +13,14 @@ Read `sft` and `rl` top to bottom: each is its algorithm's loop in one function,
      lr_at, sft_fitting (over-long examples dropped), band_check (--stop-when), pretrained (--init-from),
      plain_args (the flags, as a checkpoint stores them), sft
   2. RL's data: Rollout (a dataset), on_device / on_tokens (a dataset on the device once), in_chunks (rollouts
-     shared by the processes), sample_solutions / first_departure / solution_logp (--task solve),
-     sample_verdicts / verdict_policy_logp (--task verify), curated, minibatches, behavior_steps /
-     behavior_logp (log mu), rl_task, token_advantages (--credit)
-  3. RL's loop: step_stats, LOGIT_BYTES / MICRO_BATCH_LOGITS / default_micro_batch (--micro-batch), rl_policy,
-     rl_objective (the loss of a micro-batch), prepare (an iteration's dataset), ddp_sync, update_step (one
-     optimizer step), describe (the start-up line), rl
+     shared by the processes), sample_solutions / first_departure /
+     solution_logp (--task solve), sample_verdicts / verdict_policy_logp (--task verify), curated, minibatches,
+     behavior_steps / behavior_logp (log mu), rl_task, token_advantages (--credit)
+  3. RL's loop: step_stats, LOGIT_BYTES / MICRO_BATCH_LOGITS / ACTIVATION_BYTES / FREE_SHARE / default_micro_batch /
+     row_bytes (--micro-batch), PEAK_FLOPS / peak_flops / flops_per_token / mfu (model FLOPs utilization),
+     rl_policy, rl_device (precision, loss scaler, micro-batch, peak FLOP/s), rl_objective (the loss of a
+     micro-batch), prepare (an iteration's dataset), zero_std_share / mismatch (its statistics), ddp_sync,
+     update_step (one optimizer step), describe (the start-up line), speed (tokens/s and MFU), rl
   4. The command line: main, add_run_args, add_init_from_arg, baseline_flag, band_flag, check_args
 """
 import argparse
@@ -26,6 +28,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, fields
 
@@ -56,14 +59,15 @@ def sft_batch(examples, ix, pad_id, device):
     return common.to_device(x, device), common.to_device(y, device)  # on CUDA: queued, the host does not wait
 
 
-def sft_step(model, train, ix, micro_steps, pad_id, rank, world, device):
+def sft_step(model, train, ix, micro_steps, pad_id, rank, world, device, scaler):
     """Forward and backward of one optimizer step over the global batch ix (the same rows in every process), in
     micro_steps equal parts (--grad-accum). The loss is the mean over the completion tokens of the WHOLE batch: each
     part's summed loss is divided by the batch's token count, so the parts' gradients add up to the big batch's
     (a part with more tokens weighs more, as it does there), never to a mean of the parts' means. In each part,
     process `rank` takes rows rank, rank + world, ... and scales by world (DDP averages over the processes), and
-    DDP all-reduces once, on the last part (ddp_sync). Returns (this process's share of the loss x world, on the
-    device; the tokens the step read, padding included)."""
+    DDP all-reduces once, on the last part (ddp_sync). scaler: common.grad_scaler (fp16 cards: each part's loss
+    scaled up for its backward pass; elsewhere a no-op). Returns (this process's share of the loss x world, on
+    the device; the tokens the step read, padding included)."""
     n_tokens = sum(len(train[i][1]) for i in ix)  # predicted tokens in the GLOBAL batch
     size = len(ix) // micro_steps
     loss, tokens = 0.0, 0
@@ -76,7 +80,7 @@ def sft_step(model, train, ix, micro_steps, pad_id, rank, world, device):
             # exactly the single-process mean over the global batch
             part = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1,
                                    reduction="sum") * world / n_tokens
-            part.backward()
+            scaler.scale(part).backward()
         loss, tokens = loss + part.detach(), tokens + x.numel() * world
     return loss, tokens
 
@@ -190,6 +194,9 @@ def sft(rank, world, device, args):
         raise UserError(f"--batch-size {args.batch_size}{accum} is larger than the training set ({len(train)} examples)")
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
+    # the float settings (TF32, bf16 or fp16 autocast, --deterministic) before the model does any work
+    precision = common.setup_precision(device, args.deterministic, cfg.n_embd // cfg.n_head)
+    scaler = common.grad_scaler(device)  # fp16 cards only: the loss scaled for the backward pass
     model = GPT(cfg).to(device)
     if args.init or args.init_from:
         model.load_state_dict(init["model"])
@@ -197,6 +204,8 @@ def sft(rank, world, device, args):
     gen = torch.Generator().manual_seed(args.seed)  # the batch order
     run = common.Run(args.out, "sft", args.resume, master, device, config=cfg)
     it = run.restore(model, opt)  # on --resume: the checkpoint's step, weights, optimizer and RNGs
+    if run.ckpt.get("scaler"):
+        scaler.load_state_dict(run.ckpt["scaler"])
     if args.resume:
         gen.set_state(run.ckpt["rng"]["batch"])
         print(f"resumed from {run.path} at iter {it}")
@@ -210,6 +219,7 @@ def sft(rank, world, device, args):
               f"lr {args.lr:g} (warm-up {args.warmup}, cosine to {args.min_lr:g} by iter {decay})")
         print(f"sft: {len(train)} examples, {model.get_num_params() / 1e6:.2f}M params, device {device} x {world}, "
               f"{args.max_iters} iters of batch {args.batch_size}{accum}, {lr}, clip {args.grad_clip:g}", flush=True)
+        print(f"sft: {precision}", flush=True)
         if dropped:  # data.fitting: an over-long example is dropped, not the run
             run.metrics.log(iter=it, **{f"dropped_{k}": n for k, n in dropped.items()})
             print(f"sft: dropped over-long examples (context {cfg.block_size}, prompts + --max-new-tokens "
@@ -217,7 +227,7 @@ def sft(rank, world, device, args):
 
     def save():
         run.save(model, opt, cfg, it, rng=dict(batch=gen.get_state()), best_val=best_val, in_band=in_band,
-                 tokenizer=args.tokenizer, args=plain_args(args))
+                 tokenizer=args.tokenizer, args=plain_args(args), scaler=scaler.state_dict())
 
     @torch.no_grad()
     def val_loss():
@@ -245,10 +255,12 @@ def sft(rank, world, device, args):
         # every process draws the same global batch and takes its share of rows
         ix = torch.randint(len(train), (step_size,), generator=gen).tolist()
         opt.zero_grad(set_to_none=True)
-        loss, n = sft_step(train_model, train, ix, args.grad_accum, tok.pad_id, rank, world, device)
+        loss, n = sft_step(train_model, train, ix, args.grad_accum, tok.pad_id, rank, world, device, scaler)
         unchecked.append(loss)
+        scaler.unscale_(opt)  # the clip sees the true gradient
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
+        scaler.step(opt)  # fp16: skipped when the scaled gradient overflowed; elsewhere opt.step()
+        scaler.update()
         it += 1
         tokens += n
         if it % args.log_interval == 0 or it % args.eval_interval == 0 or it == args.max_iters:
@@ -320,6 +332,8 @@ class Rollout:
     token_logp_behavior: list = None  # each token's log mu (first_error)    (N, T) like `tokens` (on_tokens)
     tokens: torch.Tensor = None    # (N, T) each prompt + completion as `pack` lays them out, on the device (on_device)
     compl_mask: torch.Tensor = None  # (N, T) True on the completion's tokens (pack's)
+    token_logp_sampler: list = None  # each token's log mu as the sampler computed it: N (len,) tensors (sum:
+    #                                  logp_behavior as sampled), for the per-token mismatch (prepare)
 
     def __len__(self):
         return len(self.prompt)
@@ -380,15 +394,16 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
         gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
         with common.autocast(policy.lm_head.weight.device):  # rollouts in the training precision (bf16 on CUDA)
             rows = ev.sample_completions(policy, tok, prompts[s:e], k, max_new_tokens, 1.0, gen)
-        return [(prompts[s + r // k], comp, text, logp, data.reward(text, chunk[r // k].answer), data.is_invalid(text),
-                 first_departure(comp, references[s + r // k])) for r, (comp, text, logp) in enumerate(rows)]
+        return [(prompts[s + r // k], comp, text, logp.sum().item(), logp, data.reward(text, chunk[r // k].answer),
+                 data.is_invalid(text), first_departure(comp, references[s + r // k]))
+                for r, (comp, text, logp) in enumerate(rows)]
 
     references = [tok.encode(data.format_completion(p.solution)) + [tok.eos_id] for p in problems]
     rows = in_chunks(len(problems), batch_prompts, rank, world, work)
     policy.train(was_training)
-    prompt, completion, text, logp_b, reward, invalid, first = zip(*rows)
+    prompt, completion, text, logp_b, token_logp, reward, invalid, first = zip(*rows)
     return Rollout(list(prompt), list(completion), list(text), torch.tensor(logp_b), torch.tensor(reward),
-                   torch.tensor(invalid), first_error=torch.tensor(first))
+                   torch.tensor(invalid), first_error=torch.tensor(first), token_logp_sampler=list(token_logp))
 
 
 def first_departure(completion, reference):
@@ -447,7 +462,8 @@ def sample_verdicts(verifier, solver, tok, problems, k, max_new_tokens, seed, ra
     verdict, logp_b, reward = zip(*in_chunks(len(cands), batch, rank, world, work))
     verifier.train(was_training)
     return Rollout(prompts, [[yes_no[data.VERDICTS.index(v)]] for v in verdict], list(verdict), torch.tensor(logp_b),
-                   torch.tensor(reward), cands.invalid, candidate_reward=cands.reward)
+                   torch.tensor(reward), cands.invalid, candidate_reward=cands.reward,
+                   token_logp_sampler=[torch.tensor([lp]) for lp in logp_b])  # one token: the verdict's
 
 
 def verdict_policy_logp(model, tok, batch, device):
@@ -497,30 +513,38 @@ def behavior_steps(order, batch_size, micro_batch, rank, world):
 
 
 @torch.no_grad()
-def behavior_logp(policy, tok, batch, log_pi, steps, world, device, per_token=False):
+def behavior_logp(policy, tok, batch, log_pi, steps, world, device):
     """log mu(y|x) of every sample under the frozen policy, computed exactly as the updates compute
-    log pi (same function, autocast and micro-batches: `steps` = behavior_steps(), the first epoch's); with
-    per_token also each sample's per-token log mu (a list of (len,) tensors on the host; one process only:
-    the diagnostic --credit first_error, which reads the host once per micro-batch here)."""
-    logp = torch.zeros(len(batch), dtype=torch.float64, device=device)  # filled on the device: no read per micro-batch
-    tokens = [None] * len(batch)
+    log pi (same function, autocast and micro-batches: `steps` = behavior_steps(), the first epoch's), (N,);
+    and each token's log mu, (N, T) laid out like on_device's `tokens` (zero off the completions; the
+    verifier's one token: its verdict's), for --credit first_error and the per-token mismatch. Both are
+    filled on the device: no read per micro-batch."""
+    batch = batch if batch.tokens is not None else on_device(batch, tok, device)
+    logp = torch.zeros(len(batch), dtype=torch.float64, device=device)
+    tokens = torch.zeros(batch.compl_mask.shape, device=device)
     for rows, micros in steps:
         for idx in micros:
+            micro = batch[rows[idx]]
             with common.autocast(device):
-                lp, _, _, tokens_of = log_pi(policy, tok, batch[rows[idx]], device)
-            logp[common.to_device(rows[idx], device)] = lp.double()
-            if per_token:
-                for i, row, m in zip(rows[idx].tolist(), *(t.float().cpu() for t in tokens_of)):
-                    tokens[i] = row[m.bool()]
+                lp, _, _, tokens_of = log_pi(policy, tok, micro, device)
+            at = common.to_device(rows[idx], device)
+            logp[at] = lp.double()
+            tok_lp, compl = tokens_of or (lp[:, None], micro.compl_mask)  # the verifier: log pi of its verdict
+            tokens[at, :compl.shape[1]] = torch.where(compl, tok_lp.float(), 0.0)
     if world > 1:  # each process computed its own rows (zeros elsewhere)
         torch.distributed.all_reduce(logp)
-    return logp.float(), tokens if per_token else None
+        torch.distributed.all_reduce(tokens)
+    return logp.float(), tokens
 
 
 def rl_task(args, task, policy, tok, device, rank, world, master):
     """What is sampled, how log pi is computed and how the policy is evaluated, for --task solve or verify:
     (sample(problems, seed) -> Rollout, log_pi(model, tok, batch, device), evaluate() -> (metrics, line))."""
-    test = task.problems(args.eval_problems, args.seed, "test")
+    test, dropped = data.prompts_fitting(tok, task.problems(args.eval_problems, args.seed, "test"),
+                                         policy.config.block_size, args.max_new_tokens, "test prompt")
+    if dropped and master:  # a long GSM8K test question is not scored rather than ending the first evaluation
+        print(f"{dropped} of {args.eval_problems} test problems dropped: longer than --block-size - --max-new-tokens",
+              flush=True)
     gen_args = dict(k=args.k, max_new_tokens=args.max_new_tokens, rank=rank, world=world)
     if args.task == "solve":
         sample = lambda problems, seed: sample_solutions(policy, tok, problems, seed=seed, **gen_args)
@@ -574,15 +598,58 @@ def step_stats(parts, n, grad_norm, step, world, device):
 # The RL update's memory is mostly one micro-batch's logits, (rows, T, vocab): sequence_logprobs keeps them in
 # fp32 for the backward pass, the entropy and the backward pass make a few more fp32 (rows, T, vocab) tensors
 # (bench.py memory measures ~20 bytes per logit at the peak: RESULTS.md, "GPU readiness"). --micro-batch's
-# default keeps them under MICRO_BATCH_LOGITS bytes at the model's full context.
+# default keeps them under MICRO_BATCH_LOGITS bytes at the model's full context; on CUDA it fills a share of
+# the card's free memory instead, counting the activations too (at GPT-2's width as much again as the logits).
 LOGIT_BYTES = 20  # per logit of a micro-batch at its peak, as measured (CPU fp32)
 MICRO_BATCH_LOGITS = 4 * 2 ** 30
+ACTIVATION_BYTES = 100  # per token, layer and unit of width at the peak (CPU fp32 measured ~95; bf16 needs less)
+FREE_SHARE = 0.75  # of the free memory, after the gradients and AdamW's moments: the rest for fragmentation
 
 
-def default_micro_batch(config):
-    """--micro-batch when it is not given: 128 rows, fewer when their logits at the model's full context would
-    pass MICRO_BATCH_LOGITS (the byte tokenizer: 128; GPT-2's vocabulary at block 512: 8, at 1024: 4)."""
-    return int(max(1, min(128, MICRO_BATCH_LOGITS // (LOGIT_BYTES * config.block_size * config.vocab_size))))
+def default_micro_batch(config, free_bytes=None, n_params=0):
+    """--micro-batch when it is not given. free_bytes None (CPU, as before): 128 rows, fewer when their logits at
+    the model's full context would pass MICRO_BATCH_LOGITS (the byte tokenizer: 128; GPT-2's vocabulary at block
+    512: 8, at 1024: 4). CUDA: free_bytes = the card's free memory with the model on it, n_params its parameters;
+    the rows that fit FREE_SHARE of what the gradients and AdamW's two moments (12 bytes per parameter) leave,
+    at row_bytes each, up to 128."""
+    if free_bytes is None:
+        return int(max(1, min(128, MICRO_BATCH_LOGITS // (LOGIT_BYTES * config.block_size * config.vocab_size))))
+    return int(max(1, min(128, (free_bytes - 12 * n_params) * FREE_SHARE // row_bytes(config))))
+
+
+def row_bytes(config):
+    """The update's memory per micro-batch row at the model's full context: its logits (LOGIT_BYTES each) and
+    its activations (ACTIVATION_BYTES per token, layer and unit of width)."""
+    return config.block_size * (LOGIT_BYTES * config.vocab_size + ACTIVATION_BYTES * config.n_layer * config.n_embd)
+
+
+# MFU (model FLOPs utilization, PaLM's appendix B as nanoGPT's estimate_mfu): the FLOPs a token needs by the
+# model's shape, times tokens per second, over the card's peak. The peaks: dense (no sparsity) 16-bit tensor-core
+# FLOP/s of the datasheets, bf16 or fp16 with fp32 accumulation, by the words of torch.cuda.get_device_name;
+# the first entry whose words all appear wins (the specific ones first). A card not here, and a CPU: no MFU.
+PEAK_FLOPS = [(("H200", "NVL"), 835e12), (("H200",), 989e12), (("H100", "NVL"), 835e12), (("H100", "PCIe"), 756e12),
+              (("H100",), 989e12), (("A100",), 312e12), (("L40S",), 362e12), (("L4",), 121e12), (("A10",), 125e12),
+              (("RTX", "4090"), 165e12), (("V100", "PCIE"), 112e12), (("V100",), 125e12), (("T4",), 65e12)]
+
+
+def peak_flops(name):
+    """The peak FLOP/s of the CUDA card torch.cuda.get_device_name calls `name` (PEAK_FLOPS); None if unknown."""
+    words = set(re.split(r"[\s_-]+", name or ""))
+    return next((peak for key, peak in PEAK_FLOPS if words.issuperset(key)), None)
+
+
+def flops_per_token(n_params, config, context, training):
+    """nanoGPT's estimate of one token's FLOPs: a forward pass is 2 per weight (n_params without the position
+    embeddings: the tied LM head counts once, as a matmul) and 4 L d T for attention's two matmuls over T =
+    `context` positions, 2N + 4 L d T; training (forward and backward) three times that, 6N + 12 L d T."""
+    forward = 2 * n_params + 4 * config.n_layer * config.n_embd * context
+    return 3 * forward if training else forward
+
+
+def mfu(flops_per_token, tokens_per_s, peak_flops):
+    """Model FLOPs utilization: the FLOP/s the tokens needed, as a fraction of the peak (of all the processes'
+    cards together: tokens_per_s is their sum)."""
+    return flops_per_token * tokens_per_s / peak_flops
 
 
 def rl_policy(args, run, device):
@@ -641,10 +708,18 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     """Steps 1 and 2 of an iteration, and the dataset laid out for step 3: (the dataset on the training device
     with its recomputed log mu, the --epochs orders of its rows, the metrics row that describes it)."""
     # 1. Fresh prompts (answers only), k samples each from the frozen behavior policy mu = pi.
-    #    Seeds depend only on (seed, iteration): every method sees the same first dataset.
+    #    Seeds depend only on (seed, iteration): every method sees the same first dataset. A prompt with no
+    #    room for --max-new-tokens in the context is dropped (counted; an error only if none is left).
+    problems, dropped = data.prompts_fitting(tok, task.problems(args.prompts, args.seed * 1000 + itr + 1, "train", use="rl"),
+                                             policy.config.block_size, args.max_new_tokens, "RL prompt")
+    if dropped and run.master:
+        print(f"iter {itr + 1:3d} | {dropped} of {args.prompts} prompts dropped: longer than --block-size - "
+              f"--max-new-tokens ({policy.config.block_size - args.max_new_tokens} tokens)", flush=True)
     t_roll = time.time()
-    batch = sample(task.problems(args.prompts, args.seed * 1000 + itr + 1, "train", use="rl"), args.seed * 1000 + itr)
+    batch = sample(problems, args.seed * 1000 + itr)
     t_roll = time.time() - t_roll
+    rollout_speed = {"rollout_tok_per_s": sum(map(len, batch.completion)) / t_roll} if args.task == "solve" else {}
+    zero_std = zero_std_share(batch.reward, args.k)  # before curation splits the groups
 
     # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
     #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
@@ -659,8 +734,9 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
         batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, run.master)
     frac = lambda mask: mask.sum().item() / len(batch)
     row = dict(dataset_size=len(batch), dataset_pos_frac=frac(batch.reward > 0), rollout_invalid=frac(batch.invalid),
-               rollout_s=t_roll, **({} if batch.candidate_reward is None else
-                                    {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
+               rollout_s=t_roll, prompts_dropped=dropped, frac_reward_zero_std=zero_std, **rollout_speed,
+               **({} if batch.candidate_reward is None else
+                  {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
     run.metrics.log(iteration=itr, **row)
 
     # 3. (its data) --epochs passes of minibatch updates over the stored dataset, in these orders.
@@ -671,19 +747,35 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     order_gen = torch.Generator().manual_seed(args.seed * 1000 + itr)
     orders = [torch.randperm(len(batch), generator=order_gen) for _ in range(args.epochs)]
     batch = on_device(batch, tok, device)  # ONCE per dataset: the updates read nothing from the host
-    sampled = batch.logp_behavior  # generate's log mu: the sampler's kernels (and precision)
-    batch.logp_behavior, batch.token_logp_behavior = behavior_logp(
+    sampled, sampled_tokens = batch.logp_behavior, on_tokens(batch, batch.token_logp_sampler, device)  # generate's
+    batch.logp_behavior, recomputed_tokens = behavior_logp(
         policy, tok, batch, log_pi, behavior_steps(orders[0], args.batch_size, args.micro_batch, rank, world),
-        world, device, per_token=args.credit == "first_error")
-    # the training-inference mismatch: |sampler's log mu - the training forward's|, per sequence (one read)
-    gap = (batch.logp_behavior.double() - sampled.double()).abs()
-    gap_mean, gap_max = torch.stack([gap.mean(), gap.max()]).tolist()
-    run.metrics.log(iteration=itr, mismatch_mean=gap_mean, mismatch_max=gap_max)
+        world, device)
+    run.metrics.log(iteration=itr, **mismatch(sampled, batch.logp_behavior, sampled_tokens, recomputed_tokens,
+                                              batch.compl_mask))
+    batch.token_logp_sampler = None  # read once, above
+    batch.token_logp_behavior = recomputed_tokens if args.credit == "first_error" else None
     if args.credit != "sequence":  # the per-token values on the device once, like the rest of the dataset
         batch.token_adv = on_tokens(batch, batch.token_adv, device)
-        if batch.token_logp_behavior is not None:
-            batch.token_logp_behavior = on_tokens(batch, batch.token_logp_behavior, device)
     return batch, orders, row
+
+
+def zero_std_share(reward, k):
+    """The share of groups (k consecutive rows, as sampled) whose rewards are all equal: under a group baseline
+    every advantage there is 0, no signal (TRL's frac_reward_zero_std)."""
+    groups = reward.view(-1, k)
+    return (groups == groups[:, :1]).all(1).double().mean().item()
+
+
+def mismatch(sampled, recomputed, sampled_tokens, recomputed_tokens, compl):
+    """The training-inference mismatch, |log mu as the sampler computed it - as the training forward recomputes
+    it|: per sequence (the summed log mu: mean and max over the samples) and per token (mean and max over every
+    completion token: TRL's sampling/sampling_logp_difference). sampled, recomputed: (N,); the per-token
+    values (N, T), zero off the completions, compl (N, T) the completion mask. One read of the device."""
+    gap = (recomputed.double() - sampled.double()).abs()
+    tok_gap = (recomputed_tokens.double() - sampled_tokens.double()).abs()  # zero off the completions
+    values = torch.stack([gap.mean(), gap.max(), tok_gap.sum() / compl.sum(), tok_gap.max()]).tolist()
+    return dict(zip(["mismatch_mean", "mismatch_max", "mismatch_token_mean", "mismatch_token_max"], values))
 
 
 def ddp_sync(model, world, last):
@@ -692,33 +784,72 @@ def ddp_sync(model, world, last):
     return model.no_sync() if world > 1 and not last else contextlib.nullcontext()
 
 
-def update_step(model, opt, mb, micros, objective, step, grad_clip, world, device):
+def update_step(model, opt, mb, micros, objective, step, grad_clip, world, device, scaler):
     """One optimizer step over the minibatch mb (the same rows in every process): this process's micro-batches
     (positions in mb), each loss backpropagated with its share of the minibatch's mean, the gradient clipped;
-    step: this step's number. Returns its statistics (step_stats, which stops every process on a nan/inf loss
-    before the optimizer step, and the fraction of invalid samples)."""
+    step: this step's number; scaler: common.grad_scaler (fp16: the loss scaled up for the backward pass, the
+    gradient unscaled before clipping, a step with an inf/nan gradient skipped; otherwise a no-op). Returns its
+    statistics (step_stats, which stops every process on a nan/inf loss before the optimizer step, and the
+    fraction of invalid samples)."""
     opt.zero_grad(set_to_none=True)
     parts = []  # per micro-batch: its positions in mb, loss, entropy, per-sample values (on the device)
     for j, idx in enumerate(micros):
         with ddp_sync(model, world, last=j == len(micros) - 1):  # DDP: all-reduce on the last one
             loss, ent, values = objective(model, mb[idx])
-            (loss * len(idx) / len(mb) * world).backward()  # its share of the minibatch's mean
+            scaler.scale(loss * len(idx) / len(mb) * world).backward()  # its share of the minibatch's mean
         parts.append((idx, loss, ent, values))
+    scaler.unscale_(opt)  # the clip and the logged norm see the true gradient
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     stats = step_stats(parts, len(mb), grad_norm, step, world, device)  # stops on nan/inf
-    opt.step()
+    scaler.step(opt)
+    scaler.update()
     return {**stats, "invalid": mb.invalid.sum().item() / len(mb)}
 
 
-def describe(args, device, world):
-    """rl's start-up line: the task, the loss and what makes its advantages."""
+def rl_device(args, run, policy, device, world):
+    """What the device decides in `train.py rl`, before the policy does any work: (the loss scaler: fp16 cards,
+    restored on --resume; the card's name on CUDA; the peak FLOP/s of all the processes' cards for MFU, None if
+    not known; the float settings' line: common.setup_precision, --deterministic). Sets --micro-batch's default:
+    on CUDA from the card's free memory (each process its own: any micro-batch gives the same update)."""
+    cfg, cuda = policy.config, device.type == "cuda"
+    precision = common.setup_precision(device, args.deterministic, cfg.n_embd // cfg.n_head)
+    scaler = common.grad_scaler(device)
+    if run.ckpt.get("scaler"):
+        scaler.load_state_dict(run.ckpt["scaler"])
+    free = torch.cuda.mem_get_info(device)[0] if cuda else None
+    args.micro_batch = args.micro_batch or default_micro_batch(cfg, free, policy.get_num_params(False))
+    card = torch.cuda.get_device_name(device) if cuda else None
+    return scaler, card, peak_flops(card) and peak_flops(card) * world, precision
+
+
+def describe(args, device, world, card=None):
+    """rl's start-up line: the task, the loss and what makes its advantages, and the peak MFU is measured against
+    (card: torch.cuda.get_device_name on CUDA, None elsewhere)."""
     c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
     adv = f"baseline {'group mean' if c == 'group' else f'c={c:+g}'}"
     adv = {"sequence": adv, "first_error": f"{adv}, credit first_error",  # --credit prefix uses no baseline
            "prefix": "credit prefix (the group's prefix tree)"}[args.credit]
     return (f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
             f"{args.k} samples, {args.epochs} epoch(s), {adv}, "
-            f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}")
+            f"lr {args.lr}, micro-batch {args.micro_batch}, device {device} x {world}, " +
+            (f"MFU against {peak_flops(card) / 1e12:g} TFLOP/s ({card})" if peak_flops(card) else
+             f"no MFU ({card}: not in train.PEAK_FLOPS)" if card else f"no MFU on {device.type} (no peak FLOP/s)"))
+
+
+def speed(dataset, tokens, seconds, context, n_params, config, peak):
+    """An iteration's throughput beside the rollout's tokens/s (prepare's row, --task solve): the updates'
+    tokens/s (tokens: of every row of every optimizer step; seconds: the steps' own time) and, with the peak
+    FLOP/s of all the processes' cards (PEAK_FLOPS; None: left out), the MFU of the rollout (a forward pass per
+    new token) and of the updates (training), at T = context (the dataset's mean row length). No step: {}."""
+    if not tokens:
+        return {}
+    row = {"update_tok_per_s": tokens / seconds}
+    if peak:
+        row["update_mfu"] = mfu(flops_per_token(n_params, config, context, True), row["update_tok_per_s"], peak)
+        if "rollout_tok_per_s" in dataset:
+            row["rollout_mfu"] = mfu(flops_per_token(n_params, config, context, False), dataset["rollout_tok_per_s"],
+                                     peak)
+    return row
 
 
 def rl(rank, world, device, args):
@@ -728,10 +859,10 @@ def rl(rank, world, device, args):
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
     if args.credit == "first_error" and world > 1:
-        raise UserError("--credit first_error runs in one process (its per-token log mu is not gathered)")
+        raise UserError("--credit first_error runs in one process (a diagnostic, not checked under torchrun)")
     run = common.Run(args.out, "rl", args.resume, master, device)
     policy, tok, opt = rl_policy(args, run, device)
-    args.micro_batch = args.micro_batch or default_micro_batch(policy.config)
+    scaler, card, peak, precision = rl_device(args, run, policy, device, world)
     step = run.restore(policy, opt)  # on --resume: the checkpoint's step, optimizer state and RNGs
     itr, samples = run.ckpt.get("iteration", 0), run.ckpt.get("samples", 0)
     if args.resume and master:
@@ -742,7 +873,7 @@ def rl(rank, world, device, args):
     sample, log_pi, evaluate = rl_task(args, task, policy, tok, device, rank, world, master)
     objective = rl_objective(args, log_pi, tok, device)
     if master:
-        print(describe(args, device, world), flush=True)
+        print(describe(args, device, world, card), precision, sep="\n", flush=True)
     evaluated = None  # the step of the last evaluation: none is repeated at the same step
 
     def log_eval():
@@ -759,17 +890,25 @@ def rl(rank, world, device, args):
     while itr < args.iterations and not run.should_stop(world, device):  # Ctrl-C in any process
         t_itr = time.time()
         batch, orders, dataset = prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, device)
+        lengths = torch.tensor([len(p) + len(c) for p, c in zip(batch.prompt, batch.completion)])
+        t_steps, tokens = 0.0, 0  # the optimizer steps' own time (no evaluation) and tokens
         # 3. --epochs passes of minibatch updates over the stored dataset. A minibatch is the same in
         #    every process; process `rank` takes its rows rank, rank + world, ... in micro-batches.
         for epoch, order in enumerate(orders):
             for rows, micros in minibatches(order, args.batch_size, args.micro_batch, rank, world):
-                stats = update_step(model, opt, batch[rows], micros, objective, step + 1, args.grad_clip, world, device)
+                t_step = time.time()
+                stats = update_step(model, opt, batch[rows], micros, objective, step + 1, args.grad_clip, world, device,
+                                    scaler)
+                t_steps, tokens = t_steps + time.time() - t_step, tokens + int(lengths[rows].sum())
                 step, samples = step + 1, samples + len(rows)  # samples seen by the optimizer (reuse counts again)
                 run.metrics.log(iteration=itr, epoch=epoch, step=step, samples=samples, **stats)
                 if args.eval_steps and step % args.eval_steps == 0:
                     log_eval()  # points through one pass over a dataset
             if args.eval_each_epoch and epoch + 1 < args.epochs:
                 log_eval()
+        speeds = speed(dataset, tokens, t_steps, lengths.double().mean().item(), policy.get_num_params(), policy.config,
+                       peak)
+        run.metrics.log(iteration=itr, **speeds)
         itr += 1
         if master:  # update: the rest of the iteration (log mu's recomputation, the epochs)
             el, t_roll = time.time() - t0, dataset["rollout_s"]
@@ -777,10 +916,15 @@ def rl(rank, world, device, args):
                   f"mean alpha {stats['mean_alpha']:.3f} | logp+ {stats['logp_reward_pos']:.2f} "
                   f"logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s update {time.time() - t_itr - t_roll:.1f}s"
                   f" | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
+            rates = {**dataset, **speeds}
+            tok_s = [f"{k.split('_')[0]} {rates[k]:.0f}" for k in ("rollout_tok_per_s", "update_tok_per_s") if k in rates]
+            mfus = [f"{k.split('_')[0]} {rates[k]:.1%}" for k in ("rollout_mfu", "update_mfu") if k in rates]
+            print(f"iter {itr:3d} | zero-std groups {dataset['frac_reward_zero_std']:.3f} | tok/s {', '.join(tok_s)}"
+                  + (f" | MFU {', '.join(mfus)}" if mfus else ""), flush=True)
         if itr % args.eval_every == 0 or itr == args.iterations:
             log_eval()
         run.save(policy, opt, policy.config, step, iteration=itr, samples=samples, tokenizer=tok.name,
-                 args=plain_args(args))
+                 args=plain_args(args), scaler=scaler.state_dict())
     return None
 
 
@@ -855,8 +999,8 @@ def main(argv=None):
     p.add_argument("--k", type=pos, default=16, help="samples per prompt (verify: candidates per problem)")
     p.add_argument("--batch-size", type=pos, default=512, help="sequences per optimizer step")
     p.add_argument("--micro-batch", type=pos, default=None,
-                   help="sequences per forward pass (same update for any value); default 128, fewer at a large "
-                        "vocabulary (default_micro_batch: GPT-2's at block 512: 8)")
+                   help="sequences per forward pass (same update for any value); default on CUDA: what the card's "
+                        "free memory holds; elsewhere 128, fewer at a large vocabulary (GPT-2's at block 512: 8)")
     p.add_argument("--lr", type=posf, default=3e-5, help="learning rate (constant)")
     p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
     p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")
@@ -895,6 +1039,9 @@ def add_run_args(p):
     common.add_device_arg(p)
     p.add_argument("--out", required=True, help="run folder: ckpt.pt and metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+    p.add_argument("--deterministic", action="store_true",
+                   help="CUDA: deterministic algorithms and cuBLAS's workspace setting, so that a rerun repeats a run "
+                        "bit for bit; slower (common.setup_precision). A CPU run repeats already")
 
 
 def add_init_from_arg(p):

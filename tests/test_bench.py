@@ -35,12 +35,33 @@ def test_cuda_without_cuda_is_a_one_line_error(what, monkeypatch, capsys):
 
 def test_gpu_check_runs_its_small_version_on_a_cpu(capsys):
     """bench.py gpu-check without a GPU: every part runs (or says it needs CUDA), so the GPU's version cannot
-    rot unseen: on-policy rho is exactly 1 under CPU bf16 and the mismatch is reported."""
+    rot unseen: on-policy rho is exactly 1 under CPU bf16 and the mismatch is reported (per sequence and per
+    token), with padded prompts and without; the evaluation path runs; the attention kernel of each call is
+    named; the free memory and MFU say they are n/a on a CPU."""
     bench.main(["gpu-check", "--device", "cpu"])
     out = capsys.readouterr().out
-    assert "environment: torch" in out and "sync: skipped (no CUDA" in out and "pytest -m gpu: skipped" in out
-    assert "rho under bf16, on-policy: mean 1.0, clipped 0 (== 1 exactly)" in out and "mismatch" in out
-    assert "update, micro-batch" in out and "rollout 2 x 2 samples" in out and "gpu-check: all passed" in out
+    assert "environment: torch" in out and "| precision: float32 on cpu" in out
+    assert "sync: skipped (no CUDA" in out and "pytest -m gpu: skipped" in out
+    assert "memory: free memory n/a on CPU; rl's micro-batch at GPT-2's shape: 8 (the CPU rule)" in out
+    attention = next(l for l in out.splitlines() if l.startswith("attention (head size 32; common: torch's choice): "))
+    calls = [c.split(" ", 1) for c in attention.split("): ", 1)[1].split(" | ")]
+    assert [what for what, _ in calls] == ["sampling", "recomputation", "update"]
+    assert all(kernel and kernel != "?" for _, kernel in calls)
+    assert "rho under bf16, on-policy: mean 1.0, clipped 0 (== 1 exactly)" in out and "per token mean" in out
+    assert "update, micro-batch 2 x 64 tokens (quick)" in out and "rollout 2 x 2 samples" in out
+    assert out.count("MFU n/a on CPU (no peak FLOP/s)") == 2
+    for what in ("padded prompts (4 lengths)", "equal-length prompts (1 lengths)"):
+        assert f"rho at 2 x 64, {what}: max |rho - 1| 0 | mismatch per token mean" in out
+    assert "evaluation (4 problems x 2 samples, 8 new tokens)" in out and "gpu-check: all passed" in out
+
+
+def test_mfu_text_says_why_there_is_none_or_computes_it(monkeypatch):
+    """gpu-check's MFU: train.mfu against the card's peak (train.PEAK_FLOPS), or why there is none."""
+    assert bench.mfu_text(1e9, 1e3, torch.device("cpu")) == "MFU n/a on CPU (no peak FLOP/s)"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev: "NVIDIA A100-SXM4-80GB")
+    assert bench.mfu_text(312e6, 1e5, torch.device("cuda")) == "MFU 10.0% of 312 TFLOP/s"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev: "NVIDIA A10G")
+    assert bench.mfu_text(1e9, 1e3, torch.device("cuda")) == "MFU n/a (NVIDIA A10G is not in train.PEAK_FLOPS)"
 
 
 def test_memory_bench_prints_measured_and_formula(capsys):
@@ -66,3 +87,13 @@ def test_memory_bench_second_thread_count_measures_as_the_first(capsys):
     for one, two in zip(*tables):
         assert two > 8 * params / 2 ** 20 / 2  # at least half the weights and gradients: not 0
         assert 0.5 < two / one < 2
+
+
+def test_memory_check_on_cuda_prints_the_micro_batch_the_free_memory_gives(monkeypatch, capsys):
+    """gpu-check's memory line on a card (its memory faked: 40 of 80 GiB free): train.py rl's micro-batch at GPT-2's
+    shape from that free memory, as train.default_micro_batch takes it (124M parameters, counted on no device)."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (40 * 2 ** 30, 80 * 2 ** 30))
+    bench.memory_check(torch.device("cuda"))
+    rows = train.default_micro_batch(bench.gpt2_config(False), 40 * 2 ** 30, 124_047_360)
+    assert capsys.readouterr().out == (f"memory: 40.0 of 80.0 GiB free; rl's micro-batch at GPT-2's shape from it: "
+                                       f"{rows} rows of 512 (0.92 GiB each by train.row_bytes)\n") and rows == 31

@@ -1,4 +1,7 @@
 """The RL loop: a toy problem where TOPR must raise the reward, and the train.py rl CLI end to end."""
+import argparse
+import copy
+import dataclasses
 import json
 import shutil
 
@@ -171,13 +174,25 @@ def test_on_policy_ratio_is_exactly_one_under_bf16_autocast(tiny_sft, tmp_path, 
     else:
         batch, log_pi = train.sample_verdicts(policy, policy, tok, problems, 4, 8, seed=0), train.verdict_policy_logp
     order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))
-    recomputed, _ = train.behavior_logp(policy, tok, batch, log_pi, train.minibatches(order, 16, 5, 0, 1), 1,
-                                         torch.device("cpu"))
+    recomputed, tokens = train.behavior_logp(policy, tok, batch, log_pi, train.minibatches(order, 16, 5, 0, 1), 1,
+                                              torch.device("cpu"))
     gap = (recomputed.double() - batch.logp_behavior.double()).abs()
     logged = [json.loads(l) for l in open(tmp_path / "topr" / "metrics.jsonl") if '"mismatch_mean"' in l]
     assert [(r["mismatch_mean"], r["mismatch_max"]) for r in logged] == [(gap.mean().item(), gap.max().item())]
+    # per token (TRL's): |the sampler's log-prob of each completion token - the recomputed one|, over all of them
+    packed = train.on_device(batch, tok, torch.device("cpu"))
+    compl = packed.compl_mask
+    sampled = torch.zeros(compl.shape).masked_scatter(compl, torch.cat(batch.token_logp_sampler))
+    tok_gap = (tokens.double() - sampled.double()).abs()[compl]
+    assert torch.equal(torch.stack([t.sum() for t in batch.token_logp_sampler]), batch.logp_behavior)  # their sums
+    assert [(r["mismatch_token_mean"], r["mismatch_token_max"]) for r in logged] == [(tok_gap.mean().item(),
+                                                                                      tok_gap.max().item())]
+    assert (tokens[~compl] == 0).all() and torch.allclose(tokens.sum(1), recomputed, atol=1e-4)
     if task == "solve":  # and the recomputation is what makes rho 1: decoding with a cache rounds otherwise
-        assert gap.max() > 0
+        assert gap.max() > 0 and tok_gap.max() > 0
+        # a sequence's gap is at most the sum of its tokens' (the per-token errors may cancel in the sum)
+        excess = gap - (tokens.double() - sampled.double()).abs().sum(1)
+        assert excess.max() < 1e-5, excess  # (the sums round: float32 at ~40 nats)
 
 
 def test_on_policy_ratio_is_exactly_one_with_dropout(tmp_path):
@@ -242,6 +257,145 @@ def test_a_dataset_packed_once_gives_the_same_logp_as_each_micro_batch_packed_al
         got = log_pi(policy, tok, packed[idx], cpu)[:3]  # (the 4th: per-token log pi, for --credit)
         assert all(torch.equal(a.detach(), b.detach()) for a, b in zip(got, alone))
         assert torch.equal(packed[idx].reward, micro.reward) and torch.equal(packed[idx].logp_behavior, micro.logp_behavior)
+
+
+def test_mismatch_and_zero_std_share_by_hand():
+    """Two samples of 3 and 2 completion tokens (behind prompts of 1 and 2): per sequence the gap of the summed
+    log mu, per token the gap of each token's, mean over the 5 tokens (TRL's convention); and the groups of
+    k rows whose rewards are all equal (no signal under a group baseline)."""
+    batch = train.Rollout(prompt=[[1], [1, 2]], completion=[[5, 6, 0], [7, 0]], text=["", ""],
+                          logp_behavior=torch.tensor([-3.5, -3.25]), reward=torch.tensor([1.0, -1.0]),
+                          invalid=torch.zeros(2, dtype=torch.bool),
+                          token_logp_sampler=[torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-3.0, -0.25])])
+    cpu = torch.device("cpu")
+    packed = train.on_device(batch, train.data.get_tokenizer("byte"), cpu)
+    sampled = train.on_tokens(packed, batch.token_logp_sampler, cpu)
+    recomputed = train.on_tokens(packed, [torch.tensor([-1.5, -2.0, -0.25]), torch.tensor([-2.0, -0.25])], cpu)
+    got = train.mismatch(batch.logp_behavior, torch.tensor([-3.75, -2.25]), sampled, recomputed, packed.compl_mask)
+    # sequences: |-3.75 + 3.5| = 0.25, |-2.25 + 3.25| = 1; tokens: 0.5, 0, 0.25, 1, 0 over 5 tokens
+    assert got == {"mismatch_mean": 0.625, "mismatch_max": 1.0, "mismatch_token_mean": 0.35, "mismatch_token_max": 1.0}
+    reward = torch.tensor([1.0, 1.0, 1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0])  # k = 3: equal, mixed, equal
+    assert train.zero_std_share(reward, 3) == 2 / 3 and train.zero_std_share(reward, 1) == 1.0
+    assert train.zero_std_share(torch.tensor([1.0, -1.0, 1.0, -1.0]), 2) == 0.0
+
+
+def test_mfu_and_flops_per_token_by_hand():
+    """A 2-layer GPT, width 8, vocabulary 10, context 16, counted by hand: per layer ln_1 16, c_attn 8 x 24 + 24,
+    c_proj 64 + 8, ln_2 16, c_fc 8 x 32 + 32, c_proj 32 x 8 + 8 = 872; + wte 80 (tied with the LM head) + ln_f 16
+    = 1,840 parameters without the position embeddings (nanoGPT's N). Training: 6N + 12 L d T; a forward:
+    2N + 4 L d T."""
+    cfg = GPTConfig(block_size=16, vocab_size=10, n_layer=2, n_head=2, n_embd=8)
+    n = GPT(cfg).get_num_params()
+    assert n == 1840
+    assert train.flops_per_token(n, cfg, 16, training=True) == 6 * 1840 + 12 * 2 * 8 * 16 == 14112
+    assert train.flops_per_token(n, cfg, 10, training=False) == 2 * 1840 + 4 * 2 * 8 * 10 == 4320
+    assert train.mfu(14112, 1e6, 2 * 14112e6) == 0.5
+    # the peak by the card's name; unknown (and a CPU): None, no MFU
+    names = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
+             "NVIDIA H200": 989e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
+             "NVIDIA L4": 121e12, "NVIDIA L40S": 362e12, "NVIDIA A10": 125e12, "NVIDIA GeForce RTX 4090": 165e12,
+             "Tesla V100-PCIE-32GB": 112e12, "Tesla V100-SXM2-16GB": 125e12, "Tesla T4": 65e12,
+             "NVIDIA A10G": None, "NVIDIA GeForce RTX 3090": None, None: None}
+    assert {name: train.peak_flops(name) for name in names} == names
+    # an iteration's row: tokens/s always, MFU only with a peak (context 16: the mean row length)
+    assert train.speed({"rollout_tok_per_s": 100.0}, 500, 2.0, 16, n, cfg, None) == {"update_tok_per_s": 250.0}
+    row = train.speed({"rollout_tok_per_s": 100.0}, 500, 2.0, 16, n, cfg, 1e9)
+    assert row == {"update_tok_per_s": 250.0, "update_mfu": 14112 * 250 / 1e9,
+                   "rollout_mfu": (2 * 1840 + 4 * 2 * 8 * 16) * 100 / 1e9}
+
+
+def test_default_micro_batch_from_free_memory():
+    """The CPU's default as before (no free memory given); on CUDA the rows that fit 3/4 of the free memory the
+    gradients and AdamW's moments (12 bytes per parameter) leave, each row its logits and activations at full
+    context, between 1 and 128."""
+    byte = GPTConfig(block_size=256, vocab_size=258, n_layer=4, n_head=4, n_embd=128)
+    gpt2 = GPTConfig(block_size=512, vocab_size=50304, n_layer=12, n_head=12, n_embd=768)
+    assert train.default_micro_batch(byte) == 128 and train.default_micro_batch(gpt2) == 8
+    assert train.default_micro_batch(GPTConfig(block_size=1024, vocab_size=50304)) == 4
+    row = 512 * (20 * 50304 + 100 * 12 * 768)  # 0.99 GB: the logits, then the activations
+    assert train.row_bytes(gpt2) == row == 986_972_160
+    assert train.default_micro_batch(gpt2, 80 * 10 ** 9, 124 * 10 ** 6) == int((80e9 - 12 * 124e6) * 0.75 // row) == 59
+    assert train.default_micro_batch(gpt2, 20 * 10 ** 9, 124 * 10 ** 6) == 14
+    assert train.default_micro_batch(gpt2, 10 ** 9, 124 * 10 ** 6) == 1  # too little: one row (it may not fit)
+    assert train.default_micro_batch(byte, 80 * 10 ** 9, 10 ** 6) == 128  # the cap
+
+
+def test_update_step_under_fp16s_loss_scaler(tiny_sft):
+    """common.grad_scaler on an fp16 card, enabled here on the CPU: the loss scaled by a power of two and the
+    gradient unscaled before the clip give the unscaled step bit for bit (the weights and every statistic);
+    a step whose scaled gradient overflows is skipped (the weights as they were) and the scale halved."""
+    policy, tok, _ = train.ev.load_gpt(tiny_sft, "cpu")
+    cpu = torch.device("cpu")
+    batch = train.sample_solutions(policy, tok, train.data.problems(4, 2, "train"), 4, 8, seed=0)
+    batch.reward, batch.baseline = torch.tensor([1.0, -1.0] * 8), torch.zeros(16)  # positives and negatives
+    batch = train.on_device(batch, tok, cpu)
+    args = argparse.Namespace(max_new_tokens=8, task="solve", credit="sequence", loss="topr", length_norm="sequence",
+                              ppo_eps=0.2)
+    objective = train.rl_objective(args, train.solution_logp, tok, cpu)
+
+    def step(scaler, overflow=False):
+        model = copy.deepcopy(policy)
+        if overflow:  # fp16's overflow: an inf in the (scaled) gradient
+            model.lm_head.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        stats = train.update_step(model, opt, batch, [list(range(0, 16, 2)), list(range(1, 16, 2))], objective, 1,
+                                  1e-3, 1, cpu, scaler)  # clip 1e-3: the clip acts, on the unscaled norm
+        return model.state_dict(), stats
+
+    plain, plain_stats = step(torch.amp.GradScaler("cpu", enabled=False))
+    scaled, scaled_stats = step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 16))
+    assert plain_stats == scaled_stats and plain_stats["grad_norm"] > 1e-3
+    assert all(torch.equal(plain[k], scaled[k]) for k in plain)
+    assert any(not torch.equal(plain[k], policy.state_dict()[k]) for k in plain)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    skipped, _ = step(scaler, overflow=True)
+    assert all(torch.equal(skipped[k], policy.state_dict()[k]) for k in skipped) and scaler.get_scale() == 2.0 ** 15
+
+
+def test_deterministic_reaches_setup_precision_and_the_start_up_lines_say_what_runs(tiny_sft, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """--deterministic goes to common.setup_precision (with the policy's head size, for the attention kernel's
+    name), whose line is printed after rl's start-up line; on a CPU that line says fp32 and that a CPU run
+    repeats already, and the start-up line that MFU is left out; the scaler's state is saved (empty: disabled)."""
+    real, calls = common.setup_precision, []
+    monkeypatch.setattr(common, "setup_precision", lambda *a: calls.append(a) or real(*a))
+    train.main(["rl", "--init", tiny_sft, "--prompts", "2", "--k", "2", "--batch-size", "4", "--iterations", "1",
+                "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8", "--deterministic",
+                "--out", str(tmp_path)])
+    assert calls == [(torch.device("cpu"), True, 16)]
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("rl: "))
+    assert lines[start].endswith("micro-batch 128, device cpu x 1, no MFU on cpu (no peak FLOP/s)"), lines[start]
+    assert lines[start + 1] == "precision: float32 on cpu, torch's choice attention, deterministic already"
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["scaler"] == {}
+
+
+def test_over_long_rl_prompts_are_dropped_with_a_count(tiny_sft, tmp_path, monkeypatch, capsys):
+    """An RL prompt with no room for --max-new-tokens in the context is dropped and counted (logged, printed):
+    one of the 4 prompts made over-long leaves 3 groups of k; all of them over-long is a one-line error."""
+    problems, long = train.data.Task.problems, "x" * 300  # the context: 256 tokens
+    rl = ["rl", "--init", tiny_sft, "--prompts", "4", "--k", "2", "--batch-size", "8", "--iterations", "1",
+          "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "8"]
+
+    def with_long(n_long):
+        def draw(task, n, seed, split, use="test"):
+            got = problems(task, n, seed, split, use=use)
+            return [dataclasses.replace(p, question=long) if use == "rl" and i < n_long else p
+                    for i, p in enumerate(got)]
+        monkeypatch.setattr(train.data.Task, "problems", draw)
+
+    with_long(1)
+    train.main([*rl, "--out", str(tmp_path / "a")])
+    row = next(json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl") if "dataset_size" in l)
+    assert row["prompts_dropped"] == 1 and row["dataset_size"] == 6
+    out = capsys.readouterr().out
+    assert "iter   1 | 1 of 4 prompts dropped: longer than --block-size - --max-new-tokens (248 tokens)" in out
+    with_long(4)
+    with pytest.raises(SystemExit):
+        train.main([*rl, "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert err == ("error: every RL prompt (4) is longer than 248 tokens (the shortest has 306): raise --block-size "
+                   "or lower --max-new-tokens\n")
 
 
 # -----------------------------------------------------------------------------
