@@ -247,6 +247,10 @@ def sft(rank, world, device, args):
     check_losses = lambda: common.check_pending(unchecked, it - len(unchecked) + 1, world, device)
 
     t0, tokens, start_it = time.time(), 0, it
+    # model FLOPs utilization on a CUDA card of known peak (PEAK_FLOPS; all processes' cards), else none. The
+    # tokens counted are the padded rows', as nanoGPT counts block_size per row; T = the context, an upper bound
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    step_flops = peak and flops_per_token(model.get_num_params(), cfg, cfg.block_size, True)
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
     model.train()
     while it < stop_at and not in_band and not run.should_stop(world, device):  # Ctrl-C in any process stops all
@@ -271,7 +275,8 @@ def sft(rank, world, device, args):
                 torch.distributed.all_reduce(loss)  # every process takes part in this collective
             el = time.time() - t0
             if master:
-                run.metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el)
+                run.metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el,
+                                **({"mfu": mfu(step_flops, tokens / el, peak * world)} if peak else {}))
                 print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
                       f"{tokens / el:.0f} tok/s | ETA {el / (it - start_it) * (stop_at - it):.0f}s", flush=True)
         if master and (it % args.eval_interval == 0 or it == args.max_iters):
