@@ -567,7 +567,7 @@ def rl_task(args, task, policy, tok, device, rank, world, master):
 
 def token_advantages(batch, credit, k):
     """Each sample's per-token advantages: --credit prefix, the group's prefix tree (topr.prefix_tree_advantages,
-    which replaces the baseline: its root is the group's mean); --credit first_error (a diagnostic: it reads
+    which replaces the baseline: its root is the group's mean); --credit first_error / first_error_seq (a diagnostic: it reads
     the worked solution), a positive's A = R - c on every token, a negative's on its first departure only."""
     if credit == "prefix":
         return topr.prefix_tree_advantages(batch.completion, batch.reward, k)
@@ -686,7 +686,8 @@ def rl_objective(args, log_pi, tok, device):
     the surrogate instead) and "mean_adv" (the sum over the tokens, L_i A_i); "loss" moved by 1 ulp."""
     # --length-norm constant divides by the longest possible action: --max-new-tokens, or 1 verdict token
     max_len = args.max_new_tokens if args.task == "solve" else 1
-    ratio = "token" if args.credit == "first_error" else "sequence"  # --credit prefix: the sequence ratio (topr.py, 5.)
+    # first_error tapers a negative's push by its token's own ratio; first_error_seq and prefix by the sequence's
+    ratio = "token" if args.credit == "first_error" else "sequence"
 
     def objective(model, micro):
         with common.autocast(device):
@@ -702,7 +703,7 @@ def rl_objective(args, log_pi, tok, device):
                 tok_lp, compl, micro.logp_behavior, micro.reward, cut(micro.token_adv), name=args.loss, ratio=ratio,
                 token_logp_behavior=cut(micro.token_logp_behavior), lengths=lengths, length_norm=args.length_norm,
                 max_len=max_len)
-            if args.credit == "first_error":  # log A = R - c per sequence, as the other modes do
+            if args.credit.startswith("first_error"):  # log A = R - c per sequence, as the other modes do
                 A = micro.reward - micro.baseline  # (not the sum over a positive's tokens, L (R - c))
                 values = {**values, "advantage": A.to(values["advantage"].dtype)}
         return loss, ent, {**values, "length": lengths}
@@ -832,7 +833,8 @@ def describe(args, device, world, card=None):
     (card: torch.cuda.get_device_name on CUDA, None elsewhere)."""
     c = topr.PRESETS.get(args.loss, {}).get("baseline", args.baseline)  # sft_pos, neg_only: the preset's c
     adv = f"baseline {'group mean' if c == 'group' else f'c={c:+g}'}"
-    adv = {"sequence": adv, "first_error": f"{adv}, credit first_error",  # --credit prefix uses no baseline
+    adv = {"sequence": adv, "first_error": f"{adv}, credit first_error", "first_error_seq": f"{adv}, credit "
+           f"first_error_seq",  # --credit prefix uses no baseline
            "prefix": "credit prefix (the group's prefix tree)"}[args.credit]
     return (f"rl: task {args.task}, loss {args.loss}, {args.iterations} iterations x {args.prompts} prompts x "
             f"{args.k} samples, {args.epochs} epoch(s), {adv}, "
@@ -863,8 +865,8 @@ def rl(rank, world, device, args):
     checkpoint, repeat."""
     master = rank == 0  # only rank 0 evaluates, logs and writes checkpoints
     torch.manual_seed(args.seed)
-    if args.credit == "first_error" and world > 1:
-        raise UserError("--credit first_error runs in one process (a diagnostic, not checked under torchrun)")
+    if args.credit.startswith("first_error") and world > 1:
+        raise UserError(f"--credit {args.credit} runs in one process (a diagnostic, not checked under torchrun)")
     run = common.Run(args.out, "rl", args.resume, master, device)
     policy, tok, opt = rl_policy(args, run, device)
     scaler, card, peak, precision = rl_device(args, run, policy, device, world)
@@ -1009,11 +1011,12 @@ def main(argv=None):
     p.add_argument("--lr", type=posf, default=3e-5, help="learning rate (constant)")
     p.add_argument("--baseline", type=baseline_flag, default="group", help="'group' (per-prompt mean reward) or a constant c")
     p.add_argument("--target-pos-frac", type=common.fraction, default=None, help="curate each dataset to this positive fraction")
-    p.add_argument("--credit", choices=["sequence", "prefix", "first_error"], default="sequence",
+    p.add_argument("--credit", choices=["sequence", "prefix", "first_error", "first_error_seq"], default="sequence",
                    help="which tokens a sample's advantage reaches: all (sequence, the paper's); each token its "
                         "value gain in the group's prefix tree (prefix: replaces --baseline); or, for negatives, "
                         "only the first token that departs from the worked solution, tapered by its own ratio "
-                        "(first_error: a diagnostic that reads the reference). Not with ppo, sft_pos, neg_only")
+                        "(first_error: a diagnostic that reads the reference; first_error_seq: the same push, "
+                        "tapered by the sequence's ratio as sequence credit is). Not with ppo, sft_pos, neg_only")
     p.add_argument("--length-norm", choices=topr.LENGTH_NORMS, default="sequence",
                    help="divide each sequence's term by its own length (every run in RESULTS.md unless it says "
                         "otherwise; reportedly the TOPR paper's), by --max-new-tokens for every sequence (constant: "

@@ -493,3 +493,34 @@ def test_behavior_steps_give_every_row_to_one_process(world):
         assert all(len(idx) <= 2 for _, micros in steps for idx in micros)
         got += [i for rows, micros in steps for idx in micros for i in rows[idx].tolist()]
     assert sorted(got) == list(range(9))
+
+
+def test_first_error_seq_is_first_errors_push_tapered_by_the_sequence_ratio(tiny_sft):
+    """--credit first_error_seq: the same per-token advantages as first_error (a positive's A on every token, a
+    negative's on its first departure only), tapered by the SEQUENCE's ratio, as sequence credit tapers; first_error
+    tapers by the token's own. Off-policy (log mu moved by hand, differently per token) the two losses differ, and
+    first_error_seq's equals topr.token_credit_loss(ratio="sequence") with first_error's advantages; on-policy (every
+    ratio 1) they are the same."""
+    policy, tok, _ = train.ev.load_gpt(tiny_sft, "cpu")
+    cpu = torch.device("cpu")
+    batch = train.sample_solutions(policy, tok, train.data.problems(4, 2, "train"), 4, 8, seed=0)
+    batch.reward, batch.baseline = torch.tensor([1.0, -1.0] * 8), torch.zeros(16)
+    batch.token_adv = train.token_advantages(batch, "first_error", 4)
+    batch = train.on_device(batch, tok, cpu)
+    logp, tok_lp = train.behavior_logp(policy, tok, batch, train.solution_logp,
+                                       train.behavior_steps(torch.arange(16), 16, 16, 0, 1), 1, cpu)
+    batch.token_adv = train.on_tokens(batch, batch.token_adv, cpu)
+    args = argparse.Namespace(max_new_tokens=8, task="solve", loss="topr", length_norm="sequence", ppo_eps=0.2)
+    loss = lambda credit: train.rl_objective(argparse.Namespace(**vars(args), credit=credit), train.solution_logp,
+                                             tok, cpu)(policy, batch)[0].item()
+    batch.logp_behavior, batch.token_logp_behavior = logp, tok_lp  # on-policy: every ratio is 1
+    assert loss("first_error_seq") == pytest.approx(loss("first_error"), rel=1e-6)
+    shift = torch.linspace(-0.6, 0.6, tok_lp.shape[1]).expand_as(tok_lp) * batch.compl_mask  # per token, both signs
+    batch.token_logp_behavior = tok_lp + shift
+    batch.logp_behavior = logp + shift.sum(-1) + 0.3  # the sequence's ratio: exp(-0.3 - sum of the shifts)
+    with torch.no_grad():
+        lp, lengths, _, (tlp, compl) = train.solution_logp(policy, tok, batch, cpu)
+        ref, _ = topr.token_credit_loss(tlp, compl, batch.logp_behavior, batch.reward, batch.token_adv[:, :tlp.shape[1]],
+                                        name="topr", ratio="sequence", lengths=lengths)
+    assert loss("first_error_seq") == pytest.approx(ref.item(), rel=1e-6)
+    assert abs(loss("first_error_seq") - loss("first_error")) > 1e-4
