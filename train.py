@@ -567,8 +567,9 @@ def rl_task(args, task, policy, tok, device, rank, world, master):
 
 def token_advantages(batch, credit, k):
     """Each sample's per-token advantages: --credit prefix, the group's prefix tree (topr.prefix_tree_advantages,
-    which replaces the baseline: its root is the group's mean); --credit first_error / first_error_seq (a diagnostic: it reads
-    the worked solution), a positive's A = R - c on every token, a negative's on its first departure only."""
+    which replaces the baseline: its root is the group's mean); --credit first_error / first_error_seq (a
+    diagnostic: it reads the worked solution), a positive's A = R - c on every token, a negative's on its first
+    departure only."""
     if credit == "prefix":
         return topr.prefix_tree_advantages(batch.completion, batch.reward, k)
     A = (batch.reward - batch.baseline).double()
