@@ -20,7 +20,8 @@ Read `sft` and `rl` top to bottom: each is its algorithm's loop in one function,
      row_bytes (--micro-batch), PEAK_FLOPS / peak_flops / flops_per_token / mfu (model FLOPs utilization),
      rl_policy, rl_device (precision, loss scaler, micro-batch, peak FLOP/s), rl_objective (the loss of a
      micro-batch), prepare (an iteration's dataset), zero_std_share / mismatch (its statistics), ddp_sync,
-     update_step (one optimizer step), describe (the start-up line), speed (tokens/s and MFU), rl
+     update_step (one optimizer step), describe (the start-up line), speed (tokens/s and MFU), report (an
+     iteration's lines), rl
   4. The command line: main, add_run_args, add_init_from_arg, baseline_flag, band_flag, check_args
 """
 import argparse
@@ -397,8 +398,7 @@ def sample_solutions(policy, tok, problems, k, max_new_tokens, seed, rank=0, wor
     def work(c, s, e):
         chunk = problems[s:e]
         gen = torch.Generator(device=policy.lm_head.weight.device).manual_seed(seed * 100_003 + c)
-        with common.autocast(policy.lm_head.weight.device):  # rollouts in the training precision (bf16 on CUDA)
-            rows = ev.sample_completions(policy, tok, prompts[s:e], k, max_new_tokens, 1.0, gen)
+        rows = ev.sample_completions(policy, tok, prompts[s:e], k, max_new_tokens, 1.0, gen)  # training precision
         return [(prompts[s + r // k], comp, text, logp.sum().item(), logp, data.reward(text, chunk[r // k].answer),
                  data.is_invalid(text), first_departure(comp, references[s + r // k]))
                 for r, (comp, text, logp) in enumerate(rows)]
@@ -860,6 +860,20 @@ def speed(dataset, tokens, seconds, context, n_params, config, peak):
     return row
 
 
+def report(itr, dataset, stats, speeds, update_s, eta_s):
+    """rl's two lines per iteration: the dataset and the last step's statistics, the times; then the share of
+    zero-std groups, tokens/s and (on CUDA) MFU."""
+    print(f"iter {itr:3d} | pos frac {dataset['dataset_pos_frac']:.3f} | loss {stats['loss']:.4f} | "
+          f"mean alpha {stats['mean_alpha']:.3f} | logp+ {stats['logp_reward_pos']:.2f} "
+          f"logp- {stats['logp_reward_neg']:.2f} | rollout {dataset['rollout_s']:.1f}s update {update_s:.1f}s"
+          f" | ETA {eta_s:.0f}s", flush=True)
+    rates = {**dataset, **speeds}
+    tok_s = [f"{k.split('_')[0]} {rates[k]:.0f}" for k in ("rollout_tok_per_s", "update_tok_per_s") if k in rates]
+    mfus = [f"{k.split('_')[0]} {rates[k]:.1%}" for k in ("rollout_mfu", "update_mfu") if k in rates]
+    print(f"iter {itr:3d} | zero-std groups {dataset['frac_reward_zero_std']:.3f} | tok/s {', '.join(tok_s)}"
+          + (f" | MFU {', '.join(mfus)}" if mfus else ""), flush=True)
+
+
 def rl(rank, world, device, args):
     """`train.py rl`: set-up, then per iteration (1) the frozen policy samples a Rollout, (2) baseline and
     curation (prepare), (3) --epochs of minibatch updates (update_step) with topr.py's loss; evaluate,
@@ -919,16 +933,9 @@ def rl(rank, world, device, args):
         run.metrics.log(iteration=itr, **speeds)
         itr += 1
         if master:  # update: the rest of the iteration (log mu's recomputation, the epochs)
-            el, t_roll = time.time() - t0, dataset["rollout_s"]
-            print(f"iter {itr:3d} | pos frac {dataset['dataset_pos_frac']:.3f} | loss {stats['loss']:.4f} | "
-                  f"mean alpha {stats['mean_alpha']:.3f} | logp+ {stats['logp_reward_pos']:.2f} "
-                  f"logp- {stats['logp_reward_neg']:.2f} | rollout {t_roll:.1f}s update {time.time() - t_itr - t_roll:.1f}s"
-                  f" | ETA {el / (itr - start_itr) * (args.iterations - itr):.0f}s", flush=True)
-            rates = {**dataset, **speeds}
-            tok_s = [f"{k.split('_')[0]} {rates[k]:.0f}" for k in ("rollout_tok_per_s", "update_tok_per_s") if k in rates]
-            mfus = [f"{k.split('_')[0]} {rates[k]:.1%}" for k in ("rollout_mfu", "update_mfu") if k in rates]
-            print(f"iter {itr:3d} | zero-std groups {dataset['frac_reward_zero_std']:.3f} | tok/s {', '.join(tok_s)}"
-                  + (f" | MFU {', '.join(mfus)}" if mfus else ""), flush=True)
+            el = time.time() - t0
+            report(itr, dataset, stats, speeds, time.time() - t_itr - dataset["rollout_s"],
+                   el / (itr - start_itr) * (args.iterations - itr))
         if itr % args.eval_every == 0 or itr == args.iterations:
             log_eval()
         run.save(policy, opt, policy.config, step, iteration=itr, samples=samples, tokenizer=tok.name,
