@@ -17,7 +17,7 @@ Read `sft` and `rl` top to bottom: each is its algorithm's loop in one function,
      solution_logp (--task solve), sample_verdicts / verdict_policy_logp (--task verify), curated, minibatches,
      behavior_steps / behavior_logp (log mu), rl_task, token_advantages (--credit)
   3. RL's loop: step_stats, LOGIT_BYTES / MICRO_BATCH_LOGITS / ACTIVATION_BYTES / FREE_SHARE / default_micro_batch /
-     row_bytes (--micro-batch), PEAK_FLOPS / peak_flops / flops_per_token / mfu (model FLOPs utilization),
+     row_bytes (--micro-batch), PEAK_FLOPS / peak_flops / device_peak / flops_per_token / mfu (model FLOPs utilization),
      rl_policy, rl_device (precision, loss scaler, micro-batch, peak FLOP/s), rl_objective (the loss of a
      micro-batch), prepare (an iteration's dataset), zero_std_share / mismatch (its statistics), ddp_sync,
      update_step (one optimizer step), describe (the start-up line), speed (tokens/s and MFU), report (an
@@ -250,7 +250,7 @@ def sft(rank, world, device, args):
     t0, tokens, start_it = time.time(), 0, it
     # model FLOPs utilization on a CUDA card of known peak (PEAK_FLOPS; all processes' cards), else none. The
     # tokens counted are the padded rows', as nanoGPT counts block_size per row; T = the context, an upper bound
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    _, peak = device_peak(device, world)
     step_flops = peak and flops_per_token(model.get_num_params(), cfg, cfg.block_size, True)
     stop_at = min(args.max_iters, args.stop_at or args.max_iters)
     model.train()
@@ -277,7 +277,7 @@ def sft(rank, world, device, args):
             el = time.time() - t0
             if master:
                 run.metrics.log(iter=it, loss=loss.item(), lr=opt.param_groups[0]["lr"], tok_per_s=tokens / el,
-                                **({"mfu": mfu(step_flops, tokens / el, peak * world)} if peak else {}))
+                                **({"mfu": mfu(step_flops, tokens / el, peak)} if peak else {}))
                 print(f"iter {it:5d} | loss {loss.item():.4f} | lr {opt.param_groups[0]['lr']:.2e} | "
                       f"{tokens / el:.0f} tok/s | ETA {el / (it - start_it) * (stop_at - it):.0f}s", flush=True)
         if master and (it % args.eval_interval == 0 or it == args.max_iters):
@@ -644,6 +644,14 @@ def peak_flops(name):
     return next((peak for key, peak in PEAK_FLOPS if words.issuperset(key)), None)
 
 
+def device_peak(device, world):
+    """(the card's name on CUDA, else None; the peak FLOP/s of all `world` processes' cards, None if unknown):
+    what sft's and rl's MFU is measured against."""
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    peak = peak_flops(card)
+    return card, peak and peak * world
+
+
 def flops_per_token(n_params, config, context, training):
     """nanoGPT's estimate of one token's FLOPs: a forward pass is 2 per weight (n_params without the position
     embeddings: the tied LM head counts once, as a matmul) and 4 L d T for attention's two matmuls over T =
@@ -825,8 +833,7 @@ def rl_device(args, run, policy, device, world):
         scaler.load_state_dict(run.ckpt["scaler"])
     free = torch.cuda.mem_get_info(device)[0] if cuda else None
     args.micro_batch = args.micro_batch or default_micro_batch(cfg, free, policy.get_num_params(False))
-    card = torch.cuda.get_device_name(device) if cuda else None
-    return scaler, card, peak_flops(card) and peak_flops(card) * world, precision
+    return (scaler, *device_peak(device, world), precision)
 
 
 def describe(args, device, world, card=None):
