@@ -32,6 +32,9 @@ The code behind each RESULTS.md section is one file of topr_experiments/ (its do
                                                     dataset, 4 epochs, topr vs sft_pos vs tis vs reinforce (c = 0),
                                                     seeds --seeds
   onepass      (k)       k_regime.py                the paper's setting: one pass over 4x the samples, the same steps
+  replicates   (k')      k_replicates.py            SFT seeds as replicates: 3 recipes x --base-seeds, topr vs sft_pos
+                                                    x --seeds in --settings; the base as the unit of the interval
+  peff         (k')      k_replicates.py            topr at matched effective positive fractions from the same bases
   tokencredit  (l)       l_tokencredit.py           where a negative's push lands: --credit first_error and prefix
   (shared)               runs.py                    starting a train.py run (skipped with --skip-done if finished),
                                                     the SFT bases of (f), the off-policy losses of (g)-(l), train.py
@@ -51,7 +54,7 @@ import common
 import topr
 from common import UserError
 from topr_experiments import (a_offpolicy, bd_iterated, c_baseline, ej_verifier, f_onpolicy, g_stability,
-                              hi_reuse_composition, k_regime, l_tokencredit, sft_overlap)
+                              hi_reuse_composition, k_regime, k_replicates, l_tokencredit, sft_overlap)
 from topr_experiments.runs import OFF_LOSSES, ONPOLICY_BASES
 
 SFT = "runs/sft/ckpt.pt"  # (a)-(e): the start, `python train.py sft --out runs/sft` (--sft)
@@ -63,10 +66,12 @@ EXPERIMENTS = {"offpolicy": a_offpolicy.exp_offpolicy, "iterated": bd_iterated.e
                "errors": g_stability.exp_errors, "stability": g_stability.exp_stability,
                "reuse": hi_reuse_composition.exp_reuse, "composition": hi_reuse_composition.exp_composition,
                "credit": g_stability.exp_credit, "overlap": sft_overlap.exp_overlap, "regime": k_regime.exp_regime,
-               "onepass": k_regime.exp_onepass, "tokencredit": l_tokencredit.exp_tokencredit}
+               "onepass": k_regime.exp_onepass, "tokencredit": l_tokencredit.exp_tokencredit,
+               "replicates": k_replicates.exp_replicates, "peff": k_replicates.exp_peff}
 # flag -> the commands that read it: anywhere else it is refused, not silently ignored
 SCOPED_FLAGS = {"--methods": ["onpolicy", "stability"], "--length-norm": ["onpolicy", "stability"],
-                "--optimizer": ["onpolicy", "stability"], "--bases": ["regime", "onepass", "tokencredit"],
+                "--optimizer": ["onpolicy", "stability"], "--bases": ["regime", "onepass", "tokencredit", "replicates", "peff"],
+                "--base-seeds": ["replicates", "peff"], "--settings": ["replicates"],
                 "--iterations": ["onpolicy"], "--lr": ["onpolicy"]}
 
 
@@ -83,10 +88,14 @@ def main(argv=None):
                    help="the tasks, each with its own SFT base (onpolicy, gradnoise, stability, reuse, composition, "
                         "verifier, overlap; tokencredit: whether the default task is added)")
     p.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
-                   help="onpolicy, stability, reuse, regime, onepass, tokencredit: RL seeds")
+                   help="onpolicy, stability, reuse, regime, onepass, tokencredit, replicates, peff: RL seeds")
+    p.add_argument("--base-seeds", type=int, nargs="+", default=k_replicates.BASE_SEEDS,
+                   help="replicates, peff: the SFT seeds of each base's recipe (0: the base of regime)")
+    p.add_argument("--settings", nargs="+", choices=list(k_replicates.SETTINGS), default=list(k_replicates.SETTINGS),
+                   help="replicates: reuse (4 epochs over one dataset) and/or onepass (one pass over 4x the samples)")
     p.add_argument("--bases", nargs="+", choices=list(k_regime.REGIME_BASES), default=None,
-                   help="regime, onepass, tokencredit: only these SFT bases (default: regime all, the others "
-                        "ONEPASS_BASES)")
+                   help="regime, onepass, tokencredit, replicates, peff: only these SFT bases (default: regime all, "
+                        "replicates and peff REPLICATE_BASES, the others ONEPASS_BASES)")
     p.add_argument("--iterations", type=common.positive, default=None,
                    help=f"onpolicy: on-policy steps per run (default {f_onpolicy.ONPOLICY_ITERATIONS}, RESULTS (f))")
     p.add_argument("--lr", type=common.positive_float, default=None,

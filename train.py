@@ -734,7 +734,9 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     batch = sample(problems, args.seed * 1000 + itr)
     t_roll = time.time() - t_roll
     rollout_speed = {"rollout_tok_per_s": sum(map(len, batch.completion)) / t_roll} if args.task == "solve" else {}
-    zero_std = zero_std_share(batch.reward, args.k)  # before curation splits the groups
+    zero_std = zero_std_share(batch.reward, args.k)  # before curation splits the groups; and per slice (shortcut)
+    zero_std_slices = {f"frac_reward_zero_std_{s}": zero_std_share(batch.reward, args.k, [p.slice == s for p in problems])
+                       for s in sorted({p.slice for p in problems} - {"all"})}
 
     # 2. Rewards come with the samples. Baseline c: the per-prompt mean reward (group), or a constant
     #    (which sets the effective positive fraction, topr.effective_pos_fraction). Optional curation:
@@ -749,7 +751,7 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
         batch = curated(batch, batch.reward, args.target_pos_frac, args.seed + itr, run.master)
     frac = lambda mask: mask.sum().item() / len(batch)
     row = dict(dataset_size=len(batch), dataset_pos_frac=frac(batch.reward > 0), rollout_invalid=frac(batch.invalid),
-               rollout_s=t_roll, prompts_dropped=dropped, frac_reward_zero_std=zero_std, **rollout_speed,
+               rollout_s=t_roll, prompts_dropped=dropped, frac_reward_zero_std=zero_std, **zero_std_slices, **rollout_speed,
                **({} if batch.candidate_reward is None else
                   {"dataset_candidates_correct": frac(batch.candidate_reward > 0)}))
     run.metrics.log(iteration=itr, **row)
@@ -775,11 +777,13 @@ def prepare(args, itr, task, sample, log_pi, policy, tok, run, rank, world, devi
     return batch, orders, row
 
 
-def zero_std_share(reward, k):
+def zero_std_share(reward, k, among=None):
     """The share of groups (k consecutive rows, as sampled) whose rewards are all equal: under a group baseline
-    every advantage there is 0, no signal (TRL's frac_reward_zero_std)."""
+    every advantage there is 0, no signal (TRL's frac_reward_zero_std). among: a bool per group, the groups to
+    count (e.g. one slice's prompts; NaN if none)."""
     groups = reward.view(-1, k)
-    return (groups == groups[:, :1]).all(1).double().mean().item()
+    single = (groups == groups[:, :1]).all(1).double()
+    return single.mean().item() if among is None else single[torch.tensor(among, dtype=torch.bool)].mean().item()
 
 
 def mismatch(sampled, recomputed, sampled_tokens, recomputed_tokens, compl):

@@ -26,7 +26,7 @@ LAYERS = [
     [SECTION + "runs"],                  # what the sections share: runs, the bases of (f), tables
     [SECTION + s for s in ("sft_overlap", "a_offpolicy", "bd_iterated", "c_baseline", "ej_verifier", "f_onpolicy",
                            "g_stability", "hi_reuse_composition", "k_regime")],
-    [SECTION + "l_tokencredit"],         # (l): on (k)'s runs, with (g)'s credit table
+    [SECTION + "l_tokencredit", SECTION + "k_replicates"],  # (l), (k'): on (k)'s runs and bases
     ["experiments", "gsn_experiments"],  # each tower's experiments
     ["bench", "demo"],                   # the top floor
 ]

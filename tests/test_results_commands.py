@@ -163,6 +163,20 @@ EXPECT = {
         phrases=["then 18 runs of about 1 CPU-minute: one pass, and the reuse runs beside it"],
         rl=dict(iterations={1}, prompts={64, 256}, epochs={4, 1}, batch_size={64}, lr={1e-4}, seed={0, 1, 2},
                 shortcut={True}, conflict_direction={None}, loss={"topr", "sft_pos", "reinforce"})),
+    "replicates --skip-done": dict(
+        section="(k')", runs=3 * 3 * 2 * 3 * 2,
+        phrases=["are each trained from SFT seeds 0, 1 and 2", "From each base, topr and sft_pos (c = 0) x RL seeds "
+                 "0 1 2, in (k)'s reuse setting and its one-pass setting"],
+        rl=dict(iterations={1}, prompts={64, 256}, k={8}, epochs={4, 1}, batch_size={64}, lr={1e-4}, seed={0, 1, 2},
+                length_norm={"sequence"}, credit={"sequence"}, loss={"topr", "sft_pos"}, baseline={0.0, "group"},
+                conflict_direction={None, "add"}, eval_problems={600}, eval_k={4})),
+    "peff --skip-done": dict(
+        section="(k')", runs=3 * 3 * 2 * 3, before="replicates --skip-done",
+        phrases=["runs topr at matched effective positive fractions (p_eff 0.2 and 0.5, c from "
+                 "`topr.baseline_for_pos_fraction` and each dataset's own p)"],
+        # the fake rows' positive share is 0.5: c = 0.6 for p_eff 0.2, 0 for 0.5
+        rl=dict(iterations={1}, prompts={64}, k={8}, epochs={4}, batch_size={64}, lr={1e-4}, seed={0, 1, 2},
+                loss={"topr"}, baseline={0.6, 0.0}, eval_problems={600}, eval_k={4})),
     "tokencredit --seeds 0 1 2 --skip-done": dict(
         section="(l)", runs=18 + 6, before="onepass --seeds 0 1 2 --skip-done",
         phrases=["topr with `--credit first_error`", "with `--credit prefix`", "in (k)'s reuse setting; prefix also in "

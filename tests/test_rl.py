@@ -277,6 +277,9 @@ def test_mismatch_and_zero_std_share_by_hand():
     reward = torch.tensor([1.0, 1.0, 1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0])  # k = 3: equal, mixed, equal
     assert train.zero_std_share(reward, 3) == 2 / 3 and train.zero_std_share(reward, 1) == 1.0
     assert train.zero_std_share(torch.tensor([1.0, -1.0, 1.0, -1.0]), 2) == 0.0
+    # among: only the groups of one slice (here the first and second, then the last alone)
+    assert train.zero_std_share(reward, 3, [True, True, False]) == 0.5
+    assert train.zero_std_share(reward, 3, [False, False, True]) == 1.0
 
 
 def test_mfu_and_flops_per_token_by_hand():

@@ -24,25 +24,31 @@ ONEPASS_LOSSES = ["topr", "sft_pos", "reinforce"]
 ONEPASS = ["--iterations", "1", "--prompts", str(64 * REGIME_EPOCHS), "--epochs", "1", *REGIME_EVAL]
 
 
-def regime_base(args, name):
-    """The SFT base `name` of REGIME_BASES: (f)'s shortcut recipe at its conflict fraction and task flags,
-    trained if missing (like base_ckpt) -> (its folder, its task flags)."""
+def base_label(name, sft_seed=0):
+    """A base's folder label: `name` for SFT seed 0 (the map's bases), `name`_sft<seed> for another SFT seed."""
+    return name if sft_seed == 0 else f"{name}_sft{sft_seed}"
+
+
+def regime_base(args, name, sft_seed=0):
+    """The SFT base `name` of REGIME_BASES: (f)'s shortcut recipe at its conflict fraction and task flags, SFT
+    seed sft_seed (its worked solutions, initialisation and batch order), trained if missing (like base_ckpt)
+    -> (its folder, its task flags)."""
     task_args, frac = REGIME_BASES[name]
-    d = os.path.join(args.out, "exp_regime", f"base_{name}")
+    d = os.path.join(args.out, "exp_regime", f"base_{base_label(name, sft_seed)}")
     sft_base(d, [*task_args, "--sft-conflict-frac", frac, "--eval-problems", ONPOLICY_EVAL["shortcut"], "--eval-k",
-                 ONPOLICY_EVAL_K, *SHORTCUT_SFT])
+                 ONPOLICY_EVAL_K, *SHORTCUT_SFT, "--seed", str(sft_seed)])
     return d, task_args
 
 
-def regime_runs(args, prefix, bases, methods, flags):
-    """{(base, method, seed): eval rows} of `train.py rl` from each base: OFF_COMMON, the method's flags
-    (methods: name -> flags), then flags; folders runs/exp_regime/<prefix><base>_<method>_s<seed>."""
+def regime_runs(args, prefix, bases, methods, flags, sft_seed=0):
+    """{(base, method, seed): eval rows} of `train.py rl` from each base (of SFT seed sft_seed): OFF_COMMON, the
+    method's flags (methods: name -> flags), then flags; folders runs/exp_regime/<prefix><base label>_<method>_s<seed>."""
     runs = {}
     for name in bases:
         for seed in args.seeds:
             for method, method_flags in methods.items():
-                d = os.path.join(args.out, "exp_regime", f"{prefix}{name}_{method}_s{seed}")
-                base = lambda: regime_base(args, name)
+                d = os.path.join(args.out, "exp_regime", f"{prefix}{base_label(name, sft_seed)}_{method}_s{seed}")
+                base = lambda: regime_base(args, name, sft_seed)
                 run_unless_done(args, d, lambda: ["rl", "--init", os.path.join(base()[0], "ckpt.pt"), *base()[1],
                                                   *OFF_COMMON, *method_flags, "--seed", str(seed), *flags])
                 runs[name, method, seed] = eval_rows(d)
