@@ -164,15 +164,17 @@ def sample_answers(model, tok, problems, k, temperature, max_new_tokens, generat
     return texts, lengths
 
 
-def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, seed=0, return_samples=False):
+def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, seed=0, return_samples=False,
+                 greedy=True):
     """Held-out metrics: greedy accuracy; and from k samples per problem at `temperature`:
     pass@1 (mean correctness over samples), maj@k, pass@k, invalid rate, mean length (tokens).
     Problems with slices (the shortcut task) also get every metric per slice: "conflict_pass@1", ...
-    return_samples: also return the sampled texts [problem][sample]."""
+    return_samples: also return the sampled texts [problem][sample]. greedy=False: no greedy decode (a quarter
+    of the time at k = 4; its keys left out); the sampled metrics are the same, as greedy draws no random number."""
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
-    greedy, _ = sample_answers(model, tok, problems, 1, 0.0, max_new_tokens, gen)
+    greedy = sample_answers(model, tok, problems, 1, 0.0, max_new_tokens, gen)[0] if greedy else None
     sampled, lengths = sample_answers(model, tok, problems, k, temperature, max_new_tokens, gen)
     model.train(was_training)
     res = {"n": len(problems), "k": k, **accuracy(problems, greedy, sampled, lengths, k)}
@@ -188,22 +190,26 @@ def by_slice(metrics, problems, *columns):
     res = {}
     for name in sorted({p.slice for p in problems} - {"all"}):
         idx = [i for i, p in enumerate(problems) if p.slice == name]
-        res.update({f"{name}_{key}": v for key, v in metrics(*([col[i] for i in idx] for col in (problems, *columns))).items()})
+        cols = (col if col is None else [col[i] for i in idx] for col in (problems, *columns))  # None: not measured
+        res.update({f"{name}_{key}": v for key, v in metrics(*cols).items()})
     return res
 
 
 def accuracy(problems, greedy, sampled, lengths, k):
-    """The metrics of evaluate_gpt from the texts: greedy[problem][0], sampled[problem][sample]."""
+    """The metrics of evaluate_gpt from the texts: greedy[problem][0] (None: not decoded, its keys left out),
+    sampled[problem][sample]."""
     n = len(problems)
     correct = [[data.reward(t, p.answer) > 0 for t in ts] for ts, p in zip(sampled, problems)]
     maj = [majority_vote([data.extract_answer(t) for t in ts]) for ts in sampled]
-    return {
+    res = {} if greedy is None else {
         "greedy": sum(data.reward(g[0], p.answer) > 0 for g, p in zip(greedy, problems)) / n,
+        "greedy_invalid": sum(data.is_invalid(g[0]) for g in greedy) / n}
+    return {
+        **res,
         "pass@1": sum(sum(c) / k for c in correct) / n,
         f"maj@{k}": sum(is_right(m, p) for m, p in zip(maj, problems)) / n,
         f"pass@{k}": sum(any(c) for c in correct) / n,
         "invalid": sum(data.is_invalid(t) for ts in sampled for t in ts) / (n * k),
-        "greedy_invalid": sum(data.is_invalid(g[0]) for g in greedy) / n,
         "mean_len": sum(sum(l) for l in lengths) / (n * k),
     }
 
@@ -248,12 +254,13 @@ def answer_breakdown(problems, sampled):
     return res
 
 
-def evaluate_solver(model, tok, problems, k, max_new_tokens, seed):
+def evaluate_solver(model, tok, problems, k, max_new_tokens, seed, greedy=True):
     """evaluate_gpt's metrics and a one-line summary (what train.py rl logs after each iteration)."""
-    res = evaluate_gpt(model, tok, problems, k=k, max_new_tokens=max_new_tokens, seed=seed)
-    slices = "".join(f" | {name} pass@1 {res[f'{name}_pass@1']:.3f} greedy {res[f'{name}_greedy']:.3f}"
+    res = evaluate_gpt(model, tok, problems, k=k, max_new_tokens=max_new_tokens, seed=seed, greedy=greedy)
+    g = lambda pre: f" greedy {res[f'{pre}greedy']:.3f}" if greedy else ""
+    slices = "".join(f" | {name} pass@1 {res[f'{name}_pass@1']:.3f}{g(name + '_')}"
                      for name in ("normal", "conflict") if f"{name}_pass@1" in res)
-    return res, (f"test pass@1 {res['pass@1']:.3f} greedy {res['greedy']:.3f} maj@{k} {res[f'maj@{k}']:.3f} "
+    return res, (f"test pass@1 {res['pass@1']:.3f}{g('')} maj@{k} {res[f'maj@{k}']:.3f} "
                  f"invalid {res['invalid']:.3f}{slices}")
 
 

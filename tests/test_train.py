@@ -12,7 +12,7 @@ import common
 import data
 import eval as ev
 import train
-from model import GPT
+from model import GPT, GPTConfig
 from test_pretrained import save_hf, tiny
 
 
@@ -135,6 +135,48 @@ def test_evaluate_gpt_metrics_on_a_scripted_model(monkeypatch):
     assert res["maj@4"] == 0.5  # q1's majority is 3 (wrong), q2's is 4 (right)
     assert res["pass@4"] == 1.0
     assert res["invalid"] == 1 / 8
+
+
+def test_evaluate_gpt_without_greedy_gives_the_same_samples_and_no_greedy_keys():
+    """greedy=False (band checks; rl --no-greedy-eval) skips the greedy decode and nothing else: greedy draws no
+    random number, so the k samples, and every sampled metric, are the same bit for bit."""
+    torch.manual_seed(0)
+    tok = data.get_tokenizer("byte")
+    model = GPT(GPTConfig(block_size=256, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32)).eval()
+    problems = data.Task(shortcut=True).problems(6, 3, "test")
+    (with_g, s1), (without, s2) = (ev.evaluate_gpt(model, tok, problems, k=3, max_new_tokens=10, seed=5,
+                                                   return_samples=True, greedy=g) for g in (True, False))
+    assert s1 == s2
+    greedy_keys = {k for k in with_g if k.endswith(("greedy", "greedy_invalid"))}
+    assert greedy_keys >= {"greedy", "greedy_invalid", "conflict_greedy", "normal_greedy_invalid"}
+    assert without == {k: v for k, v in with_g.items() if k not in greedy_keys}
+
+
+def test_band_check_decodes_greedily_only_when_a_band_names_greedy(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ev, "evaluate_gpt", lambda *a, greedy, **kw: seen.append(greedy) or {"pass@1": 0.5, "greedy": 0.5})
+    args = types.SimpleNamespace(eval_k=2, max_new_tokens=8, seed=0)
+    for band, greedy in ([("pass@1", 0, 1)], False), ([("pass@1", 0, 1), ("greedy", 0, 1)], True):
+        args.band = band
+        assert train.band_check(None, None, [], args, 10, types.SimpleNamespace(log=lambda **kw: None))
+        assert seen[-1] is greedy
+
+
+def test_rl_no_greedy_eval_logs_the_same_sampled_metrics_and_is_refused_by_the_verifier(tmp_path, capsys):
+    train.main(["sft", "--out", str(tmp_path / "sft"), *SMALL_SFT])
+    init = ["--init", str(tmp_path / "sft" / "ckpt.pt")]
+    printed = []
+    for flag in ([], ["--no-greedy-eval"]):
+        capsys.readouterr()
+        train.main(["rl", *init, "--out", str(tmp_path / f"rl{len(flag)}"), *SMALL_RL, *flag])
+        printed.append([line for line in capsys.readouterr().out.splitlines() if "test pass@1" in line])
+    a, b = ([r for r in _rows(tmp_path / f"rl{i}") if "test_pass@1" in r] for i in (0, 1))
+    assert len(a) == len(b) == 2 and all("test_greedy" in r and "test_greedy" not in s for r, s in zip(a, b))
+    assert [{k: v for k, v in r.items() if "greedy" not in k} for r in a] == b
+    assert all("greedy" in line for line in printed[0]) and not any("greedy" in line for line in printed[1])
+    with pytest.raises(SystemExit) as e:
+        train.main(["rl", *init, "--out", str(tmp_path / "v"), *SMALL_RL, "--task", "verify", "--no-greedy-eval"])
+    assert e.value.code == 1 and "--no-greedy-eval only applies to --task solve" in capsys.readouterr().err
 
 
 # -----------------------------------------------------------------------------
