@@ -1,5 +1,5 @@
 """
-demo.py -- the end-to-end demo (the README's first command), 8-9 minutes on 2 CPU cores, and what it
+demo.py -- the end-to-end demo (the README's first command), 7 minutes on 2 CPU cores, and what it
 teaches: a verdict table, each claim with its interval (RESULTS.md "The demo": which verdicts vary by machine).
 
   1. SFT: train a small GPT from scratch on worked solutions of the shortcut task (a cue word that gives
