@@ -10,6 +10,7 @@ import shutil
 import sys
 import types
 
+import pytest
 import torch
 
 import common
@@ -18,7 +19,7 @@ import eval as ev
 import experiments
 import topr
 import train
-from topr_experiments import f_onpolicy, hi_reuse_composition, k_regime, l_tokencredit
+from topr_experiments import f_onpolicy, hi_reuse_composition, k_regime, k_replicates, l_tokencredit
 from topr_experiments import runs as shared_runs
 
 
@@ -304,3 +305,54 @@ def test_rl_dataset_is_the_dataset_train_rl_samples(tmp_path, monkeypatch):
         problems, batch = shared_runs.rl_dataset(policy, tok, shared_runs.task_flags("shortcut"), 4, k=2,
                                                  max_new_tokens=8, seed=3, iteration=itr)
         assert sampled[-1] == sampled[itr] and len(batch) == 4 * 2
+
+
+def test_replicates_and_peff_take_the_base_as_the_unit(tmp_path, monkeypatch):
+    """replicates and peff: every SFT seed of every recipe is a base (trained as `train.py sft --seed`), topr and
+    sft_pos from each in both settings, topr at the c that gives each p_eff from the run's own dataset; the
+    tables' gaps are means over RL seeds per base, then t-intervals over the bases. Faked runs: topr's conflict
+    gain is 0.05 (SFT seed + 1) + 0.01 RL seed, sft_pos' is 0, so a recipe's gap over its 3 bases is
+    0.105 [0.105 -+ t(0.975, 2) x 0.05 / sqrt(3)] = +0.105 [-0.019, +0.229]."""
+    calls, parse = [], train_parser(monkeypatch)
+
+    def run_train(argv):
+        calls.append(argv)
+        args = parse(argv)
+        sft_seed = int(re.search(r"_sft(\d)", args.init).group(1)) if "_sft" in args.init else 0
+        gain = 0.05 * (sft_seed + 1) + 0.01 * args.seed if args.loss == "topr" else 0.0
+        rows = [{"iteration": 0, "dataset_pos_frac": 0.25, "frac_reward_zero_std_conflict": 0.5}]
+        rows += [{"step": 32 * i, "test_pass@1": 0.5, "test_conflict_pass@1": 0.1 + gain * i,
+                  "test_normal_pass@1": 0.9 - (0.1 if args.loss == "topr" else 0.0) * i} for i in (0, 1)]
+        with open(os.path.join(args.out, "metrics.jsonl"), "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+        open(os.path.join(args.out, "ckpt.pt"), "w").close()
+    monkeypatch.setattr(shared_runs, "run_train", run_train)
+    for name in k_replicates.REPLICATE_BASES:
+        for s in k_replicates.BASE_SEEDS:  # the bases exist, with their own evaluation
+            base = tmp_path / "runs" / "exp_regime" / f"base_{k_regime.base_label(name, s)}"
+            base.mkdir(parents=True)
+            (base / "ckpt.pt").touch()
+            row = {"test_pass@1": 0.5, **{f"test_{k}": 0.1 * s for k in ("conflict_pass@1", "conflict_pass@8", "normal_pass@1")}}
+            (base / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    where = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "figures"), "--seeds", "0", "1"]
+    experiments.main(["replicates", *where])
+    assert len(calls) == 3 * 3 * 2 * 2 * 2
+    assert {c[c.index("--init") + 1].split("exp_regime")[1] for c in calls} == {
+        os.path.join(os.sep + f"base_{k_regime.base_label(n, s)}", "ckpt.pt") for n in k_replicates.REPLICATE_BASES
+        for s in (0, 1, 2)}
+    table = (tmp_path / "runs" / "exp_regime" / "table_replicates.md").read_text()
+    assert "| both_c0.03 | 2 | 0.200 | 0.200 | 0.200 | 0.250 | 0.50 |" in table  # the base's own point
+    assert "| both_c0.01 | 1 | 0.100 | +0.105 [+0.041, +0.169] | -0.100 [-0.100, -0.100] |" in table  # t(0.975, 1) x 0.005
+    assert "| reuse | add_c0.03 | 3 | +0.105 [-0.019, +0.229] | -0.100 [-0.100, -0.100] |" in table
+    assert "| onepass | all | 9 | +0.105 [+0.072, +0.138] |" in table  # 9 bases, df 8
+    assert (tmp_path / "figures" / "topr_replicates.png").stat().st_size > 1000
+    n = len(calls)
+    experiments.main(["peff", *where, "--skip-done"])
+    new = calls[n:]
+    assert len(new) == 3 * 3 * 2 * 2 and all(c[c.index("--loss") + 1] == "topr" for c in new)
+    # p = 0.25: c = (p - p_eff) / (p + p_eff - 2 p p_eff) = 0.05 / 0.35 for 0.2, -0.25 / 0.5 for 0.5
+    assert sorted({c[c.index("--baseline") + 1] for c in new}) == ["-0.5000", "0.1429"]
+    assert "| both_c0.01 | 0 | 0.000 | 0.250 | +0.00 / +0.055 [-0.009, +0.119] / -0.100 [-0.100, -0.100] |" in (
+        tmp_path / "runs" / "exp_regime" / "table_peff.md").read_text()
+    with pytest.raises(SystemExit):
+        experiments.main(["regime", *where, "--base-seeds", "1"])  # another command refuses --base-seeds
