@@ -322,7 +322,7 @@ def test_replicates_and_peff_take_the_base_as_the_unit(tmp_path, monkeypatch):
         gain = 0.05 * (sft_seed + 1) + 0.01 * args.seed if args.loss == "topr" else 0.0
         rows = [{"iteration": 0, "dataset_pos_frac": 0.25, "frac_reward_zero_std_conflict": 0.5}]
         rows += [{"step": 32 * i, "test_pass@1": 0.5, "test_conflict_pass@1": 0.1 + gain * i,
-                  "test_normal_pass@1": 0.9 - (0.1 if args.loss == "topr" else 0.0) * i} for i in (0, 1)]
+                  "test_normal_pass@1": 0.9 - (0.1 * (sft_seed + 1) if args.loss == "topr" else 0.0) * i} for i in (0, 1)]
         with open(os.path.join(args.out, "metrics.jsonl"), "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
         open(os.path.join(args.out, "ckpt.pt"), "w").close()
@@ -342,9 +342,10 @@ def test_replicates_and_peff_take_the_base_as_the_unit(tmp_path, monkeypatch):
         for s in (0, 1, 2)}
     table = (tmp_path / "runs" / "exp_regime" / "table_replicates.md").read_text()
     assert "| both_c0.03 | 2 | 0.200 | 0.200 | 0.200 | 0.250 | 0.50 |" in table  # the base's own point
-    assert "| both_c0.01 | 1 | 0.100 | +0.105 [+0.041, +0.169] | -0.100 [-0.100, -0.100] |" in table  # t(0.975, 1) x 0.005
-    assert "| reuse | add_c0.03 | 3 | +0.105 [-0.019, +0.229] | -0.100 [-0.100, -0.100] |" in table
-    assert "| onepass | all | 9 | +0.105 [+0.072, +0.138] |" in table  # 9 bases, df 8
+    assert "| both_c0.01 | 1 | 0.100 | +0.105 [+0.041, +0.169] | -0.200 [-0.200, -0.200] |" in table  # t(0.975, 1) x 0.005
+    # the price, topr's normal drop 0.1 (SFT seed + 1): -0.2 -+ t(0.975, 2) x 0.1 / sqrt(3); over 9 bases t(0.975, 8)
+    assert "| reuse | add_c0.03 | 3 | +0.105 [-0.019, +0.229] | -0.200 [-0.448, +0.048] |" in table
+    assert "| onepass | all | 9 | +0.105 [+0.072, +0.138] | -0.200 [-0.267, -0.133] |" in table
     assert (tmp_path / "figures" / "topr_replicates.png").stat().st_size > 1000
     n = len(calls)
     experiments.main(["peff", *where, "--skip-done"])
@@ -352,7 +353,9 @@ def test_replicates_and_peff_take_the_base_as_the_unit(tmp_path, monkeypatch):
     assert len(new) == 3 * 3 * 2 * 2 and all(c[c.index("--loss") + 1] == "topr" for c in new)
     # p = 0.25: c = (p - p_eff) / (p + p_eff - 2 p p_eff) = 0.05 / 0.35 for 0.2, -0.25 / 0.5 for 0.5
     assert sorted({c[c.index("--baseline") + 1] for c in new}) == ["-0.5000", "0.1429"]
-    assert "| both_c0.01 | 0 | 0.000 | 0.250 | +0.00 / +0.055 [-0.009, +0.119] / -0.100 [-0.100, -0.100] |" in (
-        tmp_path / "runs" / "exp_regime" / "table_peff.md").read_text()
+    table = (tmp_path / "runs" / "exp_regime" / "table_peff.md").read_text()
+    assert "| both_c0.01 | 0 | 0.000 | 0.250 | +0.00 / +0.055 [-0.009, +0.119] / -0.100 [-0.100, -0.100] |" in table
+    # the price falls with pass@8 (0.1 x SFT seed) exactly; the positive share and single groups are constant
+    assert "| c = 0 | -1.00 | +nan | +nan |" in table and "| 0.5 | -1.00 | +nan | +nan |" in table
     with pytest.raises(SystemExit):
         experiments.main(["regime", *where, "--base-seeds", "1"])  # another command refuses --base-seeds

@@ -38,6 +38,14 @@ def interval(values):
     return f"{m:+.3f} [{m - h:+.3f}, {m + h:+.3f}]"
 
 
+def pearson(xs, ys):
+    """Pearson's r, NaN where it is undefined (fewer than 3 points, or a constant)."""
+    try:
+        return statistics.correlation(xs, ys) if len(xs) > 2 else float("nan")
+    except statistics.StatisticsError:
+        return float("nan")
+
+
 def base_points(args, bases):
     """{(recipe, sft seed): the base's measured point}: its own evaluation (2000 problems x 8) and, over the RL
     seeds, its reuse dataset's positive share at c = 0 and share of single-reward conflict groups."""
@@ -128,6 +136,8 @@ def exp_peff(args):
              "| recipe | SFT seed | conflict pass@8 | p (c = 0) | "
              + " | ".join(f"p_eff {f}: c / conflict gain / price" for f in ["c=0", *PEFF]) + " |",
              "|---|---|---|---|" + "---|" * (1 + len(PEFF))]
+    prices = {f: [] for f in [None, *PEFF]}  # each base's mean price at each p_eff, in the order of `order`
+    order = [(b, s) for b in bases for s in args.base_seeds]
     for b in bases:
         for s in args.base_seeds:
             label, cells = base_label(b, s), []
@@ -142,9 +152,18 @@ def exp_peff(args):
                                 regime_runs(one_seed, f"peff{f}_", [b], method, REGIME, s)[b, "topr", r])
                     cs.append(c)
                 pos = [ref[b, s][b, "sft_pos", r][-1]["test_normal_pass@1"] for r in args.seeds]
+                price = [x[-1]["test_normal_pass@1"] - q for x, q in zip(rows, pos)]
+                prices[f].append(statistics.fmean(price))
                 cells.append(f"{statistics.fmean(cs):+.2f} / {interval([gain(x, 'conflict') for x in rows])} / "
-                             f"{interval([x[-1]['test_normal_pass@1'] - q for x, q in zip(rows, pos)])}")
+                             f"{interval(price)}")
             lines.append(f"| {b} | {s} | {points[b, s]['conflict_pass@8']:.3f} | {points[b, s]['pos']:.3f} | "
                          + " | ".join(cells) + " |")
+    # what goes with the price across the bases: Pearson r of each base's mean price with each of its measures
+    measures = {"conflict pass@8": "conflict_pass@8", "positive share (c = 0)": "pos", "single-reward conflict groups": "single"}
+    lines += [f"\n**What goes with the price** (Pearson r over the {len(order)} bases, of each base's mean price)\n",
+              "| p_eff | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
+    for f, ys in prices.items():
+        rs = [pearson([points[k][m] for k in order], ys) for m in measures.values()]
+        lines.append(f"| {'c = 0' if f is None else f} | " + " | ".join(f"{r:+.2f}" for r in rs) + " |")
     write_table(os.path.join(args.out, "exp_regime"), lines, "table_peff.md")
 
