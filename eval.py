@@ -174,11 +174,11 @@ def evaluate_gpt(model, tok, problems, k=8, temperature=1.0, max_new_tokens=48, 
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
-    greedy = sample_answers(model, tok, problems, 1, 0.0, max_new_tokens, gen)[0] if greedy else None
+    greedy_texts = sample_answers(model, tok, problems, 1, 0.0, max_new_tokens, gen)[0] if greedy else None
     sampled, lengths = sample_answers(model, tok, problems, k, temperature, max_new_tokens, gen)
     model.train(was_training)
-    res = {"n": len(problems), "k": k, **accuracy(problems, greedy, sampled, lengths, k)}
-    res.update(by_slice(lambda *cols: accuracy(*cols, k), problems, greedy, sampled, lengths))
+    res = {"n": len(problems), "k": k, **accuracy(problems, greedy_texts, sampled, lengths, k)}
+    res.update(by_slice(lambda *cols: accuracy(*cols, k), problems, greedy_texts, sampled, lengths))
     if any(p.slice != "all" for p in problems):
         res.update(answer_breakdown(problems, sampled))
     return (res, sampled) if return_samples else res

@@ -12,17 +12,13 @@ import statistics
 import common
 import eval as ev
 import topr
-from topr_experiments.k_regime import ONEPASS, REGIME, base_label, regime_base, regime_runs
+from topr_experiments.k_regime import ONEPASS, REGIME, base_label, gain, regime_base, regime_runs
 from topr_experiments.runs import OFF_LOSSES, eval_rows, write_table
 
 REPLICATE_BASES = ["both_c0.01", "both_c0.03", "add_c0.03"]  # the map's low- and high-headroom recipes, one direction
 BASE_SEEDS = [0, 1, 2]                                       # --base-seeds: the SFT seeds of each recipe
 SETTINGS = {"reuse": ("", REGIME), "onepass": ("onepass_", ONEPASS)}  # (k)'s two settings: folder prefix, flags
 PEFF = [0.2, 0.5]  # `peff`: topr's effective positive fractions, c = topr.baseline_for_pos_fraction(p, p_eff)
-
-
-def gain(rows, sl):
-    return rows[-1][f"test_{sl}_pass@1"] - rows[0][f"test_{sl}_pass@1"]
 
 
 def dataset_row(folder):
@@ -77,8 +73,8 @@ def exp_replicates(args):
     lines += [f"| {b} | {s} | {p['conflict_pass@1']:.3f} | {p['conflict_pass@8']:.3f} | {p['normal_pass@1']:.3f} | "
               f"{p['pos']:.3f} | {p['single']:.2f} |" for (b, s), p in points.items()]
     # per base: over RL seeds, paired (the same dataset and test problems); the base's value is their mean
-    gap = lambda rs, s, r: gain(rs[b, "topr", r], "conflict") - gain(rs[b, "sft_pos", r], "conflict")
-    price = lambda rs, s, r: rs[b, "topr", r][-1]["test_normal_pass@1"] - rs[b, "sft_pos", r][-1]["test_normal_pass@1"]
+    gap = lambda rs, b, r: gain(rs[b, "topr", r], "conflict") - gain(rs[b, "sft_pos", r], "conflict")
+    price = lambda rs, b, r: rs[b, "topr", r][-1]["test_normal_pass@1"] - rs[b, "sft_pos", r][-1]["test_normal_pass@1"]
     per_base = {}
     for st in args.settings:
         lines += [f"\n**{st}: topr - sft_pos per base** (paired by RL seed; mean [95% t-interval] over RL seeds "
@@ -88,7 +84,7 @@ def exp_replicates(args):
         for b in bases:
             for s in args.base_seeds:
                 rs = runs[st, b, s]
-                g, c = [gap(rs, s, r) for r in args.seeds], [price(rs, s, r) for r in args.seeds]
+                g, c = [gap(rs, b, r) for r in args.seeds], [price(rs, b, r) for r in args.seeds]
                 per_base[st, b, s] = statistics.fmean(g), statistics.fmean(c)
                 lines.append(f"| {b} | {s} | {points[b, s]['conflict_pass@8']:.3f} | {interval(g)} | {interval(c)} |")
     lines += [f"\n**The base as the unit** (each base's mean over RL seeds; mean [95% t-interval] over the bases, "
@@ -136,15 +132,16 @@ def exp_peff(args):
              "| recipe | SFT seed | conflict pass@8 | p (c = 0) | "
              + " | ".join(f"p_eff {f}: c / conflict gain / price" for f in ["c=0", *PEFF]) + " |",
              "|---|---|---|---|" + "---|" * (1 + len(PEFF))]
-    prices = {f: [] for f in [None, *PEFF]}  # each base's mean price at each p_eff, in the order of `order`
-    order = [(b, s) for b in bases for s in args.base_seeds]
+    prices = {f: [] for f in [None, *PEFF]}  # each base's mean price at each p_eff, in the order of `points`
     for b in bases:
         for s in args.base_seeds:
             label, cells = base_label(b, s), []
+            # the positive share of each RL seed's dataset (the c = 0 run's), which sets c for each p_eff
+            ps = [dataset_row(os.path.join(args.out, "exp_regime", f"{label}_topr_s{r}"))["dataset_pos_frac"]
+                  for r in args.seeds]
             for f in [None, *PEFF]:
                 rows, cs = [], []
-                for r in args.seeds:
-                    p = dataset_row(os.path.join(args.out, "exp_regime", f"{label}_topr_s{r}"))["dataset_pos_frac"]
+                for r, p in zip(args.seeds, ps):
                     c = 0.0 if f is None else topr.baseline_for_pos_fraction(p, f)
                     one_seed = argparse.Namespace(**{**vars(args), "seeds": [r]})
                     method = {"topr": ["--loss", "topr", "--baseline", f"{c:.4f}"]}
@@ -160,10 +157,10 @@ def exp_peff(args):
                          + " | ".join(cells) + " |")
     # what goes with the price across the bases: Pearson r of each base's mean price with each of its measures
     measures = {"conflict pass@8": "conflict_pass@8", "positive share (c = 0)": "pos", "single-reward conflict groups": "single"}
-    lines += [f"\n**What goes with the price** (Pearson r over the {len(order)} bases, of each base's mean price)\n",
+    lines += [f"\n**What goes with the price** (Pearson r over the {len(points)} bases, of each base's mean price)\n",
               "| p_eff | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
     for f, ys in prices.items():
-        rs = [pearson([points[k][m] for k in order], ys) for m in measures.values()]
+        rs = [pearson([point[m] for point in points.values()], ys) for m in measures.values()]
         lines.append(f"| {'c = 0' if f is None else f} | " + " | ".join(f"{r:+.2f}" for r in rs) + " |")
     write_table(os.path.join(args.out, "exp_regime"), lines, "table_peff.md")
 
